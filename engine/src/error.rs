@@ -1,0 +1,80 @@
+//! Spec errors: every one names the file, line and column, and the path of the value
+//! (`nodes.scan.input`) it is about.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::locate::{Pos, SourceMap, SpecPath};
+
+/// One problem in a spec file.
+#[derive(Debug, Clone)]
+pub struct SpecError {
+    pub file: PathBuf,
+    pub pos: Option<Pos>,
+    /// What the error is about, e.g. `nodes.scan.input`; empty for file-level errors.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(p) = self.pos {
+            write!(f, ":{}:{}", p.line, p.column)?;
+        }
+        if self.path.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// All problems found in a spec; validation collects them rather than stopping at the first.
+#[derive(Debug, Clone, Default)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+/// Collects errors for one file, placing each with the file's [`SourceMap`].
+pub struct ErrorSink<'a> {
+    pub file: PathBuf,
+    pub map: &'a SourceMap,
+    pub errors: Vec<SpecError>,
+}
+
+impl<'a> ErrorSink<'a> {
+    pub fn new(file: PathBuf, map: &'a SourceMap) -> Self {
+        Self { file, map, errors: Vec::new() }
+    }
+    pub fn push(&mut self, path: &SpecPath, message: impl Into<String>) {
+        self.errors.push(SpecError {
+            file: self.file.clone(),
+            pos: self.map.locate(path),
+            path: if path.is_root() { String::new() } else { path.to_string() },
+            message: message.into(),
+        });
+    }
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+    pub fn into_result(self) -> Result<(), SpecErrors> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecErrors(self.errors))
+        }
+    }
+}

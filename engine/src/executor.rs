@@ -1,0 +1,408 @@
+//! Runs a pipeline: one task group per node, bounded channels between nodes, per-node
+//! concurrency, items streamed from listing to sinks.
+//!
+//! Shape of a run:
+//! - every processing node gets one bounded `mpsc` channel that all its inputs send into;
+//!   a full channel makes the sender wait (backpressure), so memory depends on channel
+//!   capacity and concurrency, never on the number of objects;
+//! - a node's task takes an item only when one of its `concurrency` permits is free, and
+//!   runs each item in its own tokio task (CPU-heavy transforms use both cores);
+//! - when a node's inputs have all closed and its in-flight items are done, it drops its
+//!   senders, which closes its consumers' channels: the run drains from sources to sinks;
+//! - each source object is tracked through all its copies; it is complete when every copy
+//!   reached the end of its path, failed if any node could not process it.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use indexmap::IndexMap;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::body::Spool;
+use crate::load::Pipeline;
+use crate::node::{mark_failed, Built, Item, Outputs, PortStats, RunFacts, Stop, Tracker};
+use crate::report::{ItemCounts, NodeReport, Outcome, PortReport, RunReport, SourceError};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Replaces the spec's default concurrency (nodes that set their own keep it).
+    pub default_concurrency: Option<usize>,
+    /// Per-node concurrency, over everything else.
+    pub node_concurrency: HashMap<String, usize>,
+    /// Progress bars (a terminal) or periodic log lines.
+    pub progress: Progress,
+    /// Set to stop listing early; in-flight items finish.
+    pub stop: Stop,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Progress {
+    /// Bars when stderr is a terminal, log lines otherwise.
+    #[default]
+    Auto,
+    Bars,
+    Log,
+    Off,
+}
+
+/// The run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("preflight checks failed:\n{}", .0.iter().map(|(n, e)| format!("  {n}: {e}")).collect::<Vec<_>>().join("\n"))]
+    Preflight(Vec<(String, String)>),
+}
+
+/// Counters of one node, shared with the progress display.
+#[derive(Debug, Default)]
+struct NodeStats {
+    received: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Pipeline {
+    /// The concurrency each node runs with, after the options' overrides.
+    pub fn effective_concurrency(&self, opts: &RunOptions) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .map(|n| match n.built {
+                Built::Source(_) => 1,
+                Built::Processor(_) => opts
+                    .node_concurrency
+                    .get(&n.spec.name)
+                    .copied()
+                    .or(n.spec.concurrency)
+                    .or(opts.default_concurrency)
+                    .unwrap_or(self.defaults.concurrency)
+                    .max(1),
+            })
+            .collect()
+    }
+}
+
+/// Runs the pipeline to the end and reports what happened.
+pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+
+    // Everything a node needs must answer before any item moves.
+    let mut checks = JoinSet::new();
+    for n in &p.nodes {
+        let name = n.spec.name.clone();
+        match &n.built {
+            Built::Source(s) => {
+                let s = s.clone();
+                checks.spawn(async move { (name, s.preflight().await) });
+            }
+            Built::Processor(x) => {
+                let x = x.clone();
+                checks.spawn(async move { (name, x.preflight().await) });
+            }
+        }
+    }
+    let mut failed_checks = Vec::new();
+    while let Some(r) = checks.join_next().await {
+        if let Ok((name, Err(e))) = r {
+            failed_checks.push((name, e));
+        }
+    }
+    if !failed_checks.is_empty() {
+        failed_checks.sort();
+        return Err(RunError::Preflight(failed_checks));
+    }
+
+    let concurrency = p.effective_concurrency(&opts);
+    let spool = Spool {
+        threshold: p.defaults.spool_threshold_bytes,
+        dir: p.defaults.spool_dir.as_ref().map(Into::into),
+    };
+    let tracker = Arc::new(Tracker::default());
+
+    // One bounded channel per processing node.
+    let mut senders: HashMap<String, mpsc::Sender<Item>> = HashMap::new();
+    let mut receivers: HashMap<String, mpsc::Receiver<Item>> = HashMap::new();
+    for n in &p.nodes {
+        if let Built::Processor(_) = n.built {
+            let (tx, rx) = mpsc::channel(p.defaults.channel_capacity);
+            senders.insert(n.spec.name.clone(), tx);
+            receivers.insert(n.spec.name.clone(), rx);
+        }
+    }
+
+    // Each node's output ports, wired to its consumers' channels.
+    let mut node_stats = Vec::new();
+    let mut port_stats: Vec<IndexMap<&'static str, Arc<PortStats>>> = Vec::new();
+    let mut outputs = Vec::new();
+    for n in &p.nodes {
+        let mut ports = IndexMap::new();
+        let mut stats = IndexMap::new();
+        for decl in n.kind.ports() {
+            let consumers: Vec<mpsc::Sender<Item>> =
+                p.dag.consumers(&n.spec.name, decl.name).filter_map(|to| senders.get(to).cloned()).collect();
+            let s = Arc::new(PortStats::default());
+            stats.insert(decl.name, s.clone());
+            ports.insert(decl.name, (consumers, s));
+        }
+        outputs.push(Arc::new(Outputs::new(n.spec.name.clone(), ports, spool.clone(), tracker.clone())));
+        node_stats.push(Arc::new(NodeStats::default()));
+        port_stats.push(stats);
+    }
+    // Only the Outputs hold senders now: channels close as upstream nodes finish.
+    drop(senders);
+
+    let progress = start_progress(p, &opts, &node_stats, &port_stats, &tracker);
+
+    let mut tasks: JoinSet<Option<SourceError>> = JoinSet::new();
+    for (i, n) in p.nodes.iter().enumerate() {
+        let out = outputs[i].clone();
+        let name = n.spec.name.clone();
+        match &n.built {
+            Built::Source(source) => {
+                let source = source.clone();
+                let stop = opts.stop.clone();
+                tasks.spawn(async move {
+                    let r = AssertUnwindSafe(source.run(&out, &stop)).catch_unwind().await;
+                    match r {
+                        Ok(Ok(())) => None,
+                        Ok(Err(error)) => {
+                            tracing::error!(node = %name, %error, "source stopped early");
+                            Some(SourceError { node: name, error })
+                        }
+                        Err(_) => Some(SourceError { node: name, error: "the source panicked".into() }),
+                    }
+                });
+            }
+            Built::Processor(node) => {
+                let node = node.clone();
+                let Some(mut rx) = receivers.remove(&name) else { continue };
+                let stats = node_stats[i].clone();
+                let limit = Arc::new(Semaphore::new(concurrency[i]));
+                tasks.spawn(async move {
+                    let mut running = JoinSet::new();
+                    loop {
+                        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+                        let Some(item) = rx.recv().await else { break };
+                        stats.received.fetch_add(1, Ordering::Relaxed);
+                        let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                        let (node, out, stats, name) = (node.clone(), out.clone(), stats.clone(), name.clone());
+                        running.spawn(async move {
+                            // Kept so that a failure (or a panic) can be recorded against
+                            // the object; a clone shares the body, it copies nothing.
+                            let guard = item.clone();
+                            let r = AssertUnwindSafe(node.process(item, &out)).catch_unwind().await;
+                            let reason = match r {
+                                Ok(Ok(())) => None,
+                                Ok(Err(e)) => Some(e.reason),
+                                Err(_) => Some("internal error: the node panicked".to_string()),
+                            };
+                            if let Some(reason) = reason {
+                                stats.errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(node = %name, key = %guard.source_key(), %reason, "item not processed");
+                                mark_failed(&guard, &name, &reason);
+                            }
+                            drop(guard);
+                            stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+                            drop(permit);
+                        });
+                        while running.try_join_next().is_some() {}
+                    }
+                    while running.join_next().await.is_some() {}
+                    None
+                });
+            }
+        }
+    }
+    // The tasks hold the only references to the outputs from here.
+    drop(outputs);
+
+    let mut source_errors = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Some(e)) = r {
+            source_errors.push(e);
+        }
+    }
+    if let Some(p) = progress {
+        p.finish().await;
+    }
+
+    // Items are all finished; gather the facts.
+    let mut nodes = Vec::new();
+    let mut problems = 0;
+    for (i, n) in p.nodes.iter().enumerate() {
+        let mut ports = IndexMap::new();
+        for decl in n.kind.ports() {
+            let s = &port_stats[i][decl.name];
+            let items = s.items.load(Ordering::Relaxed);
+            if decl.problem {
+                problems += items;
+            }
+            ports.insert(
+                decl.name.to_string(),
+                PortReport {
+                    items,
+                    bytes: s.bytes.load(Ordering::Relaxed),
+                    routed_to: p.dag.consumers(&n.spec.name, decl.name).map(String::from).collect(),
+                    problem: decl.problem,
+                },
+            );
+        }
+        let st = &node_stats[i];
+        nodes.push(NodeReport {
+            name: n.spec.name.clone(),
+            kind: n.spec.kind.clone(),
+            source: matches!(n.built, Built::Source(_)),
+            concurrency: concurrency[i],
+            received: st.received.load(Ordering::Relaxed),
+            errors: st.errors.load(Ordering::Relaxed),
+            max_in_flight: st.max_in_flight.load(Ordering::Relaxed),
+            ports,
+        });
+    }
+    let items = ItemCounts {
+        from_sources: tracker.started.load(Ordering::Relaxed),
+        complete: tracker.complete.load(Ordering::Relaxed),
+        failed: tracker.failed.load(Ordering::Relaxed),
+        problems,
+    };
+
+    let facts = RunFacts {
+        pipeline: p.name.clone(),
+        source_items: items.from_sources,
+        failed_items: items.failed,
+        problem_items: problems,
+    };
+    for n in &p.nodes {
+        if let Built::Processor(x) = &n.built {
+            x.finish(&facts).await;
+        }
+    }
+
+    let interrupted = opts.stop.is_stopped();
+    let outcome = if items.failed > 0 || !source_errors.is_empty() || interrupted || items.complete + items.failed != items.from_sources {
+        Outcome::Incomplete
+    } else if problems > 0 {
+        Outcome::CompleteWithProblems
+    } else {
+        Outcome::Complete
+    };
+    let mut failures = tracker.failures();
+    failures.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(RunReport {
+        pipeline: p.name.clone(),
+        outcome,
+        exit_code: outcome.exit_code(),
+        duration_seconds: started.elapsed().as_secs_f64(),
+        items,
+        nodes,
+        failures,
+        source_errors,
+        interrupted,
+    })
+}
+
+/// A running progress display; `finish` stops it.
+struct ProgressTask {
+    done: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl ProgressTask {
+    async fn finish(self) {
+        let _ = self.done.send(());
+        let _ = self.handle.await;
+    }
+}
+
+fn start_progress(
+    p: &Pipeline,
+    opts: &RunOptions,
+    node_stats: &[Arc<NodeStats>],
+    port_stats: &[IndexMap<&'static str, Arc<PortStats>>],
+    tracker: &Arc<Tracker>,
+) -> Option<ProgressTask> {
+    let mode = match opts.progress {
+        Progress::Auto if std::io::stderr().is_terminal() => Progress::Bars,
+        Progress::Auto => Progress::Log,
+        m => m,
+    };
+    if mode == Progress::Off {
+        return None;
+    }
+    let names: Vec<String> = p.nodes.iter().map(|n| n.spec.name.clone()).collect();
+    let sources: Vec<bool> = p.nodes.iter().map(|n| matches!(n.built, Built::Source(_))).collect();
+    let node_stats = node_stats.to_vec();
+    let port_stats = port_stats.to_vec();
+    let tracker = tracker.clone();
+    let (done, mut done_rx) = tokio::sync::oneshot::channel();
+
+    let line = move |i: usize| -> (u64, String) {
+        let st = &node_stats[i];
+        let ports: Vec<String> =
+            port_stats[i].iter().map(|(k, v)| format!("{k}={}", v.items.load(Ordering::Relaxed))).collect();
+        let count = if sources[i] {
+            port_stats[i].values().map(|v| v.items.load(Ordering::Relaxed)).sum()
+        } else {
+            st.received.load(Ordering::Relaxed)
+        };
+        (count, format!("in flight {}  {}", st.in_flight.load(Ordering::Relaxed), ports.join(" ")))
+    };
+
+    let handle = if mode == Progress::Bars {
+        let multi = indicatif::MultiProgress::new();
+        let style = indicatif::ProgressStyle::with_template("{prefix:>16} {spinner} {pos:>9} items  {per_sec:>12}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        let bars: Vec<indicatif::ProgressBar> = names
+            .iter()
+            .map(|n| {
+                let b = multi.add(indicatif::ProgressBar::new_spinner());
+                b.set_style(style.clone());
+                b.set_prefix(n.clone());
+                b
+            })
+            .collect();
+        tokio::spawn(async move {
+            loop {
+                for (i, b) in bars.iter().enumerate() {
+                    let (count, msg) = line(i);
+                    b.set_position(count);
+                    b.set_message(msg);
+                    b.tick();
+                }
+                tokio::select! {
+                    _ = &mut done_rx => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+            for b in &bars {
+                b.finish();
+            }
+        })
+    } else {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut done_rx => break,
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                }
+                for (i, n) in names.iter().enumerate() {
+                    let (count, msg) = line(i);
+                    tracing::info!(node = %n, items = count, "progress: {msg}");
+                }
+                tracing::info!(
+                    complete = tracker.complete.load(Ordering::Relaxed),
+                    failed = tracker.failed.load(Ordering::Relaxed),
+                    "progress: objects finished"
+                );
+            }
+        })
+    };
+    Some(ProgressTask { done, handle })
+}

@@ -1,0 +1,144 @@
+//! Environment interpolation in string values: `${VAR}`, `${VAR:-default}`,
+//! `${VAR:?message}`, and `$$` for a literal `$`. A `$` followed by anything else is kept
+//! as it is, so regular expressions such as `\.json$` need no escaping.
+//!
+//! Hand-written rather than taken from a crate: the crates that exist (shellexpand,
+//! envsubst) either expand `$VAR` and `~` too, which would rewrite regexes and paths in
+//! specs, or do not report which variables a value used, which the planner needs to redact
+//! values that came from the environment.
+
+/// A value after interpolation, with the names of the variables it used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpolated {
+    pub value: String,
+    pub vars: Vec<String>,
+}
+
+/// Expands `input`, looking variables up with `lookup`. The error is a one-line message
+/// naming the variable.
+pub fn interpolate(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Interpolated, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut vars = Vec::new();
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body_start) = after.strip_prefix('{') {
+            let end = matching_brace(body_start)
+                .ok_or_else(|| format!("unclosed `${{` in {input:?}: close it with `}}`, or write `$$` for a literal `$`"))?;
+            let body = &body_start[..end];
+            out.push_str(&expand(body, lookup, &mut vars)?);
+            rest = &body_start[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(Interpolated { value: out, vars })
+}
+
+/// The index of the `}` closing a `${`, counting nested `${ ... }` in defaults.
+fn matching_brace(s: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>, vars: &mut Vec<String>) -> Result<String, String> {
+    let name_end = body.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(body.len());
+    let name = &body[..name_end];
+    let op = &body[name_end..];
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("`${{{body}}}` does not name a variable: names are letters, digits and `_`"));
+    }
+    vars.push(name.to_string());
+    let value = lookup(name);
+    if op.is_empty() {
+        return value.ok_or_else(|| {
+            format!("environment variable `{name}` is not set; set it, or give a default with `${{{name}:-default}}`")
+        });
+    }
+    if let Some(default) = op.strip_prefix(":-") {
+        return match value {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => {
+                let d = interpolate(default, lookup)?;
+                vars.extend(d.vars);
+                Ok(d.value)
+            }
+        };
+    }
+    if let Some(message) = op.strip_prefix(":?") {
+        return match value {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(format!(
+                "environment variable `{name}` is not set or empty: {}",
+                if message.is_empty() { "it is required" } else { message }
+            )),
+        };
+    }
+    Err(format!("`${{{body}}}`: unknown operator `{op}`; use `${{{name}}}`, `${{{name}:-default}}` or `${{{name}:?message}}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "SET" => Some("value".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn run(s: &str) -> Result<String, String> {
+        interpolate(s, &env).map(|i| i.value)
+    }
+
+    #[test]
+    fn forms() {
+        assert_eq!(run("a ${SET} b").unwrap(), "a value b");
+        assert_eq!(run("${UNSET:-file://./var/in}").unwrap(), "file://./var/in");
+        assert_eq!(run("${EMPTY:-d}").unwrap(), "d");
+        assert_eq!(run("${SET:-d}").unwrap(), "value");
+        assert_eq!(run("$${SET}").unwrap(), "${SET}");
+        assert_eq!(run("cost $$5").unwrap(), "cost $5");
+        assert_eq!(run(r"\.json$").unwrap(), r"\.json$");
+        assert_eq!(run("${UNSET:-${SET}}").unwrap(), "value");
+        assert_eq!(run("${EMPTY}").unwrap(), "");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = run("s3://${BUCKET}/x").unwrap_err();
+        assert!(e.contains("`BUCKET` is not set"), "{e}");
+        let e = run("${TOKEN:?the Slack token}").unwrap_err();
+        assert!(e.contains("TOKEN") && e.contains("the Slack token"), "{e}");
+        assert!(run("${OPEN").unwrap_err().contains("unclosed"));
+        assert!(run("${1X}").unwrap_err().contains("does not name a variable"));
+    }
+
+    #[test]
+    fn reports_used_variables() {
+        let i = interpolate("${SET}-${UNSET:-x}", &env).unwrap();
+        assert_eq!(i.vars, vec!["SET".to_string(), "UNSET".to_string()]);
+    }
+}

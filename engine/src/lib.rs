@@ -1,0 +1,32 @@
+//! dqpipe's engine: the spec model, environment interpolation, validation, the DAG, the
+//! planner and the executor.
+//!
+//! The engine knows node kinds and stores only through the traits in [`node`] and
+//! [`store`]; the concrete kinds (listing, fetch, scanning, transforms, sinks, alerts) live
+//! in the `dqpipe-plugins` crate. Reading order for a newcomer:
+//!
+//! 1. [`spec`]: what a pipeline file says, and how it is read ([`load`]).
+//! 2. [`node`]: the contract a node kind implements (config -> build -> run).
+//! 3. [`dag`]: how nodes are wired and checked.
+//! 4. [`executor`]: how items flow, with bounded channels and per-node concurrency.
+//! 5. [`plan`] and [`report`]: what is printed before and after a run.
+
+pub mod body;
+pub mod dag;
+pub mod error;
+pub mod executor;
+pub mod interpolate;
+pub mod load;
+pub mod locate;
+pub mod node;
+pub mod plan;
+pub mod redact;
+pub mod report;
+pub mod schema;
+pub mod spec;
+pub mod store;
+pub mod template;
+
+pub use error::{SpecError, SpecErrors};
+pub use load::{load_pipeline, Pipeline};
+pub use node::{Item, NodeKind, Registry};

@@ -1,0 +1,281 @@
+//! Reading a spec file into a [`Pipeline`]: parse (YAML or TOML, by extension),
+//! interpolate the environment, check the top level, split nodes and stores, wire the DAG,
+//! and let each kind check its own settings. All errors are collected and placed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::dag::Dag;
+use crate::error::{ErrorSink, SpecError, SpecErrors};
+use crate::interpolate::interpolate;
+use crate::locate::{LineIndex, Pos, SourceMap, SpecPath};
+use crate::node::{Built, BuildContext, NodeKind, Registry};
+use crate::spec::{Defaults, InputRef, NodeSpec, SpecHeader, StoreSpec, COMMON_NODE_KEYS};
+use crate::store::Store;
+
+/// A checked, built pipeline, ready to plan or run.
+pub struct Pipeline {
+    pub file: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    pub defaults: Defaults,
+    pub stores: IndexMap<String, (StoreSpec, Arc<dyn Store>)>,
+    /// In topological order: every node comes after its inputs.
+    pub nodes: Vec<PipelineNode>,
+    pub dag: Dag,
+    /// Paths of values that came from environment variables, for redaction.
+    pub env_vars: BTreeMap<String, Vec<String>>,
+}
+
+pub struct PipelineNode {
+    pub spec: NodeSpec,
+    pub kind: Arc<dyn NodeKind>,
+    pub built: Built,
+}
+
+impl PipelineNode {
+    pub fn concurrency(&self, defaults: &Defaults) -> usize {
+        match self.built {
+            Built::Source(_) => 1,
+            Built::Processor(_) => self.spec.concurrency.unwrap_or(defaults.concurrency),
+        }
+    }
+}
+
+/// Reads and checks `file`, looking variables up with `env`.
+pub fn load_pipeline(file: &Path, registry: &Registry, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline, SpecErrors> {
+    let text = std::fs::read_to_string(file).map_err(|e| one_error(file, None, format!("cannot read the spec: {e}")))?;
+    load_pipeline_str(file, &text, registry, env)
+}
+
+/// As [`load_pipeline`], from text already read; `file` names it in errors and picks the
+/// format by extension.
+pub fn load_pipeline_str(file: &Path, text: &str, registry: &Registry, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline, SpecErrors> {
+    let (mut doc, map) = parse(file, text)?;
+    let mut errors = ErrorSink::new(file.to_path_buf(), &map);
+    let root = SpecPath::root();
+
+    // 1. Environment interpolation in every string value.
+    let mut env_vars = BTreeMap::new();
+    interpolate_value(&mut doc, &root, env, &mut errors, &mut env_vars);
+
+    // 2. The top level.
+    let header: SpecHeader = match serde_path_to_error::deserialize(doc) {
+        Ok(h) => h,
+        Err(e) => {
+            let path = root.join_dotted(&e.path().to_string());
+            let message = e.inner().to_string();
+            let path = match crate::node::unknown_field(&message) {
+                Some(f) => path.key(&f),
+                None => path,
+            };
+            errors.push(&path, message);
+            return Err(SpecErrors(errors.errors));
+        }
+    };
+    if header.version != 1 {
+        errors.push(&root.key("version"), format!("unsupported version {}; this dqpipe reads version 1", header.version));
+    }
+    if header.defaults.concurrency == 0 {
+        errors.push(&root.key("defaults").key("concurrency"), "must be at least 1");
+    }
+    if header.defaults.channel_capacity == 0 {
+        errors.push(&root.key("defaults").key("channel_capacity"), "must be at least 1");
+    }
+
+    // 3. Stores.
+    let mut stores = IndexMap::new();
+    for (name, value) in &header.stores {
+        let path = root.key("stores").key(name);
+        let Value::Object(mut options) = value.clone() else {
+            errors.push(&path, "a store is a mapping with at least `url`");
+            continue;
+        };
+        let url = match options.remove("url") {
+            Some(Value::String(u)) => u,
+            Some(_) => {
+                errors.push(&path.key("url"), "must be a string such as `file://./var/in` or `s3://bucket/prefix`");
+                continue;
+            }
+            None => {
+                errors.push(&path, "missing `url`");
+                continue;
+            }
+        };
+        let spec = StoreSpec { name: name.clone(), url, options, path: path.clone() };
+        match registry.stores.open(&spec) {
+            Ok(store) => {
+                stores.insert(name.clone(), (spec, store));
+            }
+            Err(e) => errors.push(&path.join_dotted(&e.path), e.message),
+        }
+    }
+
+    // 4. Nodes: common keys here, the rest is the kind's.
+    let mut specs = Vec::new();
+    for (name, value) in &header.nodes {
+        let path = root.key("nodes").key(name);
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            errors.push(&path, "node names are letters, digits, `_` and `-` (a `.` separates a node from its port)");
+            continue;
+        }
+        if let Some(spec) = split_node(name, value, &path, &mut errors) {
+            specs.push(spec);
+        }
+    }
+
+    // 5. Kinds, wiring, ports, cycles.
+    let dag = Dag::build(&specs, registry, &mut errors);
+
+    // 6. Each kind checks its own settings.
+    let mut nodes = Vec::new();
+    if let Some(dag) = &dag {
+        for &i in &dag.order {
+            let spec = &specs[i];
+            let Some(kind) = registry.kind(&spec.kind) else { continue };
+            let ctx = BuildContext { node: &spec.name, defaults: &header.defaults, stores: &stores };
+            match kind.build(&ctx, Value::Object(spec.config.clone())) {
+                Ok(built) => nodes.push(PipelineNode { spec: spec.clone(), kind: kind.clone(), built }),
+                Err(e) => errors.push(&spec.path.join_dotted(&e.path), e.message),
+            }
+        }
+    }
+
+    errors.into_result()?;
+    let Some(dag) = dag else {
+        return Err(one_error(file, None, "the pipeline's graph could not be built".into()));
+    };
+    Ok(Pipeline {
+        file: file.to_path_buf(),
+        name: header.name,
+        description: header.description,
+        defaults: header.defaults,
+        stores,
+        nodes,
+        dag,
+        env_vars,
+    })
+}
+
+fn one_error(file: &Path, pos: Option<Pos>, message: String) -> SpecErrors {
+    SpecErrors(vec![SpecError { file: file.to_path_buf(), pos, path: String::new(), message }])
+}
+
+/// Parses the file into a generic tree, with a map of where each value is.
+fn parse(file: &Path, text: &str) -> Result<(Value, SourceMap), SpecErrors> {
+    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let doc: Value = match ext.as_str() {
+        "yaml" | "yml" => serde_norway::from_str(text).map_err(|e| {
+            let pos = e.location().map(|l| Pos { line: l.line(), column: l.column() });
+            one_error(file, pos, format!("invalid YAML: {}", strip_position(&e.to_string())))
+        })?,
+        "toml" => toml::from_str(text).map_err(|e| {
+            let pos = e.span().map(|s| LineIndex::new(text).pos(s.start));
+            one_error(file, pos, format!("invalid TOML: {}", e.message()))
+        })?,
+        _ => {
+            return Err(one_error(
+                file,
+                None,
+                "unknown spec format: the file name must end in .yaml, .yml or .toml".into(),
+            ))
+        }
+    };
+    if !doc.is_object() {
+        return Err(one_error(file, Some(Pos { line: 1, column: 1 }), "a spec is a mapping with `version`, `name`, `stores` and `nodes`".into()));
+    }
+    let map = if ext == "toml" { SourceMap::from_toml(text) } else { SourceMap::from_yaml(text) };
+    Ok((doc, map))
+}
+
+/// serde_norway appends " at line L column C" to messages; the position is printed first.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn interpolate_value(
+    v: &mut Value,
+    path: &SpecPath,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut ErrorSink<'_>,
+    env_vars: &mut BTreeMap<String, Vec<String>>,
+) {
+    match v {
+        Value::String(s) => match interpolate(s, env) {
+            Ok(i) => {
+                if !i.vars.is_empty() {
+                    env_vars.insert(path.to_string(), i.vars);
+                }
+                *s = i.value;
+            }
+            Err(msg) => errors.push(path, msg),
+        },
+        Value::Array(a) => {
+            for (i, el) in a.iter_mut().enumerate() {
+                interpolate_value(el, &path.index(i), env, errors, env_vars);
+            }
+        }
+        Value::Object(m) => {
+            for (k, el) in m.iter_mut() {
+                interpolate_value(el, &path.key(k), env, errors, env_vars);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Separates a node's common keys from its kind's settings.
+fn split_node(name: &str, value: &Value, path: &SpecPath, errors: &mut ErrorSink<'_>) -> Option<NodeSpec> {
+    let Value::Object(map) = value else {
+        errors.push(path, "a node is a mapping with at least `kind`");
+        return None;
+    };
+    let mut config = map.clone();
+    for k in COMMON_NODE_KEYS {
+        config.shift_remove(*k);
+    }
+    let kind = match map.get("kind") {
+        Some(Value::String(k)) => k.clone(),
+        Some(_) => {
+            errors.push(&path.key("kind"), "must be a string naming a node kind");
+            return None;
+        }
+        None => {
+            errors.push(path, "missing `kind`");
+            return None;
+        }
+    };
+    let mut inputs = Vec::new();
+    match map.get("input") {
+        None => {}
+        Some(Value::String(s)) => inputs.push(InputRef::parse(s, path.key("input"))),
+        Some(Value::Array(a)) => {
+            for (i, el) in a.iter().enumerate() {
+                match el {
+                    Value::String(s) => inputs.push(InputRef::parse(s, path.key("input").index(i))),
+                    _ => errors.push(&path.key("input").index(i), "must be a string: `node` or `node.port`"),
+                }
+            }
+        }
+        Some(_) => errors.push(&path.key("input"), "must be `node`, `node.port` or a list of them"),
+    }
+    let concurrency = match map.get("concurrency") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => Some(n as usize),
+            _ => {
+                errors.push(&path.key("concurrency"), format!("must be a whole number of at least 1, not {v}"));
+                None
+            }
+        },
+    };
+    let description = map.get("description").and_then(|d| d.as_str()).map(String::from);
+    Some(NodeSpec { name: name.to_string(), kind, inputs, concurrency, description, config, path: path.clone() })
+}

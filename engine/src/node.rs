@@ -1,0 +1,388 @@
+//! The contract between the engine and a node kind.
+//!
+//! A kind is registered once ([`NodeKind`]); for each node of that kind in a spec, the
+//! engine hands it the node's settings and gets back something that runs: a [`Source`]
+//! that produces items, or a [`Node`] that processes one item at a time and sends it on
+//! through named output ports ([`Outputs::emit`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::body::{Body, Spool};
+use crate::spec::{Defaults, StoreSpec};
+use crate::store::Store;
+use crate::template::KeyTemplate;
+
+/// An item's metadata: `key`, `name`, `size`, `etag`, ... plus what nodes add
+/// (`msg_date`, `signature`, `reason`). Templates read it.
+pub type Meta = serde_json::Map<String, serde_json::Value>;
+
+/// One object travelling through the pipeline.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub meta: Meta,
+    pub body: Option<Body>,
+    lineage: Arc<Lineage>,
+}
+
+impl Item {
+    /// The source key this item came from.
+    pub fn source_key(&self) -> &str {
+        &self.lineage.source_key
+    }
+    pub fn get_str(&self, k: &str) -> Option<&str> {
+        self.meta.get(k).and_then(|v| v.as_str())
+    }
+    pub fn key(&self) -> &str {
+        self.get_str("key").unwrap_or(&self.lineage.source_key)
+    }
+    pub fn name(&self) -> &str {
+        self.get_str("name").unwrap_or_else(|| self.key().rsplit('/').next().unwrap_or(""))
+    }
+    pub fn set(&mut self, k: &str, v: impl Into<serde_json::Value>) {
+        self.meta.insert(k.to_string(), v.into());
+    }
+}
+
+/// Ties every copy of an item back to the source object it came from. When the last copy
+/// is dropped, the object is finished: complete if no node failed it.
+#[derive(Debug)]
+struct Lineage {
+    source_key: String,
+    failure: Mutex<Option<ItemFailure>>,
+    tracker: Arc<Tracker>,
+}
+
+impl Drop for Lineage {
+    fn drop(&mut self) {
+        let failure = self.failure.lock().map(|mut f| f.take()).unwrap_or(None);
+        self.tracker.finished(failure);
+    }
+}
+
+/// An item that did not get through: which object, where, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ItemFailure {
+    pub key: String,
+    pub node: String,
+    pub reason: String,
+}
+
+/// Counts source objects as they finish.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pub started: AtomicU64,
+    pub complete: AtomicU64,
+    pub failed: AtomicU64,
+    failures: Mutex<Vec<ItemFailure>>,
+}
+
+impl Tracker {
+    fn finished(&self, failure: Option<ItemFailure>) {
+        match failure {
+            None => {
+                self.complete.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(f) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut v) = self.failures.lock() {
+                    v.push(f);
+                }
+            }
+        }
+    }
+    pub fn failures(&self) -> Vec<ItemFailure> {
+        self.failures.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// Why a node could not process an item. The item is then reported as unprocessed and
+/// the run as incomplete; nothing is sent on, so nothing unchecked reaches a sink.
+#[derive(Debug, Clone)]
+pub struct ItemError {
+    pub reason: String,
+}
+
+impl ItemError {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into() }
+    }
+}
+
+impl std::fmt::Display for ItemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// An output port as a kind declares it.
+#[derive(Debug, Clone, Copy)]
+pub struct PortDecl {
+    pub name: &'static str,
+    /// Items on this port may never be dropped silently: validation requires a consumer.
+    pub must_route: bool,
+    /// Items on this port are problems (infected, unparseable): a run that routed any
+    /// ends with the "complete with problems" exit code.
+    pub problem: bool,
+    pub doc: &'static str,
+}
+
+/// Whether a kind produces items or processes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Processor,
+}
+
+/// A node kind: its name, its ports, its settings' schema, and how to build a node.
+pub trait NodeKind: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// One line for `--help`, the schema and the README.
+    fn summary(&self) -> &'static str;
+    fn role(&self) -> Role;
+    fn ports(&self) -> &'static [PortDecl];
+    /// The port a bare `input: node` refers to; none when the kind has several ports and
+    /// the spec must name one (`scan.clean`).
+    fn default_port(&self) -> Option<&'static str> {
+        match self.ports() {
+            [one] => Some(one.name),
+            _ => None,
+        }
+    }
+    /// JSON Schema of the kind's own settings (see [`crate::schema::config_schema`]).
+    fn schema(&self) -> schemars::Schema;
+    /// Checks the settings and builds a runnable node. Does no I/O: plans build too.
+    fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError>;
+}
+
+/// What [`NodeKind::build`] returns.
+pub enum Built {
+    Source(Arc<dyn Source>),
+    Processor(Arc<dyn Node>),
+}
+
+/// Facts about the whole run, for nodes that act at its end (alerts).
+#[derive(Debug, Clone, Default)]
+pub struct RunFacts {
+    pub pipeline: String,
+    /// Objects the sources produced.
+    pub source_items: u64,
+    pub failed_items: u64,
+    /// Items routed to problem ports (quarantine, dead letter).
+    pub problem_items: u64,
+}
+
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Checks what the source needs (a store reachable, credentials accepted) before any
+    /// item moves.
+    async fn preflight(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Produces items with [`Outputs::new_item`] and [`Outputs::emit`] until exhausted or
+    /// until `stop` is set.
+    async fn run(&self, out: &Outputs, stop: &Stop) -> Result<(), String>;
+}
+
+#[async_trait]
+pub trait Node: Send + Sync {
+    async fn preflight(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Processes one item and sends it (or what it became) on. Several calls run at once,
+    /// up to the node's concurrency.
+    async fn process(&self, item: Item, out: &Outputs) -> Result<(), ItemError>;
+    /// Called once after every item has finished.
+    async fn finish(&self, _facts: &RunFacts) {}
+}
+
+/// Asks sources to stop listing (SIGTERM, fatal error).
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Stop {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Counters of one output port.
+#[derive(Debug, Default)]
+pub struct PortStats {
+    pub items: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// A node's output ports and where each leads. Shared by the node's concurrent tasks;
+/// the downstream channels close when the last copy is dropped.
+pub struct Outputs {
+    node: String,
+    ports: IndexMap<&'static str, Route>,
+    spool: Spool,
+    tracker: Arc<Tracker>,
+}
+
+struct Route {
+    consumers: Vec<mpsc::Sender<Item>>,
+    stats: Arc<PortStats>,
+}
+
+/// Returned when the downstream nodes are gone (the run is being torn down).
+#[derive(Debug)]
+pub struct Closed;
+
+impl Outputs {
+    pub(crate) fn new(
+        node: String,
+        ports: IndexMap<&'static str, (Vec<mpsc::Sender<Item>>, Arc<PortStats>)>,
+        spool: Spool,
+        tracker: Arc<Tracker>,
+    ) -> Self {
+        let ports = ports.into_iter().map(|(k, (consumers, stats))| (k, Route { consumers, stats })).collect();
+        Self { node, ports, spool, tracker }
+    }
+
+    /// Where bodies spool; nodes that read objects need it.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Starts a new item for a source object.
+    pub fn new_item(&self, source_key: &str, meta: Meta) -> Item {
+        self.tracker.started.fetch_add(1, Ordering::Relaxed);
+        Item {
+            meta,
+            body: None,
+            lineage: Arc::new(Lineage {
+                source_key: source_key.to_string(),
+                failure: Mutex::new(None),
+                tracker: self.tracker.clone(),
+            }),
+        }
+    }
+
+    /// Sends an item out of `port`: to every consumer (a copy each), or nowhere if the
+    /// port is not routed, which ends the item's path there. Waits while consumers are
+    /// full (backpressure).
+    pub async fn emit(&self, port: &str, item: Item) -> Result<(), Closed> {
+        let Some(route) = self.ports.get(port) else {
+            // A kind emitting on a port it did not declare is a bug in the kind.
+            mark_failed(&item, &self.node, &format!("internal error: undeclared port `{port}`"));
+            return Ok(());
+        };
+        route.stats.items.fetch_add(1, Ordering::Relaxed);
+        route.stats.bytes.fetch_add(item.body.as_ref().map(|b| b.len()).unwrap_or(0), Ordering::Relaxed);
+        if let Some((last, rest)) = route.consumers.split_last() {
+            for tx in rest {
+                tx.send(item.clone()).await.map_err(|_| Closed)?;
+            }
+            last.send(item).await.map_err(|_| Closed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Records that `node` could not process `item`; the source object is reported as failed
+/// when its last copy is dropped.
+pub(crate) fn mark_failed(item: &Item, node: &str, reason: &str) {
+    if let Ok(mut f) = item.lineage.failure.lock() {
+        if f.is_none() {
+            *f = Some(ItemFailure {
+                key: item.lineage.source_key.clone(),
+                node: node.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+}
+
+/// A problem in a node's or store's settings, at a path relative to the node or store.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    /// Dotted path below the node (`key`, `retry.attempts`); empty for the node itself.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+/// Deserializes a kind's settings, keeping the path of the first bad value.
+pub fn parse_config<T: DeserializeOwned>(config: serde_json::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(config).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        // For an unknown field, point at the field itself.
+        let path = match (path.as_str(), unknown_field(&message)) {
+            (".", Some(f)) => f,
+            (p, Some(f)) => format!("{p}.{f}"),
+            (".", None) => String::new(),
+            (p, None) => p.to_string(),
+        };
+        ConfigError { path, message }
+    })
+}
+
+pub(crate) fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// What a kind may use while building a node.
+pub struct BuildContext<'a> {
+    pub node: &'a str,
+    pub defaults: &'a Defaults,
+    pub stores: &'a IndexMap<String, (StoreSpec, Arc<dyn Store>)>,
+}
+
+impl BuildContext<'_> {
+    /// The store named `name`, or an error listing the ones that exist.
+    pub fn store(&self, field: &str, name: &str) -> Result<Arc<dyn Store>, ConfigError> {
+        self.stores.get(name).map(|(_, s)| s.clone()).ok_or_else(|| {
+            let known: Vec<&str> = self.stores.keys().map(|s| s.as_str()).collect();
+            ConfigError::at(
+                field,
+                format!("unknown store `{name}`; the spec's stores are: {}", if known.is_empty() { "(none)".into() } else { known.join(", ") }),
+            )
+        })
+    }
+
+    /// Compiles a key template, or says what is wrong with it.
+    pub fn template(&self, field: &str, source: &str) -> Result<KeyTemplate, ConfigError> {
+        KeyTemplate::new(source).map_err(|e| ConfigError::at(field, format!("bad template {source:?}: {e}")))
+    }
+}
+
+/// Opens stores by URL scheme. Implemented by `dqpipe-plugins`.
+pub trait StoreOpener: Send + Sync {
+    /// Checks the store's settings and returns a handle. No I/O.
+    fn open(&self, spec: &StoreSpec) -> Result<Arc<dyn Store>, ConfigError>;
+    /// JSON Schema of a store entry.
+    fn schema(&self) -> schemars::Schema;
+}
+
+/// Every kind and store scheme the binary knows.
+pub struct Registry {
+    pub kinds: Vec<Arc<dyn NodeKind>>,
+    pub stores: Arc<dyn StoreOpener>,
+}
+
+impl Registry {
+    pub fn kind(&self, name: &str) -> Option<&Arc<dyn NodeKind>> {
+        self.kinds.iter().find(|k| k.name() == name)
+    }
+    pub fn kind_names(&self) -> Vec<&'static str> {
+        self.kinds.iter().map(|k| k.name()).collect()
+    }
+}

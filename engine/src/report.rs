@@ -1,0 +1,144 @@
+//! What a run did: per node and port counts, failures, and the outcome that decides the
+//! exit code. Printed as a human summary and written as JSON with `--report`.
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::node::ItemFailure;
+
+/// How a run ended. The exit code contract (README, "Exit codes") follows from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every object reached the end of its path; none was a problem.
+    Complete,
+    /// Every object reached the end of its path; some went to a problem port
+    /// (quarantine, dead letter).
+    CompleteWithProblems,
+    /// Some objects were not processed (a node failed them, a source failed, or the run
+    /// was stopped). A rerun picks them up.
+    Incomplete,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Complete => 0,
+            Outcome::CompleteWithProblems => 3,
+            Outcome::Incomplete => 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub pipeline: String,
+    pub outcome: Outcome,
+    pub exit_code: i32,
+    pub duration_seconds: f64,
+    pub items: ItemCounts,
+    pub nodes: Vec<NodeReport>,
+    /// Every object that was not processed, with the node and the reason.
+    pub failures: Vec<ItemFailure>,
+    /// Sources that stopped early (a listing that failed part way).
+    pub source_errors: Vec<SourceError>,
+    /// Set when the run was asked to stop (SIGTERM, Ctrl-C).
+    pub interrupted: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemCounts {
+    /// Objects the sources produced.
+    pub from_sources: u64,
+    /// Objects every copy of which reached the end of its path.
+    pub complete: u64,
+    /// Objects a node could not process.
+    pub failed: u64,
+    /// Items sent to problem ports (quarantine, dead letter).
+    pub problems: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceError {
+    pub node: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    pub name: String,
+    pub kind: String,
+    /// Sources produce items and receive none.
+    pub source: bool,
+    pub concurrency: usize,
+    /// Items the node received (0 for sources).
+    pub received: u64,
+    /// Items the node could not process.
+    pub errors: u64,
+    /// The most items the node worked on at once during the run.
+    pub max_in_flight: u64,
+    pub ports: IndexMap<String, PortReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PortReport {
+    pub items: u64,
+    pub bytes: u64,
+    /// The nodes this port feeds; empty when the port ends the items' path.
+    pub routed_to: Vec<String>,
+    pub problem: bool,
+}
+
+impl RunReport {
+    /// The human summary printed at the end of a run.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(s, "Run summary: {} ({:.1}s)", self.pipeline, self.duration_seconds);
+        let width = self.nodes.iter().map(|n| n.name.len() + n.kind.len() + 3).max().unwrap_or(10);
+        for n in &self.nodes {
+            let label = format!("{} ({})", n.name, n.kind);
+            let mut ports = Vec::new();
+            for (p, r) in &n.ports {
+                let to = if r.routed_to.is_empty() { "end".to_string() } else { r.routed_to.join(",") };
+                ports.push(format!("{p}={} -> {to}", r.items));
+            }
+            let recv = if n.source { String::from("source") } else { format!("in={}", n.received) };
+            let _ = write!(s, "  {label:<width$}  {recv:<10} {}", ports.join("  "));
+            if n.errors > 0 {
+                let _ = write!(s, "  errors={}", n.errors);
+            }
+            let _ = writeln!(s, "  [concurrency {}, peak in flight {}]", n.concurrency, n.max_in_flight);
+        }
+        let _ = writeln!(
+            s,
+            "Objects: {} listed, {} complete, {} failed, {} routed to problem ports",
+            self.items.from_sources, self.items.complete, self.items.failed, self.items.problems
+        );
+        for e in &self.source_errors {
+            let _ = writeln!(s, "Source `{}` stopped early: {}", e.node, e.error);
+        }
+        const SHOWN: usize = 20;
+        for f in self.failures.iter().take(SHOWN) {
+            let _ = writeln!(s, "  unprocessed: {} at `{}`: {}", f.key, f.node, f.reason);
+        }
+        if self.failures.len() > SHOWN {
+            let _ = writeln!(s, "  ... and {} more (see --report)", self.failures.len() - SHOWN);
+        }
+        if self.interrupted {
+            let _ = writeln!(s, "The run was interrupted.");
+        }
+        let _ = writeln!(
+            s,
+            "Outcome: {} (exit code {})",
+            match self.outcome {
+                Outcome::Complete => "complete",
+                Outcome::CompleteWithProblems => "complete, with quarantined or dead-lettered items",
+                Outcome::Incomplete => "INCOMPLETE: rerun to process what is missing",
+            },
+            self.exit_code
+        );
+        s
+    }
+}
+

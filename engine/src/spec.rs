@@ -1,0 +1,116 @@
+//! The spec model: what a pipeline file says. One model for YAML and TOML.
+//!
+//! ```yaml
+//! version: 1
+//! name: copy-json
+//! defaults: { concurrency: 8 }
+//! stores:
+//!   src: { url: "${SRC_URL:-file://./var/in}" }
+//! nodes:
+//!   list:  { kind: list, store: src, suffix: ".json" }
+//!   fetch: { kind: fetch, input: list, concurrency: 16 }
+//!   write: { kind: put, input: fetch, store: dst, key: "copied/{{ name }}" }
+//! ```
+//!
+//! The top level is typed here. A node's own settings depend on its kind and are typed by
+//! the kind (see [`crate::node::NodeKind`]); a store's settings depend on its URL scheme
+//! and are typed by the store opener. Every struct denies unknown fields.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::locate::SpecPath;
+
+/// The keys at the top of a spec file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpecHeader {
+    /// Spec format version; only `1` exists.
+    pub version: u32,
+    /// The pipeline's name, used in logs, plans and reports.
+    pub name: String,
+    /// Free text for people reading the spec.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Settings that apply to every node unless the node says otherwise.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Named stores: where objects are listed, read and written, as URLs
+    /// (`file://./var/in`, `s3://bucket/prefix`).
+    #[serde(default)]
+    pub stores: IndexMap<String, serde_json::Value>,
+    /// The nodes, by name. Each names its `kind` and its `input` (one or several upstream
+    /// nodes, `node` or `node.port`).
+    pub nodes: IndexMap<String, serde_json::Value>,
+}
+
+/// Settings shared by all nodes.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// How many items a node works on at once, unless the node sets `concurrency`.
+    pub concurrency: usize,
+    /// How many items may wait between two nodes. Bounds memory whatever the number of
+    /// objects: a fast node waits for a slow one (backpressure).
+    pub channel_capacity: usize,
+    /// Bodies up to this size stay in memory; larger ones are spooled to a temporary file.
+    pub spool_threshold_bytes: u64,
+    /// Where spooled bodies go; the system's temporary directory when unset.
+    pub spool_dir: Option<String>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            channel_capacity: 64,
+            spool_threshold_bytes: 8 * 1024 * 1024,
+            spool_dir: None,
+        }
+    }
+}
+
+/// A store as the spec gives it: its URL and the settings its scheme understands.
+#[derive(Debug, Clone)]
+pub struct StoreSpec {
+    pub name: String,
+    pub url: String,
+    /// Everything but `url`, checked by the opener of the URL's scheme.
+    pub options: serde_json::Map<String, serde_json::Value>,
+    pub path: SpecPath,
+}
+
+/// A node as the spec gives it, before its kind has checked its settings.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub name: String,
+    pub kind: String,
+    pub inputs: Vec<InputRef>,
+    pub concurrency: Option<usize>,
+    pub description: Option<String>,
+    /// The kind's own settings: everything but the common keys.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    pub path: SpecPath,
+}
+
+/// Keys every node may have, whatever its kind.
+pub const COMMON_NODE_KEYS: &[&str] = &["kind", "input", "concurrency", "description"];
+
+/// `input: scan.clean` names node `scan`, port `clean`; `input: fetch` names the node's
+/// default port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRef {
+    pub node: String,
+    pub port: Option<String>,
+    pub path: SpecPath,
+}
+
+impl InputRef {
+    pub fn parse(s: &str, path: SpecPath) -> Self {
+        match s.split_once('.') {
+            Some((node, port)) => Self { node: node.to_string(), port: Some(port.to_string()), path },
+            None => Self { node: s.to_string(), port: None, path },
+        }
+    }
+}

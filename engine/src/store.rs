@@ -1,0 +1,79 @@
+//! The store interface: where objects are listed, read and written. The engine names no
+//! concrete store; `dqpipe-plugins` opens them by URL scheme (`file://`, `s3://`, ...).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::body::{Body, Spool};
+
+/// One object as a listing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The key exactly as stored, relative to the store's root.
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    /// RFC 3339.
+    pub last_modified: Option<String>,
+}
+
+/// What kind of failure, so that callers decide what to retry and what to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    NotFound,
+    AccessDenied,
+    /// Worth retrying: timeouts, resets, 5xx, throttling.
+    Transient,
+    /// A key the store refuses (for example `..` on a local store).
+    InvalidKey,
+    Other,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    pub kind: StoreErrorKind,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Settings for one write.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    /// Metadata stored with the object (S3 user metadata; ignored by stores without it).
+    pub metadata: Vec<(String, String)>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// The store's URL with any secret removed, for plans and logs.
+    fn display_url(&self) -> String;
+
+    /// Lists objects whose key starts with `prefix`, page by page as the store gives them,
+    /// in key order where the store has one, starting after `start_after` when given.
+    fn list<'a>(&'a self, prefix: &'a str, start_after: Option<&'a str>) -> BoxStream<'a, Result<ObjectInfo, StoreError>>;
+
+    /// Reads an object; bodies over the spool threshold go to a temporary file.
+    async fn get(&self, key: &str, spool: &Spool) -> Result<Body, StoreError>;
+
+    /// Writes an object so that it is complete when visible: readers never see part of it.
+    async fn put(&self, key: &str, body: &Body, options: &PutOptions) -> Result<(), StoreError>;
+
+    /// An object's listing information, or `None` when it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+}

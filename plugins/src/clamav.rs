@@ -1,0 +1,333 @@
+//! `clamav`: scans each item's bytes with clamd, failing closed: only clamd's exact
+//! `stream: OK` sends an item to `clean`.
+//!
+//! The clamd protocol is spoken here rather than through the `clamav-client` crate: that
+//! crate treats any reply without `FOUND` as clean and loses the error reply after a failed
+//! write (../shared/reference/clamd.md), both of which would let unscanned bytes through.
+//!
+//! Routes:
+//! - `clean`: clamd answered `stream: OK`;
+//! - `infected`: `stream: <signature> FOUND` (the signature is kept in `signature`);
+//! - `error`: clamd answered with an error about the item (over StreamMaxLength, ...), or
+//!   the item is larger than `max_bytes` and was not sent (clamd would not scan past
+//!   MaxFileSize and still answer OK);
+//! - a connection failure (refused, reset, closed without a reply, timeout) is retried, and
+//!   if it persists the item is left unprocessed: the run ends incomplete and a rerun
+//!   scans it. An item is never quarantined because the scanner was down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dqpipe_engine::body::Body;
+use dqpipe_engine::node::{parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::retry::RetryPolicy;
+
+/// Settings of a `clamav` node.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClamavConfig {
+    /// clamd's address, `tcp://127.0.0.1:3310` or `unix:///run/clamav/clamd.ctl`; or the
+    /// REST front end the original job used, `http://host:8080/scan`.
+    pub address: String,
+    /// Items larger than this are not sent and go to `error`. Keep it at most clamd's
+    /// StreamMaxLength (Debian's default: 25M) and MaxFileSize.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Time allowed for one scan, from connecting to the reply.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Size of the INSTREAM chunks sent to clamd.
+    #[serde(default = "default_chunk")]
+    pub chunk_bytes: usize,
+    /// Retries of connection failures.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+fn default_max_bytes() -> u64 {
+    25 * 1024 * 1024
+}
+fn default_timeout() -> u64 {
+    60
+}
+fn default_chunk() -> usize {
+    64 * 1024
+}
+
+pub struct ClamavKind;
+
+const PORTS: &[PortDecl] = &[
+    PortDecl { name: "clean", must_route: false, problem: false, doc: "clamd answered `stream: OK`" },
+    PortDecl { name: "infected", must_route: true, problem: true, doc: "infected items, with `signature`" },
+    PortDecl { name: "error", must_route: true, problem: true, doc: "items clamd could not scan, with `reason`" },
+];
+
+impl NodeKind for ClamavKind {
+    fn name(&self) -> &'static str {
+        "clamav"
+    }
+    fn summary(&self) -> &'static str {
+        "Scans each item with clamd (INSTREAM) or the ClamAV REST front end; only `stream: OK` is clean."
+    }
+    fn role(&self) -> Role {
+        Role::Processor
+    }
+    fn ports(&self) -> &'static [PortDecl] {
+        PORTS
+    }
+    fn schema(&self) -> schemars::Schema {
+        dqpipe_engine::schema::config_schema::<ClamavConfig>()
+    }
+    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
+        let cfg: ClamavConfig = parse_config(config)?;
+        let scanner = Scanner::parse(&cfg.address).map_err(|e| ConfigError::at("address", e))?;
+        if cfg.chunk_bytes == 0 {
+            return Err(ConfigError::at("chunk_bytes", "must be at least 1"));
+        }
+        Ok(Built::Processor(Arc::new(Clamav { cfg, scanner })))
+    }
+}
+
+/// Where and how to scan.
+#[derive(Debug, Clone)]
+pub enum Scanner {
+    Tcp(String),
+    Unix(std::path::PathBuf),
+    Rest { url: String, client: reqwest::Client },
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Clean,
+    Infected { signature: String },
+    /// The scanner answered, but not with a verdict: the item was not scanned.
+    Error { reason: String },
+}
+
+/// The scanner could not be reached or hung up without answering: worth retrying.
+#[derive(Debug, Clone)]
+pub struct Unreachable(pub String);
+
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+impl Scanner {
+    pub fn parse(address: &str) -> Result<Self, String> {
+        if let Some(hp) = address.strip_prefix("tcp://") {
+            if !hp.contains(':') {
+                return Err(format!("{address:?} needs a port: `tcp://127.0.0.1:3310`"));
+            }
+            Ok(Scanner::Tcp(hp.trim_end_matches('/').to_string()))
+        } else if let Some(p) = address.strip_prefix("unix://") {
+            Ok(Scanner::Unix(p.into()))
+        } else if address.starts_with("http://") || address.starts_with("https://") {
+            let client = reqwest::Client::builder().build().map_err(|e| format!("HTTP client: {e}"))?;
+            Ok(Scanner::Rest { url: address.to_string(), client })
+        } else {
+            Err(format!("{address:?} is not a scanner address: use `tcp://host:port`, `unix:///path` or `http://host:port/scan`"))
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Scanner::Tcp(hp) => format!("clamd at tcp://{hp}"),
+            Scanner::Unix(p) => format!("clamd at unix://{}", p.display()),
+            Scanner::Rest { url, .. } => format!("the ClamAV REST service at {url}"),
+        }
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Conn>, Unreachable> {
+        let r: std::io::Result<Box<dyn Conn>> = match self {
+            Scanner::Tcp(hp) => tokio::net::TcpStream::connect(hp).await.map(|s| {
+                let _ = s.set_nodelay(true);
+                Box::new(s) as Box<dyn Conn>
+            }),
+            Scanner::Unix(p) => tokio::net::UnixStream::connect(p).await.map(|s| Box::new(s) as Box<dyn Conn>),
+            Scanner::Rest { .. } => return Err(Unreachable("REST scanners have no socket".into())),
+        };
+        r.map_err(|e| Unreachable(format!("cannot connect to {}: {e}", self.describe())))
+    }
+
+    /// `zPING` must answer `PONG`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
+        if let Scanner::Rest { .. } = self {
+            return Ok(());
+        }
+        let talk = async {
+            let mut c = self.connect().await.map_err(|e| e.0)?;
+            c.write_all(b"zPING\0").await.map_err(|e| format!("{}: {e}", self.describe()))?;
+            let reply = read_reply(&mut c).await.map_err(|e| format!("{}: {e}", self.describe()))?;
+            if reply == "PONG" {
+                Ok(())
+            } else {
+                Err(format!("{} answered PING with {reply:?}, not PONG", self.describe()))
+            }
+        };
+        tokio::time::timeout(timeout, talk).await.map_err(|_| format!("{} did not answer PING in {} s", self.describe(), timeout.as_secs()))?
+    }
+
+    /// Scans a body once.
+    pub async fn scan(&self, name: &str, body: &Body, chunk: usize, timeout: Duration) -> Result<Verdict, Unreachable> {
+        let scan = async {
+            match self {
+                Scanner::Rest { url, client } => scan_rest(client, url, name, body).await,
+                _ => self.scan_instream(body, chunk).await,
+            }
+        };
+        tokio::time::timeout(timeout, scan)
+            .await
+            .map_err(|_| Unreachable(format!("{} did not answer within {} s", self.describe(), timeout.as_secs())))?
+    }
+
+    async fn scan_instream(&self, body: &Body, chunk: usize) -> Result<Verdict, Unreachable> {
+        let mut conn = self.connect().await?;
+        // Send everything; if clamd hangs up part way (size limit), stop writing and read
+        // what it said: the reply is still there after a broken pipe.
+        let sent: std::io::Result<()> = async {
+            conn.write_all(b"zINSTREAM\0").await?;
+            let mut reader = body.reader().await?;
+            let mut buf = vec![0u8; chunk];
+            loop {
+                let n = reader.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                conn.write_all(&(n as u32).to_be_bytes()).await?;
+                conn.write_all(&buf[..n]).await?;
+            }
+            conn.write_all(&0u32.to_be_bytes()).await?;
+            conn.flush().await
+        }
+        .await;
+        let reply = read_reply(&mut conn).await;
+        match (reply, sent) {
+            (Ok(r), _) if !r.is_empty() => Ok(parse_reply(&r)),
+            (_, Err(e)) => Err(Unreachable(format!("{} closed the connection while the item was sent: {e}", self.describe()))),
+            (Ok(_), Ok(())) => Err(Unreachable(format!("{} closed the connection without a reply", self.describe()))),
+            (Err(e), Ok(())) => Err(Unreachable(format!("reading {}'s reply: {e}", self.describe()))),
+        }
+    }
+}
+
+/// Reads one NUL-terminated reply (or up to the end of the stream).
+async fn read_reply(conn: &mut (impl AsyncRead + Unpin + ?Sized)) -> std::io::Result<String> {
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 256];
+    loop {
+        let n = conn.read(&mut byte).await?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&byte[..n]);
+        if reply.contains(&0) || reply.len() > 64 * 1024 {
+            break;
+        }
+    }
+    let end = reply.iter().position(|&b| b == 0).unwrap_or(reply.len());
+    Ok(String::from_utf8_lossy(&reply[..end]).trim_end_matches('\n').to_string())
+}
+
+/// Strict reading of clamd's answer: only the exact `stream: OK` is clean.
+pub fn parse_reply(reply: &str) -> Verdict {
+    if reply == "stream: OK" {
+        return Verdict::Clean;
+    }
+    if let Some(sig) = reply.strip_prefix("stream: ").and_then(|r| r.strip_suffix(" FOUND")) {
+        if !sig.is_empty() && !sig.contains('\n') {
+            return Verdict::Infected { signature: sig.to_string() };
+        }
+    }
+    Verdict::Error { reason: format!("clamd answered {reply:?}") }
+}
+
+/// The original's REST front end: `POST` multipart `name` and `file`; the body says
+/// `Everything ok : true` or `Everything ok : false`.
+async fn scan_rest(client: &reqwest::Client, url: &str, name: &str, body: &Body) -> Result<Verdict, Unreachable> {
+    let bytes = body.to_bytes(u64::MAX).await.map_err(|e| Unreachable(e.to_string()))?;
+    let form = reqwest::multipart::Form::new()
+        .text("name", name.to_string())
+        .part("file", reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_string()));
+    let resp = client.post(url).multipart(form).send().await.map_err(|e| Unreachable(format!("scanner request failed: {}", e.without_url())))?;
+    let status = resp.status();
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(Unreachable(format!("scanner answered HTTP {status}")));
+    }
+    let text = resp.text().await.map_err(|e| Unreachable(format!("reading the scanner's answer: {}", e.without_url())))?;
+    let normalized: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    Ok(if !status.is_success() {
+        Verdict::Error { reason: format!("scanner answered HTTP {status}: {}", normalized.chars().take(200).collect::<String>()) }
+    } else if normalized.contains("Everything ok : true") {
+        Verdict::Clean
+    } else if normalized.contains("Everything ok : false") {
+        Verdict::Infected { signature: "reported by the REST scanner".into() }
+    } else {
+        Verdict::Error { reason: format!("unexpected scanner answer: {}", normalized.chars().take(200).collect::<String>()) }
+    })
+}
+
+struct Clamav {
+    cfg: ClamavConfig,
+    scanner: Scanner,
+}
+
+#[async_trait]
+impl Node for Clamav {
+    async fn preflight(&self) -> Result<(), String> {
+        self.scanner.ping(Duration::from_secs(self.cfg.timeout_secs.min(30))).await.map_err(|e| {
+            format!("{e}. Start clamd (scripts/clamd-local does it on a laptop) or set the scanner address.")
+        })
+    }
+
+    async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
+        let body = item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: clamav needs a fetch upstream"))?;
+        if body.len() > self.cfg.max_bytes {
+            item.set("reason", format!("not scanned: {} bytes is over max_bytes ({})", body.len(), self.cfg.max_bytes));
+            return out.emit("error", item).await.map_err(|_| ItemError::new("run is shutting down"));
+        }
+        let name = item.name().to_string();
+        let timeout = Duration::from_secs(self.cfg.timeout_secs.max(1));
+        let verdict = self
+            .cfg
+            .retry
+            .run(|| self.scanner.scan(&name, &body, self.cfg.chunk_bytes, timeout), |_| true, |e| format!("not scanned: {}", e.0))
+            .await
+            .map_err(ItemError::new)?
+            .value;
+        let port = match verdict {
+            Verdict::Clean => "clean",
+            Verdict::Infected { signature } => {
+                item.set("reason", format!("infected: {signature}"));
+                item.set("signature", signature);
+                "infected"
+            }
+            Verdict::Error { reason } => {
+                item.set("reason", format!("not scanned: {reason}"));
+                "error"
+            }
+        };
+        out.emit(port, item).await.map_err(|_| ItemError::new("run is shutting down"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_read_strictly() {
+        assert_eq!(parse_reply("stream: OK"), Verdict::Clean);
+        assert_eq!(
+            parse_reply("stream: Local.EICAR.UNOFFICIAL FOUND"),
+            Verdict::Infected { signature: "Local.EICAR.UNOFFICIAL".into() }
+        );
+        for bad in ["INSTREAM size limit exceeded. ERROR", "stream: OK extra", "stream: ok", "", "stream: FOUND", "OK", "stream: Can't allocate memory ERROR"] {
+            assert!(matches!(parse_reply(bad), Verdict::Error { .. }), "{bad:?}");
+        }
+    }
+}

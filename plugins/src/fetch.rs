@@ -1,0 +1,81 @@
+//! `fetch`: reads each listed object's bytes from the store it was listed in. Bodies over
+//! the spool threshold go to a temporary file, never wholly into memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dqpipe_engine::node::{parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role};
+use dqpipe_engine::store::{Store, StoreErrorKind};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::retry::RetryPolicy;
+
+/// Settings of a `fetch` node.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchConfig {
+    /// Retries of transient read failures.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+pub struct FetchKind;
+
+const PORTS: &[PortDecl] = &[PortDecl { name: "out", must_route: false, problem: false, doc: "the item with its bytes" }];
+
+impl NodeKind for FetchKind {
+    fn name(&self) -> &'static str {
+        "fetch"
+    }
+    fn summary(&self) -> &'static str {
+        "Reads each item's object from the store it was listed in (streamed; large bodies spool to disk)."
+    }
+    fn role(&self) -> Role {
+        Role::Processor
+    }
+    fn ports(&self) -> &'static [PortDecl] {
+        PORTS
+    }
+    fn schema(&self) -> schemars::Schema {
+        dqpipe_engine::schema::config_schema::<FetchConfig>()
+    }
+    fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
+        let cfg: FetchConfig = parse_config(config)?;
+        let stores = ctx.stores.iter().map(|(k, (_, s))| (k.clone(), s.clone())).collect();
+        Ok(Built::Processor(Arc::new(Fetch { cfg, stores })))
+    }
+}
+
+struct Fetch {
+    cfg: FetchConfig,
+    stores: HashMap<String, Arc<dyn Store>>,
+}
+
+#[async_trait]
+impl Node for Fetch {
+    async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
+        let store_name = item.get_str("store").unwrap_or_default().to_string();
+        let store = self
+            .stores
+            .get(&store_name)
+            .ok_or_else(|| ItemError::new(format!("item has no source store (`store` = {store_name:?}); fetch reads what a `list` node listed")))?;
+        let key = item.key().to_string();
+        let got = self
+            .cfg
+            .retry
+            .run(
+                || store.get(&key, out.spool()),
+                |e| e.kind == StoreErrorKind::Transient,
+                |e| match e.kind {
+                    StoreErrorKind::NotFound => format!("object vanished since listing (not found): {e}"),
+                    _ => format!("fetching: {e}"),
+                },
+            )
+            .await
+            .map_err(ItemError::new)?;
+        item.body = Some(got.value);
+        out.emit("out", item).await.map_err(|_| ItemError::new("run is shutting down"))
+    }
+}

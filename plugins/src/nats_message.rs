@@ -1,0 +1,164 @@
+//! `nats_message`: the NATS archive transform, exactly as
+//! ../shared/reference/nats-transform.md gives it.
+//!
+//! The output is built in an insertion-ordered map (serde_json with `preserve_order`); a
+//! later write to an existing key replaces the value and keeps its position. Numbers keep
+//! their original text (serde_json's `arbitrary_precision`), so a 20-digit integer stays an
+//! integer. JSON is written compact.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dqpipe_engine::body::Body;
+use dqpipe_engine::node::{parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Settings of a `nats_message` node.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NatsMessageConfig {
+    /// Files larger than this are dead-lettered without being parsed.
+    #[serde(default = "default_max")]
+    pub max_bytes: u64,
+}
+
+fn default_max() -> u64 {
+    64 * 1024 * 1024
+}
+
+pub struct NatsMessageKind;
+
+const PORTS: &[PortDecl] = &[
+    PortDecl { name: "ok", must_route: false, problem: false, doc: "the transformed message, with `msg_date`" },
+    PortDecl { name: "failed", must_route: true, problem: true, doc: "files that are not valid NATS messages, with `reason`" },
+];
+
+impl NodeKind for NatsMessageKind {
+    fn name(&self) -> &'static str {
+        "nats_message"
+    }
+    fn summary(&self) -> &'static str {
+        "Transforms a NATS archive message (X400Message + ATS message) into the flat parsed record; sets `msg_date`."
+    }
+    fn role(&self) -> Role {
+        Role::Processor
+    }
+    fn ports(&self) -> &'static [PortDecl] {
+        PORTS
+    }
+    fn schema(&self) -> schemars::Schema {
+        dqpipe_engine::schema::config_schema::<NatsMessageConfig>()
+    }
+    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
+        let cfg: NatsMessageConfig = parse_config(config)?;
+        Ok(Built::Processor(Arc::new(NatsMessage { cfg })))
+    }
+}
+
+struct NatsMessage {
+    cfg: NatsMessageConfig,
+}
+
+/// A transformed message and its partition date (`YYYY-MM-DD`).
+#[derive(Debug)]
+pub struct Transformed {
+    pub json: Vec<u8>,
+    pub msg_date: String,
+}
+
+/// The transform. `name` is the file name (URL-decoded last segment of the key). The
+/// error names the problem.
+pub fn transform(input: &[u8], name: &str) -> Result<Transformed, String> {
+    let doc: Value = serde_json::from_slice(input).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(top) = doc else {
+        return Err(format!("the top level is {}, not a JSON object", type_name(&doc)));
+    };
+    let mut out = Map::new();
+    // 1. Each top-level key in document order.
+    for (k, v) in &top {
+        if k.to_lowercase() == "x400message" {
+            let s = serde_json::to_string(v).map_err(|e| format!("serialising `{k}`: {e}"))?;
+            out.insert(k.clone(), Value::String(s));
+        } else {
+            let Value::Object(fields) = v else {
+                return Err(format!("top-level `{k}` is {}, not an object", type_name(v)));
+            };
+            for (f, fv) in fields {
+                out.insert(f.clone(), fv.clone());
+            }
+            out.insert("MessageType".into(), Value::String(k.clone()));
+        }
+    }
+    // 2. The delivery time, and the partition it gives.
+    let delivery = top
+        .get("X400Message")
+        .and_then(|x| x.get("envelope"))
+        .and_then(|e| e.get("messageDeliveryTime"))
+        .ok_or("no X400Message.envelope.messageDeliveryTime")?;
+    let msg_date = partition_date(delivery)?;
+    out.insert("messageReceievedTime".into(), delivery.clone());
+    // 3. and 4.
+    out.insert("filename".into(), Value::String(name.to_string()));
+    out.insert("entirejson".into(), Value::Object(top));
+    let json = serde_json::to_vec(&out).map_err(|e| format!("serialising the result: {e}"))?;
+    Ok(Transformed { json, msg_date })
+}
+
+/// `YYMMDDhhmm[ss]Z` -> `20YY-MM-DD`, if the first six characters are a calendar date.
+fn partition_date(v: &Value) -> Result<String, String> {
+    let Value::String(s) = v else {
+        return Err(format!("messageDeliveryTime is {}, not a string", type_name(v)));
+    };
+    let head: String = s.chars().take(6).collect();
+    if head.len() != 6 || !head.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("messageDeliveryTime {s:?} does not start with a date YYMMDD"));
+    }
+    let n = |r: std::ops::Range<usize>| head[r].parse::<u32>().unwrap_or(0);
+    let (yy, mm, dd) = (n(0..2), n(2..4), n(4..6));
+    chrono::NaiveDate::from_ymd_opt(2000 + yy as i32, mm, dd)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .ok_or_else(|| format!("messageDeliveryTime {s:?} does not start with a valid date (20{yy:02}-{mm:02}-{dd:02})"))
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[async_trait]
+impl Node for NatsMessage {
+    async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
+        let body = item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: nats_message needs a fetch upstream"))?;
+        let result = match body.to_bytes(self.cfg.max_bytes).await {
+            Err(e) => Err(format!("not parsed: {e}")),
+            Ok(bytes) => {
+                let name = item.name().to_string();
+                // Parsing is CPU work: keep it off the I/O threads.
+                tokio::task::spawn_blocking(move || transform(&bytes, &name))
+                    .await
+                    .unwrap_or_else(|_| Err("internal error: the transform panicked".into()))
+            }
+        };
+        match result {
+            Ok(t) => {
+                item.set("msg_date", t.msg_date);
+                item.body = Some(Body::Memory(Bytes::from(t.json)));
+                out.emit("ok", item).await
+            }
+            Err(reason) => {
+                item.set("reason", reason);
+                out.emit("failed", item).await
+            }
+        }
+        .map_err(|_| ItemError::new("run is shutting down"))
+    }
+}

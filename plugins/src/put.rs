@@ -1,0 +1,129 @@
+//! `put`: writes each item's bytes to a store at a templated key. The main sink, the
+//! quarantine and the dead letter are all `put` nodes.
+//!
+//! A write is complete when visible (local stores write a temporary file and rename it;
+//! S3 puts are atomic). With `with_reason: true` the item's metadata, reason included, is
+//! written first beside it as `<key>.error.json`, then the object itself.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dqpipe_engine::body::Body;
+use dqpipe_engine::node::{parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role};
+use dqpipe_engine::store::{PutOptions, Store, StoreErrorKind};
+use dqpipe_engine::template::KeyTemplate;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::retry::RetryPolicy;
+
+/// Settings of a `put` node.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutConfig {
+    /// The store to write to (a name under `stores`).
+    pub store: String,
+    /// The key, a minijinja template over the item's metadata: `{{ name }}`, `{{ key }}`,
+    /// `{{ msg_date }}`, ... Empty segments are dropped, so a key never starts with `/`
+    /// even when a prefix variable is empty.
+    pub key: String,
+    /// Also write the item's metadata and reason as `<key>.error.json` (dead letter,
+    /// quarantine).
+    #[serde(default)]
+    pub with_reason: bool,
+    /// Content type stored with the object.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Retries of transient write failures.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+pub struct PutKind;
+
+const PORTS: &[PortDecl] = &[PortDecl {
+    name: "out",
+    must_route: false,
+    problem: false,
+    doc: "the item once written, with `dest_key`",
+}];
+
+impl NodeKind for PutKind {
+    fn name(&self) -> &'static str {
+        "put"
+    }
+    fn summary(&self) -> &'static str {
+        "Writes each item to a store at a templated key; nothing partial is ever visible."
+    }
+    fn role(&self) -> Role {
+        Role::Processor
+    }
+    fn ports(&self) -> &'static [PortDecl] {
+        PORTS
+    }
+    fn schema(&self) -> schemars::Schema {
+        dqpipe_engine::schema::config_schema::<PutConfig>()
+    }
+    fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
+        let cfg: PutConfig = parse_config(config)?;
+        let store = ctx.store("store", &cfg.store)?;
+        let key = ctx.template("key", &cfg.key)?;
+        Ok(Built::Processor(Arc::new(Put { cfg, store, key })))
+    }
+}
+
+pub struct Put {
+    cfg: PutConfig,
+    store: Arc<dyn Store>,
+    key: KeyTemplate,
+}
+
+impl Put {
+    /// The destination key of an item, as `run` would write it.
+    pub fn key_for(&self, item: &Item) -> Result<String, String> {
+        self.key.render(&item.meta).map(|k| normalize_key(&k))
+    }
+}
+
+/// Drops empty segments: `/a//b/` becomes `a/b`.
+pub fn normalize_key(k: &str) -> String {
+    k.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("/")
+}
+
+#[async_trait]
+impl Node for Put {
+    async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
+        let key = self.key_for(&item).map_err(|e| ItemError::new(format!("destination key: {e}")))?;
+        if key.is_empty() {
+            return Err(ItemError::new(format!("destination key template {:?} gave an empty key", self.key.source())));
+        }
+        let body = item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: put needs a fetch (or transform) upstream"))?;
+        let opts = PutOptions { content_type: self.cfg.content_type.clone(), metadata: Vec::new() };
+        if self.cfg.with_reason {
+            let mut meta = item.meta.clone();
+            meta.insert("source_key".into(), item.source_key().into());
+            let json = serde_json::to_vec_pretty(&meta).map_err(|e| ItemError::new(format!("encoding the reason: {e}")))?;
+            self.write(&format!("{key}.error.json"), &Body::Memory(Bytes::from(json)), &opts).await?;
+        }
+        self.write(&key, &body, &opts).await?;
+        item.set("dest_key", key);
+        item.set("dest_store", self.cfg.store.clone());
+        out.emit("out", item).await.map_err(|_| ItemError::new("run is shutting down"))
+    }
+}
+
+impl Put {
+    async fn write(&self, key: &str, body: &Body, opts: &PutOptions) -> Result<(), ItemError> {
+        self.cfg
+            .retry
+            .run(
+                || self.store.put(key, body, opts),
+                |e| e.kind == StoreErrorKind::Transient,
+                |e| format!("writing {key:?} to {}: {e}", self.store.display_url()),
+            )
+            .await
+            .map(|_| ())
+            .map_err(ItemError::new)
+    }
+}

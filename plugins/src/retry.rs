@@ -1,0 +1,70 @@
+//! Retries with exponential backoff and jitter (backon), bounded in attempts and in total
+//! time. Callers say what is transient; nothing else is retried.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// How a node retries transient failures (timeouts, resets, 5xx, throttling).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts: usize,
+    /// Delay before the first retry, doubled each time, with jitter.
+    pub initial_delay_ms: u64,
+    /// The longest delay between two attempts.
+    pub max_delay_ms: u64,
+    /// Give up after this long in all, whatever the attempts left.
+    pub deadline_secs: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { attempts: 4, initial_delay_ms: 200, max_delay_ms: 5_000, deadline_secs: 120 }
+    }
+}
+
+/// The result of a retried operation and how many retries it took.
+pub struct Retried<T> {
+    pub value: T,
+    pub retries: usize,
+}
+
+impl RetryPolicy {
+    /// Runs `op` until it succeeds, fails with a non-transient error, runs out of attempts
+    /// or passes the deadline. `describe` turns the last error into the message returned.
+    pub async fn run<T, E, F, Fut>(&self, mut op: F, transient: impl Fn(&E) -> bool, describe: impl Fn(&E) -> String) -> Result<Retried<T>, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.initial_delay_ms))
+            .with_max_delay(Duration::from_millis(self.max_delay_ms.max(self.initial_delay_ms)))
+            .with_max_times(self.attempts.saturating_sub(1))
+            .with_jitter();
+        let retries = std::sync::atomic::AtomicUsize::new(0);
+        let attempt = (|| op())
+            .retry(backoff)
+            .when(|e| transient(e))
+            .notify(|_, _| {
+                retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        match tokio::time::timeout(Duration::from_secs(self.deadline_secs.max(1)), attempt).await {
+            Ok(Ok(value)) => Ok(Retried { value, retries: retries.into_inner() }),
+            Ok(Err(e)) => {
+                let n = retries.load(std::sync::atomic::Ordering::Relaxed);
+                if n > 0 {
+                    Err(format!("{} (after {} retries)", describe(&e), n))
+                } else {
+                    Err(describe(&e))
+                }
+            }
+            Err(_) => Err(format!("gave up after {} s of retries", self.deadline_secs)),
+        }
+    }
+}

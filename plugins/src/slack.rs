@@ -1,0 +1,197 @@
+//! `slack`: alerts people through a Slack incoming webhook, in the original's format: a
+//! `text` headline and one attachment with the error text, colour `#B22222` and a
+//! "Priority: High" field.
+//!
+//! One message per problem item up to `max_messages` per run, then one summary of the
+//! rest; an alert when a run found zero objects. An empty webhook URL disables alerts (with
+//! a log line). A failing webhook is logged and never fails the pipeline. The URL is a
+//! secret: it is never logged.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dqpipe_engine::node::{parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role, RunFacts};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::retry::RetryPolicy;
+
+/// Settings of a `slack` node.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The incoming-webhook URL (a secret: give it as `${SLACK_WEBHOOK}`). Empty: alerts
+    /// are off.
+    #[serde(default)]
+    pub webhook_url: String,
+    /// At most this many per-item messages a run; the rest are summed up in one message.
+    #[serde(default = "default_max")]
+    pub max_messages: u64,
+    /// Also alert when the run's sources found no object at all.
+    #[serde(default = "yes")]
+    pub alert_on_zero_items: bool,
+    /// Time allowed for one webhook call.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Retries of failed webhook calls (timeouts, 5xx, 429).
+    #[serde(default = "alert_retry")]
+    pub retry: RetryPolicy,
+}
+
+fn default_max() -> u64 {
+    20
+}
+fn yes() -> bool {
+    true
+}
+fn default_timeout() -> u64 {
+    10
+}
+fn alert_retry() -> RetryPolicy {
+    RetryPolicy { attempts: 3, initial_delay_ms: 500, max_delay_ms: 4_000, deadline_secs: 30 }
+}
+
+pub struct SlackKind;
+
+impl NodeKind for SlackKind {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+    fn summary(&self) -> &'static str {
+        "Posts an alert per problem item (up to a cap, then a summary) to a Slack incoming webhook; never fails the run."
+    }
+    fn role(&self) -> Role {
+        Role::Processor
+    }
+    fn ports(&self) -> &'static [PortDecl] {
+        &[]
+    }
+    fn schema(&self) -> schemars::Schema {
+        dqpipe_engine::schema::config_schema::<SlackConfig>()
+    }
+    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
+        let cfg: SlackConfig = parse_config(config)?;
+        let url = cfg.webhook_url.trim().to_string();
+        if !url.is_empty() && !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ConfigError::at("webhook_url", "must be an http(s) URL (value not shown: it is a secret)"));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.timeout_secs.max(1)))
+            .build()
+            .map_err(|e| ConfigError::at("", format!("HTTP client: {e}")))?;
+        Ok(Built::Processor(Arc::new(Slack { url, cfg, client, sent: AtomicU64::new(0), suppressed: AtomicU64::new(0) })))
+    }
+}
+
+struct Slack {
+    url: String,
+    cfg: SlackConfig,
+    client: reqwest::Client,
+    sent: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+/// The original's message shape.
+pub fn message(headline: &str, error_text: &str) -> serde_json::Value {
+    json!({
+        "text": headline,
+        "attachments": [{
+            "color": "#B22222",
+            "text": error_text,
+            "fields": [{ "title": "Priority", "value": "High", "short": false }]
+        }]
+    })
+}
+
+/// Why a webhook call failed; `transient` ones are retried.
+struct PostError {
+    transient: bool,
+    message: String,
+}
+
+impl Slack {
+    async fn post(&self, body: &serde_json::Value) {
+        let attempt = || async {
+            let resp = self.client.post(&self.url).json(body).send().await.map_err(|e| PostError {
+                transient: true,
+                // without_url: the URL is the secret.
+                message: e.without_url().to_string(),
+            })?;
+            let status = resp.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(PostError { transient: status.is_server_error() || status.as_u16() == 429, message: format!("HTTP {status}") })
+            }
+        };
+        if let Err(e) = self.cfg.retry.run(attempt, |e| e.transient, |e| e.message.clone()).await {
+            tracing::warn!(error = %e, "Slack alert not delivered (the run goes on)");
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+}
+
+/// The alert text for one problem item.
+fn describe(item: &Item) -> (String, String) {
+    let name = item.name();
+    let reason = item.get_str("reason").unwrap_or("no reason recorded");
+    let headline = if item.meta.contains_key("signature") {
+        format!("Virus detected: {name} quarantined")
+    } else if reason.starts_with("not scanned") {
+        format!("File could not be scanned: {name} quarantined")
+    } else {
+        format!("Failed to parse: {name}")
+    };
+    let mut text = format!("Source key: {}\nReason: {reason}", item.source_key());
+    if let Some(dest) = item.get_str("dest_key") {
+        text.push_str(&format!("\nMoved to: {dest}"));
+    }
+    (headline, text)
+}
+
+#[async_trait]
+impl Node for Slack {
+    async fn preflight(&self) -> Result<(), String> {
+        if !self.enabled() {
+            tracing::info!("Slack alerts are off: webhook_url is empty");
+        }
+        Ok(())
+    }
+
+    async fn process(&self, item: Item, _out: &Outputs) -> Result<(), ItemError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.sent.fetch_add(1, Ordering::SeqCst) >= self.cfg.max_messages {
+            self.suppressed.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        let (headline, text) = describe(&item);
+        self.post(&message(&headline, &text)).await;
+        Ok(())
+    }
+
+    async fn finish(&self, facts: &RunFacts) {
+        if !self.enabled() {
+            return;
+        }
+        let more = self.suppressed.load(Ordering::SeqCst);
+        if more > 0 {
+            let text = format!(
+                "{more} more problem files in this run were not alerted one by one (cap: {} messages). See the run report.",
+                self.cfg.max_messages
+            );
+            self.post(&message(&format!("{}: {more} more problem files", facts.pipeline), &text)).await;
+        }
+        if self.cfg.alert_on_zero_items && facts.source_items == 0 {
+            let text = format!("Pipeline {} listed no files to process.", facts.pipeline);
+            self.post(&message("Pulling zero files!", &text)).await;
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! `file://` stores: a folder on the local file system.
+//!
+//! Written on tokio::fs rather than object_store's LocalFileSystem: that one maps keys to
+//! file names through its percent-encoding of path parts, so an archive file named
+//! `[-PRMD=EG-...].json` or one with `%` in its name is not found as it is on disk, and keys
+//! would not be "used exactly as stored". Here a key is the relative path, byte for byte,
+//! after checks that keep every write inside the root.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dqpipe_engine::body::{Body, Spool};
+use dqpipe_engine::node::ConfigError;
+use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+/// Settings of a `file://` store.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalOptions {
+    /// Flush each written file to disk before it is renamed into place and counted done.
+    #[serde(default = "yes")]
+    pub fsync: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug)]
+pub struct LocalStore {
+    url: String,
+    root: PathBuf,
+    fsync: bool,
+}
+
+const TMP_PREFIX: &str = ".dqpipe-tmp-";
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalStore {
+    pub fn open(url: &str, opts: LocalOptions) -> Result<Self, ConfigError> {
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        if path.is_empty() {
+            return Err(ConfigError::at("url", "a file:// URL needs a folder: `file://./var/in` or `file:///data/in`"));
+        }
+        Ok(Self { url: url.to_string(), root: PathBuf::from(path), fsync: opts.fsync })
+    }
+
+    /// The file for `key`, refusing keys that would leave the root or that a file system
+    /// cannot hold faithfully.
+    fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let bad = |why: &str| StoreError::new(StoreErrorKind::InvalidKey, format!("key {key:?} {why}"));
+        if key.is_empty() {
+            return Err(bad("is empty"));
+        }
+        if key.starts_with('/') {
+            return Err(bad("is absolute"));
+        }
+        if key.chars().any(|c| c.is_control()) {
+            return Err(bad("contains a control character"));
+        }
+        for seg in key.split('/') {
+            if seg.is_empty() || seg == "." || seg == ".." {
+                return Err(bad("has an empty, `.` or `..` segment"));
+            }
+            if seg.len() > 255 {
+                return Err(bad("has a segment longer than 255 bytes"));
+            }
+        }
+        let rel = Path::new(key);
+        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(bad("is not a plain relative path"));
+        }
+        Ok(self.root.join(rel))
+    }
+
+    fn info(&self, key: String, meta: &std::fs::Metadata) -> ObjectInfo {
+        let modified = meta.modified().ok().map(chrono::DateTime::<chrono::Utc>::from);
+        ObjectInfo {
+            key,
+            size: meta.len(),
+            etag: modified.map(|m| format!("{:x}-{:x}", m.timestamp_nanos_opt().unwrap_or(0), meta.len())),
+            last_modified: modified.map(|m| m.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        }
+    }
+}
+
+fn io_error(key: &str, what: &str, e: std::io::Error) -> StoreError {
+    let kind = match e.kind() {
+        std::io::ErrorKind::NotFound => StoreErrorKind::NotFound,
+        std::io::ErrorKind::PermissionDenied => StoreErrorKind::AccessDenied,
+        _ => StoreErrorKind::Other,
+    };
+    StoreError::new(kind, format!("{what} {key:?}: {e}"))
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    fn display_url(&self) -> String {
+        self.url.clone()
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str, start_after: Option<&'a str>) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
+        // Walk only the folder the prefix names; filter the rest by the prefix itself.
+        let dir = match prefix.rfind('/') {
+            Some(i) => self.root.join(&prefix[..i]),
+            None => self.root.clone(),
+        };
+        if !self.root.is_dir() {
+            let err = StoreError::new(StoreErrorKind::NotFound, format!("folder {} does not exist", self.root.display()));
+            return futures::stream::once(async move { Err(err) }).boxed();
+        }
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        let start_after = start_after.map(String::from);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<(String, std::fs::Metadata), StoreError>>(256);
+        tokio::task::spawn_blocking(move || {
+            let walker = walkdir::WalkDir::new(&dir).sort_by_file_name().into_iter();
+            for entry in walker {
+                let item = match entry {
+                    Ok(e) if e.file_type().is_file() => {
+                        if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                            continue;
+                        }
+                        let Ok(rel) = e.path().strip_prefix(&root) else { continue };
+                        let Some(key) = rel.to_str().map(|s| s.replace(std::path::MAIN_SEPARATOR, "/")) else {
+                            tracing::warn!(path = %e.path().display(), "skipping a file whose name is not UTF-8");
+                            continue;
+                        };
+                        if !key.starts_with(&prefix) || start_after.as_deref().is_some_and(|s| key.as_str() <= s) {
+                            continue;
+                        }
+                        match e.metadata() {
+                            Ok(m) => Ok((key, m)),
+                            Err(err) => Err(StoreError::new(StoreErrorKind::Other, format!("reading {}: {err}", e.path().display()))),
+                        }
+                    }
+                    Ok(_) => continue,
+                    Err(err) if err.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) && err.depth() == 0 => {
+                        // The prefix names a folder that does not exist: nothing to list.
+                        return;
+                    }
+                    Err(err) => Err(StoreError::new(StoreErrorKind::Other, format!("listing: {err}"))),
+                };
+                if tx.blocking_send(item).is_err() {
+                    return;
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+            .map(move |r| r.map(|(key, m)| self.info(key, &m)))
+            .boxed()
+    }
+
+    async fn get(&self, key: &str, spool: &Spool) -> Result<Body, StoreError> {
+        let path = self.path_of(key)?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| io_error(key, "opening", e))?;
+        let len = file.metadata().await.map_err(|e| io_error(key, "reading", e))?.len();
+        if len <= spool.threshold {
+            let bytes = tokio::fs::read(&path).await.map_err(|e| io_error(key, "reading", e))?;
+            return Ok(Body::Memory(Bytes::from(bytes)));
+        }
+        let stream = tokio_util::io::ReaderStream::new(file);
+        Body::from_stream(stream, spool).await.map_err(|e| StoreError::new(StoreErrorKind::Other, format!("reading {key:?}: {e}")))
+    }
+
+    async fn put(&self, key: &str, body: &Body, _options: &PutOptions) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error(key, "creating the folder for", e))?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let write = async {
+            match body {
+                Body::Memory(b) => {
+                    let mut f = tokio::fs::File::create(&tmp).await?;
+                    f.write_all(b).await?;
+                    if self.fsync {
+                        f.sync_data().await?;
+                    }
+                }
+                Body::Spooled(_) => {
+                    if let Some(src) = body.spooled_path() {
+                        tokio::fs::copy(src, &tmp).await?;
+                    }
+                    if self.fsync {
+                        tokio::fs::File::open(&tmp).await?.sync_data().await?;
+                    }
+                }
+            }
+            tokio::fs::rename(&tmp, &path).await
+        };
+        if let Err(e) = write.await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(io_error(key, "writing", e));
+        }
+        Ok(())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(Some(self.info(key.to_string(), &m))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(key, "reading", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path) -> LocalStore {
+        LocalStore::open(&format!("file://{}", dir.display()), LocalOptions { fsync: false }).unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_exactly_as_stored_and_never_outside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let spool = Spool { threshold: 1 << 20, dir: None };
+        let key = "a/[-PRMD=EG;x=1] 50% é.json";
+        s.put(key, &Body::Memory(Bytes::from_static(b"{}")), &PutOptions::default()).await.unwrap();
+        assert!(dir.path().join("a/[-PRMD=EG;x=1] 50% é.json").is_file());
+        assert_eq!(s.get(key, &spool).await.unwrap().to_bytes(10).await.unwrap(), Bytes::from_static(b"{}"));
+        let listed: Vec<String> = s.list("", None).map(|r| r.unwrap().key).collect().await;
+        assert_eq!(listed, vec![key.to_string()]);
+        for bad in ["../x", "/etc/passwd", "a/../../x", "a//b", "a\0b", "a\nb", ""] {
+            let e = s.put(bad, &Body::Memory(Bytes::new()), &PutOptions::default()).await.unwrap_err();
+            assert_eq!(e.kind, StoreErrorKind::InvalidKey, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The `dqpipe` command: parses flags and calls the engine. Nothing else lives here.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dqpipe_engine::executor::{self, Progress, RunOptions};
+use dqpipe_engine::plan::StaticPlan;
+use dqpipe_engine::{load_pipeline, Pipeline, SpecErrors};
+
+/// Exit codes (README, "Exit codes").
+mod exit {
+    pub const ERROR: u8 = 1;
+    pub const INVALID: u8 = 2;
+}
+
+#[derive(Parser)]
+#[command(name = "dqpipe", version, about = "A declarative data-pipeline engine", long_about = None)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a spec: syntax, fields, variables, kinds, wiring, routing, cycles.
+    Validate {
+        /// The pipeline spec (.yaml, .yml or .toml).
+        spec: PathBuf,
+    },
+    /// Print the pipeline's graph.
+    Graph {
+        spec: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Print what a run would do: nodes in order, resolved settings (secrets redacted),
+    /// concurrency, stores. Reads nothing, writes nothing.
+    Plan {
+        spec: PathBuf,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// Run the pipeline to the end and print a summary.
+    Run {
+        spec: PathBuf,
+        #[command(flatten)]
+        tuning: Tuning,
+        /// Write the run report (JSON) to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Progress display: bars on a terminal, log lines otherwise.
+        #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+        progress: ProgressArg,
+    },
+    /// Print the JSON Schema of pipeline specs (for editors' YAML language servers).
+    Schema,
+}
+
+#[derive(clap::Args)]
+struct Tuning {
+    /// `N` replaces the spec's default concurrency; `NODE=N` sets one node's. Repeatable.
+    #[arg(long, value_name = "N|NODE=N")]
+    concurrency: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Bars,
+    Log,
+    Off,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DQPIPE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(spec: &Path) -> Result<Pipeline, ExitCode> {
+    let registry = dqpipe_plugins::registry();
+    load_pipeline(spec, &registry, &|name| std::env::var(name).ok()).map_err(|e: SpecErrors| {
+        eprintln!("{e}");
+        eprintln!("{} error{} in {}", e.0.len(), if e.0.len() == 1 { "" } else { "s" }, spec.display());
+        ExitCode::from(exit::INVALID)
+    })
+}
+
+fn run_options(tuning: &Tuning) -> Result<RunOptions, ExitCode> {
+    let mut opts = RunOptions::default();
+    let mut nodes = HashMap::new();
+    for c in &tuning.concurrency {
+        let parsed = match c.split_once('=') {
+            Some((node, n)) => n.parse::<usize>().ok().filter(|n| *n > 0).map(|n| {
+                nodes.insert(node.to_string(), n);
+            }),
+            None => c.parse::<usize>().ok().filter(|n| *n > 0).map(|n| opts.default_concurrency = Some(n)),
+        };
+        if parsed.is_none() {
+            eprintln!("error: --concurrency {c:?}: expected a whole number of at least 1, or NODE=N");
+            return Err(ExitCode::from(exit::INVALID));
+        }
+    }
+    opts.node_concurrency = nodes;
+    Ok(opts)
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::Validate { spec } => match load(&spec) {
+            Ok(p) => {
+                println!("{}: valid ({} nodes, {} stores)", spec.display(), p.nodes.len(), p.stores.len());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Graph { spec, format } => match load(&spec) {
+            Ok(p) => {
+                match format {
+                    GraphFormat::Dot => println!("{}", p.dag.to_dot()),
+                    GraphFormat::Mermaid => print!("{}", p.dag.to_mermaid()),
+                }
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Plan { spec, format, tuning } => {
+            let (p, opts) = match load(&spec).and_then(|p| run_options(&tuning).map(|o| (p, o))) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            let plan = StaticPlan::new(&p, &opts, &p.env_vars);
+            match format {
+                PlanFormat::Text => print!("{}", plan.render_text()),
+                PlanFormat::Json => match serde_json::to_string_pretty(&plan) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(exit::ERROR);
+                    }
+                },
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run { spec, tuning, report, progress } => {
+            let (p, mut opts) = match load(&spec).and_then(|p| run_options(&tuning).map(|o| (p, o))) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            opts.progress = match progress {
+                ProgressArg::Auto => Progress::Auto,
+                ProgressArg::Bars => Progress::Bars,
+                ProgressArg::Log => Progress::Log,
+                ProgressArg::Off => Progress::Off,
+            };
+            stop_on_signals(opts.stop.clone());
+            let r = match executor::run(&p, opts).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(exit::ERROR);
+                }
+            };
+            eprint!("{}", r.render_text());
+            if let Some(path) = report {
+                let written = serde_json::to_vec_pretty(&r).map_err(|e| e.to_string()).and_then(|j| std::fs::write(&path, j).map_err(|e| e.to_string()));
+                if let Err(e) = written {
+                    eprintln!("error: writing the report to {}: {e}", path.display());
+                    return ExitCode::from(exit::ERROR);
+                }
+            }
+            ExitCode::from(r.exit_code as u8)
+        }
+        Command::Schema => {
+            let registry = dqpipe_plugins::registry();
+            match serde_json::to_string_pretty(&dqpipe_engine::schema::spec_schema(&registry)) {
+                Ok(s) => {
+                    println!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(exit::ERROR)
+                }
+            }
+        }
+    }
+}
+
+/// SIGINT and SIGTERM stop the listing; items in flight finish and the summary is printed.
+fn stop_on_signals(stop: dqpipe_engine::node::Stop) {
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::warn!("stop requested: no new objects; finishing those in flight");
+        stop.stop();
+    });
+}
