@@ -68,6 +68,28 @@ enum Command {
     },
     /// Print the JSON Schema of pipeline specs (for editors' YAML language servers).
     Schema,
+    /// Write sample NATS archive files (deterministic for a seed), for trials and tests.
+    Samples {
+        /// Folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many hold the EICAR test string (they must end in quarantine).
+        #[arg(long, default_value_t = 0)]
+        infected: usize,
+        /// How many are malformed (they must end in the dead letter).
+        #[arg(long, default_value_t = 0)]
+        malformed: usize,
+        /// Pad clean files to about this many bytes (benchmarks).
+        #[arg(long, default_value_t = 0)]
+        size: usize,
+        /// Also write the list of files and their classes (JSON) here.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -215,6 +237,25 @@ async fn dispatch(command: Command) -> ExitCode {
                 }
             }
             ExitCode::from(r.exit_code as u8)
+        }
+        Command::Samples { out, count, seed, infected, malformed, size, manifest } => {
+            let written = dqpipe_plugins::samples::generate(&out, count, seed, infected, malformed, size).map_err(|e| e.to_string()).and_then(|samples| {
+                if let Some(m) = &manifest {
+                    let json = serde_json::to_vec_pretty(&samples).map_err(|e| e.to_string())?;
+                    std::fs::write(m, json).map_err(|e| format!("{}: {e}", m.display()))?;
+                }
+                Ok(samples)
+            });
+            match written {
+                Ok(s) => {
+                    println!("wrote {} files to {} ({infected} infected, {malformed} malformed)", s.len(), out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(exit::ERROR)
+                }
+            }
         }
         Command::Schema => {
             let registry = dqpipe_plugins::registry();

@@ -70,8 +70,8 @@ pub fn load_pipeline_str(file: &Path, text: &str, registry: &Registry, env: &dyn
             let path = root.join_dotted(&e.path().to_string());
             let message = e.inner().to_string();
             let path = match crate::node::unknown_field(&message) {
-                Some(f) => path.key(&f),
-                None => path,
+                Some(f) if !path.to_string().ends_with(&f) => path.key(&f),
+                _ => path,
             };
             errors.push(&path, message);
             return Err(SpecErrors(errors.errors));
@@ -131,17 +131,20 @@ pub fn load_pipeline_str(file: &Path, text: &str, registry: &Registry, env: &dyn
     // 5. Kinds, wiring, ports, cycles.
     let dag = Dag::build(&specs, registry, &mut errors);
 
-    // 6. Each kind checks its own settings.
+    // 6. Each kind checks its own settings (also when the wiring has errors, so that one
+    //    pass reports everything), in the order items flow when the graph is sound.
+    let order: Vec<usize> = match &dag {
+        Some(d) => d.order.clone(),
+        None => (0..specs.len()).collect(),
+    };
     let mut nodes = Vec::new();
-    if let Some(dag) = &dag {
-        for &i in &dag.order {
-            let spec = &specs[i];
-            let Some(kind) = registry.kind(&spec.kind) else { continue };
-            let ctx = BuildContext { node: &spec.name, defaults: &header.defaults, stores: &stores };
-            match kind.build(&ctx, Value::Object(spec.config.clone())) {
-                Ok(built) => nodes.push(PipelineNode { spec: spec.clone(), kind: kind.clone(), built }),
-                Err(e) => errors.push(&spec.path.join_dotted(&e.path), e.message),
-            }
+    for i in order {
+        let spec = &specs[i];
+        let Some(kind) = registry.kind(&spec.kind) else { continue };
+        let ctx = BuildContext { node: &spec.name, defaults: &header.defaults, stores: &stores };
+        match kind.build(&ctx, Value::Object(spec.config.clone())) {
+            Ok(built) => nodes.push(PipelineNode { spec: spec.clone(), kind: kind.clone(), built }),
+            Err(e) => errors.push(&spec.path.join_dotted(&e.path), e.message),
         }
     }
 

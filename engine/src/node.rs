@@ -326,6 +326,7 @@ pub fn parse_config<T: DeserializeOwned>(config: serde_json::Value) -> Result<T,
         // For an unknown field, point at the field itself.
         let path = match (path.as_str(), unknown_field(&message)) {
             (".", Some(f)) => f,
+            (p, Some(f)) if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
             (p, Some(f)) => format!("{p}.{f}"),
             (".", None) => String::new(),
             (p, None) => p.to_string(),

@@ -14,6 +14,7 @@ pub mod list;
 pub mod nats_message;
 pub mod put;
 pub mod retry;
+pub mod samples;
 pub mod slack;
 pub mod stores;
 
