@@ -1,0 +1,173 @@
+//! Helpers shared by the integration tests: the binary, a real clamd, a real HTTP listener.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The dqpipe binary, run in `dir`, with a clean environment for the pipeline variables.
+pub fn dqpipe(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dqpipe"));
+    c.current_dir(dir);
+    for v in ["ARCHIVE_URL", "ARCHIVE_PREFIX", "INTERNAL_URL", "INTERNAL_PREFIX", "QUARANTINE_URL", "DEADLETTER_URL", "CLAMD_ADDRESS", "SLACK_WEBHOOK", "SRC_URL", "DST_URL"] {
+        c.env_remove(v);
+    }
+    c
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// A real clamd (Debian's clamav-daemon) started by scripts/clamd-local, stopped on drop.
+pub struct Clamd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Clamd {
+    pub fn start(stream_max: &str) -> Clamd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let out = Command::new(repo().join("scripts/clamd-local"))
+            .arg("start")
+            .env("CLAMD_DIR", dir.path())
+            .env("CLAMD_PORT", port.to_string())
+            .env("CLAMD_STREAM_MAX", stream_max)
+            .output()
+            .expect("scripts/clamd-local runs");
+        assert!(out.status.success(), "clamd did not start: {}{}", stdout(&out), stderr(&out));
+        Clamd { dir, port }
+    }
+    pub fn tcp(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+    pub fn unix(&self) -> String {
+        format!("unix://{}", self.dir.path().join("clamd.sock").display())
+    }
+    pub fn stop(&self) {
+        let _ = Command::new(repo().join("scripts/clamd-local")).arg("stop").env("CLAMD_DIR", self.dir.path()).output();
+        // Wait until the port is closed.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Clamd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How the webhook listener answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Ok,
+    Status500,
+    /// Never answers (until the test ends).
+    Hang,
+    /// Holds each request until `n` are open at once (or 200 ms have passed); once `n`
+    /// were open together, stops holding. A test observes how many requests a node
+    /// really has in flight.
+    Barrier(usize),
+}
+
+/// A real HTTP listener on 127.0.0.1 (tiny_http) recording every request body.
+pub struct Listener {
+    pub url: String,
+    pub bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// The most requests open at once.
+    pub max_open: Arc<Mutex<usize>>,
+}
+
+impl Listener {
+    pub fn start(answer: Answer) -> Listener {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("listener"));
+        let port = server.server_addr().to_ip().map(|a| a.port()).unwrap_or(0);
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let max_open = Arc::new(Mutex::new(0usize));
+        // (requests open now, whether the barrier was reached), and its condition variable.
+        let open = Arc::new((Mutex::new((0usize, false)), Condvar::new()));
+        let (b, m) = (bodies.clone(), max_open.clone());
+        std::thread::spawn(move || {
+            for mut req in server.incoming_requests() {
+                let (b, m, open) = (b.clone(), m.clone(), open.clone());
+                std::thread::spawn(move || {
+                    let mut text = String::new();
+                    let _ = req.as_reader().read_to_string(&mut text);
+                    if let Ok(v) = serde_json::from_str(&text) {
+                        b.lock().unwrap().push(v);
+                    }
+                    {
+                        let (state, cv) = &*open;
+                        let mut st = state.lock().unwrap();
+                        st.0 += 1;
+                        let mut mx = m.lock().unwrap();
+                        *mx = (*mx).max(st.0);
+                        drop(mx);
+                        if let Answer::Barrier(n) = answer {
+                            if st.0 >= n {
+                                st.1 = true;
+                            }
+                            cv.notify_all();
+                            st = cv.wait_timeout_while(st, Duration::from_millis(200), |s| !s.1).unwrap().0;
+                        }
+                        st.0 -= 1;
+                    }
+                    match answer {
+                        Answer::Hang => std::thread::sleep(Duration::from_secs(600)),
+                        Answer::Status500 => {
+                            let _ = req.respond(tiny_http::Response::from_string("no").with_status_code(500));
+                        }
+                        _ => {
+                            let _ = req.respond(tiny_http::Response::from_string("ok"));
+                        }
+                    }
+                });
+            }
+        });
+        Listener { url: format!("http://127.0.0.1:{port}/services/T000/B000/XXXX"), bodies, max_open }
+    }
+
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+
+/// Every file under `dir`, as paths relative to it.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if let Ok(rel) = p.strip_prefix(root) {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

@@ -1,0 +1,138 @@
+//! Broken specs: each gives a non-zero exit and a message naming file:line:column.
+
+mod common;
+use common::*;
+
+fn validate(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
+    (out.status.code().unwrap_or(-1), stderr(&out))
+}
+
+const HEAD: &str = "version: 1\nname: t\nstores:\n  src: { url: \"file://./in\" }\n  dst: { url: \"file://./out\" }\nnodes:\n";
+
+#[test]
+fn a_cycle_is_printed() {
+    let (code, err) = validate(&format!(
+        "{HEAD}  list: {{ kind: list, store: src }}\n  a: {{ kind: fetch, input: [list, c] }}\n  b: {{ kind: fetch, input: a }}\n  c: {{ kind: fetch, input: b }}\n"
+    ));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("p.yaml:8:3: nodes.a: cycle: a -> b -> c -> a"), "{err}");
+}
+
+#[test]
+fn an_unknown_input() {
+    let (code, err) = validate(&format!("{HEAD}  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: lst }}\n"));
+    assert_eq!(code, 2);
+    assert!(err.contains("p.yaml:8:25: nodes.fetch.input: unknown node `lst`"), "{err}");
+}
+
+#[test]
+fn an_unknown_port() {
+    let (code, err) = validate(&format!(
+        "{HEAD}  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list.clean }}\n"
+    ));
+    assert_eq!(code, 2);
+    assert!(err.contains("p.yaml:8:25: nodes.fetch.input: node `list` (list) has no port `clean`; its ports are: out"), "{err}");
+}
+
+#[test]
+fn an_unknown_field() {
+    let (code, err) = validate(&format!("{HEAD}  list: {{ kind: list, store: src, sufix: \".json\" }}\n"));
+    assert_eq!(code, 2);
+    assert!(err.contains("p.yaml:7:35: nodes.list.sufix: unknown field `sufix`"), "{err}");
+    let (code, err) = validate("version: 1\nname: t\nnodez: {}\nnodes: {}\n");
+    assert_eq!(code, 2);
+    assert!(err.contains("p.yaml:3:1: nodez: unknown field `nodez`"), "{err}");
+}
+
+#[test]
+fn a_wrong_type() {
+    let (code, err) = validate(&format!("{HEAD}  list: {{ kind: list, store: src, limit: many }}\n"));
+    assert_eq!(code, 2);
+    assert!(err.contains("p.yaml:7:35: nodes.list.limit: invalid type: string \"many\", expected u64"), "{err}");
+}
+
+#[test]
+fn an_unset_variable() {
+    let (code, err) = validate(&format!("{HEAD}  list: {{ kind: list, store: src, prefix: \"${{DQPIPE_TEST_UNSET}}/x\" }}\n"));
+    assert_eq!(code, 2);
+    assert!(err.contains("p.yaml:7:35: nodes.list.prefix: environment variable `DQPIPE_TEST_UNSET` is not set"), "{err}");
+}
+
+#[test]
+fn an_unrouted_failure_port() {
+    let (code, err) = validate(&format!(
+        "{HEAD}  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  parse: {{ kind: nats_message, input: fetch }}\n  write: {{ kind: put, input: parse.ok, store: dst, key: \"{{{{ name }}}}\" }}\n"
+    ));
+    assert_eq!(code, 2);
+    assert!(err.contains("p.yaml:9:3: nodes.parse: output port `parse.failed` is not routed"), "{err}");
+}
+
+#[test]
+fn a_toml_error_has_its_position_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), "version = 1\nname = \"t\"\n[nodes.list]\nkind = \"list\"\nstore = \"nowhere\"\n").unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "p.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("p.toml:5:1: nodes.list.store: unknown store `nowhere`"), "{}", stderr(&out));
+}
+
+#[test]
+fn yaml_and_toml_give_the_same_plan() {
+    let repo = repo();
+    let plan = |f: &str| {
+        let out = dqpipe(&repo).args(["plan", f]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let yaml = plan("pipelines/examples/copy.yaml");
+    assert_eq!(yaml, plan("pipelines/examples/copy.toml"));
+    assert!(yaml.contains("fetch (fetch), concurrency 16, input: list"), "{yaml}");
+}
+
+#[test]
+fn secrets_never_appear_in_plans() {
+    let repo = repo();
+    let secret = "https://hooks.slack.test/services/T123/B456/very-secret-token";
+    let out = dqpipe(&repo).args(["plan", "pipelines/nats-historical.yaml"]).env("SLACK_WEBHOOK", secret).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("very-secret-token") && !stderr(&out).contains("very-secret-token"));
+    assert!(stdout(&out).contains("webhook_url: \"<redacted>\""), "{}", stdout(&out));
+}
+
+#[test]
+fn graph_is_valid_dot_and_mermaid() {
+    let repo = repo();
+    let out = dqpipe(&repo).args(["graph", "pipelines/nats-historical.yaml"]).output().unwrap();
+    assert!(out.status.success());
+    let mut dot = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("graphviz `dot` is installed (scripts/test installs it)");
+    use std::io::Write as _;
+    dot.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let svg = dot.wait_with_output().unwrap();
+    assert!(svg.status.success());
+    assert!(String::from_utf8_lossy(&svg.stdout).contains("scan (clamav)"));
+    let out = dqpipe(&repo).args(["graph", "--format", "mermaid", "pipelines/nats-historical.yaml"]).output().unwrap();
+    let m = stdout(&out);
+    assert!(m.starts_with("flowchart LR\n") && m.contains("-->|infected|"), "{m}");
+}
+
+#[test]
+fn schema_covers_every_kind() {
+    let out = dqpipe(&repo()).arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = schema["properties"]["nodes"]["additionalProperties"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["properties"]["kind"]["const"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["list", "fetch", "put", "clamav", "nats_message", "slack"]);
+}
