@@ -162,3 +162,33 @@ impl Node for NatsMessage {
         .map_err(|_| ItemError::new("run is shutting down"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    /// Every case in tests/golden/nats: exact output bytes and partition, or the reason.
+    #[test]
+    fn golden_files() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/nats");
+        let mut cases = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let Some(case) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".input.json")) else { continue };
+            cases += 1;
+            let input = std::fs::read(&path).unwrap();
+            let result = super::transform(&input, &format!("{case}.json"));
+            let expected = dir.join(format!("{case}.expected.json"));
+            if expected.exists() {
+                let t = result.unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(String::from_utf8(t.json).unwrap(), std::fs::read_to_string(&expected).unwrap(), "{case}");
+                assert_eq!(t.msg_date, std::fs::read_to_string(dir.join(format!("{case}.msg_date"))).unwrap().trim(), "{case}");
+            } else {
+                let want = std::fs::read_to_string(dir.join(format!("{case}.error.txt"))).unwrap();
+                let err = result.err().unwrap_or_else(|| panic!("{case} should fail"));
+                assert!(err.contains(want.trim()), "{case}: {err}");
+            }
+        }
+        assert_eq!(cases, 12);
+    }
+}

@@ -1,0 +1,170 @@
+//! The NATS pipeline end to end on local folders, with a real clamd (Debian's
+//! clamav-daemon, the project's config and .ndb) and a real HTTP listener for Slack.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+
+fn pipeline() -> String {
+    repo().join("pipelines/nats-historical.yaml").to_string_lossy().into_owned()
+}
+
+fn run_nats(dir: &Path, clamd: &str, hook: Option<&str>) -> std::process::Output {
+    let mut c = dqpipe(dir);
+    c.args(["run", &pipeline(), "--report", "report.json"]).env("CLAMD_ADDRESS", clamd);
+    if let Some(h) = hook {
+        c.env("SLACK_WEBHOOK", h);
+    }
+    c.output().unwrap()
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
+fn reason(dir: &Path, store: &str, name: &str) -> String {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("var").join(store).join(format!("{name}.error.json"))).unwrap()).unwrap();
+    meta["reason"].as_str().unwrap_or_default().to_string()
+}
+
+/// Clean, EICAR as a whole file, EICAR inside a JSON value, and a stream over clamd's
+/// StreamMaxLength, over TCP and over the unix socket.
+#[test]
+fn scans_route_clean_infected_and_unscannable() {
+    let clamd = Clamd::start("1M");
+    for address in [clamd.tcp(), clamd.unix()] {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("var/archive");
+        let out = dqpipe(dir.path()).args(["samples", "--out", "var/archive", "--count", "2", "--infected", "1", "--manifest", "m.json"]).output().unwrap();
+        assert!(out.status.success());
+        let samples: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+        let in_json = samples.iter().find(|s| s["class"] == "infected").unwrap()["name"].as_str().unwrap().to_string();
+        let clean = samples.iter().find(|s| s["class"] == "clean").unwrap()["name"].as_str().unwrap().to_string();
+        std::fs::write(archive.join("eicar.json"), dqpipe_plugins::samples::eicar()).unwrap();
+        // 2 MiB of valid JSON: over the 1M StreamMaxLength, under the node's max_bytes.
+        std::fs::write(archive.join("big.json"), format!("{{\"pad\": \"{}\"}}", "a".repeat(2 << 20))).unwrap();
+
+        let out = run_nats(dir.path(), &address, None);
+        assert_eq!(out.status.code(), Some(3), "{address}: {}", stderr(&out));
+        let internal = files_under(&dir.path().join("var/internal"));
+        assert_eq!(internal.len(), 1, "{address}: only the clean file: {internal:?}");
+        assert!(internal[0].ends_with(&format!("/parsed_{clean}")));
+        assert!(reason(dir.path(), "quarantine", "eicar.json").contains("infected: Local.EICAR.UNOFFICIAL"));
+        assert!(reason(dir.path(), "quarantine", &in_json).contains("infected: Local.EICAR.UNOFFICIAL"));
+        assert!(reason(dir.path(), "quarantine", "big.json").contains("size limit exceeded"), "{}", reason(dir.path(), "quarantine", "big.json"));
+        assert_eq!(std::fs::read(dir.path().join("var/quarantine/eicar.json")).unwrap(), dqpipe_plugins::samples::eicar().as_bytes());
+    }
+}
+
+#[test]
+fn clamd_down_means_nothing_reaches_clean() {
+    let clamd = Clamd::start("25M");
+    let address = clamd.tcp();
+    clamd.stop();
+    let dir = tempfile::tempdir().unwrap();
+    dqpipe(dir.path()).args(["samples", "--out", "var/archive", "--count", "5"]).output().unwrap();
+    let out = run_nats(dir.path(), &address, None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("scan: cannot connect to clamd at tcp://127.0.0.1:"), "{}", stderr(&out));
+    assert!(files_under(&dir.path().join("var/internal")).is_empty());
+    assert!(files_under(&dir.path().join("var/quarantine")).is_empty());
+}
+
+#[test]
+fn end_to_end_thousand_files() {
+    let clamd = Clamd::start("25M");
+    let listener = Listener::start(Answer::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dqpipe(dir.path())
+        .args(["samples", "--out", "var/archive", "--count", "1000", "--seed", "7", "--infected", "3", "--malformed", "3", "--manifest", "m.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let samples: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+
+    let out = run_nats(dir.path(), &clamd.tcp(), Some(&listener.url));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    // Every clean file under its partition, parsed; nothing else there.
+    let mut expected_internal: Vec<String> = samples
+        .iter()
+        .filter(|s| s["class"] == "clean")
+        .map(|s| format!("msg_date={}/parsed_{}", s["msg_date"].as_str().unwrap(), s["name"].as_str().unwrap()))
+        .collect();
+    expected_internal.sort();
+    assert_eq!(expected_internal.len(), 994);
+    assert_eq!(files_under(&dir.path().join("var/internal")), expected_internal);
+    let one = &expected_internal[0];
+    let parsed: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("var/internal").join(one)).unwrap()).unwrap();
+    assert_eq!(parsed["filename"].as_str().unwrap(), one.rsplit("parsed_").next().unwrap());
+
+    let names = |class: &str| -> Vec<String> {
+        let mut v: Vec<String> = samples.iter().filter(|s| s["class"] == class).map(|s| s["name"].as_str().unwrap().to_string()).collect();
+        v.sort();
+        v
+    };
+    let only_objects = |store: &str| -> Vec<String> {
+        files_under(&dir.path().join("var").join(store)).into_iter().filter(|f| !f.ends_with(".error.json")).collect()
+    };
+    assert_eq!(only_objects("quarantine"), names("infected"));
+    assert_eq!(only_objects("dead-letter"), names("malformed"));
+    for n in names("malformed") {
+        let r = reason(dir.path(), "dead-letter", &n);
+        assert!(r.contains("not valid JSON") || r.contains("date") || r.contains("messageDeliveryTime"), "{n}: {r}");
+    }
+
+    // Six alerts, in the original's format, naming the files; the URL never printed.
+    let alerts = listener.received();
+    assert_eq!(alerts.len(), 6, "{alerts:?}");
+    for a in &alerts {
+        assert_eq!(a["attachments"][0]["color"], "#B22222");
+        assert_eq!(a["attachments"][0]["fields"][0]["title"], "Priority");
+        assert_eq!(a["attachments"][0]["fields"][0]["value"], "High");
+    }
+    let texts: String = alerts.iter().map(|a| a.to_string()).collect();
+    for n in names("infected").iter().chain(names("malformed").iter()) {
+        assert!(texts.contains(n.as_str()), "no alert names {n}");
+    }
+    assert!(!stderr(&out).contains("/services/T000"));
+
+    let r = report(dir.path());
+    assert_eq!(r["items"]["from_sources"], 1000);
+    assert_eq!(r["items"]["complete"], 1000);
+    assert_eq!(r["items"]["problems"], 6);
+    let node = |n: &str| r["nodes"].as_array().unwrap().iter().find(|x| x["name"] == n).unwrap().clone();
+    assert_eq!(node("scan")["ports"]["clean"]["items"], 997);
+    assert_eq!(node("scan")["ports"]["infected"]["items"], 3);
+    assert_eq!(node("transform")["ports"]["failed"]["items"], 3);
+    assert_eq!(node("write")["ports"]["out"]["items"], 994);
+    assert!(!std::fs::read_to_string(dir.path().join("report.json")).unwrap().contains("/services/T000"));
+}
+
+#[test]
+fn webhook_that_hangs_or_fails_does_not_fail_the_run() {
+    let clamd = Clamd::start("25M");
+    for answer in [Answer::Status500, Answer::Hang] {
+        let listener = Listener::start(answer);
+        let dir = tempfile::tempdir().unwrap();
+        dqpipe(dir.path()).args(["samples", "--out", "var/archive", "--count", "3", "--malformed", "1"]).output().unwrap();
+        // The pipeline's Slack node allows 10 s a call and 30 s of retries at most.
+        let out = run_nats(dir.path(), &clamd.tcp(), Some(&listener.url));
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(stderr(&out).contains("Slack alert not delivered"), "{}", stderr(&out));
+        assert_eq!(files_under(&dir.path().join("var/internal")).len(), 2);
+    }
+}
+
+#[test]
+fn zero_files_raises_an_alert() {
+    let clamd = Clamd::start("25M");
+    let listener = Listener::start(Answer::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("var/archive")).unwrap();
+    let out = run_nats(dir.path(), &clamd.tcp(), Some(&listener.url));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let alerts = listener.received();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["text"], "Pulling zero files!");
+}
