@@ -133,7 +133,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DQPIPE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DQPIPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -230,7 +231,9 @@ async fn dispatch(command: Command) -> ExitCode {
             };
             eprint!("{}", r.render_text());
             if let Some(path) = report {
-                let written = serde_json::to_vec_pretty(&r).map_err(|e| e.to_string()).and_then(|j| std::fs::write(&path, j).map_err(|e| e.to_string()));
+                let written = serde_json::to_vec_pretty(&r)
+                    .map_err(|e| e.to_string())
+                    .and_then(|j| std::fs::write(&path, j).map_err(|e| e.to_string()));
                 if let Err(e) = written {
                     eprintln!("error: writing the report to {}: {e}", path.display());
                     return ExitCode::from(exit::ERROR);
@@ -239,16 +242,22 @@ async fn dispatch(command: Command) -> ExitCode {
             ExitCode::from(r.exit_code as u8)
         }
         Command::Samples { out, count, seed, infected, malformed, size, manifest } => {
-            let written = dqpipe_plugins::samples::generate(&out, count, seed, infected, malformed, size).map_err(|e| e.to_string()).and_then(|samples| {
-                if let Some(m) = &manifest {
-                    let json = serde_json::to_vec_pretty(&samples).map_err(|e| e.to_string())?;
-                    std::fs::write(m, json).map_err(|e| format!("{}: {e}", m.display()))?;
-                }
-                Ok(samples)
-            });
+            let written = dqpipe_plugins::samples::generate(&out, count, seed, infected, malformed, size)
+                .map_err(|e| e.to_string())
+                .and_then(|samples| {
+                    if let Some(m) = &manifest {
+                        let json = serde_json::to_vec_pretty(&samples).map_err(|e| e.to_string())?;
+                        std::fs::write(m, json).map_err(|e| format!("{}: {e}", m.display()))?;
+                    }
+                    Ok(samples)
+                });
             match written {
                 Ok(s) => {
-                    println!("wrote {} files to {} ({infected} infected, {malformed} malformed)", s.len(), out.display());
+                    println!(
+                        "wrote {} files to {} ({infected} infected, {malformed} malformed)",
+                        s.len(),
+                        out.display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -12,7 +12,11 @@ fn copies_ten_thousand_files_byte_identical() {
         let sub = input.join(format!("d{}", i % 7));
         std::fs::create_dir_all(&sub).unwrap();
         // Names like the archive's, with characters object stores like to encode.
-        std::fs::write(sub.join(format!("[f;=%zz{i}] é.json")), format!("{{\"i\": {i}, \"pad\": \"{}\"}}", "x".repeat((i % 50) as usize))).unwrap();
+        std::fs::write(
+            sub.join(format!("[f;=%zz{i}] é.json")),
+            format!("{{\"i\": {i}, \"pad\": \"{}\"}}", "x".repeat((i % 50) as usize)),
+        )
+        .unwrap();
     }
     std::fs::write(input.join("skip.txt"), "not json").unwrap();
     let out = dqpipe(dir.path())
@@ -30,7 +34,8 @@ fn copies_ten_thousand_files_byte_identical() {
         let b = std::fs::read(dir.path().join("out/copied").join(&name)).unwrap();
         assert_eq!(a, b, "{name}");
     }
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(report["items"]["from_sources"], 10_000);
     assert_eq!(report["items"]["complete"], 10_000);
     assert_eq!(report["outcome"], "complete");
@@ -50,7 +55,11 @@ fn observed_concurrency(node_concurrency: usize, target: usize) -> (usize, serde
         "version: 1\nname: conc\nstores:\n  src: {{ url: \"file://./in\" }}\nnodes:\n  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  alert: {{ kind: slack, input: fetch, webhook_url: \"${{HOOK}}\", max_messages: 1000, concurrency: {node_concurrency} }}\n"
     );
     std::fs::write(dir.path().join("conc.yaml"), spec).unwrap();
-    let out = dqpipe(dir.path()).args(["run", "conc.yaml", "--report", "r.json"]).env("HOOK", &listener.url).output().unwrap();
+    let out = dqpipe(dir.path())
+        .args(["run", "conc.yaml", "--report", "r.json"])
+        .env("HOOK", &listener.url)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // Retried deliveries may repeat a message; every item was alerted at least once.
     let distinct: std::collections::BTreeSet<String> = listener.received().iter().map(|b| b.to_string()).collect();

@@ -25,7 +25,8 @@ fn report(dir: &Path) -> serde_json::Value {
 
 fn reason(dir: &Path, store: &str, name: &str) -> String {
     let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("var").join(store).join(format!("{name}.error.json"))).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("var").join(store).join(format!("{name}.error.json"))).unwrap())
+            .unwrap();
     meta["reason"].as_str().unwrap_or_default().to_string()
 }
 
@@ -37,9 +38,13 @@ fn scans_route_clean_infected_and_unscannable() {
     for address in [clamd.tcp(), clamd.unix()] {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("var/archive");
-        let out = dqpipe(dir.path()).args(["samples", "--out", "var/archive", "--count", "2", "--infected", "1", "--manifest", "m.json"]).output().unwrap();
+        let out = dqpipe(dir.path())
+            .args(["samples", "--out", "var/archive", "--count", "2", "--infected", "1", "--manifest", "m.json"])
+            .output()
+            .unwrap();
         assert!(out.status.success());
-        let samples: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+        let samples: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
         let in_json = samples.iter().find(|s| s["class"] == "infected").unwrap()["name"].as_str().unwrap().to_string();
         let clean = samples.iter().find(|s| s["class"] == "clean").unwrap()["name"].as_str().unwrap().to_string();
         std::fs::write(archive.join("eicar.json"), dqpipe_plugins::samples::eicar()).unwrap();
@@ -53,8 +58,15 @@ fn scans_route_clean_infected_and_unscannable() {
         assert!(internal[0].ends_with(&format!("/parsed_{clean}")));
         assert!(reason(dir.path(), "quarantine", "eicar.json").contains("infected: Local.EICAR.UNOFFICIAL"));
         assert!(reason(dir.path(), "quarantine", &in_json).contains("infected: Local.EICAR.UNOFFICIAL"));
-        assert!(reason(dir.path(), "quarantine", "big.json").contains("size limit exceeded"), "{}", reason(dir.path(), "quarantine", "big.json"));
-        assert_eq!(std::fs::read(dir.path().join("var/quarantine/eicar.json")).unwrap(), dqpipe_plugins::samples::eicar().as_bytes());
+        assert!(
+            reason(dir.path(), "quarantine", "big.json").contains("size limit exceeded"),
+            "{}",
+            reason(dir.path(), "quarantine", "big.json")
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("var/quarantine/eicar.json")).unwrap(),
+            dqpipe_plugins::samples::eicar().as_bytes()
+        );
     }
 }
 
@@ -78,11 +90,26 @@ fn end_to_end_thousand_files() {
     let listener = Listener::start(Answer::Ok);
     let dir = tempfile::tempdir().unwrap();
     let out = dqpipe(dir.path())
-        .args(["samples", "--out", "var/archive", "--count", "1000", "--seed", "7", "--infected", "3", "--malformed", "3", "--manifest", "m.json"])
+        .args([
+            "samples",
+            "--out",
+            "var/archive",
+            "--count",
+            "1000",
+            "--seed",
+            "7",
+            "--infected",
+            "3",
+            "--malformed",
+            "3",
+            "--manifest",
+            "m.json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
-    let samples: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+    let samples: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
 
     let out = run_nats(dir.path(), &clamd.tcp(), Some(&listener.url));
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -97,11 +124,13 @@ fn end_to_end_thousand_files() {
     assert_eq!(expected_internal.len(), 994);
     assert_eq!(files_under(&dir.path().join("var/internal")), expected_internal);
     let one = &expected_internal[0];
-    let parsed: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("var/internal").join(one)).unwrap()).unwrap();
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("var/internal").join(one)).unwrap()).unwrap();
     assert_eq!(parsed["filename"].as_str().unwrap(), one.rsplit("parsed_").next().unwrap());
 
     let names = |class: &str| -> Vec<String> {
-        let mut v: Vec<String> = samples.iter().filter(|s| s["class"] == class).map(|s| s["name"].as_str().unwrap().to_string()).collect();
+        let mut v: Vec<String> =
+            samples.iter().filter(|s| s["class"] == class).map(|s| s["name"].as_str().unwrap().to_string()).collect();
         v.sort();
         v
     };
@@ -147,7 +176,10 @@ fn webhook_that_hangs_or_fails_does_not_fail_the_run() {
     for answer in [Answer::Status500, Answer::Hang] {
         let listener = Listener::start(answer);
         let dir = tempfile::tempdir().unwrap();
-        dqpipe(dir.path()).args(["samples", "--out", "var/archive", "--count", "3", "--malformed", "1"]).output().unwrap();
+        dqpipe(dir.path())
+            .args(["samples", "--out", "var/archive", "--count", "3", "--malformed", "1"])
+            .output()
+            .unwrap();
         // The pipeline's Slack node allows 10 s a call and 30 s of retries at most.
         let out = run_nats(dir.path(), &clamd.tcp(), Some(&listener.url));
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

@@ -10,7 +10,8 @@ fn validate(yaml: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), stderr(&out))
 }
 
-const HEAD: &str = "version: 1\nname: t\nstores:\n  src: { url: \"file://./in\" }\n  dst: { url: \"file://./out\" }\nnodes:\n";
+const HEAD: &str =
+    "version: 1\nname: t\nstores:\n  src: { url: \"file://./in\" }\n  dst: { url: \"file://./out\" }\nnodes:\n";
 
 #[test]
 fn a_cycle_is_printed() {
@@ -23,7 +24,8 @@ fn a_cycle_is_printed() {
 
 #[test]
 fn an_unknown_input() {
-    let (code, err) = validate(&format!("{HEAD}  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: lst }}\n"));
+    let (code, err) =
+        validate(&format!("{HEAD}  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: lst }}\n"));
     assert_eq!(code, 2);
     assert!(err.contains("p.yaml:8:25: nodes.fetch.input: unknown node `lst`"), "{err}");
 }
@@ -34,7 +36,10 @@ fn an_unknown_port() {
         "{HEAD}  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list.clean }}\n"
     ));
     assert_eq!(code, 2);
-    assert!(err.contains("p.yaml:8:25: nodes.fetch.input: node `list` (list) has no port `clean`; its ports are: out"), "{err}");
+    assert!(
+        err.contains("p.yaml:8:25: nodes.fetch.input: node `list` (list) has no port `clean`; its ports are: out"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -56,9 +61,13 @@ fn a_wrong_type() {
 
 #[test]
 fn an_unset_variable() {
-    let (code, err) = validate(&format!("{HEAD}  list: {{ kind: list, store: src, prefix: \"${{DQPIPE_TEST_UNSET}}/x\" }}\n"));
+    let (code, err) =
+        validate(&format!("{HEAD}  list: {{ kind: list, store: src, prefix: \"${{DQPIPE_TEST_UNSET}}/x\" }}\n"));
     assert_eq!(code, 2);
-    assert!(err.contains("p.yaml:7:35: nodes.list.prefix: environment variable `DQPIPE_TEST_UNSET` is not set"), "{err}");
+    assert!(
+        err.contains("p.yaml:7:35: nodes.list.prefix: environment variable `DQPIPE_TEST_UNSET` is not set"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -73,7 +82,11 @@ fn an_unrouted_failure_port() {
 #[test]
 fn a_toml_error_has_its_position_too() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p.toml"), "version = 1\nname = \"t\"\n[nodes.list]\nkind = \"list\"\nstore = \"nowhere\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "version = 1\nname = \"t\"\n[nodes.list]\nkind = \"list\"\nstore = \"nowhere\"\n",
+    )
+    .unwrap();
     let out = dqpipe(dir.path()).args(["validate", "p.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("p.toml:5:1: nodes.list.store: unknown store `nowhere`"), "{}", stderr(&out));
@@ -96,7 +109,8 @@ fn yaml_and_toml_give_the_same_plan() {
 fn secrets_never_appear_in_plans() {
     let repo = repo();
     let secret = "https://hooks.slack.test/services/T123/B456/very-secret-token";
-    let out = dqpipe(&repo).args(["plan", "pipelines/nats-historical.yaml"]).env("SLACK_WEBHOOK", secret).output().unwrap();
+    let out =
+        dqpipe(&repo).args(["plan", "pipelines/nats-historical.yaml"]).env("SLACK_WEBHOOK", secret).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stdout(&out).contains("very-secret-token") && !stderr(&out).contains("very-secret-token"));
     assert!(stdout(&out).contains("webhook_url: \"<redacted>\""), "{}", stdout(&out));

@@ -86,7 +86,9 @@ impl Body {
         }
         match self {
             Body::Memory(b) => Ok(b.clone()),
-            Body::Spooled(f) => tokio::fs::read(&f.file).await.map(Bytes::from).map_err(|_| BodyTooLarge { len: f.len, max }),
+            Body::Spooled(f) => {
+                tokio::fs::read(&f.file).await.map(Bytes::from).map_err(|_| BodyTooLarge { len: f.len, max })
+            }
         }
     }
 
@@ -159,7 +161,8 @@ mod tests {
         let small = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"hello"))]);
         let b = Body::from_stream(small, &spool).await.unwrap();
         assert!(matches!(b, Body::Memory(_)));
-        let chunks: Vec<Result<Bytes, std::io::Error>> = (0..5).map(|_| Ok(Bytes::from_static(b"0123456789"))).collect();
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            (0..5).map(|_| Ok(Bytes::from_static(b"0123456789"))).collect();
         let b = Body::from_stream(futures::stream::iter(chunks), &spool).await.unwrap();
         let path = b.spooled_path().unwrap().to_path_buf();
         assert_eq!(b.len(), 50);

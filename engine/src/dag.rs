@@ -44,9 +44,8 @@ impl Dag {
                     &spec.path.key("kind"),
                     format!("unknown kind `{}`; the kinds are: {}", spec.kind, registry.kind_names().join(", ")),
                 ),
-                Some(k) if k.role() == Role::Source && !spec.inputs.is_empty() => {
-                    errors.push(&spec.inputs[0].path, format!("a `{}` node is a source and takes no `input`", spec.kind))
-                }
+                Some(k) if k.role() == Role::Source && !spec.inputs.is_empty() => errors
+                    .push(&spec.inputs[0].path, format!("a `{}` node is a source and takes no `input`", spec.kind)),
                 Some(k) if k.role() == Role::Processor && spec.inputs.is_empty() => errors.push(
                     &spec.path,
                     format!("missing `input`: a `{}` node needs the node (or `node.port`) it reads from", spec.kind),
@@ -56,7 +55,10 @@ impl Dag {
             for input in &spec.inputs {
                 let Some(&up) = index.get(input.node.as_str()) else {
                     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                    errors.push(&input.path, format!("unknown node `{}`; the nodes are: {}", input.node, names.join(", ")));
+                    errors.push(
+                        &input.path,
+                        format!("unknown node `{}`; the nodes are: {}", input.node, names.join(", ")),
+                    );
                     continue;
                 };
                 let upstream = &specs[up];
@@ -155,8 +157,11 @@ impl Dag {
     /// Graphviz DOT, through petgraph's renderer; edges are labelled with their port.
     pub fn to_dot(&self) -> String {
         let mut g: DiGraph<String, String> = DiGraph::new();
-        let idx: HashMap<&str, NodeIndex> =
-            self.order.iter().map(|&i| (self.names[i].as_str(), g.add_node(format!("{} ({})", self.names[i], self.kinds[i])))).collect();
+        let idx: HashMap<&str, NodeIndex> = self
+            .order
+            .iter()
+            .map(|&i| (self.names[i].as_str(), g.add_node(format!("{} ({})", self.names[i], self.kinds[i]))))
+            .collect();
         for e in &self.edges {
             g.add_edge(idx[e.from.as_str()], idx[e.to.as_str()], e.port.clone());
         }
@@ -174,11 +179,13 @@ impl Dag {
     pub fn to_mermaid(&self) -> String {
         let mut s = String::from("flowchart LR\n");
         for &i in &self.order {
-            let _ = writeln!(s, "    n{i}[\"{} ({})\"]", mermaid_escape(&self.names[i]), mermaid_escape(&self.kinds[i]));
+            let _ =
+                writeln!(s, "    n{i}[\"{} ({})\"]", mermaid_escape(&self.names[i]), mermaid_escape(&self.kinds[i]));
         }
         let pos: HashMap<&str, usize> = self.names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
         for e in &self.edges {
-            let _ = writeln!(s, "    n{} -->|{}| n{}", pos[e.from.as_str()], mermaid_escape(&e.port), pos[e.to.as_str()]);
+            let _ =
+                writeln!(s, "    n{} -->|{}| n{}", pos[e.from.as_str()], mermaid_escape(&e.port), pos[e.to.as_str()]);
         }
         s
     }
@@ -211,7 +218,10 @@ fn find_cycles(graph: &DiGraph<usize, ()>) -> Vec<Vec<NodeIndex>> {
                 .neighbors(start)
                 .filter(|n| members.contains(n) && *n != start)
                 .find_map(|n| {
-                    petgraph::algo::all_simple_paths::<Vec<NodeIndex>, _, std::hash::RandomState>(graph, n, start, 0, None).next()
+                    petgraph::algo::all_simple_paths::<Vec<NodeIndex>, _, std::hash::RandomState>(
+                        graph, n, start, 0, None,
+                    )
+                    .next()
                 })
                 .map(|mut p| {
                     p.pop(); // the path ends back at `start`

@@ -119,10 +119,8 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     }
 
     let concurrency = p.effective_concurrency(&opts);
-    let spool = Spool {
-        threshold: p.defaults.spool_threshold_bytes,
-        dir: p.defaults.spool_dir.as_ref().map(Into::into),
-    };
+    let spool =
+        Spool { threshold: p.defaults.spool_threshold_bytes, dir: p.defaults.spool_dir.as_ref().map(Into::into) };
     let tracker = Arc::new(Tracker::default());
 
     // One bounded channel per processing node.
@@ -286,7 +284,11 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     }
 
     let interrupted = opts.stop.is_stopped();
-    let outcome = if items.failed > 0 || !source_errors.is_empty() || interrupted || items.complete + items.failed != items.from_sources {
+    let outcome = if items.failed > 0
+        || !source_errors.is_empty()
+        || interrupted
+        || items.complete + items.failed != items.from_sources
+    {
         Outcome::Incomplete
     } else if problems > 0 {
         Outcome::CompleteWithProblems
@@ -357,8 +359,9 @@ fn start_progress(
 
     let handle = if mode == Progress::Bars {
         let multi = indicatif::MultiProgress::new();
-        let style = indicatif::ProgressStyle::with_template("{prefix:>16} {spinner} {pos:>9} items  {per_sec:>12}  {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        let style =
+            indicatif::ProgressStyle::with_template("{prefix:>16} {spinner} {pos:>9} items  {per_sec:>12}  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
         let bars: Vec<indicatif::ProgressBar> = names
             .iter()
             .map(|n| {

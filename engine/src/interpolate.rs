@@ -27,8 +27,9 @@ pub fn interpolate(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resu
             out.push('$');
             rest = stripped;
         } else if let Some(body_start) = after.strip_prefix('{') {
-            let end = matching_brace(body_start)
-                .ok_or_else(|| format!("unclosed `${{` in {input:?}: close it with `}}`, or write `$$` for a literal `$`"))?;
+            let end = matching_brace(body_start).ok_or_else(|| {
+                format!("unclosed `${{` in {input:?}: close it with `}}`, or write `$$` for a literal `$`")
+            })?;
             let body = &body_start[..end];
             out.push_str(&expand(body, lookup, &mut vars)?);
             rest = &body_start[end + 1..];
@@ -94,7 +95,9 @@ fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>, vars: &mut Vec<St
             )),
         };
     }
-    Err(format!("`${{{body}}}`: unknown operator `{op}`; use `${{{name}}}`, `${{{name}:-default}}` or `${{{name}:?message}}`"))
+    Err(format!(
+        "`${{{body}}}`: unknown operator `{op}`; use `${{{name}}}`, `${{{name}:-default}}` or `${{{name}:?message}}`"
+    ))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::dag::Dag;
 use crate::error::{ErrorSink, SpecError, SpecErrors};
 use crate::interpolate::interpolate;
 use crate::locate::{LineIndex, Pos, SourceMap, SpecPath};
-use crate::node::{Built, BuildContext, NodeKind, Registry};
+use crate::node::{BuildContext, Built, NodeKind, Registry};
 use crate::spec::{Defaults, InputRef, NodeSpec, SpecHeader, StoreSpec, COMMON_NODE_KEYS};
 use crate::store::Store;
 
@@ -47,14 +47,24 @@ impl PipelineNode {
 }
 
 /// Reads and checks `file`, looking variables up with `env`.
-pub fn load_pipeline(file: &Path, registry: &Registry, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline, SpecErrors> {
-    let text = std::fs::read_to_string(file).map_err(|e| one_error(file, None, format!("cannot read the spec: {e}")))?;
+pub fn load_pipeline(
+    file: &Path,
+    registry: &Registry,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Pipeline, SpecErrors> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| one_error(file, None, format!("cannot read the spec: {e}")))?;
     load_pipeline_str(file, &text, registry, env)
 }
 
 /// As [`load_pipeline`], from text already read; `file` names it in errors and picks the
 /// format by extension.
-pub fn load_pipeline_str(file: &Path, text: &str, registry: &Registry, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline, SpecErrors> {
+pub fn load_pipeline_str(
+    file: &Path,
+    text: &str,
+    registry: &Registry,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Pipeline, SpecErrors> {
     let (mut doc, map) = parse(file, text)?;
     let mut errors = ErrorSink::new(file.to_path_buf(), &map);
     let root = SpecPath::root();
@@ -78,7 +88,8 @@ pub fn load_pipeline_str(file: &Path, text: &str, registry: &Registry, env: &dyn
         }
     };
     if header.version != 1 {
-        errors.push(&root.key("version"), format!("unsupported version {}; this dqpipe reads version 1", header.version));
+        errors
+            .push(&root.key("version"), format!("unsupported version {}; this dqpipe reads version 1", header.version));
     }
     if header.defaults.concurrency == 0 {
         errors.push(&root.key("defaults").key("concurrency"), "must be at least 1");
@@ -189,7 +200,11 @@ fn parse(file: &Path, text: &str) -> Result<(Value, SourceMap), SpecErrors> {
         }
     };
     if !doc.is_object() {
-        return Err(one_error(file, Some(Pos { line: 1, column: 1 }), "a spec is a mapping with `version`, `name`, `stores` and `nodes`".into()));
+        return Err(one_error(
+            file,
+            Some(Pos { line: 1, column: 1 }),
+            "a spec is a mapping with `version`, `name`, `stores` and `nodes`".into(),
+        ));
     }
     let map = if ext == "toml" { SourceMap::from_toml(text) } else { SourceMap::from_yaml(text) };
     Ok((doc, map))

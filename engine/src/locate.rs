@@ -125,10 +125,8 @@ impl SourceMap {
         for ev in Parser::new_from_str(text) {
             let Ok((ev, span)) = ev else { break };
             let pos = Pos { line: span.start.line(), column: span.start.col() + 1 };
-            let is_node = matches!(
-                ev,
-                Event::Scalar(..) | Event::Alias(_) | Event::MappingStart(..) | Event::SequenceStart(..)
-            );
+            let is_node =
+                matches!(ev, Event::Scalar(..) | Event::Alias(_) | Event::MappingStart(..) | Event::SequenceStart(..));
             // The path of this node, when it is a value (not a mapping key).
             let mut node_path = None;
             if is_node {
@@ -161,14 +159,8 @@ impl SourceMap {
                 }
             }
             match ev {
-                Event::MappingStart(..) => stack.push(Frame::Map {
-                    path: node_path.unwrap_or_default(),
-                    key: None,
-                }),
-                Event::SequenceStart(..) => stack.push(Frame::Seq {
-                    path: node_path.unwrap_or_default(),
-                    next: 0,
-                }),
+                Event::MappingStart(..) => stack.push(Frame::Map { path: node_path.unwrap_or_default(), key: None }),
+                Event::SequenceStart(..) => stack.push(Frame::Seq { path: node_path.unwrap_or_default(), next: 0 }),
                 Event::MappingEnd | Event::SequenceEnd => {
                     stack.pop();
                 }
@@ -242,10 +234,7 @@ mod tests {
         let root = SpecPath::root();
         assert_eq!(m.locate(&root.key("nodes").key("b").key("kind")), Some(Pos { line: 5, column: 5 }));
         assert_eq!(m.locate(&root.key("nodes").key("a").key("kind")), Some(Pos { line: 3, column: 8 }));
-        assert_eq!(
-            m.locate(&root.key("nodes").key("b").key("input").index(1)),
-            Some(Pos { line: 6, column: 16 })
-        );
+        assert_eq!(m.locate(&root.key("nodes").key("b").key("input").index(1)), Some(Pos { line: 6, column: 16 }));
         // Unknown paths fall back to the nearest ancestor.
         assert_eq!(m.locate(&root.key("nodes").key("b").key("nope")), Some(Pos { line: 4, column: 3 }));
     }
@@ -256,10 +245,7 @@ mod tests {
         let m = SourceMap::from_toml(text);
         let root = SpecPath::root();
         assert_eq!(m.locate(&root.key("nodes").key("b").key("kind")), Some(Pos { line: 3, column: 1 }));
-        assert_eq!(
-            m.locate(&root.key("nodes").key("b").key("input").index(1)),
-            Some(Pos { line: 4, column: 15 })
-        );
+        assert_eq!(m.locate(&root.key("nodes").key("b").key("input").index(1)), Some(Pos { line: 4, column: 15 }));
     }
 
     #[test]

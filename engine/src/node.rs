@@ -354,7 +354,10 @@ impl BuildContext<'_> {
             let known: Vec<&str> = self.stores.keys().map(|s| s.as_str()).collect();
             ConfigError::at(
                 field,
-                format!("unknown store `{name}`; the spec's stores are: {}", if known.is_empty() { "(none)".into() } else { known.join(", ") }),
+                format!(
+                    "unknown store `{name}`; the spec's stores are: {}",
+                    if known.is_empty() { "(none)".into() } else { known.join(", ") }
+                ),
             )
         })
     }

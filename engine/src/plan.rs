@@ -46,7 +46,11 @@ impl StaticPlan {
             .map(|(name, (spec, store))| PlanStore {
                 name: name.clone(),
                 url: redact_url(&store.display_url()),
-                options: redact_value(&serde_json::Value::Object(spec.options.clone()), &spec.path.to_string(), env_vars),
+                options: redact_value(
+                    &serde_json::Value::Object(spec.options.clone()),
+                    &spec.path.to_string(),
+                    env_vars,
+                ),
             })
             .collect();
         let nodes = p
@@ -58,11 +62,20 @@ impl StaticPlan {
                 kind: n.spec.kind.clone(),
                 source: matches!(n.built, crate::node::Built::Source(_)),
                 concurrency: conc[i],
-                inputs: n.spec.inputs.iter().map(|r| match &r.port {
-                    Some(port) => format!("{}.{port}", r.node),
-                    None => r.node.clone(),
-                }).collect(),
-                config: redact_value(&serde_json::Value::Object(n.spec.config.clone()), &n.spec.path.to_string(), env_vars),
+                inputs: n
+                    .spec
+                    .inputs
+                    .iter()
+                    .map(|r| match &r.port {
+                        Some(port) => format!("{}.{port}", r.node),
+                        None => r.node.clone(),
+                    })
+                    .collect(),
+                config: redact_value(
+                    &serde_json::Value::Object(n.spec.config.clone()),
+                    &n.spec.path.to_string(),
+                    env_vars,
+                ),
                 ports: n
                     .kind
                     .ports()

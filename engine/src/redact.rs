@@ -9,8 +9,19 @@ use std::collections::BTreeMap;
 pub const REDACTED: &str = "<redacted>";
 
 const SECRET_WORDS: &[&str] = &[
-    "secret", "password", "passwd", "token", "webhook", "credential", "access_key", "accesskey", "private_key", "api_key",
-    "apikey", "auth", "passphrase",
+    "secret",
+    "password",
+    "passwd",
+    "token",
+    "webhook",
+    "credential",
+    "access_key",
+    "accesskey",
+    "private_key",
+    "api_key",
+    "apikey",
+    "auth",
+    "passphrase",
 ];
 
 /// Whether a field or variable name marks a secret.
@@ -39,14 +50,22 @@ pub fn redact_url(url: &str) -> String {
 
 /// A copy of `value` (at spec path `path`) with secrets replaced. `env_vars` maps spec
 /// paths to the variables their values used.
-pub fn redact_value(value: &serde_json::Value, path: &str, env_vars: &BTreeMap<String, Vec<String>>) -> serde_json::Value {
+pub fn redact_value(
+    value: &serde_json::Value,
+    path: &str,
+    env_vars: &BTreeMap<String, Vec<String>>,
+) -> serde_json::Value {
     use serde_json::Value;
     let from_secret_var = env_vars.get(path).is_some_and(|vars| vars.iter().any(|v| is_secret_name(v)));
     let field = path.rsplit('.').next().unwrap_or(path);
     match value {
-        Value::String(_) | Value::Number(_) if from_secret_var || is_secret_name(field) => Value::String(REDACTED.into()),
+        Value::String(_) | Value::Number(_) if from_secret_var || is_secret_name(field) => {
+            Value::String(REDACTED.into())
+        }
         Value::String(s) if s.contains("://") => Value::String(redact_url(s)),
-        Value::Array(a) => Value::Array(a.iter().enumerate().map(|(i, v)| redact_value(v, &format!("{path}[{i}]"), env_vars)).collect()),
+        Value::Array(a) => Value::Array(
+            a.iter().enumerate().map(|(i, v)| redact_value(v, &format!("{path}[{i}]"), env_vars)).collect(),
+        ),
         Value::Object(m) => Value::Object(
             m.iter().map(|(k, v)| (k.clone(), redact_value(v, &format!("{path}.{k}"), env_vars))).collect(),
         ),

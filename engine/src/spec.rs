@@ -62,12 +62,7 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self {
-            concurrency: 8,
-            channel_capacity: 64,
-            spool_threshold_bytes: 8 * 1024 * 1024,
-            spool_dir: None,
-        }
+        Self { concurrency: 8, channel_capacity: 64, spool_threshold_bytes: 8 * 1024 * 1024, spool_dir: None }
     }
 }
 

@@ -66,7 +66,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Lists objects whose key starts with `prefix`, page by page as the store gives them,
     /// in key order where the store has one, starting after `start_after` when given.
-    fn list<'a>(&'a self, prefix: &'a str, start_after: Option<&'a str>) -> BoxStream<'a, Result<ObjectInfo, StoreError>>;
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        start_after: Option<&'a str>,
+    ) -> BoxStream<'a, Result<ObjectInfo, StoreError>>;
 
     /// Reads an object; bodies over the spool threshold go to a temporary file.
     async fn get(&self, key: &str, spool: &Spool) -> Result<Body, StoreError>;

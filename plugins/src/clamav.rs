@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dqpipe_engine::body::Body;
-use dqpipe_engine::node::{parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role};
+use dqpipe_engine::node::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role,
+};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -105,9 +107,13 @@ pub enum Scanner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Clean,
-    Infected { signature: String },
+    Infected {
+        signature: String,
+    },
     /// The scanner answered, but not with a verdict: the item was not scanned.
-    Error { reason: String },
+    Error {
+        reason: String,
+    },
 }
 
 /// The scanner could not be reached or hung up without answering: worth retrying.
@@ -169,7 +175,9 @@ impl Scanner {
                 Err(format!("{} answered PING with {reply:?}, not PONG", self.describe()))
             }
         };
-        tokio::time::timeout(timeout, talk).await.map_err(|_| format!("{} did not answer PING in {} s", self.describe(), timeout.as_secs()))?
+        tokio::time::timeout(timeout, talk)
+            .await
+            .map_err(|_| format!("{} did not answer PING in {} s", self.describe(), timeout.as_secs()))?
     }
 
     /// Scans a body once.
@@ -208,7 +216,9 @@ impl Scanner {
         let reply = read_reply(&mut conn).await;
         match (reply, sent) {
             (Ok(r), _) if !r.is_empty() => Ok(parse_reply(&r)),
-            (_, Err(e)) => Err(Unreachable(format!("{} closed the connection while the item was sent: {e}", self.describe()))),
+            (_, Err(e)) => {
+                Err(Unreachable(format!("{} closed the connection while the item was sent: {e}", self.describe())))
+            }
             (Ok(_), Ok(())) => Err(Unreachable(format!("{} closed the connection without a reply", self.describe()))),
             (Err(e), Ok(())) => Err(Unreachable(format!("reading {}'s reply: {e}", self.describe()))),
         }
@@ -253,21 +263,31 @@ async fn scan_rest(client: &reqwest::Client, url: &str, name: &str, body: &Body)
     let form = reqwest::multipart::Form::new()
         .text("name", name.to_string())
         .part("file", reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_string()));
-    let resp = client.post(url).multipart(form).send().await.map_err(|e| Unreachable(format!("scanner request failed: {}", e.without_url())))?;
+    let resp = client
+        .post(url)
+        .multipart(form)
+        .send()
+        .await
+        .map_err(|e| Unreachable(format!("scanner request failed: {}", e.without_url())))?;
     let status = resp.status();
     if status.is_server_error() || status.as_u16() == 429 {
         return Err(Unreachable(format!("scanner answered HTTP {status}")));
     }
-    let text = resp.text().await.map_err(|e| Unreachable(format!("reading the scanner's answer: {}", e.without_url())))?;
+    let text =
+        resp.text().await.map_err(|e| Unreachable(format!("reading the scanner's answer: {}", e.without_url())))?;
     let normalized: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     Ok(if !status.is_success() {
-        Verdict::Error { reason: format!("scanner answered HTTP {status}: {}", normalized.chars().take(200).collect::<String>()) }
+        Verdict::Error {
+            reason: format!("scanner answered HTTP {status}: {}", normalized.chars().take(200).collect::<String>()),
+        }
     } else if normalized.contains("Everything ok : true") {
         Verdict::Clean
     } else if normalized.contains("Everything ok : false") {
         Verdict::Infected { signature: "reported by the REST scanner".into() }
     } else {
-        Verdict::Error { reason: format!("unexpected scanner answer: {}", normalized.chars().take(200).collect::<String>()) }
+        Verdict::Error {
+            reason: format!("unexpected scanner answer: {}", normalized.chars().take(200).collect::<String>()),
+        }
     })
 }
 
@@ -285,7 +305,8 @@ impl Node for Clamav {
     }
 
     async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
-        let body = item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: clamav needs a fetch upstream"))?;
+        let body =
+            item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: clamav needs a fetch upstream"))?;
         if body.len() > self.cfg.max_bytes {
             item.set("reason", format!("not scanned: {} bytes is over max_bytes ({})", body.len(), self.cfg.max_bytes));
             return out.emit("error", item).await.map_err(|_| ItemError::new("run is shutting down"));
@@ -295,7 +316,11 @@ impl Node for Clamav {
         let verdict = self
             .cfg
             .retry
-            .run(|| self.scanner.scan(&name, &body, self.cfg.chunk_bytes, timeout), |_| true, |e| format!("not scanned: {}", e.0))
+            .run(
+                || self.scanner.scan(&name, &body, self.cfg.chunk_bytes, timeout),
+                |_| true,
+                |e| format!("not scanned: {}", e.0),
+            )
             .await
             .map_err(ItemError::new)?
             .value;
@@ -326,7 +351,15 @@ mod tests {
             parse_reply("stream: Local.EICAR.UNOFFICIAL FOUND"),
             Verdict::Infected { signature: "Local.EICAR.UNOFFICIAL".into() }
         );
-        for bad in ["INSTREAM size limit exceeded. ERROR", "stream: OK extra", "stream: ok", "", "stream: FOUND", "OK", "stream: Can't allocate memory ERROR"] {
+        for bad in [
+            "INSTREAM size limit exceeded. ERROR",
+            "stream: OK extra",
+            "stream: ok",
+            "",
+            "stream: FOUND",
+            "OK",
+            "stream: Can't allocate memory ERROR",
+        ] {
             assert!(matches!(parse_reply(bad), Verdict::Error { .. }), "{bad:?}");
         }
     }

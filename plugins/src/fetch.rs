@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dqpipe_engine::node::{parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role};
+use dqpipe_engine::node::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role,
+};
 use dqpipe_engine::store::{Store, StoreErrorKind};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -23,7 +25,8 @@ pub struct FetchConfig {
 
 pub struct FetchKind;
 
-const PORTS: &[PortDecl] = &[PortDecl { name: "out", must_route: false, problem: false, doc: "the item with its bytes" }];
+const PORTS: &[PortDecl] =
+    &[PortDecl { name: "out", must_route: false, problem: false, doc: "the item with its bytes" }];
 
 impl NodeKind for FetchKind {
     fn name(&self) -> &'static str {
@@ -57,10 +60,11 @@ struct Fetch {
 impl Node for Fetch {
     async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
         let store_name = item.get_str("store").unwrap_or_default().to_string();
-        let store = self
-            .stores
-            .get(&store_name)
-            .ok_or_else(|| ItemError::new(format!("item has no source store (`store` = {store_name:?}); fetch reads what a `list` node listed")))?;
+        let store = self.stores.get(&store_name).ok_or_else(|| {
+            ItemError::new(format!(
+                "item has no source store (`store` = {store_name:?}); fetch reads what a `list` node listed"
+            ))
+        })?;
         let key = item.key().to_string();
         let got = self
             .cfg

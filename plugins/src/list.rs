@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dqpipe_engine::node::{parse_config, BuildContext, Built, ConfigError, Meta, NodeKind, Outputs, PortDecl, Role, Source, Stop};
+use dqpipe_engine::node::{
+    parse_config, BuildContext, Built, ConfigError, Meta, NodeKind, Outputs, PortDecl, Role, Source, Stop,
+};
 use dqpipe_engine::store::{ObjectInfo, Store};
 use futures::StreamExt;
 use schemars::JsonSchema;
@@ -36,7 +38,8 @@ pub struct ListConfig {
 
 pub struct ListKind;
 
-const PORTS: &[PortDecl] = &[PortDecl { name: "out", must_route: false, problem: false, doc: "one item per listed object" }];
+const PORTS: &[PortDecl] =
+    &[PortDecl { name: "out", must_route: false, problem: false, doc: "one item per listed object" }];
 
 impl NodeKind for ListKind {
     fn name(&self) -> &'static str {
@@ -58,7 +61,10 @@ impl NodeKind for ListKind {
         let cfg: ListConfig = parse_config(config)?;
         let store = ctx.store("store", &cfg.store)?;
         let regex = match &cfg.regex {
-            Some(r) => Some(regex::Regex::new(r).map_err(|e| ConfigError::at("regex", format!("invalid regular expression: {e}")))?),
+            Some(r) => Some(
+                regex::Regex::new(r)
+                    .map_err(|e| ConfigError::at("regex", format!("invalid regular expression: {e}")))?,
+            ),
             None => None,
         };
         Ok(Built::Source(Arc::new(List { cfg, store, regex })))

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::body::Body;
-use dqpipe_engine::node::{parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role};
+use dqpipe_engine::node::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role,
+};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -33,7 +35,12 @@ pub struct NatsMessageKind;
 
 const PORTS: &[PortDecl] = &[
     PortDecl { name: "ok", must_route: false, problem: false, doc: "the transformed message, with `msg_date`" },
-    PortDecl { name: "failed", must_route: true, problem: true, doc: "files that are not valid NATS messages, with `reason`" },
+    PortDecl {
+        name: "failed",
+        must_route: true,
+        problem: true,
+        doc: "files that are not valid NATS messages, with `reason`",
+    },
 ];
 
 impl NodeKind for NatsMessageKind {
@@ -118,9 +125,9 @@ fn partition_date(v: &Value) -> Result<String, String> {
     }
     let n = |r: std::ops::Range<usize>| head[r].parse::<u32>().unwrap_or(0);
     let (yy, mm, dd) = (n(0..2), n(2..4), n(4..6));
-    chrono::NaiveDate::from_ymd_opt(2000 + yy as i32, mm, dd)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .ok_or_else(|| format!("messageDeliveryTime {s:?} does not start with a valid date (20{yy:02}-{mm:02}-{dd:02})"))
+    chrono::NaiveDate::from_ymd_opt(2000 + yy as i32, mm, dd).map(|d| d.format("%Y-%m-%d").to_string()).ok_or_else(
+        || format!("messageDeliveryTime {s:?} does not start with a valid date (20{yy:02}-{mm:02}-{dd:02})"),
+    )
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -137,7 +144,10 @@ fn type_name(v: &Value) -> &'static str {
 #[async_trait]
 impl Node for NatsMessage {
     async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
-        let body = item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: nats_message needs a fetch upstream"))?;
+        let body = item
+            .body
+            .clone()
+            .ok_or_else(|| ItemError::new("the item has no bytes: nats_message needs a fetch upstream"))?;
         let result = match body.to_bytes(self.cfg.max_bytes).await {
             Err(e) => Err(format!("not parsed: {e}")),
             Ok(bytes) => {
@@ -174,7 +184,10 @@ mod tests {
         let mut cases = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            let Some(case) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".input.json")) else { continue };
+            let Some(case) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".input.json"))
+            else {
+                continue;
+            };
             cases += 1;
             let input = std::fs::read(&path).unwrap();
             let result = super::transform(&input, &format!("{case}.json"));
@@ -182,7 +195,11 @@ mod tests {
             if expected.exists() {
                 let t = result.unwrap_or_else(|e| panic!("{case}: {e}"));
                 assert_eq!(String::from_utf8(t.json).unwrap(), std::fs::read_to_string(&expected).unwrap(), "{case}");
-                assert_eq!(t.msg_date, std::fs::read_to_string(dir.join(format!("{case}.msg_date"))).unwrap().trim(), "{case}");
+                assert_eq!(
+                    t.msg_date,
+                    std::fs::read_to_string(dir.join(format!("{case}.msg_date"))).unwrap().trim(),
+                    "{case}"
+                );
             } else {
                 let want = std::fs::read_to_string(dir.join(format!("{case}.error.txt"))).unwrap();
                 let err = result.err().unwrap_or_else(|| panic!("{case} should fail"));

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::body::Body;
-use dqpipe_engine::node::{parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role};
+use dqpipe_engine::node::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role,
+};
 use dqpipe_engine::store::{PutOptions, Store, StoreErrorKind};
 use dqpipe_engine::template::KeyTemplate;
 use schemars::JsonSchema;
@@ -42,12 +44,8 @@ pub struct PutConfig {
 
 pub struct PutKind;
 
-const PORTS: &[PortDecl] = &[PortDecl {
-    name: "out",
-    must_route: false,
-    problem: false,
-    doc: "the item once written, with `dest_key`",
-}];
+const PORTS: &[PortDecl] =
+    &[PortDecl { name: "out", must_route: false, problem: false, doc: "the item once written, with `dest_key`" }];
 
 impl NodeKind for PutKind {
     fn name(&self) -> &'static str {
@@ -98,12 +96,16 @@ impl Node for Put {
         if key.is_empty() {
             return Err(ItemError::new(format!("destination key template {:?} gave an empty key", self.key.source())));
         }
-        let body = item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: put needs a fetch (or transform) upstream"))?;
+        let body = item
+            .body
+            .clone()
+            .ok_or_else(|| ItemError::new("the item has no bytes: put needs a fetch (or transform) upstream"))?;
         let opts = PutOptions { content_type: self.cfg.content_type.clone(), metadata: Vec::new() };
         if self.cfg.with_reason {
             let mut meta = item.meta.clone();
             meta.insert("source_key".into(), item.source_key().into());
-            let json = serde_json::to_vec_pretty(&meta).map_err(|e| ItemError::new(format!("encoding the reason: {e}")))?;
+            let json =
+                serde_json::to_vec_pretty(&meta).map_err(|e| ItemError::new(format!("encoding the reason: {e}")))?;
             self.write(&format!("{key}.error.json"), &Body::Memory(Bytes::from(json)), &opts).await?;
         }
         self.write(&key, &body, &opts).await?;

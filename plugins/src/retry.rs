@@ -37,7 +37,12 @@ pub struct Retried<T> {
 impl RetryPolicy {
     /// Runs `op` until it succeeds, fails with a non-transient error, runs out of attempts
     /// or passes the deadline. `describe` turns the last error into the message returned.
-    pub async fn run<T, E, F, Fut>(&self, mut op: F, transient: impl Fn(&E) -> bool, describe: impl Fn(&E) -> String) -> Result<Retried<T>, String>
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        mut op: F,
+        transient: impl Fn(&E) -> bool,
+        describe: impl Fn(&E) -> String,
+    ) -> Result<Retried<T>, String>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -48,12 +53,9 @@ impl RetryPolicy {
             .with_max_times(self.attempts.saturating_sub(1))
             .with_jitter();
         let retries = std::sync::atomic::AtomicUsize::new(0);
-        let attempt = (|| op())
-            .retry(backoff)
-            .when(|e| transient(e))
-            .notify(|_, _| {
-                retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            });
+        let attempt = (|| op()).retry(backoff).when(|e| transient(e)).notify(|_, _| {
+            retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         match tokio::time::timeout(Duration::from_secs(self.deadline_secs.max(1)), attempt).await {
             Ok(Ok(value)) => Ok(Retried { value, retries: retries.into_inner() }),
             Ok(Err(e)) => {

@@ -39,7 +39,14 @@ const AIRLINES: &[&str] = &["BAW", "VIR", "EZY", "RYR", "DLH", "AFR", "KLM", "UA
 
 /// Writes `count` files into `dir`: the first `infected` positions (spread through the
 /// set) infected, the next `malformed` malformed, the rest clean. Returns what it wrote.
-pub fn generate(dir: &Path, count: usize, seed: u64, infected: usize, malformed: usize, pad_to: usize) -> std::io::Result<Vec<Sample>> {
+pub fn generate(
+    dir: &Path,
+    count: usize,
+    seed: u64,
+    infected: usize,
+    malformed: usize,
+    pad_to: usize,
+) -> std::io::Result<Vec<Sample>> {
     std::fs::create_dir_all(dir)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Vec::with_capacity(count);
@@ -68,14 +75,24 @@ pub fn generate(dir: &Path, count: usize, seed: u64, infected: usize, malformed:
             body_text.push_str(&" ".repeat(filler));
         }
         let text = match class {
-            SampleClass::Clean => message(&name, &when, ty, &callsign, adep, ades, &serde_json::to_string(&body_text).unwrap_or_default()),
+            SampleClass::Clean => {
+                message(&name, &when, ty, &callsign, adep, ades, &serde_json::to_string(&body_text).unwrap_or_default())
+            }
             // The raw EICAR bytes inside a JSON string (its backslash is not escaped, as a
             // scanner must see the exact 68 bytes).
             SampleClass::Infected => message(&name, &when, ty, &callsign, adep, ades, &format!("\"{}\"", eicar())),
             SampleClass::Malformed => match (i / step.max(1)) % 4 {
                 0 => format!("{{'X400Message': {{'envelope': {{'messageDeliveryTime': '{when}'}}}}}}\n"),
                 1 => String::new(),
-                2 => message(&name, &format!("{yy:02}13{dd:02}{h:02}{m:02}Z"), ty, &callsign, adep, ades, "\"(bad month)\""),
+                2 => message(
+                    &name,
+                    &format!("{yy:02}13{dd:02}{h:02}{m:02}Z"),
+                    ty,
+                    &callsign,
+                    adep,
+                    ades,
+                    "\"(bad month)\"",
+                ),
                 _ => format!("{{\"X400Message\": {{\"content\": {{}}}}, \"{ty}\": {{\"ARCID\": \"{callsign}\"}}}}\n"),
             },
         };

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dqpipe_engine::node::{parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role, RunFacts};
+use dqpipe_engine::node::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role, RunFacts,
+};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
@@ -82,7 +84,13 @@ impl NodeKind for SlackKind {
             .timeout(Duration::from_secs(cfg.timeout_secs.max(1)))
             .build()
             .map_err(|e| ConfigError::at("", format!("HTTP client: {e}")))?;
-        Ok(Built::Processor(Arc::new(Slack { url, cfg, client, sent: AtomicU64::new(0), suppressed: AtomicU64::new(0) })))
+        Ok(Built::Processor(Arc::new(Slack {
+            url,
+            cfg,
+            client,
+            sent: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        })))
     }
 }
 
@@ -124,7 +132,10 @@ impl Slack {
             if status.is_success() {
                 Ok(())
             } else {
-                Err(PostError { transient: status.is_server_error() || status.as_u16() == 429, message: format!("HTTP {status}") })
+                Err(PostError {
+                    transient: status.is_server_error() || status.as_u16() == 429,
+                    message: format!("HTTP {status}"),
+                })
             }
         };
         if let Err(e) = self.cfg.retry.run(attempt, |e| e.transient, |e| e.message.clone()).await {

@@ -15,7 +15,18 @@ pub fn repo() -> PathBuf {
 pub fn dqpipe(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dqpipe"));
     c.current_dir(dir);
-    for v in ["ARCHIVE_URL", "ARCHIVE_PREFIX", "INTERNAL_URL", "INTERNAL_PREFIX", "QUARANTINE_URL", "DEADLETTER_URL", "CLAMD_ADDRESS", "SLACK_WEBHOOK", "SRC_URL", "DST_URL"] {
+    for v in [
+        "ARCHIVE_URL",
+        "ARCHIVE_PREFIX",
+        "INTERNAL_URL",
+        "INTERNAL_PREFIX",
+        "QUARANTINE_URL",
+        "DEADLETTER_URL",
+        "CLAMD_ADDRESS",
+        "SLACK_WEBHOOK",
+        "SRC_URL",
+        "DST_URL",
+    ] {
         c.env_remove(v);
     }
     c
@@ -151,7 +162,6 @@ impl Listener {
         self.bodies.lock().unwrap().clone()
     }
 }
-
 
 /// Every file under `dir`, as paths relative to it.
 pub fn files_under(dir: &Path) -> Vec<String> {

@@ -106,14 +106,19 @@ impl Store for LocalStore {
         self.url.clone()
     }
 
-    fn list<'a>(&'a self, prefix: &'a str, start_after: Option<&'a str>) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        start_after: Option<&'a str>,
+    ) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
         // Walk only the folder the prefix names; filter the rest by the prefix itself.
         let dir = match prefix.rfind('/') {
             Some(i) => self.root.join(&prefix[..i]),
             None => self.root.clone(),
         };
         if !self.root.is_dir() {
-            let err = StoreError::new(StoreErrorKind::NotFound, format!("folder {} does not exist", self.root.display()));
+            let err =
+                StoreError::new(StoreErrorKind::NotFound, format!("folder {} does not exist", self.root.display()));
             return futures::stream::once(async move { Err(err) }).boxed();
         }
         let root = self.root.clone();
@@ -138,11 +143,17 @@ impl Store for LocalStore {
                         }
                         match e.metadata() {
                             Ok(m) => Ok((key, m)),
-                            Err(err) => Err(StoreError::new(StoreErrorKind::Other, format!("reading {}: {err}", e.path().display()))),
+                            Err(err) => Err(StoreError::new(
+                                StoreErrorKind::Other,
+                                format!("reading {}: {err}", e.path().display()),
+                            )),
                         }
                     }
                     Ok(_) => continue,
-                    Err(err) if err.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) && err.depth() == 0 => {
+                    Err(err)
+                        if err.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                            && err.depth() == 0 =>
+                    {
                         // The prefix names a folder that does not exist: nothing to list.
                         return;
                     }
@@ -167,14 +178,17 @@ impl Store for LocalStore {
             return Ok(Body::Memory(Bytes::from(bytes)));
         }
         let stream = tokio_util::io::ReaderStream::new(file);
-        Body::from_stream(stream, spool).await.map_err(|e| StoreError::new(StoreErrorKind::Other, format!("reading {key:?}: {e}")))
+        Body::from_stream(stream, spool)
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("reading {key:?}: {e}")))
     }
 
     async fn put(&self, key: &str, body: &Body, _options: &PutOptions) -> Result<(), StoreError> {
         let path = self.path_of(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error(key, "creating the folder for", e))?;
-        let tmp = dir.join(format!("{TMP_PREFIX}{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let tmp =
+            dir.join(format!("{TMP_PREFIX}{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
         let write = async {
             match body {
                 Body::Memory(b) => {
