@@ -30,9 +30,9 @@ pub fn spec_schema(registry: &Registry) -> Value {
             if !s.is_object() {
                 s = json!({"type": "object"});
             }
-            s.as_object_mut().map(|o| {
+            if let Some(o) = s.as_object_mut() {
                 o.remove("$schema");
-            });
+            }
             s["title"] = json!(k.name());
             s["description"] = json!(k.summary());
             s["type"] = json!("object");

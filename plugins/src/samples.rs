@@ -51,7 +51,7 @@ pub fn generate(
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Vec::with_capacity(count);
     // Problem files at evenly spread positions.
-    let step = if infected + malformed > 0 { (count / (infected + malformed)).max(1) } else { usize::MAX };
+    let step = count.checked_div(infected + malformed).map(|s| s.max(1)).unwrap_or(usize::MAX);
     for i in 0..count {
         let id: u64 = rng.random();
         let name = format!("[-PRMD=EG-ADMD=ICAO-C=XX-;MTA-EGGG-1-MTCU_{id:016X}].json");

@@ -77,7 +77,7 @@ impl NodeKind for SlackKind {
     fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
         let cfg: SlackConfig = parse_config(config)?;
         let url = cfg.webhook_url.trim().to_string();
-        if !url.is_empty() && !(url.starts_with("https://") || url.starts_with("http://")) {
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
             return Err(ConfigError::at("webhook_url", "must be an http(s) URL (value not shown: it is a secret)"));
         }
         let client = reqwest::Client::builder()
