@@ -44,13 +44,13 @@ fn copies_ten_thousand_files_byte_identical() {
 
 /// list -> fetch -> slack, where the webhook holds each request until `target` are open
 /// at once: the listener sees exactly how many calls the node makes concurrently.
-fn observed_concurrency(node_concurrency: usize, target: usize) -> (usize, serde_json::Value) {
+fn observed_concurrency(node_concurrency: usize, target: usize, hold_ms: u64) -> (usize, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("in")).unwrap();
     for i in 0..48 {
         std::fs::write(dir.path().join(format!("in/{i:03}.json")), "{}").unwrap();
     }
-    let listener = Listener::start(Answer::Barrier(target));
+    let listener = Listener::start(Answer::Barrier { n: target, hold_ms });
     let spec = format!(
         "version: 1\nname: conc\nstores:\n  src: {{ url: \"file://./in\" }}\nnodes:\n  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  alert: {{ kind: slack, input: fetch, webhook_url: \"${{HOOK}}\", max_messages: 1000, concurrency: {node_concurrency} }}\n"
     );
@@ -72,15 +72,16 @@ fn observed_concurrency(node_concurrency: usize, target: usize) -> (usize, serde
 
 #[test]
 fn concurrency_one_is_never_exceeded() {
-    let (max, node) = observed_concurrency(1, 2);
-    // Each call was held open a while: a second concurrent one would have been seen.
+    // Each call is held open 100 ms: a second call made meanwhile would be seen.
+    let (max, node) = observed_concurrency(1, 2, 100);
     assert_eq!(max, 1);
     assert_eq!(node["max_in_flight"], 1);
 }
 
 #[test]
 fn concurrency_sixteen_is_reached() {
-    let (max, node) = observed_concurrency(16, 16);
+    // Calls are held until 16 are open at once (released then; 20 s at most).
+    let (max, node) = observed_concurrency(16, 16, 20_000);
     assert_eq!(max, 16);
     assert_eq!(node["max_in_flight"], 16);
 }

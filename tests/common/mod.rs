@@ -95,10 +95,13 @@ pub enum Answer {
     Status500,
     /// Never answers (until the test ends).
     Hang,
-    /// Holds each request until `n` are open at once (or 200 ms have passed); once `n`
+    /// Holds each request until `n` are open at once (or `hold_ms` have passed); once `n`
     /// were open together, stops holding. A test observes how many requests a node
     /// really has in flight.
-    Barrier(usize),
+    Barrier {
+        n: usize,
+        hold_ms: u64,
+    },
 }
 
 /// A real HTTP listener on 127.0.0.1 (tiny_http) recording every request body.
@@ -134,12 +137,12 @@ impl Listener {
                         let mut mx = m.lock().unwrap();
                         *mx = (*mx).max(st.0);
                         drop(mx);
-                        if let Answer::Barrier(n) = answer {
+                        if let Answer::Barrier { n, hold_ms } = answer {
                             if st.0 >= n {
                                 st.1 = true;
                             }
                             cv.notify_all();
-                            st = cv.wait_timeout_while(st, Duration::from_millis(200), |s| !s.1).unwrap().0;
+                            st = cv.wait_timeout_while(st, Duration::from_millis(hold_ms), |s| !s.1).unwrap().0;
                         }
                         st.0 -= 1;
                     }
