@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
 /// Where and above which size bodies are spooled to disk.
 #[derive(Debug, Clone)]
@@ -105,33 +105,6 @@ impl Body {
         match self {
             Body::Spooled(f) => Some(&f.file),
             Body::Memory(_) => None,
-        }
-    }
-
-    /// Reads the body chunk by chunk (at most `chunk` bytes each), for writers that stream.
-    pub async fn for_each_chunk<F, E>(&self, chunk: usize, mut f: F) -> Result<(), E>
-    where
-        F: FnMut(&[u8]) -> Result<(), E>,
-        E: From<std::io::Error>,
-    {
-        match self {
-            Body::Memory(b) => {
-                for c in b.chunks(chunk.max(1)) {
-                    f(c)?;
-                }
-                Ok(())
-            }
-            Body::Spooled(_) => {
-                let mut r = self.reader().await?;
-                let mut buf = vec![0u8; chunk.max(1)];
-                loop {
-                    let n = r.read(&mut buf).await?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    f(&buf[..n])?;
-                }
-            }
         }
     }
 }
