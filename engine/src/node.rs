@@ -239,6 +239,14 @@ struct Route {
 #[derive(Debug)]
 pub struct Closed;
 
+/// Lets a node write `out.emit(port, item).await?`: an item that cannot be sent on is
+/// left unprocessed.
+impl From<Closed> for ItemError {
+    fn from(_: Closed) -> Self {
+        ItemError::new("run is shutting down")
+    }
+}
+
 impl Outputs {
     pub(crate) fn new(
         node: String,

@@ -309,7 +309,7 @@ impl Node for Clamav {
             item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: clamav needs a fetch upstream"))?;
         if body.len() > self.cfg.max_bytes {
             item.set("reason", format!("not scanned: {} bytes is over max_bytes ({})", body.len(), self.cfg.max_bytes));
-            return out.emit("error", item).await.map_err(|_| ItemError::new("run is shutting down"));
+            return out.emit("error", item).await.map_err(ItemError::from);
         }
         let name = item.name().to_string();
         let timeout = Duration::from_secs(self.cfg.timeout_secs.max(1));
@@ -336,7 +336,7 @@ impl Node for Clamav {
                 "error"
             }
         };
-        out.emit(port, item).await.map_err(|_| ItemError::new("run is shutting down"))
+        out.emit(port, item).await.map_err(ItemError::from)
     }
 }
 

@@ -80,6 +80,6 @@ impl Node for Fetch {
             .await
             .map_err(ItemError::new)?;
         item.body = Some(got.value);
-        out.emit("out", item).await.map_err(|_| ItemError::new("run is shutting down"))
+        out.emit("out", item).await.map_err(ItemError::from)
     }
 }

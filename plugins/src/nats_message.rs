@@ -169,7 +169,7 @@ impl Node for NatsMessage {
                 out.emit("failed", item).await
             }
         }
-        .map_err(|_| ItemError::new("run is shutting down"))
+        .map_err(ItemError::from)
     }
 }
 

@@ -111,7 +111,7 @@ impl Node for Put {
         self.write(&key, &body, &opts).await?;
         item.set("dest_key", key);
         item.set("dest_store", self.cfg.store.clone());
-        out.emit("out", item).await.map_err(|_| ItemError::new("run is shutting down"))
+        out.emit("out", item).await.map_err(ItemError::from)
     }
 }
 
