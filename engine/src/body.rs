@@ -80,15 +80,13 @@ impl Body {
     }
 
     /// The whole body in memory, if it is at most `max` bytes.
-    pub async fn to_bytes(&self, max: u64) -> Result<Bytes, BodyTooLarge> {
+    pub async fn to_bytes(&self, max: u64) -> Result<Bytes, ToBytesError> {
         if self.len() > max {
-            return Err(BodyTooLarge { len: self.len(), max });
+            return Err(ToBytesError::TooLarge { len: self.len(), max });
         }
         match self {
             Body::Memory(b) => Ok(b.clone()),
-            Body::Spooled(f) => {
-                tokio::fs::read(&f.file).await.map(Bytes::from).map_err(|_| BodyTooLarge { len: f.len, max })
-            }
+            Body::Spooled(f) => tokio::fs::read(&f.file).await.map(Bytes::from).map_err(ToBytesError::Spool),
         }
     }
 
@@ -118,10 +116,11 @@ pub enum BodyError<E> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("object is {len} bytes, over the limit of {max} bytes")]
-pub struct BodyTooLarge {
-    pub len: u64,
-    pub max: u64,
+pub enum ToBytesError {
+    #[error("object is {len} bytes, over the limit of {max} bytes")]
+    TooLarge { len: u64, max: u64 },
+    #[error("reading the spooled body back: {0}")]
+    Spool(std::io::Error),
 }
 
 #[cfg(test)]

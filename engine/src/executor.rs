@@ -307,6 +307,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         failures,
         source_errors,
         interrupted,
+        peak_rss_bytes: crate::report::peak_rss_bytes(),
     })
 }
 

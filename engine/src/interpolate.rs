@@ -1,5 +1,7 @@
 //! Environment interpolation in string values: `${VAR}`, `${VAR:-default}`,
-//! `${VAR:?message}`, and `$$` for a literal `$`. A `$` followed by anything else is kept
+//! `${VAR:+alternative}` (the alternative when VAR is set and not empty, else nothing),
+//! `${VAR:?message}`, and `$$` for a literal `$`. Defaults and alternatives may hold
+//! further `${...}`, as in a shell. A `$` followed by anything else is kept
 //! as it is, so regular expressions such as `\.json$` need no escaping.
 //!
 //! Hand-written rather than taken from a crate: the crates that exist (shellexpand,
@@ -86,6 +88,16 @@ fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>, vars: &mut Vec<St
             }
         };
     }
+    if let Some(alternative) = op.strip_prefix(":+") {
+        return match value {
+            Some(v) if !v.is_empty() => {
+                let a = interpolate(alternative, lookup)?;
+                vars.extend(a.vars);
+                Ok(a.value)
+            }
+            _ => Ok(String::new()),
+        };
+    }
     if let Some(message) = op.strip_prefix(":?") {
         return match value {
             Some(v) if !v.is_empty() => Ok(v),
@@ -96,7 +108,7 @@ fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>, vars: &mut Vec<St
         };
     }
     Err(format!(
-        "`${{{body}}}`: unknown operator `{op}`; use `${{{name}}}`, `${{{name}:-default}}` or `${{{name}:?message}}`"
+        "`${{{body}}}`: unknown operator `{op}`; use `${{{name}}}`, `${{{name}:-default}}`, `${{{name}:+alternative}}` or `${{{name}:?message}}`"
     ))
 }
 
@@ -127,6 +139,9 @@ mod tests {
         assert_eq!(run(r"\.json$").unwrap(), r"\.json$");
         assert_eq!(run("${UNSET:-${SET}}").unwrap(), "value");
         assert_eq!(run("${EMPTY}").unwrap(), "");
+        assert_eq!(run("${SET:+s3://}${SET:-file://./var/in}").unwrap(), "s3://value");
+        assert_eq!(run("${UNSET:+s3://}${UNSET:-file://./var/in}").unwrap(), "file://./var/in");
+        assert_eq!(run("${EMPTY:+x}").unwrap(), "");
     }
 
     #[test]

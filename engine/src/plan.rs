@@ -37,6 +37,30 @@ pub struct PlanNode {
     pub ports: Vec<(String, Vec<String>)>,
 }
 
+/// The settings a store uses: its scheme's table (`s3:` for an `s3://` URL) and plain
+/// settings, without the tables of other schemes and without empty values.
+fn store_options_in_use(spec: &crate::spec::StoreSpec) -> serde_json::Value {
+    let scheme = spec.url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    let mut out = serde_json::Map::new();
+    for (k, v) in &spec.options {
+        match v {
+            serde_json::Value::Object(table) if k == scheme => {
+                let used: serde_json::Map<_, _> =
+                    table.iter().filter(|(_, v)| v.as_str() != Some("")).map(|(k, v)| (k.clone(), v.clone())).collect();
+                if !used.is_empty() {
+                    out.insert(k.clone(), serde_json::Value::Object(used));
+                }
+            }
+            serde_json::Value::Object(_) => {}
+            serde_json::Value::String(s) if s.is_empty() => {}
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
 impl StaticPlan {
     pub fn new(p: &Pipeline, opts: &RunOptions, env_vars: &BTreeMap<String, Vec<String>>) -> Self {
         let conc = p.effective_concurrency(opts);
@@ -46,11 +70,7 @@ impl StaticPlan {
             .map(|(name, (spec, store))| PlanStore {
                 name: name.clone(),
                 url: redact_url(&store.display_url()),
-                options: redact_value(
-                    &serde_json::Value::Object(spec.options.clone()),
-                    &spec.path.to_string(),
-                    env_vars,
-                ),
+                options: redact_value(&store_options_in_use(spec), &spec.path.to_string(), env_vars),
             })
             .collect();
         let nodes = p

@@ -44,6 +44,16 @@ pub struct RunReport {
     pub source_errors: Vec<SourceError>,
     /// Set when the run was asked to stop (SIGTERM, Ctrl-C).
     pub interrupted: bool,
+    /// The process's peak resident memory (Linux `VmHWM`), when known.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The process's peak resident set size so far, from `/proc/self/status` (Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,7 +104,8 @@ impl RunReport {
     pub fn render_text(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
-        let _ = writeln!(s, "Run summary: {} ({:.1}s)", self.pipeline, self.duration_seconds);
+        let rss = self.peak_rss_bytes.map(|b| format!(", peak memory {} MB", b / 1_000_000)).unwrap_or_default();
+        let _ = writeln!(s, "Run summary: {} ({:.1}s{rss})", self.pipeline, self.duration_seconds);
         let width = self.nodes.iter().map(|n| n.name.len() + n.kind.len() + 3).max().unwrap_or(10);
         for n in &self.nodes {
             let label = format!("{} ({})", n.name, n.kind);

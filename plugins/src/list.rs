@@ -102,6 +102,16 @@ pub fn object_meta(store: &str, o: &ObjectInfo) -> Meta {
 
 #[async_trait]
 impl Source for List {
+    /// Reads the first entry of the listing, so that wrong credentials, a missing bucket or
+    /// an unreachable endpoint stop the run before anything moves.
+    async fn preflight(&self) -> Result<(), String> {
+        let mut listing = self.store.list(&self.cfg.prefix, self.cfg.start_after.as_deref());
+        match listing.next().await {
+            Some(Err(e)) => Err(format!("listing {}: {e}", self.store.display_url())),
+            _ => Ok(()),
+        }
+    }
+
     async fn run(&self, out: &Outputs, stop: &Stop) -> Result<(), String> {
         let mut listing = self.store.list(&self.cfg.prefix, self.cfg.start_after.as_deref());
         let mut count = 0u64;

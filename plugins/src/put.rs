@@ -91,6 +91,17 @@ pub fn normalize_key(k: &str) -> String {
 
 #[async_trait]
 impl Node for Put {
+    /// Asks the store about a key that is not there: wrong credentials or an unreachable
+    /// endpoint stop the run before anything moves. (A HEAD, not a listing: write-only
+    /// credentials are common for destinations.)
+    async fn preflight(&self) -> Result<(), String> {
+        match self.store.head(".dqpipe-preflight-check").await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind == StoreErrorKind::InvalidKey => Ok(()),
+            Err(e) => Err(format!("store `{}` ({}): {e}", self.cfg.store, self.store.display_url())),
+        }
+    }
+
     async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
         let key = self.key_for(&item).map_err(|e| ItemError::new(format!("destination key: {e}")))?;
         if key.is_empty() {

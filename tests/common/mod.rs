@@ -26,6 +26,20 @@ pub fn dqpipe(dir: &Path) -> Command {
         "SLACK_WEBHOOK",
         "SRC_URL",
         "DST_URL",
+        "S3_ENDPOINT",
+        "S3_SRC_BUCKET_NAME",
+        "S3_SRC_KEY_PREFIX",
+        "S3_SRC_ACCESS_KEY_ID",
+        "S3_SRC_SECRET_ACCESS_KEY",
+        "S3_DST_BUCKET_LOCATION",
+        "S3_DST_ACCESS_KEY_ID",
+        "S3_DST_SECRET_ACCESS_KEY",
+        "S3_REGION_NAME",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT",
+        "AWS_PROFILE",
     ] {
         c.env_remove(v);
     }
@@ -183,4 +197,69 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// The access key pair of the test S3 server. Test-only values, never real credentials.
+pub const S3_KEY_ID: &str = "dqpipe-test-key";
+pub const S3_SECRET: &str = "dqpipe-test-secret-0123456789";
+
+/// A real S3-compatible server (s3s-fs, installed pinned by scripts/test) on 127.0.0.1,
+/// serving buckets that are folders under `root`; stopped on drop.
+pub struct S3Server {
+    pub root: tempfile::TempDir,
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl S3Server {
+    pub fn start(buckets: &[&str]) -> S3Server {
+        let root = tempfile::tempdir().expect("temp dir");
+        for b in buckets {
+            std::fs::create_dir_all(root.path().join(b)).expect("bucket folder");
+        }
+        let port = free_port();
+        let bin = std::env::var("S3S_FS").unwrap_or_else(|_| "s3s-fs".to_string());
+        let mut child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_KEY_ID, "--secret-key", S3_SECRET])
+            .arg(root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{bin}` ({e}); scripts/test installs it (cargo install s3s-fs)"));
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return S3Server { root, port, child };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("s3s-fs did not listen on 127.0.0.1:{port} within 10 s");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The folder that holds a bucket's objects, one file per key.
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.root.path().join(bucket)
+    }
+
+    /// Environment for the test specs' S3 stores.
+    pub fn env(&self, c: &mut Command) {
+        c.env("S3_ENDPOINT", self.endpoint()).env("S3_KEY_ID", S3_KEY_ID).env("S3_SECRET", S3_SECRET);
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -33,6 +33,12 @@ fn yes() -> bool {
     true
 }
 
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self { fsync: true }
+    }
+}
+
 #[derive(Debug)]
 pub struct LocalStore {
     url: String,

@@ -1,6 +1,11 @@
-//! Stores by URL scheme: `file://` (a local folder). `s3://` is the next to come.
+//! Stores by URL scheme: `file://` (a local folder) and `s3://` (a bucket and prefix).
+//!
+//! A store entry has its URL and one settings table per scheme, `file:` and `s3:`. Only the
+//! table of the URL's scheme is used, so one spec can hold both and be switched between a
+//! laptop's folders and S3 by the URL alone (an environment variable).
 
 pub mod local;
+pub mod s3;
 
 use std::sync::Arc;
 
@@ -12,32 +17,38 @@ use serde::Deserialize;
 
 pub struct Opener;
 
-/// A store entry in a spec: a URL and the settings of its scheme.
-#[derive(Debug, Deserialize, JsonSchema)]
+/// A store entry in a spec: a URL and the settings of each scheme.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // read through `StoreSpec`; this type documents the schema
 struct StoreEntry {
-    /// `file://./relative/folder`, `file:///absolute/folder`.
+    /// `file://./relative/folder`, `file:///absolute/folder`, `s3://bucket/prefix`.
+    #[serde(default)]
+    #[allow(dead_code)] // read through `StoreSpec`; here for the schema
     url: String,
-    #[serde(flatten)]
+    /// Settings used when the URL is `file://`.
+    #[serde(default)]
     file: local::LocalOptions,
+    /// Settings used when the URL is `s3://`.
+    #[serde(default)]
+    s3: s3::S3Options,
 }
 
 impl StoreOpener for Opener {
     fn open(&self, spec: &StoreSpec) -> Result<Arc<dyn Store>, ConfigError> {
-        let options = serde_json::Value::Object(spec.options.clone());
+        let entry: StoreEntry = parse_config(serde_json::Value::Object(spec.options.clone()))?;
         match spec.url.split_once("://").map(|(s, _)| s) {
-            Some("file") => {
-                let opts: local::LocalOptions = parse_config(options)?;
-                Ok(Arc::new(local::LocalStore::open(&spec.url, opts)?))
-            }
+            Some("file") => Ok(Arc::new(local::LocalStore::open(&spec.url, entry.file)?)),
+            Some("s3") => Ok(Arc::new(s3::S3Store::open(&spec.url, entry.s3)?)),
             Some(other) => Err(ConfigError::at(
                 "url",
-                format!("unsupported store scheme `{other}://`; this build knows `file://`"),
+                format!("unsupported store scheme `{other}://`; this build knows `file://` and `s3://`"),
             )),
             None => Err(ConfigError::at(
                 "url",
-                format!("`{}` is not a store URL; write `file://./folder` (or `file:///abs/folder`)", spec.url),
+                format!(
+                    "`{}` is not a store URL; write `file://./folder`, `file:///abs/folder` or `s3://bucket/prefix`",
+                    spec.url
+                ),
             )),
         }
     }

@@ -1,0 +1,421 @@
+//! `s3://bucket/prefix` stores, through object_store's S3 client.
+//!
+//! One code path per operation: list (ListObjectsV2, page by page), get (streamed into a
+//! body that spools to disk past the threshold), put (one PUT, or a multipart upload above
+//! `multipart_threshold_bytes`), head (HEAD, with the object's user metadata).
+//!
+//! object_store retries nothing here (`max_retries: 0`): the nodes retry transient errors
+//! with their own policy, so that each retry is counted in the run report, and so that a
+//! request is never retried twice over.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use dqpipe_engine::body::{Body, Spool};
+use dqpipe_engine::node::ConfigError;
+use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, ClientOptions, GetOptions, ObjectStore, PutMultipartOptions, PutPayload, RetryConfig,
+    WriteMultipart,
+};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+
+/// Settings of an `s3://` store, under `s3:` in the store's entry. Empty strings count as
+/// unset, so that `${VAR:-}` can leave a setting to its default.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Options {
+    /// AWS region. Default: `AWS_REGION`, then `AWS_DEFAULT_REGION`, then `us-east-1`.
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible server (`http://127.0.0.1:9000`). Default: AWS.
+    pub endpoint: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`). Default: true when `endpoint` is set.
+    pub path_style: Option<bool>,
+    /// Access key id for this store. When unset, the default AWS chain is used:
+    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, web identity (IRSA), container
+    /// credentials (EKS Pod Identity, ECS), then instance metadata.
+    pub access_key_id: Option<String>,
+    /// Secret access key matching `access_key_id`.
+    pub secret_access_key: Option<String>,
+    /// Session token, for temporary credentials.
+    pub session_token: Option<String>,
+    /// Server-side encryption of written objects: `AES256` or `aws:kms`.
+    pub sse: Option<String>,
+    /// KMS key id or ARN, with `sse: aws:kms`. Default: the bucket's AWS-managed key.
+    pub sse_kms_key_id: Option<String>,
+    /// Objects larger than this are written with a multipart upload. Default 16 MiB.
+    pub multipart_threshold_bytes: Option<u64>,
+    /// Part size of multipart uploads, at least 5 MiB. Default 8 MiB.
+    pub multipart_part_bytes: Option<u64>,
+    /// PEM file of extra CA certificates to trust. Default: `AWS_CA_BUNDLE` when set.
+    pub ca_bundle: Option<String>,
+    /// Time limit of one request. Default 60 s.
+    pub request_timeout_secs: Option<u64>,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[derive(Debug)]
+pub struct S3Store {
+    url: String,
+    bucket: String,
+    /// Key prefix of the store's root, `""` or ending in `/`.
+    root: String,
+    endpoint: String,
+    client: AmazonS3,
+    multipart_threshold: u64,
+    part_size: usize,
+}
+
+fn set(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl S3Store {
+    pub fn open(url: &str, opts: S3Options) -> Result<Self, ConfigError> {
+        let rest = url.strip_prefix("s3://").unwrap_or(url);
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() || !bucket.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)) {
+            return Err(ConfigError::at(
+                "url",
+                format!(
+                    "`{url}`: write `s3://bucket` or `s3://bucket/prefix` (bucket names are letters, digits, `.`, `-`)"
+                ),
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        let root = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+
+        let mut builder = match (set(&opts.access_key_id), set(&opts.secret_access_key)) {
+            (Some(id), Some(secret)) => {
+                let mut b = AmazonS3Builder::new().with_access_key_id(id).with_secret_access_key(secret);
+                if let Some(token) = set(&opts.session_token) {
+                    b = b.with_token(token);
+                }
+                b
+            }
+            (None, None) => AmazonS3Builder::from_env(),
+            (Some(_), None) => {
+                return Err(ConfigError::at(
+                    "s3.secret_access_key",
+                    "`access_key_id` is set but `secret_access_key` is not",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::at(
+                    "s3.access_key_id",
+                    "`secret_access_key` is set but `access_key_id` is not",
+                ))
+            }
+        };
+        let region = set(&opts.region)
+            .map(String::from)
+            .or_else(|| env_set("AWS_REGION"))
+            .or_else(|| env_set("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        builder = builder.with_bucket_name(bucket).with_region(&region);
+        let endpoint = match set(&opts.endpoint) {
+            Some(e) => {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    return Err(ConfigError::at(
+                        "s3.endpoint",
+                        format!("`{e}` is not an http(s):// URL; write for example `http://127.0.0.1:9000`"),
+                    ));
+                }
+                builder = builder
+                    .with_endpoint(e.trim_end_matches('/'))
+                    .with_virtual_hosted_style_request(!opts.path_style.unwrap_or(true));
+                e.trim_end_matches('/').to_string()
+            }
+            None => {
+                if let Some(p) = opts.path_style {
+                    builder = builder.with_virtual_hosted_style_request(!p);
+                }
+                format!("https://s3.{region}.amazonaws.com")
+            }
+        };
+        // The encryption key type is not exported by object_store; its documented name is.
+        let sse_key = "aws_server_side_encryption"
+            .parse::<AmazonS3ConfigKey>()
+            .map_err(|e| ConfigError::at("s3.sse", format!("object_store: {e}")))?;
+        match set(&opts.sse) {
+            None => {}
+            Some("AES256") => builder = builder.with_config(sse_key, "AES256"),
+            Some("aws:kms") => {
+                builder = builder.with_config(sse_key, "aws:kms");
+                if let Some(key) = set(&opts.sse_kms_key_id) {
+                    builder = builder.with_sse_kms_encryption(key);
+                }
+            }
+            Some(other) => {
+                return Err(ConfigError::at(
+                    "s3.sse",
+                    format!("`{other}`: server-side encryption is `AES256` or `aws:kms`"),
+                ))
+            }
+        }
+        if set(&opts.sse_kms_key_id).is_some() && set(&opts.sse) != Some("aws:kms") {
+            return Err(ConfigError::at("s3.sse_kms_key_id", "a KMS key id needs `sse: aws:kms`"));
+        }
+
+        // Client options replace the builder's whole set: allow_http goes here, not there.
+        let mut client = ClientOptions::new()
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_timeout(Duration::from_secs(opts.request_timeout_secs.unwrap_or(60).max(1)))
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_pool_max_idle_per_host(256);
+        let (ca_path, ca_field) = match set(&opts.ca_bundle) {
+            Some(p) => (Some(p.to_string()), "s3.ca_bundle"),
+            None => (env_set("AWS_CA_BUNDLE"), "s3.ca_bundle (from AWS_CA_BUNDLE)"),
+        };
+        if let Some(path) = ca_path {
+            let pem = std::fs::read(&path)
+                .map_err(|e| ConfigError::at(ca_field, format!("cannot read CA bundle `{path}`: {e}")))?;
+            let certs = object_store::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ConfigError::at(ca_field, format!("CA bundle `{path}` is not PEM certificates: {e}")))?;
+            for c in certs {
+                client = client.with_root_certificate(c);
+            }
+        }
+        let retry = RetryConfig { max_retries: 0, ..RetryConfig::default() };
+        let client = builder
+            .with_client_options(client)
+            .with_retry(retry)
+            .build()
+            .map_err(|e| ConfigError::at("url", format!("cannot set up the S3 client for `{url}`: {e}")))?;
+
+        let part = opts.multipart_part_bytes.unwrap_or(8 * MIB);
+        if part < 5 * MIB {
+            return Err(ConfigError::at("s3.multipart_part_bytes", "S3 parts are at least 5 MiB (5242880 bytes)"));
+        }
+        Ok(Self {
+            url: url.to_string(),
+            bucket: bucket.to_string(),
+            root,
+            endpoint,
+            client,
+            multipart_threshold: opts.multipart_threshold_bytes.unwrap_or(16 * MIB),
+            part_size: part as usize,
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<Path, StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::new(StoreErrorKind::InvalidKey, "an empty key"));
+        }
+        if key.len() > 1024 {
+            return Err(StoreError::new(StoreErrorKind::InvalidKey, format!("key {key:?} is over S3's 1024 bytes")));
+        }
+        // Path::parse keeps the key as it is (no percent-encoding of its own) and refuses
+        // empty, `.` and `..` segments and control characters.
+        Path::parse(format!("{}{key}", self.root))
+            .map_err(|e| StoreError::new(StoreErrorKind::InvalidKey, format!("key {key:?}: {e}")))
+    }
+
+    fn info(&self, meta: object_store::ObjectMeta) -> ObjectInfo {
+        let full = meta.location.as_ref();
+        ObjectInfo {
+            key: full.strip_prefix(&self.root).unwrap_or(full).to_string(),
+            size: meta.size,
+            etag: meta.e_tag,
+            last_modified: Some(meta.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        }
+    }
+
+    /// A store error with the kind the nodes need and a message an operator can act on.
+    fn error(&self, what: &str, e: object_store::Error) -> StoreError {
+        let (status, code, connect) = inspect(&e);
+        let place = format!("s3://{}/{}", self.bucket, self.root);
+        let denied = status.is_some_and(|s| s == 401 || s == 403)
+            || matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. });
+        let lead = if what.is_empty() { String::new() } else { format!("{what}: ") };
+        let (kind, message) = match code.as_deref() {
+            Some("NoSuchBucket") => (
+                StoreErrorKind::NotFound,
+                format!("{lead}bucket `{}` does not exist at {}", self.bucket, self.endpoint),
+            ),
+            Some(c @ ("InvalidAccessKeyId" | "NotSignedUp")) => (
+                StoreErrorKind::AccessDenied,
+                format!("{lead}the server does not know this store's access key id ({c}); check the credentials of {place}"),
+            ),
+            Some("SignatureDoesNotMatch") => (
+                StoreErrorKind::AccessDenied,
+                format!("{lead}the secret access key does not match the access key id (SignatureDoesNotMatch); check the credentials of {place}"),
+            ),
+            _ if matches!(e, object_store::Error::NotFound { .. }) => (StoreErrorKind::NotFound, format!("{lead}not found")),
+            _ if denied => (
+                StoreErrorKind::AccessDenied,
+                format!("{lead}access denied ({}); check the credentials and policy of {place}", code.unwrap_or_else(|| format!("HTTP {}", status.unwrap_or(403)))),
+            ),
+            _ if connect => (StoreErrorKind::Transient, format!("{lead}cannot reach {}: {}", self.endpoint, root_cause(&e))),
+            _ if status.is_some_and(|s| s >= 500 || s == 429) => (
+                StoreErrorKind::Transient,
+                format!("{lead}server error {}{}", status.unwrap_or(0), code.map(|c| format!(" ({c})")).unwrap_or_default()),
+            ),
+            _ => (StoreErrorKind::Other, format!("{lead}{e}")),
+        };
+        StoreError::new(kind, message)
+    }
+
+    async fn put_multipart(&self, path: &Path, body: &Body, attributes: Attributes) -> object_store::Result<()> {
+        let opts = PutMultipartOptions { attributes, ..Default::default() };
+        let upload = self.client.put_multipart_opts(path, opts).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+        let result: object_store::Result<()> = async {
+            let mut reader = body.reader().await.map_err(generic)?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                // At most 4 parts in flight: memory stays near 4 x part size.
+                writer.wait_for_capacity(4).await?;
+                let n = reader.read(&mut buf).await.map_err(generic)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                writer.write(&buf[..n]);
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => writer.finish().await.map(|_| ()),
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn generic(e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic { store: "S3", source: Box::new(e) }
+}
+
+fn env_set(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The HTTP status, the S3 error code of the response body (`<Code>NoSuchBucket</Code>`)
+/// and whether the server could not be reached at all.
+///
+/// object_store keeps its `RetryError` (which has the status) crate-private, so status and
+/// code are read from the error's text, which carries both ("non-2xx status code: 503 ...:
+/// <body>"). Connection failures are its public `HttpError`, found among the causes.
+fn inspect(e: &object_store::Error) -> (Option<u16>, Option<String>, bool) {
+    let mut text = String::new();
+    let mut connect = false;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        text.push_str(&c.to_string());
+        text.push('\n');
+        if let Some(h) = c.downcast_ref::<object_store::client::HttpError>() {
+            use object_store::client::HttpErrorKind as K;
+            connect |= matches!(h.kind(), K::Connect | K::Request | K::Timeout | K::Interrupted);
+        }
+        cause = c.source();
+    }
+    let status = text.find("status code: ").and_then(|i| text.get(i + 13..i + 16)).and_then(|s| s.parse().ok());
+    let code = text.find("<Code>").and_then(|i| {
+        let rest = &text[i + 6..];
+        rest.find("</Code>").map(|end| rest[..end].to_string())
+    });
+    (status, code, connect)
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn display_url(&self) -> String {
+        self.url.clone()
+    }
+
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        start_after: Option<&'a str>,
+    ) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
+        // S3 lists by string prefix; object_store by folder. List the folder the prefix
+        // names and keep the keys that start with the prefix itself.
+        let dir = match prefix.rfind('/') {
+            Some(i) => format!("{}{}", self.root, &prefix[..i]),
+            None => self.root.trim_end_matches('/').to_string(),
+        };
+        let dir = match Path::parse(&dir) {
+            Ok(d) => d,
+            Err(e) => {
+                let err = StoreError::new(StoreErrorKind::InvalidKey, format!("listing prefix {prefix:?}: {e}"));
+                return futures::stream::once(async move { Err(err) }).boxed();
+            }
+        };
+        let dir = (!dir.as_ref().is_empty()).then_some(dir);
+        let listing = match start_after.map(|s| Path::parse(format!("{}{s}", self.root))) {
+            Some(Ok(offset)) => self.client.list_with_offset(dir.as_ref(), &offset),
+            Some(Err(e)) => {
+                let err = StoreError::new(StoreErrorKind::InvalidKey, format!("start_after: {e}"));
+                return futures::stream::once(async move { Err(err) }).boxed();
+            }
+            None => self.client.list(dir.as_ref()),
+        };
+        let full_prefix = format!("{}{prefix}", self.root);
+        listing
+            .map_err(move |e| self.error("", e))
+            .try_filter(move |m| futures::future::ready(m.location.as_ref().starts_with(&full_prefix)))
+            .map_ok(move |m| self.info(m))
+            .boxed()
+    }
+
+    async fn get(&self, key: &str, spool: &Spool) -> Result<Body, StoreError> {
+        let path = self.path(key)?;
+        let what = format!("reading {key:?}");
+        let got = self.client.get_opts(&path, GetOptions::default()).await.map_err(|e| self.error(&what, e))?;
+        let stream = got.into_stream();
+        Body::from_stream(stream, spool).await.map_err(|e| match e {
+            dqpipe_engine::body::BodyError::Source(e) => self.error(&what, e),
+            spool_error => StoreError::new(StoreErrorKind::Other, format!("{what}: {spool_error}")),
+        })
+    }
+
+    async fn put(&self, key: &str, body: &Body, options: &PutOptions) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let mut attributes = Attributes::new();
+        if let Some(ct) = &options.content_type {
+            attributes.insert(Attribute::ContentType, ct.clone().into());
+        }
+        for (k, v) in &options.metadata {
+            attributes.insert(Attribute::Metadata(Cow::Owned(k.clone())), v.clone().into());
+        }
+        let what = format!("writing {key:?}");
+        if body.len() > self.multipart_threshold {
+            return self.put_multipart(&path, body, attributes).await.map_err(|e| self.error(&what, e));
+        }
+        let bytes: Bytes = body
+            .to_bytes(self.multipart_threshold)
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("{what}: {e}")))?;
+        let opts = object_store::PutOptions { attributes, ..Default::default() };
+        self.client.put_opts(&path, PutPayload::from(bytes), opts).await.map(|_| ()).map_err(|e| self.error(&what, e))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let path = self.path(key)?;
+        let opts = GetOptions { head: true, ..Default::default() };
+        match self.client.get_opts(&path, opts).await {
+            Ok(r) => Ok(Some(self.info(r.meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(&format!("checking {key:?}"), e)),
+        }
+    }
+}
