@@ -65,6 +65,10 @@ enum Command {
         /// Progress display: bars on a terminal, log lines otherwise.
         #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
         progress: ProgressArg,
+        /// After SIGTERM or Ctrl-C, how long items in flight may take before they are
+        /// abandoned (unprocessed, nothing partial written; a rerun does them).
+        #[arg(long, value_name = "SECONDS", env = "DQPIPE_GRACE_SECS", default_value_t = 20)]
+        grace_secs: u64,
     },
     /// Print the JSON Schema of pipeline specs (for editors' YAML language servers).
     Schema,
@@ -97,6 +101,13 @@ struct Tuning {
     /// `N` replaces the spec's default concurrency; `NODE=N` sets one node's. Repeatable.
     #[arg(long, value_name = "N|NODE=N")]
     concurrency: Vec<String>,
+    /// Take only this share of the objects, by a stable hash of each key: `2/4` is the
+    /// third of four. `/4` takes INDEX from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
+    #[arg(long, value_name = "INDEX/COUNT", env = "DQPIPE_SHARD")]
+    shard: Option<String>,
+    /// Process objects even when an earlier run recorded them as done.
+    #[arg(long)]
+    reprocess: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -170,6 +181,26 @@ fn run_options(tuning: &Tuning) -> Result<RunOptions, ExitCode> {
         }
     }
     opts.node_concurrency = nodes;
+    opts.reprocess = tuning.reprocess;
+    if let Some(shard) = &tuning.shard {
+        let spelled = match shard.strip_prefix('/') {
+            Some(count) => match std::env::var("JOB_COMPLETION_INDEX") {
+                Ok(i) => format!("{}/{count}", i.trim()),
+                Err(_) => {
+                    eprintln!("error: --shard /{count} takes its index from JOB_COMPLETION_INDEX, which is not set");
+                    return Err(ExitCode::from(exit::INVALID));
+                }
+            },
+            None => shard.clone(),
+        };
+        match spelled.parse() {
+            Ok(s) => opts.shard = Some(s),
+            Err(e) => {
+                eprintln!("error: --shard {e}");
+                return Err(ExitCode::from(exit::INVALID));
+            }
+        }
+    }
     Ok(opts)
 }
 
@@ -210,7 +241,7 @@ async fn dispatch(command: Command) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run { spec, tuning, report, progress } => {
+        Command::Run { spec, tuning, report, progress, grace_secs } => {
             let (p, mut opts) = match load(&spec).and_then(|p| run_options(&tuning).map(|o| (p, o))) {
                 Ok(x) => x,
                 Err(code) => return code,
@@ -221,6 +252,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 ProgressArg::Log => Progress::Log,
                 ProgressArg::Off => Progress::Off,
             };
+            opts.grace = std::time::Duration::from_secs(grace_secs);
             stop_on_signals(opts.stop.clone());
             let r = match executor::run(&p, opts).await {
                 Ok(r) => r,

@@ -26,11 +26,13 @@ use tokio::task::JoinSet;
 
 use crate::body::Spool;
 use crate::load::Pipeline;
-use crate::node::{mark_failed, Built, Item, Outputs, PortStats, RunFacts, Stop, Tracker};
+use crate::node::{
+    mark_failed, Built, Finished, Item, ItemFailure, Outputs, PortStats, RunFacts, Shard, SourceContext, Stop, Tracker,
+};
 use crate::report::{ItemCounts, NodeReport, Outcome, PortReport, RunReport, SourceError};
 
 /// How to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Replaces the spec's default concurrency (nodes that set their own keep it).
     pub default_concurrency: Option<usize>,
@@ -38,8 +40,33 @@ pub struct RunOptions {
     pub node_concurrency: HashMap<String, usize>,
     /// Progress bars (a terminal) or periodic log lines.
     pub progress: Progress,
-    /// Set to stop listing early; in-flight items finish.
+    /// Set to stop listing early; in-flight items finish within `grace`.
     pub stop: Stop,
+    /// After a stop, how long in-flight items may take before they are abandoned
+    /// (unprocessed, no partial output, picked up by a rerun).
+    pub grace: Duration,
+    /// This process's share of the objects (`--shard INDEX/COUNT`).
+    pub shard: Option<Shard>,
+    /// Process objects even when an earlier run finished them.
+    pub reprocess: bool,
+}
+
+/// Under Kubernetes' default 30 s between SIGTERM and SIGKILL, with time left to write
+/// the report.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(20);
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            default_concurrency: None,
+            node_concurrency: HashMap::new(),
+            progress: Progress::default(),
+            stop: Stop::default(),
+            grace: DEFAULT_GRACE,
+            shard: None,
+            reprocess: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -122,6 +149,15 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     let spool =
         Spool { threshold: p.defaults.spool_threshold_bytes, dir: p.defaults.spool_dir.as_ref().map(Into::into) };
     let tracker = Arc::new(Tracker::default());
+    let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+    if let Ok(mut t) = tracker.finished_tx.lock() {
+        *t = Some(finished_tx);
+    }
+    let acker = tokio::spawn(acknowledge(
+        p.nodes.iter().map(|n| (n.spec.name.clone(), n.built.clone())).collect(),
+        finished_rx,
+        tracker.clone(),
+    ));
 
     // One bounded channel per processing node.
     let mut senders: HashMap<String, mpsc::Sender<Item>> = HashMap::new();
@@ -138,7 +174,8 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     let mut node_stats = Vec::new();
     let mut port_stats: Vec<IndexMap<&'static str, Arc<PortStats>>> = Vec::new();
     let mut outputs = Vec::new();
-    for n in &p.nodes {
+    let mut retries = Vec::new();
+    for (index, n) in p.nodes.iter().enumerate() {
         let mut ports = IndexMap::new();
         let mut stats = IndexMap::new();
         for decl in n.kind.ports() {
@@ -148,7 +185,16 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
             stats.insert(decl.name, s.clone());
             ports.insert(decl.name, (consumers, s));
         }
-        outputs.push(Arc::new(Outputs::new(n.spec.name.clone(), ports, spool.clone(), tracker.clone())));
+        let r = Arc::new(AtomicU64::new(0));
+        outputs.push(Arc::new(Outputs::new(
+            n.spec.name.clone(),
+            index,
+            ports,
+            spool.clone(),
+            tracker.clone(),
+            r.clone(),
+        )));
+        retries.push(r);
         node_stats.push(Arc::new(NodeStats::default()));
         port_stats.push(stats);
     }
@@ -164,9 +210,9 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         match &n.built {
             Built::Source(source) => {
                 let source = source.clone();
-                let stop = opts.stop.clone();
+                let ctx = SourceContext { stop: opts.stop.clone(), shard: opts.shard, reprocess: opts.reprocess };
                 tasks.spawn(async move {
-                    let r = AssertUnwindSafe(source.run(&out, &stop)).catch_unwind().await;
+                    let r = AssertUnwindSafe(source.run(&out, &ctx)).catch_unwind().await;
                     match r {
                         Ok(Ok(())) => None,
                         Ok(Err(error)) => {
@@ -221,12 +267,39 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     // The tasks hold the only references to the outputs from here.
     drop(outputs);
 
+    // Wait for the run to drain. Once stopped, in-flight items get `grace` to finish; then
+    // the rest is abandoned: tasks are aborted, their items dropped unacknowledged (writes
+    // are all-or-nothing, so nothing partial is left visible).
     let mut source_errors = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        if let Ok(Some(e)) = r {
-            source_errors.push(e);
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            r = tasks.join_next() => match r {
+                None => break,
+                Some(Ok(Some(e))) => source_errors.push(e),
+                Some(_) => {}
+            },
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if !opts.stop.is_stopped() {
+                    continue;
+                }
+                let since = *stopped_at.get_or_insert_with(|| {
+                    tracing::warn!(grace_secs = opts.grace.as_secs_f64(), "stopping: listing ended, in-flight items have the grace period to finish");
+                    Instant::now()
+                });
+                if since.elapsed() >= opts.grace && !tracker.abandoning.load(Ordering::SeqCst) {
+                    tracing::warn!("grace period over: abandoning the items still in flight");
+                    tracker.abandoning.store(true, Ordering::SeqCst);
+                    tasks.abort_all();
+                }
+            }
         }
     }
+    // Every item is gone; close the acknowledgements and wait for the last of them.
+    if let Ok(mut t) = tracker.finished_tx.lock() {
+        t.take();
+    }
+    let _ = acker.await;
     if let Some(p) = progress {
         p.finish().await;
     }
@@ -261,6 +334,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
             received: st.received.load(Ordering::Relaxed),
             errors: st.errors.load(Ordering::Relaxed),
             max_in_flight: st.max_in_flight.load(Ordering::Relaxed),
+            retries: retries[i].load(Ordering::Relaxed),
             ports,
         });
     }
@@ -269,11 +343,13 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         complete: tracker.complete.load(Ordering::Relaxed),
         failed: tracker.failed.load(Ordering::Relaxed),
         problems,
+        skipped_done: tracker.skipped_done.load(Ordering::Relaxed),
     };
 
     let facts = RunFacts {
         pipeline: p.name.clone(),
         source_items: items.from_sources,
+        skipped_done: items.skipped_done,
         failed_items: items.failed,
         problem_items: problems,
     };
@@ -307,8 +383,45 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         failures,
         source_errors,
         interrupted,
+        shard: opts.shard,
         peak_rss_bytes: crate::report::peak_rss_bytes(),
     })
+}
+
+/// Acknowledges finished objects to their sources (a done marker, a delete), at most 64 at
+/// once, and only then counts them complete.
+async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceiver<Finished>, tracker: Arc<Tracker>) {
+    let limit = Arc::new(Semaphore::new(64));
+    let mut acks = JoinSet::new();
+    while let Some(f) = rx.recv().await {
+        let Some((name, Built::Source(source))) = nodes.get(f.source).cloned() else {
+            tracker.record_complete();
+            continue;
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        let tracker = tracker.clone();
+        acks.spawn(async move {
+            match AssertUnwindSafe(source.ack(&f.listed)).catch_unwind().await {
+                Ok(Ok(())) => tracker.record_complete(),
+                Ok(Err(e)) => {
+                    tracing::warn!(node = %name, key = %f.key, error = %e, "outputs written but not acknowledged");
+                    tracker.record_failure(ItemFailure {
+                        key: f.key,
+                        node: name,
+                        reason: format!("outputs are written, but recording the object as done failed: {e}"),
+                    });
+                }
+                Err(_) => tracker.record_failure(ItemFailure {
+                    key: f.key,
+                    node: name,
+                    reason: "internal error: acknowledging panicked".into(),
+                }),
+            }
+            drop(permit);
+        });
+        while acks.try_join_next().is_some() {}
+    }
+    while acks.join_next().await.is_some() {}
 }
 
 /// A running progress display; `finish` stops it.

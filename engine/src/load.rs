@@ -152,7 +152,8 @@ pub fn load_pipeline_str(
     for i in order {
         let spec = &specs[i];
         let Some(kind) = registry.kind(&spec.kind) else { continue };
-        let ctx = BuildContext { node: &spec.name, defaults: &header.defaults, stores: &stores };
+        let ctx =
+            BuildContext { pipeline: &header.name, node: &spec.name, defaults: &header.defaults, stores: &stores };
         match kind.build(&ctx, Value::Object(spec.config.clone())) {
             Ok(built) => nodes.push(PipelineNode { spec: spec.clone(), kind: kind.clone(), built }),
             Err(e) => errors.push(&spec.path.join_dotted(&e.path), e.message),

@@ -50,10 +50,15 @@ impl Item {
 }
 
 /// Ties every copy of an item back to the source object it came from. When the last copy
-/// is dropped, the object is finished: complete if no node failed it.
+/// is dropped, every output of the object is durable (sinks send an item on only once it
+/// is written), so the object is finished: complete if no node failed it, and then
+/// acknowledged to its source ([`Source::ack`]).
 #[derive(Debug)]
 struct Lineage {
     source_key: String,
+    /// The source node (its index in the pipeline) and the metadata it listed the object with.
+    source: usize,
+    listed: Meta,
     failure: Mutex<Option<ItemFailure>>,
     tracker: Arc<Tracker>,
 }
@@ -61,8 +66,22 @@ struct Lineage {
 impl Drop for Lineage {
     fn drop(&mut self) {
         let failure = self.failure.lock().map(|mut f| f.take()).unwrap_or(None);
-        self.tracker.finished(failure);
+        self.tracker.finished(Finished {
+            source: self.source,
+            key: std::mem::take(&mut self.source_key),
+            listed: std::mem::take(&mut self.listed),
+            failure,
+        });
     }
+}
+
+/// A source object whose last copy is gone.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub source: usize,
+    pub key: String,
+    pub listed: Meta,
+    pub failure: Option<ItemFailure>,
 }
 
 /// An item that did not get through: which object, where, and why.
@@ -73,27 +92,53 @@ pub struct ItemFailure {
     pub reason: String,
 }
 
-/// Counts source objects as they finish.
+/// Counts source objects as they finish, and hands finished ones to the executor, which
+/// acknowledges them to their source before counting them complete.
 #[derive(Debug, Default)]
 pub struct Tracker {
     pub started: AtomicU64,
     pub complete: AtomicU64,
     pub failed: AtomicU64,
+    /// Objects the sources skipped because an earlier run finished them.
+    pub skipped_done: AtomicU64,
+    /// Set when the run gives up on the items still in flight (shutdown grace period over):
+    /// an object finishing from then on is unprocessed, never acknowledged.
+    pub(crate) abandoning: std::sync::atomic::AtomicBool,
     failures: Mutex<Vec<ItemFailure>>,
+    pub(crate) finished_tx: Mutex<Option<mpsc::UnboundedSender<Finished>>>,
 }
 
 impl Tracker {
-    fn finished(&self, failure: Option<ItemFailure>) {
-        match failure {
-            None => {
-                self.complete.fetch_add(1, Ordering::Relaxed);
-            }
-            Some(f) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut v) = self.failures.lock() {
-                    v.push(f);
+    fn finished(&self, mut f: Finished) {
+        if f.failure.is_none() && self.abandoning.load(Ordering::SeqCst) {
+            f.failure = Some(ItemFailure {
+                key: f.key.clone(),
+                node: String::new(),
+                reason: "abandoned at shutdown (grace period over); a rerun processes it".into(),
+            });
+        }
+        let tx = self.finished_tx.lock().ok().and_then(|t| t.clone());
+        match (f.failure.take(), tx) {
+            (Some(failure), _) => self.record_failure(failure),
+            (None, Some(tx)) => {
+                if let Err(mpsc::error::SendError(f)) = tx.send(f) {
+                    self.record_failure(ItemFailure {
+                        key: f.key,
+                        node: String::new(),
+                        reason: "finished after the run closed".into(),
+                    });
                 }
             }
+            (None, None) => self.record_complete(),
+        }
+    }
+    pub(crate) fn record_complete(&self) {
+        self.complete.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn record_failure(&self, f: ItemFailure) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut v) = self.failures.lock() {
+            v.push(f);
         }
     }
     pub fn failures(&self) -> Vec<ItemFailure> {
@@ -161,6 +206,7 @@ pub trait NodeKind: Send + Sync {
 }
 
 /// What [`NodeKind::build`] returns.
+#[derive(Clone)]
 pub enum Built {
     Source(Arc<dyn Source>),
     Processor(Arc<dyn Node>),
@@ -172,6 +218,8 @@ pub struct RunFacts {
     pub pipeline: String,
     /// Objects the sources produced.
     pub source_items: u64,
+    /// Objects the sources skipped because an earlier run finished them.
+    pub skipped_done: u64,
     pub failed_items: u64,
     /// Items routed to problem ports (quarantine, dead letter).
     pub problem_items: u64,
@@ -185,8 +233,67 @@ pub trait Source: Send + Sync {
         Ok(())
     }
     /// Produces items with [`Outputs::new_item`] and [`Outputs::emit`] until exhausted or
-    /// until `stop` is set.
-    async fn run(&self, out: &Outputs, stop: &Stop) -> Result<(), String>;
+    /// until `ctx.stop` is set, skipping objects outside `ctx.shard` and (unless
+    /// `ctx.reprocess`) objects an earlier run finished.
+    async fn run(&self, out: &Outputs, ctx: &SourceContext) -> Result<(), String>;
+    /// Called once per object after every output of it is durable, before it is counted
+    /// complete: record it as done, delete it at a source that deletes. An error leaves
+    /// the object unprocessed (a rerun does it again). `listed` is the metadata the source
+    /// gave the object.
+    async fn ack(&self, _listed: &Meta) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What a source is told about the run.
+#[derive(Debug, Clone, Default)]
+pub struct SourceContext {
+    pub stop: Stop,
+    /// This process's share of the objects: `(index, count)`.
+    pub shard: Option<Shard>,
+    /// Process objects even when an earlier run finished them.
+    pub reprocess: bool,
+}
+
+/// One of `count` disjoint shares of the objects, by a stable hash of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Whether `key` belongs to this shard: FNV-1a of the key's bytes, modulo the count.
+    /// Stable across processes, versions and machines (unlike std's randomised hasher).
+    pub fn owns(&self, key: &str) -> bool {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h % u64::from(self.count.max(1)) == u64::from(self.index)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    /// `INDEX/COUNT`, as `2/4`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}`: a shard is INDEX/COUNT with 0 <= INDEX < COUNT, as `0/4`");
+        let (i, c) = s.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = c.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 #[async_trait]
@@ -225,9 +332,12 @@ pub struct PortStats {
 /// the downstream channels close when the last copy is dropped.
 pub struct Outputs {
     node: String,
+    /// The node's index in the pipeline (sources stamp it on their items).
+    index: usize,
     ports: IndexMap<&'static str, Route>,
     spool: Spool,
     tracker: Arc<Tracker>,
+    retries: Arc<AtomicU64>,
 }
 
 struct Route {
@@ -250,12 +360,24 @@ impl From<Closed> for ItemError {
 impl Outputs {
     pub(crate) fn new(
         node: String,
+        index: usize,
         ports: IndexMap<&'static str, (Vec<mpsc::Sender<Item>>, Arc<PortStats>)>,
         spool: Spool,
         tracker: Arc<Tracker>,
+        retries: Arc<AtomicU64>,
     ) -> Self {
         let ports = ports.into_iter().map(|(k, (consumers, stats))| (k, Route { consumers, stats })).collect();
-        Self { node, ports, spool, tracker }
+        Self { node, index, ports, spool, tracker, retries }
+    }
+
+    /// Counts retries of transient failures, for the run report.
+    pub fn retried(&self, n: usize) {
+        self.retries.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an object a source skipped because an earlier run finished it.
+    pub fn skipped_done(&self) {
+        self.tracker.skipped_done.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Where bodies spool; nodes that read objects need it.
@@ -267,10 +389,12 @@ impl Outputs {
     pub fn new_item(&self, source_key: &str, meta: Meta) -> Item {
         self.tracker.started.fetch_add(1, Ordering::Relaxed);
         Item {
-            meta,
+            meta: meta.clone(),
             body: None,
             lineage: Arc::new(Lineage {
                 source_key: source_key.to_string(),
+                source: self.index,
+                listed: meta,
                 failure: Mutex::new(None),
                 tracker: self.tracker.clone(),
             }),
@@ -350,6 +474,8 @@ pub(crate) fn unknown_field(message: &str) -> Option<String> {
 
 /// What a kind may use while building a node.
 pub struct BuildContext<'a> {
+    /// The pipeline's `name`.
+    pub pipeline: &'a str,
     pub node: &'a str,
     pub defaults: &'a Defaults,
     pub stores: &'a IndexMap<String, (StoreSpec, Arc<dyn Store>)>,

@@ -44,6 +44,8 @@ pub struct RunReport {
     pub source_errors: Vec<SourceError>,
     /// Set when the run was asked to stop (SIGTERM, Ctrl-C).
     pub interrupted: bool,
+    /// This process's share of the objects, when sharded.
+    pub shard: Option<crate::node::Shard>,
     /// The process's peak resident memory (Linux `VmHWM`), when known.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -66,6 +68,8 @@ pub struct ItemCounts {
     pub failed: u64,
     /// Items sent to problem ports (quarantine, dead letter).
     pub problems: u64,
+    /// Objects skipped because an earlier run finished them (resume).
+    pub skipped_done: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,6 +91,8 @@ pub struct NodeReport {
     pub errors: u64,
     /// The most items the node worked on at once during the run.
     pub max_in_flight: u64,
+    /// Retries of transient failures (timeouts, resets, 5xx, throttling, a busy scanner).
+    pub retries: u64,
     pub ports: IndexMap<String, PortReport>,
 }
 
@@ -119,12 +125,20 @@ impl RunReport {
             if n.errors > 0 {
                 let _ = write!(s, "  errors={}", n.errors);
             }
+            if n.retries > 0 {
+                let _ = write!(s, "  retries={}", n.retries);
+            }
             let _ = writeln!(s, "  [concurrency {}, peak in flight {}]", n.concurrency, n.max_in_flight);
         }
+        let shard = self.shard.map(|x| format!(" (shard {x})")).unwrap_or_default();
         let _ = writeln!(
             s,
-            "Objects: {} listed, {} complete, {} failed, {} routed to problem ports",
-            self.items.from_sources, self.items.complete, self.items.failed, self.items.problems
+            "Objects{shard}: {} listed, {} complete, {} failed, {} routed to problem ports, {} skipped as already done",
+            self.items.from_sources,
+            self.items.complete,
+            self.items.failed,
+            self.items.problems,
+            self.items.skipped_done
         );
         for e in &self.source_errors {
             let _ = writeln!(s, "Source `{}` stopped early: {}", e.node, e.error);

@@ -69,7 +69,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn list<'a>(
         &'a self,
         prefix: &'a str,
-        start_after: Option<&'a str>,
+        start_after: Option<String>,
     ) -> BoxStream<'a, Result<ObjectInfo, StoreError>>;
 
     /// Reads an object; bodies over the spool threshold go to a temporary file.

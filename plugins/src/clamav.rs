@@ -320,6 +320,7 @@ impl Node for Clamav {
                 || self.scanner.scan(&name, &body, self.cfg.chunk_bytes, timeout),
                 |_| true,
                 |e| format!("not scanned: {}", e.0),
+                || out.retried(1),
             )
             .await
             .map_err(ItemError::new)?

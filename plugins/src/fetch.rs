@@ -76,6 +76,7 @@ impl Node for Fetch {
                     StoreErrorKind::NotFound => format!("object vanished since listing (not found): {e}"),
                     _ => format!("fetching: {e}"),
                 },
+                || out.retried(1),
             )
             .await
             .map_err(ItemError::new)?;

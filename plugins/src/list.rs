@@ -1,16 +1,29 @@
 //! `list`: the source. Lists objects under a prefix in a store and starts one item per
 //! object, streaming: processing begins with the first page, not after the last.
+//!
+//! With `resume`, each object whose outputs are all durable is recorded as done by a small
+//! marker object in a store (normally the destination), under
+//! `<prefix>/<source key>@<etag>`. A run first lists those markers (one request per
+//! thousand objects, not one per object) and skips the objects already done, unless the
+//! source object changed since (its ETag is part of the marker's key). Markers live with the
+//! data, so they survive a lost local volume and are seen by every shard.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use dqpipe_engine::body::Body;
 use dqpipe_engine::node::{
-    parse_config, BuildContext, Built, ConfigError, Meta, NodeKind, Outputs, PortDecl, Role, Source, Stop,
+    parse_config, BuildContext, Built, ConfigError, Meta, NodeKind, Outputs, PortDecl, Role, Source, SourceContext,
 };
-use dqpipe_engine::store::{ObjectInfo, Store};
+use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
+
+use crate::retry::RetryPolicy;
 
 /// Settings of a `list` node.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -34,6 +47,24 @@ pub struct ListConfig {
     /// At most this many objects per run.
     #[serde(default)]
     pub limit: Option<u64>,
+    /// Record finished objects and skip them on later runs.
+    #[serde(default)]
+    pub resume: Option<ResumeConfig>,
+    /// Retries of transient listing failures; the listing goes on after the last key seen.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+/// Where done markers are kept.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeConfig {
+    /// The store holding the markers (a name under `stores`), normally the destination.
+    pub store: String,
+    /// Key prefix of the markers. Default `_dqpipe/done/<pipeline name>` (a leading `_`
+    /// keeps them out of Hive/Athena-style table scans).
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 pub struct ListKind;
@@ -60,6 +91,19 @@ impl NodeKind for ListKind {
     fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
         let cfg: ListConfig = parse_config(config)?;
         let store = ctx.store("store", &cfg.store)?;
+        let resume = match &cfg.resume {
+            Some(r) => Some(Resume {
+                store: ctx.store("resume.store", &r.store)?,
+                prefix: r
+                    .prefix
+                    .clone()
+                    .unwrap_or_else(|| format!("_dqpipe/done/{}", ctx.pipeline))
+                    .trim_matches('/')
+                    .to_string(),
+                pipeline: ctx.pipeline.to_string(),
+            }),
+            None => None,
+        };
         let regex = match &cfg.regex {
             Some(r) => Some(
                 regex::Regex::new(r)
@@ -67,14 +111,145 @@ impl NodeKind for ListKind {
             ),
             None => None,
         };
-        Ok(Built::Source(Arc::new(List { cfg, store, regex })))
+        Ok(Built::Source(Arc::new(List { cfg, store, regex, resume })))
     }
 }
 
-struct List {
+pub struct List {
     cfg: ListConfig,
     store: Arc<dyn Store>,
     regex: Option<regex::Regex>,
+    resume: Option<Resume>,
+}
+
+struct Resume {
+    store: Arc<dyn Store>,
+    prefix: String,
+    pipeline: String,
+}
+
+/// What a listing does with one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Filtered out (suffix, regex, another shard's): not this run's business.
+    Ignored,
+    /// An earlier run finished it.
+    Done,
+    Take,
+}
+
+/// The version part of a done marker: the source's ETag (letters, digits, `-`), else
+/// its size.
+fn version_of(o: &ObjectInfo) -> String {
+    let etag: String =
+        o.etag.as_deref().unwrap_or("").chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    if etag.is_empty() {
+        format!("s{}", o.size)
+    } else {
+        etag
+    }
+}
+
+impl List {
+    /// Whether this run takes the object. `done` holds the markers an earlier run left.
+    pub fn select(&self, o: &ObjectInfo, ctx: &SourceContext, done: &HashSet<String>) -> Selection {
+        if self.cfg.suffix.as_deref().is_some_and(|s| !o.key.ends_with(s)) {
+            return Selection::Ignored;
+        }
+        if self.regex.as_ref().is_some_and(|r| !r.is_match(&name_of(&o.key))) {
+            return Selection::Ignored;
+        }
+        if ctx.shard.is_some_and(|s| !s.owns(&o.key)) {
+            return Selection::Ignored;
+        }
+        if !ctx.reprocess && done.contains(&format!("{}@{}", o.key, version_of(o))) {
+            return Selection::Done;
+        }
+        Selection::Take
+    }
+
+    /// The markers of objects finished by earlier runs: `<source key>@<version>`.
+    pub async fn done_markers(&self) -> Result<HashSet<String>, String> {
+        let Some(r) = &self.resume else { return Ok(HashSet::new()) };
+        let prefix = format!("{}/", r.prefix);
+        let mut done = HashSet::new();
+        let mut after: Option<String> = None;
+        let mut delays = self.cfg.retry.delays();
+        'pages: loop {
+            let mut listing = r.store.list(&prefix, after.clone());
+            while let Some(entry) = listing.next().await {
+                match entry {
+                    Ok(m) => {
+                        if let Some(rest) = m.key.strip_prefix(&prefix) {
+                            done.insert(rest.to_string());
+                        }
+                        after = Some(m.key);
+                    }
+                    Err(e) if e.kind == StoreErrorKind::Transient => match delays.next() {
+                        Some(d) => {
+                            tokio::time::sleep(d).await;
+                            continue 'pages;
+                        }
+                        None => return Err(format!("reading done markers in {}: {e}", r.store.display_url())),
+                    },
+                    // No marker folder yet: nothing is done.
+                    Err(e) if e.kind == StoreErrorKind::NotFound && after.is_none() => break 'pages,
+                    Err(e) => return Err(format!("reading done markers in {}: {e}", r.store.display_url())),
+                }
+            }
+            break;
+        }
+        Ok(done)
+    }
+
+    /// The listing, with transient failures retried from the last key seen.
+    pub fn walk<'a>(&'a self, out: Option<&'a Outputs>) -> BoxStream<'a, Result<ObjectInfo, String>> {
+        struct Walk<'a> {
+            listing: Option<BoxStream<'a, Result<ObjectInfo, StoreError>>>,
+            after: Option<String>,
+            delays: Box<dyn Iterator<Item = std::time::Duration> + Send + 'a>,
+            over: bool,
+        }
+        let start = Walk {
+            listing: None,
+            after: self.cfg.start_after.clone(),
+            delays: Box::new(self.cfg.retry.delays()),
+            over: false,
+        };
+        futures::stream::unfold(start, move |mut w| async move {
+            loop {
+                if w.over {
+                    return None;
+                }
+                let listing = w.listing.get_or_insert_with(|| self.store.list(&self.cfg.prefix, w.after.clone()));
+                match listing.next().await {
+                    None => return None,
+                    Some(Ok(o)) => {
+                        w.after = Some(o.key.clone());
+                        return Some((Ok(o), w));
+                    }
+                    Some(Err(e)) if e.kind == StoreErrorKind::Transient => {
+                        if let Some(d) = w.delays.next() {
+                            tracing::warn!(store = %self.store.display_url(), error = %e, "listing failed; retrying after the last key seen");
+                            if let Some(out) = out {
+                                out.retried(1);
+                            }
+                            w.listing = None;
+                            tokio::time::sleep(d).await;
+                            continue;
+                        }
+                        w.over = true;
+                        return Some((Err(format!("listing {}: {e}", self.store.display_url())), w));
+                    }
+                    Some(Err(e)) => {
+                        w.over = true;
+                        return Some((Err(format!("listing {}: {e}", self.store.display_url())), w));
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
 }
 
 /// The item's name: the URL-decoded last segment of its key, as the original job named
@@ -105,44 +280,80 @@ impl Source for List {
     /// Reads the first entry of the listing, so that wrong credentials, a missing bucket or
     /// an unreachable endpoint stop the run before anything moves.
     async fn preflight(&self) -> Result<(), String> {
-        let mut listing = self.store.list(&self.cfg.prefix, self.cfg.start_after.as_deref());
+        let mut listing = self.store.list(&self.cfg.prefix, self.cfg.start_after.clone());
         match listing.next().await {
             Some(Err(e)) => Err(format!("listing {}: {e}", self.store.display_url())),
             _ => Ok(()),
         }
     }
 
-    async fn run(&self, out: &Outputs, stop: &Stop) -> Result<(), String> {
-        let mut listing = self.store.list(&self.cfg.prefix, self.cfg.start_after.as_deref());
+    async fn run(&self, out: &Outputs, ctx: &SourceContext) -> Result<(), String> {
+        let done = self.done_markers().await?;
+        if self.resume.is_some() {
+            tracing::info!(markers = done.len(), reprocess = ctx.reprocess, "done markers read");
+        }
         let mut count = 0u64;
-        while let Some(entry) = listing.next().await {
-            if stop.is_stopped() {
+        let mut listing = self.walk(Some(out));
+        while let Some(o) = listing.next().await {
+            if ctx.stop.is_stopped() {
                 tracing::info!(store = %self.cfg.store, listed = count, "listing stopped");
                 break;
             }
-            let o = entry.map_err(|e| format!("listing {}: {e}", self.store.display_url()))?;
-            if self.cfg.suffix.as_deref().is_some_and(|s| !o.key.ends_with(s)) {
-                continue;
-            }
-            let name = name_of(&o.key);
-            if self.regex.as_ref().is_some_and(|r| !r.is_match(&name)) {
-                continue;
-            }
-            let item = out.new_item(&o.key, object_meta(&self.cfg.store, &o));
-            if out.emit("out", item).await.is_err() {
-                break;
-            }
-            count += 1;
-            if self.cfg.limit.is_some_and(|l| count >= l) {
-                break;
+            let o = o?;
+            match self.select(&o, ctx, &done) {
+                Selection::Ignored => {}
+                Selection::Done => out.skipped_done(),
+                Selection::Take => {
+                    let item = out.new_item(&o.key, object_meta(&self.cfg.store, &o));
+                    if out.emit("out", item).await.is_err() {
+                        break;
+                    }
+                    count += 1;
+                    if self.cfg.limit.is_some_and(|l| count >= l) {
+                        break;
+                    }
+                }
             }
         }
         if count == 0 {
-            tracing::warn!(store = %self.store.display_url(), prefix = %self.cfg.prefix, "listed zero objects");
+            tracing::warn!(store = %self.store.display_url(), prefix = %self.cfg.prefix, "listed zero objects to process");
         } else {
             tracing::info!(store = %self.store.display_url(), listed = count, "listing done");
         }
         Ok(())
+    }
+
+    /// Writes the object's done marker (when `resume` is set).
+    async fn ack(&self, listed: &Meta) -> Result<(), String> {
+        let Some(r) = &self.resume else { return Ok(()) };
+        let key = listed.get("key").and_then(|v| v.as_str()).unwrap_or_default();
+        let info = ObjectInfo {
+            key: key.to_string(),
+            size: listed.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
+            etag: listed.get("etag").and_then(|v| v.as_str()).map(String::from),
+            last_modified: None,
+        };
+        let marker = format!("{}/{}@{}", r.prefix, key, version_of(&info));
+        let body = serde_json::json!({
+            "pipeline": r.pipeline,
+            "source_store": self.cfg.store,
+            "key": key,
+            "etag": info.etag,
+            "size": info.size,
+            "finished_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        });
+        let body = Body::Memory(Bytes::from(body.to_string()));
+        let opts = PutOptions { content_type: Some("application/json".into()), metadata: Vec::new() };
+        self.cfg
+            .retry
+            .run(
+                || r.store.put(&marker, &body, &opts),
+                |e| e.kind == StoreErrorKind::Transient,
+                |e| e.to_string(),
+                || {},
+            )
+            .await
+            .map(|_| ())
     }
 }
 

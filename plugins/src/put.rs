@@ -117,9 +117,9 @@ impl Node for Put {
             meta.insert("source_key".into(), item.source_key().into());
             let json =
                 serde_json::to_vec_pretty(&meta).map_err(|e| ItemError::new(format!("encoding the reason: {e}")))?;
-            self.write(&format!("{key}.error.json"), &Body::Memory(Bytes::from(json)), &opts).await?;
+            self.write(&format!("{key}.error.json"), &Body::Memory(Bytes::from(json)), &opts, out).await?;
         }
-        self.write(&key, &body, &opts).await?;
+        self.write(&key, &body, &opts, out).await?;
         item.set("dest_key", key);
         item.set("dest_store", self.cfg.store.clone());
         out.emit("out", item).await.map_err(ItemError::from)
@@ -127,13 +127,14 @@ impl Node for Put {
 }
 
 impl Put {
-    async fn write(&self, key: &str, body: &Body, opts: &PutOptions) -> Result<(), ItemError> {
+    async fn write(&self, key: &str, body: &Body, opts: &PutOptions, out: &Outputs) -> Result<(), ItemError> {
         self.cfg
             .retry
             .run(
                 || self.store.put(key, body, opts),
                 |e| e.kind == StoreErrorKind::Transient,
                 |e| format!("writing {key:?} to {}: {e}", self.store.display_url()),
+                || out.retried(1),
             )
             .await
             .map(|_| ())

@@ -35,26 +35,40 @@ pub struct Retried<T> {
 }
 
 impl RetryPolicy {
+    /// The delays between attempts, for loops that retry by hand (a listing resumed after
+    /// its last key): exponential with jitter, `attempts - 1` of them.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+        use backon::BackoffBuilder;
+        self.backoff().build()
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.initial_delay_ms))
+            .with_max_delay(Duration::from_millis(self.max_delay_ms.max(self.initial_delay_ms)))
+            .with_max_times(self.attempts.saturating_sub(1))
+            .with_jitter()
+    }
+
     /// Runs `op` until it succeeds, fails with a non-transient error, runs out of attempts
-    /// or passes the deadline. `describe` turns the last error into the message returned.
+    /// or passes the deadline. `describe` turns the last error into the message returned;
+    /// `on_retry` is called before each retry (the report counts them).
     pub async fn run<T, E, F, Fut>(
         &self,
         mut op: F,
         transient: impl Fn(&E) -> bool,
         describe: impl Fn(&E) -> String,
+        on_retry: impl Fn(),
     ) -> Result<Retried<T>, String>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(self.initial_delay_ms))
-            .with_max_delay(Duration::from_millis(self.max_delay_ms.max(self.initial_delay_ms)))
-            .with_max_times(self.attempts.saturating_sub(1))
-            .with_jitter();
+        let backoff = self.backoff();
         let retries = std::sync::atomic::AtomicUsize::new(0);
         let attempt = (|| op()).retry(backoff).when(|e| transient(e)).notify(|_, _| {
             retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            on_retry();
         });
         match tokio::time::timeout(Duration::from_secs(self.deadline_secs.max(1)), attempt).await {
             Ok(Ok(value)) => Ok(Retried { value, retries: retries.into_inner() }),

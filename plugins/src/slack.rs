@@ -32,7 +32,8 @@ pub struct SlackConfig {
     /// At most this many per-item messages a run; the rest are summed up in one message.
     #[serde(default = "default_max")]
     pub max_messages: u64,
-    /// Also alert when the run's sources found no object at all.
+    /// Also alert when the run's sources found no object at all (objects skipped as
+    /// already done by an earlier run count as found).
     #[serde(default = "yes")]
     pub alert_on_zero_items: bool,
     /// Time allowed for one webhook call.
@@ -138,7 +139,7 @@ impl Slack {
                 })
             }
         };
-        if let Err(e) = self.cfg.retry.run(attempt, |e| e.transient, |e| e.message.clone()).await {
+        if let Err(e) = self.cfg.retry.run(attempt, |e| e.transient, |e| e.message.clone(), || {}).await {
             tracing::warn!(error = %e, "Slack alert not delivered (the run goes on)");
         }
     }
@@ -200,7 +201,7 @@ impl Node for Slack {
             );
             self.post(&message(&format!("{}: {more} more problem files", facts.pipeline), &text)).await;
         }
-        if self.cfg.alert_on_zero_items && facts.source_items == 0 {
+        if self.cfg.alert_on_zero_items && facts.source_items == 0 && facts.skipped_done == 0 {
             let text = format!("Pipeline {} listed no files to process.", facts.pipeline);
             self.post(&message("Pulling zero files!", &text)).await;
         }

@@ -180,8 +180,22 @@ impl Listener {
     }
 }
 
-/// Every file under `dir`, as paths relative to it.
+/// Every data file under `dir`, as paths relative to it; done markers (`_dqpipe/`) are
+/// left out (see `markers_under`).
 pub fn files_under(dir: &Path) -> Vec<String> {
+    all_files_under(dir).into_iter().filter(|f| !is_marker(f)).collect()
+}
+
+/// The done markers a resumable run left under `dir`.
+pub fn markers_under(dir: &Path) -> Vec<String> {
+    all_files_under(dir).into_iter().filter(|f| is_marker(f)).collect()
+}
+
+fn is_marker(path: &str) -> bool {
+    path.split('/').any(|seg| seg == "_dqpipe")
+}
+
+pub fn all_files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
         let Ok(rd) = std::fs::read_dir(d) else { return };

@@ -115,7 +115,7 @@ impl Store for LocalStore {
     fn list<'a>(
         &'a self,
         prefix: &'a str,
-        start_after: Option<&'a str>,
+        start_after: Option<String>,
     ) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
         // Walk only the folder the prefix names; filter the rest by the prefix itself.
         let dir = match prefix.rfind('/') {
@@ -129,7 +129,7 @@ impl Store for LocalStore {
         }
         let root = self.root.clone();
         let prefix = prefix.to_string();
-        let start_after = start_after.map(String::from);
+
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<(String, std::fs::Metadata), StoreError>>(256);
         tokio::task::spawn_blocking(move || {
             let walker = walkdir::WalkDir::new(&dir).sort_by_file_name().into_iter();

@@ -345,7 +345,7 @@ impl Store for S3Store {
     fn list<'a>(
         &'a self,
         prefix: &'a str,
-        start_after: Option<&'a str>,
+        start_after: Option<String>,
     ) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
         // S3 lists by string prefix; object_store by folder. List the folder the prefix
         // names and keep the keys that start with the prefix itself.
