@@ -249,7 +249,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
                             };
                             if let Some(reason) = reason {
                                 stats.errors.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(node = %name, key = %guard.source_key(), %reason, "item not processed");
+                                tracing::warn!(node = %name, key = ?guard.source_key(), reason = ?reason, "item not processed");
                                 mark_failed(&guard, &name, &reason);
                             }
                             drop(guard);
@@ -404,7 +404,7 @@ async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceive
             match AssertUnwindSafe(source.ack(&f.listed)).catch_unwind().await {
                 Ok(Ok(())) => tracker.record_complete(),
                 Ok(Err(e)) => {
-                    tracing::warn!(node = %name, key = %f.key, error = %e, "outputs written but not acknowledged");
+                    tracing::warn!(node = %name, key = ?f.key, error = ?e, "outputs written but not acknowledged");
                     tracker.record_failure(ItemFailure {
                         key: f.key,
                         node: name,

@@ -145,7 +145,7 @@ impl RunReport {
         }
         const SHOWN: usize = 20;
         for f in self.failures.iter().take(SHOWN) {
-            let _ = writeln!(s, "  unprocessed: {} at `{}`: {}", f.key, f.node, f.reason);
+            let _ = writeln!(s, "  unprocessed: {} at `{}`: {}", f.key.escape_debug(), f.node, f.reason.escape_debug());
         }
         if self.failures.len() > SHOWN {
             let _ = writeln!(s, "  ... and {} more (see --report)", self.failures.len() - SHOWN);

@@ -70,9 +70,57 @@ pub struct S3Store {
     /// Key prefix of the store's root, `""` or ending in `/`.
     root: String,
     endpoint: String,
+    /// `endpoint/bucket` (path style) or `bucket.host` (virtual-hosted style).
+    bucket_url: String,
+    region: String,
     client: AmazonS3,
+    /// For listings (see `list_page`).
+    http: reqwest::Client,
     multipart_threshold: u64,
     part_size: usize,
+}
+
+/// What went wrong with a request, before it becomes a message.
+struct Fault {
+    status: Option<u16>,
+    code: Option<String>,
+    unreachable: Option<String>,
+    text: String,
+}
+
+struct ListPage {
+    objects: Vec<ObjectInfo>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListBucketResult {
+    #[serde(default)]
+    contents: Vec<ListContents>,
+    #[serde(default)]
+    is_truncated: bool,
+    next_continuation_token: Option<String>,
+    encoding_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListContents {
+    key: String,
+    size: u64,
+    e_tag: Option<String>,
+    last_modified: Option<String>,
+}
+
+/// Query values: everything but unreserved characters is percent-encoded (SigV4's rule).
+const QUERY: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+fn xml_tag(body: &str, tag: &str) -> Option<String> {
+    let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(body[start..end].to_string())
 }
 
 fn set(v: &Option<String>) -> Option<&str> {
@@ -122,6 +170,7 @@ impl S3Store {
             .or_else(|| env_set("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".to_string());
         builder = builder.with_bucket_name(bucket).with_region(&region);
+        let path_style = opts.path_style.unwrap_or(set(&opts.endpoint).is_some());
         let endpoint = match set(&opts.endpoint) {
             Some(e) => {
                 if !(e.starts_with("http://") || e.starts_with("https://")) {
@@ -130,17 +179,17 @@ impl S3Store {
                         format!("`{e}` is not an http(s):// URL; write for example `http://127.0.0.1:9000`"),
                     ));
                 }
-                builder = builder
-                    .with_endpoint(e.trim_end_matches('/'))
-                    .with_virtual_hosted_style_request(!opts.path_style.unwrap_or(true));
+                builder = builder.with_endpoint(e.trim_end_matches('/'));
                 e.trim_end_matches('/').to_string()
             }
-            None => {
-                if let Some(p) = opts.path_style {
-                    builder = builder.with_virtual_hosted_style_request(!p);
-                }
-                format!("https://s3.{region}.amazonaws.com")
-            }
+            None => format!("https://s3.{region}.amazonaws.com"),
+        };
+        builder = builder.with_virtual_hosted_style_request(!path_style);
+        let bucket_url = if path_style {
+            format!("{endpoint}/{bucket}")
+        } else {
+            let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", &endpoint));
+            format!("{scheme}://{bucket}.{host}")
         };
         // The encryption key type is not exported by object_store; its documented name is.
         let sse_key = "aws_server_side_encryption"
@@ -167,11 +216,13 @@ impl S3Store {
         }
 
         // Client options replace the builder's whole set: allow_http goes here, not there.
+        let timeout = Duration::from_secs(opts.request_timeout_secs.unwrap_or(60).max(1));
         let mut client = ClientOptions::new()
             .with_allow_http(endpoint.starts_with("http://"))
-            .with_timeout(Duration::from_secs(opts.request_timeout_secs.unwrap_or(60).max(1)))
+            .with_timeout(timeout)
             .with_connect_timeout(Duration::from_secs(10))
             .with_pool_max_idle_per_host(256);
+        let mut http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(10));
         let (ca_path, ca_field) = match set(&opts.ca_bundle) {
             Some(p) => (Some(p.to_string()), "s3.ca_bundle"),
             None => (env_set("AWS_CA_BUNDLE"), "s3.ca_bundle (from AWS_CA_BUNDLE)"),
@@ -179,12 +230,17 @@ impl S3Store {
         if let Some(path) = ca_path {
             let pem = std::fs::read(&path)
                 .map_err(|e| ConfigError::at(ca_field, format!("cannot read CA bundle `{path}`: {e}")))?;
-            let certs = object_store::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ConfigError::at(ca_field, format!("CA bundle `{path}` is not PEM certificates: {e}")))?;
-            for c in certs {
+            let bad = |e: String| ConfigError::at(ca_field, format!("CA bundle `{path}` is not PEM certificates: {e}"));
+            for c in object_store::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))? {
                 client = client.with_root_certificate(c);
             }
+            for c in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))? {
+                http = http.add_root_certificate(c);
+            }
         }
+        let http = http
+            .build()
+            .map_err(|e| ConfigError::at("url", format!("cannot set up the HTTP client for `{url}`: {e}")))?;
         let retry = RetryConfig { max_retries: 0, ..RetryConfig::default() };
         let client = builder
             .with_client_options(client)
@@ -201,7 +257,10 @@ impl S3Store {
             bucket: bucket.to_string(),
             root,
             endpoint,
+            bucket_url,
+            region,
             client,
+            http,
             multipart_threshold: opts.multipart_threshold_bytes.unwrap_or(16 * MIB),
             part_size: part as usize,
         })
@@ -233,10 +292,24 @@ impl S3Store {
     /// A store error with the kind the nodes need and a message an operator can act on.
     fn error(&self, what: &str, e: object_store::Error) -> StoreError {
         let (status, code, connect) = inspect(&e);
+        let fault = Fault {
+            status: status.or(match e {
+                object_store::Error::NotFound { .. } => Some(404),
+                object_store::Error::PermissionDenied { .. } => Some(403),
+                object_store::Error::Unauthenticated { .. } => Some(401),
+                _ => None,
+            }),
+            code,
+            unreachable: connect.then(|| root_cause(&e)),
+            text: e.to_string(),
+        };
+        self.describe(what, fault)
+    }
+
+    fn describe(&self, what: &str, f: Fault) -> StoreError {
         let place = format!("s3://{}/{}", self.bucket, self.root);
-        let denied = status.is_some_and(|s| s == 401 || s == 403)
-            || matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. });
         let lead = if what.is_empty() { String::new() } else { format!("{what}: ") };
+        let code = f.code.clone();
         let (kind, message) = match code.as_deref() {
             Some("NoSuchBucket") => (
                 StoreErrorKind::NotFound,
@@ -250,19 +323,104 @@ impl S3Store {
                 StoreErrorKind::AccessDenied,
                 format!("{lead}the secret access key does not match the access key id (SignatureDoesNotMatch); check the credentials of {place}"),
             ),
-            _ if matches!(e, object_store::Error::NotFound { .. }) => (StoreErrorKind::NotFound, format!("{lead}not found")),
-            _ if denied => (
+            _ if f.status == Some(404) => (StoreErrorKind::NotFound, format!("{lead}not found")),
+            _ if matches!(f.status, Some(401 | 403)) => (
                 StoreErrorKind::AccessDenied,
-                format!("{lead}access denied ({}); check the credentials and policy of {place}", code.unwrap_or_else(|| format!("HTTP {}", status.unwrap_or(403)))),
+                format!(
+                    "{lead}access denied ({}); check the credentials and policy of {place}",
+                    code.unwrap_or_else(|| format!("HTTP {}", f.status.unwrap_or(403)))
+                ),
             ),
-            _ if connect => (StoreErrorKind::Transient, format!("{lead}cannot reach {}: {}", self.endpoint, root_cause(&e))),
-            _ if status.is_some_and(|s| s >= 500 || s == 429) => (
+            _ if f.unreachable.is_some() => (
                 StoreErrorKind::Transient,
-                format!("{lead}server error {}{}", status.unwrap_or(0), code.map(|c| format!(" ({c})")).unwrap_or_default()),
+                format!("{lead}cannot reach {}: {}", self.endpoint, f.unreachable.unwrap_or_default()),
             ),
-            _ => (StoreErrorKind::Other, format!("{lead}{e}")),
+            _ if f.status.is_some_and(|s| s >= 500 || s == 429) => (
+                StoreErrorKind::Transient,
+                format!("{lead}server error {}{}", f.status.unwrap_or(0), code.map(|c| format!(" ({c})")).unwrap_or_default()),
+            ),
+            _ => (StoreErrorKind::Other, format!("{lead}{}", f.text)),
         };
         StoreError::new(kind, message)
+    }
+
+    /// One ListObjectsV2 page, signed with object_store's credentials and signer.
+    ///
+    /// Listing is done here rather than by object_store's `list`, which turns every key into
+    /// its `Path` and fails the whole listing on a key it cannot represent (a control
+    /// character, an empty or `..` segment). Here keys come back exactly as stored, and a
+    /// hostile key fails only its own item, where a store refuses it.
+    ///
+    /// Keys are asked for unencoded, as object_store does: s3s-fs answers
+    /// `encoding-type=url` without encoding, which would corrupt keys holding `%`. A key
+    /// that XML 1.0 cannot carry (control characters below 0x20 other than tab and newline)
+    /// makes its page unreadable; the error says so.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<ListPage, StoreError> {
+        let what = "listing";
+        let credential = self.client.credentials().get_credential().await.map_err(|e| self.error(what, e))?;
+        let enc = |v: &str| percent_encoding::utf8_percent_encode(v, QUERY).to_string();
+        let mut url = format!("{}?list-type=2&prefix={}", self.bucket_url, enc(&format!("{}{prefix}", self.root)));
+        if let Some(t) = token {
+            url.push_str(&format!("&continuation-token={}", enc(t)));
+        } else if let Some(a) = start_after {
+            url.push_str(&format!("&start-after={}", enc(&format!("{}{a}", self.root))));
+        }
+        let mut req: object_store::client::HttpRequest = http::Request::builder()
+            .method("GET")
+            .uri(&url)
+            .body(object_store::client::HttpRequestBody::empty())
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("{what}: {e}")))?;
+        object_store::aws::AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut req, None);
+        let (parts, _) = req.into_parts();
+        let req = http::Request::from_parts(parts, reqwest::Body::from(Vec::<u8>::new()));
+        let req = reqwest::Request::try_from(req)
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("{what}: {e}")))?;
+        let unreachable = |e: reqwest::Error| {
+            self.describe(
+                what,
+                Fault { status: None, code: None, unreachable: Some(root_cause(&e)), text: e.to_string() },
+            )
+        };
+        let resp = self.http.execute(req).await.map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(unreachable)?;
+        if status >= 300 {
+            let code = xml_tag(&body, "Code");
+            return Err(self.describe(
+                what,
+                Fault { status: Some(status), code, unreachable: None, text: format!("HTTP {status}") },
+            ));
+        }
+        let page: ListBucketResult = quick_xml::de::from_str(&body).map_err(|e| {
+            StoreError::new(StoreErrorKind::Transient, format!("{what}: the server's answer is not a listing: {e}"))
+        })?;
+        let url_encoded = page.encoding_type.as_deref() == Some("url");
+        let decode = |k: String| -> String {
+            if url_encoded {
+                percent_encoding::percent_decode_str(&k).decode_utf8_lossy().into_owned()
+            } else {
+                k
+            }
+        };
+        let objects = page
+            .contents
+            .into_iter()
+            .map(|c| {
+                let full = decode(c.key);
+                ObjectInfo {
+                    key: full.strip_prefix(&self.root).unwrap_or(&full).to_string(),
+                    size: c.size,
+                    etag: c.e_tag,
+                    last_modified: c.last_modified,
+                }
+            })
+            .collect();
+        Ok(ListPage { objects, next: if page.is_truncated { page.next_continuation_token } else { None } })
     }
 
     async fn put_multipart(&self, path: &Path, body: &Body, attributes: Attributes) -> object_store::Result<()> {
@@ -347,34 +505,24 @@ impl Store for S3Store {
         prefix: &'a str,
         start_after: Option<String>,
     ) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
-        // S3 lists by string prefix; object_store by folder. List the folder the prefix
-        // names and keep the keys that start with the prefix itself.
-        let dir = match prefix.rfind('/') {
-            Some(i) => format!("{}{}", self.root, &prefix[..i]),
-            None => self.root.trim_end_matches('/').to_string(),
-        };
-        let dir = match Path::parse(&dir) {
-            Ok(d) => d,
-            Err(e) => {
-                let err = StoreError::new(StoreErrorKind::InvalidKey, format!("listing prefix {prefix:?}: {e}"));
-                return futures::stream::once(async move { Err(err) }).boxed();
+        // Page by page: the next page is asked for when this one is used up.
+        struct State {
+            token: Option<String>,
+            first: bool,
+            start_after: Option<String>,
+        }
+        let state = State { token: None, first: true, start_after };
+        futures::stream::try_unfold(state, move |mut st| async move {
+            if !st.first && st.token.is_none() {
+                return Ok(None);
             }
-        };
-        let dir = (!dir.as_ref().is_empty()).then_some(dir);
-        let listing = match start_after.map(|s| Path::parse(format!("{}{s}", self.root))) {
-            Some(Ok(offset)) => self.client.list_with_offset(dir.as_ref(), &offset),
-            Some(Err(e)) => {
-                let err = StoreError::new(StoreErrorKind::InvalidKey, format!("start_after: {e}"));
-                return futures::stream::once(async move { Err(err) }).boxed();
-            }
-            None => self.client.list(dir.as_ref()),
-        };
-        let full_prefix = format!("{}{prefix}", self.root);
-        listing
-            .map_err(move |e| self.error("", e))
-            .try_filter(move |m| futures::future::ready(m.location.as_ref().starts_with(&full_prefix)))
-            .map_ok(move |m| self.info(m))
-            .boxed()
+            let page = self.list_page(prefix, st.start_after.as_deref(), st.token.as_deref()).await?;
+            st.first = false;
+            st.token = page.next;
+            Ok(Some((futures::stream::iter(page.objects.into_iter().map(Ok)), st)))
+        })
+        .try_flatten()
+        .boxed()
     }
 
     async fn get(&self, key: &str, spool: &Spool) -> Result<Body, StoreError> {
