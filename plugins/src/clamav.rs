@@ -169,10 +169,10 @@ impl Scanner {
             let mut c = self.connect().await.map_err(|e| e.0)?;
             c.write_all(b"zPING\0").await.map_err(|e| format!("{}: {e}", self.describe()))?;
             let reply = read_reply(&mut c).await.map_err(|e| format!("{}: {e}", self.describe()))?;
-            if reply == "PONG" {
-                Ok(())
-            } else {
-                Err(format!("{} answered PING with {reply:?}, not PONG", self.describe()))
+            match reply.as_deref() {
+                Some("PONG") => Ok(()),
+                Some(other) => Err(format!("{} answered PING with {other:?}, not PONG", self.describe())),
+                None => Err(format!("{} closed the connection before answering PING", self.describe())),
             }
         };
         tokio::time::timeout(timeout, talk)
@@ -215,18 +215,21 @@ impl Scanner {
         .await;
         let reply = read_reply(&mut conn).await;
         match (reply, sent) {
-            (Ok(r), _) if !r.is_empty() => Ok(parse_reply(&r)),
+            (Ok(Some(r)), _) => Ok(parse_reply(&r)),
             (_, Err(e)) => {
                 Err(Unreachable(format!("{} closed the connection while the item was sent: {e}", self.describe())))
             }
-            (Ok(_), Ok(())) => Err(Unreachable(format!("{} closed the connection without a reply", self.describe()))),
+            (Ok(None), Ok(())) => {
+                Err(Unreachable(format!("{} closed the connection before a complete reply", self.describe())))
+            }
             (Err(e), Ok(())) => Err(Unreachable(format!("reading {}'s reply: {e}", self.describe()))),
         }
     }
 }
 
-/// Reads one NUL-terminated reply (or up to the end of the stream).
-async fn read_reply(conn: &mut (impl AsyncRead + Unpin + ?Sized)) -> std::io::Result<String> {
+/// Reads one NUL-terminated reply. `None` when the connection ended before the NUL: a
+/// cut reply is a connection failure (retried), never a verdict.
+async fn read_reply(conn: &mut (impl AsyncRead + Unpin + ?Sized)) -> std::io::Result<Option<String>> {
     let mut reply = Vec::new();
     let mut byte = [0u8; 256];
     loop {
@@ -239,8 +242,8 @@ async fn read_reply(conn: &mut (impl AsyncRead + Unpin + ?Sized)) -> std::io::Re
             break;
         }
     }
-    let end = reply.iter().position(|&b| b == 0).unwrap_or(reply.len());
-    Ok(String::from_utf8_lossy(&reply[..end]).trim_end_matches('\n').to_string())
+    let Some(end) = reply.iter().position(|&b| b == 0) else { return Ok(None) };
+    Ok(Some(String::from_utf8_lossy(&reply[..end]).trim_end_matches('\n').to_string()))
 }
 
 /// Strict reading of clamd's answer: only the exact `stream: OK` is clean.

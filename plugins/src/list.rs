@@ -280,9 +280,8 @@ impl Source for List {
     /// Reads the first entry of the listing, so that wrong credentials, a missing bucket or
     /// an unreachable endpoint stop the run before anything moves.
     async fn preflight(&self) -> Result<(), String> {
-        let mut listing = self.store.list(&self.cfg.prefix, self.cfg.start_after.clone());
-        match listing.next().await {
-            Some(Err(e)) => Err(format!("listing {}: {e}", self.store.display_url())),
+        match self.walk(None).next().await {
+            Some(Err(e)) => Err(e),
             _ => Ok(()),
         }
     }

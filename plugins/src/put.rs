@@ -95,11 +95,16 @@ impl Node for Put {
     /// endpoint stop the run before anything moves. (A HEAD, not a listing: write-only
     /// credentials are common for destinations.)
     async fn preflight(&self) -> Result<(), String> {
-        match self.store.head(".dqpipe-preflight-check").await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind == StoreErrorKind::InvalidKey => Ok(()),
-            Err(e) => Err(format!("store `{}` ({}): {e}", self.cfg.store, self.store.display_url())),
-        }
+        self.cfg
+            .retry
+            .run(
+                || self.store.head(".dqpipe-preflight-check"),
+                |e| e.kind == StoreErrorKind::Transient,
+                |e| format!("store `{}` ({}): {e}", self.cfg.store, self.store.display_url()),
+                || {},
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {

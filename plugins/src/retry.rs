@@ -1,7 +1,15 @@
 //! Retries with exponential backoff and jitter (backon), bounded in attempts and in total
 //! time. Callers say what is transient; nothing else is retried.
+//!
+//! Each node's policy also has a breaker: once `BREAKER_AFTER` operations in a row have
+//! used up their retries on transient failures (clamd or a bucket down for good), later
+//! ones are tried once, without retries, until one succeeds. A dead dependency then fails
+//! the remaining items in moments rather than spending the whole retry budget on each; they
+//! are reported unprocessed either way.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -20,11 +28,24 @@ pub struct RetryPolicy {
     pub max_delay_ms: u64,
     /// Give up after this long in all, whatever the attempts left.
     pub deadline_secs: u64,
+    /// Operations in a row that used up their retries (shared by the node's tasks).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) exhausted_in_a_row: Arc<AtomicU32>,
 }
+
+/// After this many operations in a row failed for good, the breaker opens.
+pub const BREAKER_AFTER: u32 = 8;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { attempts: 4, initial_delay_ms: 200, max_delay_ms: 5_000, deadline_secs: 120 }
+        Self {
+            attempts: 6,
+            initial_delay_ms: 200,
+            max_delay_ms: 5_000,
+            deadline_secs: 120,
+            exhausted_in_a_row: Arc::default(),
+        }
     }
 }
 
@@ -43,10 +64,14 @@ impl RetryPolicy {
     }
 
     fn backoff(&self) -> ExponentialBuilder {
+        self.backoff_with(self.attempts)
+    }
+
+    fn backoff_with(&self, attempts: usize) -> ExponentialBuilder {
         ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(self.initial_delay_ms))
             .with_max_delay(Duration::from_millis(self.max_delay_ms.max(self.initial_delay_ms)))
-            .with_max_times(self.attempts.saturating_sub(1))
+            .with_max_times(attempts.saturating_sub(1))
             .with_jitter()
     }
 
@@ -64,23 +89,39 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let backoff = self.backoff();
+        let open = self.exhausted_in_a_row.load(Ordering::Relaxed) >= BREAKER_AFTER;
+        let backoff = self.backoff_with(if open { 1 } else { self.attempts });
         let retries = std::sync::atomic::AtomicUsize::new(0);
         let attempt = (|| op()).retry(backoff).when(|e| transient(e)).notify(|_, _| {
-            retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            retries.fetch_add(1, Ordering::Relaxed);
             on_retry();
         });
-        match tokio::time::timeout(Duration::from_secs(self.deadline_secs.max(1)), attempt).await {
-            Ok(Ok(value)) => Ok(Retried { value, retries: retries.into_inner() }),
+        let result = tokio::time::timeout(Duration::from_secs(self.deadline_secs.max(1)), attempt).await;
+        match result {
+            Ok(Ok(value)) => {
+                self.exhausted_in_a_row.store(0, Ordering::Relaxed);
+                Ok(Retried { value, retries: retries.into_inner() })
+            }
             Ok(Err(e)) => {
-                let n = retries.load(std::sync::atomic::Ordering::Relaxed);
-                if n > 0 {
+                if transient(&e) {
+                    self.exhausted_in_a_row.fetch_add(1, Ordering::Relaxed);
+                }
+                let n = retries.load(Ordering::Relaxed);
+                if open && transient(&e) {
+                    Err(format!(
+                        "{} (not retried: the last {BREAKER_AFTER} operations failed the same way)",
+                        describe(&e)
+                    ))
+                } else if n > 0 {
                     Err(format!("{} (after {} retries)", describe(&e), n))
                 } else {
                     Err(describe(&e))
                 }
             }
-            Err(_) => Err(format!("gave up after {} s of retries", self.deadline_secs)),
+            Err(_) => {
+                self.exhausted_in_a_row.fetch_add(1, Ordering::Relaxed);
+                Err(format!("gave up after {} s of retries", self.deadline_secs))
+            }
         }
     }
 }

@@ -54,7 +54,7 @@ fn default_timeout() -> u64 {
     10
 }
 fn alert_retry() -> RetryPolicy {
-    RetryPolicy { attempts: 3, initial_delay_ms: 500, max_delay_ms: 4_000, deadline_secs: 30 }
+    RetryPolicy { attempts: 3, initial_delay_ms: 500, max_delay_ms: 4_000, deadline_secs: 30, ..RetryPolicy::default() }
 }
 
 pub struct SlackKind;

@@ -78,6 +78,17 @@ impl Clamd {
         assert!(out.status.success(), "clamd did not start: {}{}", stdout(&out), stderr(&out));
         Clamd { dir, port }
     }
+    /// Starts clamd again, on the same port, after `stop`.
+    pub fn start_again(&self, stream_max: &str) {
+        let out = Command::new(repo().join("scripts/clamd-local"))
+            .arg("start")
+            .env("CLAMD_DIR", self.dir.path())
+            .env("CLAMD_PORT", self.port.to_string())
+            .env("CLAMD_STREAM_MAX", stream_max)
+            .output()
+            .expect("scripts/clamd-local runs");
+        assert!(out.status.success(), "clamd did not start again: {}{}", stdout(&out), stderr(&out));
+    }
     pub fn tcp(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
     }
@@ -276,4 +287,196 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// What the fault proxy does to one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards both ways (and closes the connection after a second, so that clients
+    /// keep opening new ones and meet the faults).
+    Pass,
+    /// Closes the connection as soon as the client has sent something.
+    Reset,
+    /// Waits this many milliseconds, then forwards.
+    Delay(u64),
+    /// Answers `HTTP/1.1 500` without forwarding (for HTTP upstreams).
+    Http500,
+    /// Forwards the request, then cuts the answer after a few bytes.
+    Cut,
+}
+
+/// A fault-injecting TCP proxy on 127.0.0.1: connection `n` gets `pattern[n % len]`.
+/// The pattern can be changed while it runs.
+pub struct FaultProxy {
+    pub port: u16,
+    pub pattern: Arc<Mutex<Vec<Fault>>>,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: u16, pattern: Vec<Fault>) -> FaultProxy {
+        use std::io::{Read, Write};
+        use std::net::TcpStream;
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
+        let port = listener.local_addr().expect("proxy address").port();
+        let pattern = Arc::new(Mutex::new(pattern));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (pat, conns) = (pattern.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let n = conns.fetch_add(1, Ordering::SeqCst);
+                let fault = {
+                    let p = pat.lock().unwrap();
+                    if p.is_empty() {
+                        Fault::Pass
+                    } else {
+                        p[n % p.len()]
+                    }
+                };
+                std::thread::spawn(move || {
+                    let mut first = [0u8; 1];
+                    match fault {
+                        Fault::Reset => {
+                            let _ = client.read(&mut first);
+                            return;
+                        }
+                        Fault::Http500 => {
+                            let mut head = Vec::new();
+                            let mut buf = [0u8; 4096];
+                            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                                match client.read(&mut buf) {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(k) => head.extend_from_slice(&buf[..k]),
+                                }
+                            }
+                            let body = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
+                            let _ = write!(
+                                client,
+                                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            return;
+                        }
+                        Fault::Delay(ms) => std::thread::sleep(Duration::from_millis(ms)),
+                        Fault::Pass | Fault::Cut => {}
+                    }
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else { return };
+                    let up = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c2, &mut s2);
+                        let _ = s2.shutdown(std::net::Shutdown::Write);
+                    });
+                    if fault == Fault::Cut {
+                        let mut buf = [0u8; 7];
+                        if let Ok(k) = server.read(&mut buf) {
+                            let _ = client.write_all(&buf[..k]);
+                        }
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        let _ = server.shutdown(std::net::Shutdown::Both);
+                        let _ = up.join();
+                        return;
+                    }
+                    if fault == Fault::Pass {
+                        let (c3, s3) = (client.try_clone(), server.try_clone());
+                        std::thread::spawn(move || {
+                            std::thread::sleep(Duration::from_secs(1));
+                            if let (Ok(c), Ok(s)) = (c3, s3) {
+                                let _ = c.shutdown(std::net::Shutdown::Both);
+                                let _ = s.shutdown(std::net::Shutdown::Both);
+                            }
+                        });
+                    }
+                    let _ = std::io::copy(&mut server, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                    let _ = up.join();
+                });
+            }
+        });
+        FaultProxy { port, pattern, connections }
+    }
+
+    pub fn set(&self, pattern: Vec<Fault>) {
+        *self.pattern.lock().unwrap() = pattern;
+    }
+}
+
+/// The original job's Secret for nats-historical.yaml against the test S3 server (or a
+/// proxy in front of it at `endpoint`): archive `archive/nats/`, output `internal`,
+/// quarantine and dead letter in `ops`.
+pub fn nats_s3_env(c: &mut Command, endpoint: &str, clamd: &str) {
+    c.env("S3_ENDPOINT", endpoint)
+        .env("S3_REGION_NAME", "eu-west-2")
+        .env("S3_SRC_BUCKET_NAME", "archive")
+        .env("S3_SRC_KEY_PREFIX", "nats/")
+        .env("S3_SRC_ACCESS_KEY_ID", S3_KEY_ID)
+        .env("S3_SRC_SECRET_ACCESS_KEY", S3_SECRET)
+        .env("S3_DST_BUCKET_LOCATION", "internal")
+        .env("S3_DST_ACCESS_KEY_ID", S3_KEY_ID)
+        .env("S3_DST_SECRET_ACCESS_KEY", S3_SECRET)
+        .env("QUARANTINE_URL", "s3://ops/quarantine")
+        .env("DEADLETTER_URL", "s3://ops/dead-letter")
+        .env("CLAMD_ADDRESS", clamd);
+}
+
+pub fn nats_pipeline() -> String {
+    repo().join("pipelines/nats-historical.yaml").to_string_lossy().into_owned()
+}
+
+/// Generated archive files in `dir/samples`, and the stores a local run of the NATS
+/// pipeline makes of them (`dir/var/...`): the reference other runs are compared with.
+pub fn samples_and_reference(dir: &Path, count: usize, infected: usize, malformed: usize, clamd: &str) -> PathBuf {
+    let samples = dir.join("samples");
+    let gen = dqpipe(dir)
+        .args(["samples", "--out", &samples.to_string_lossy(), "--count", &count.to_string()])
+        .args(["--infected", &infected.to_string(), "--malformed", &malformed.to_string()])
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    let local = dqpipe(dir)
+        .args(["run", &nats_pipeline(), "--progress", "off"])
+        .env("ARCHIVE_URL", format!("file://{}", samples.display()))
+        .env("CLAMD_ADDRESS", clamd)
+        .output()
+        .unwrap();
+    assert_eq!(local.status.code(), Some(if infected + malformed > 0 { 3 } else { 0 }), "{}", stderr(&local));
+    samples
+}
+
+/// Copies the samples into the S3 server's archive bucket under `nats/`.
+pub fn upload_samples(s3: &S3Server, samples: &Path) {
+    let archive = s3.bucket_dir("archive").join("nats");
+    std::fs::create_dir_all(&archive).unwrap();
+    for f in files_under(samples) {
+        std::fs::copy(samples.join(&f), archive.join(&f)).unwrap();
+    }
+}
+
+/// Asserts two folders hold the same data files with the same bytes.
+pub fn assert_same_files(expected: &Path, got: &Path) {
+    assert_same_files_but(expected, got, |_| false);
+}
+
+/// Asserts two folders hold the same files, with the same bytes except for the files
+/// `names_only` picks, whose names only are compared (reasons hold run-specific metadata).
+pub fn assert_same_files_but(expected: &Path, got: &Path, names_only: impl Fn(&str) -> bool) {
+    let fe = files_under(expected);
+    let fg = files_under(got);
+    let missing: Vec<_> = fe.iter().filter(|f| !fg.contains(f)).take(5).collect();
+    let extra: Vec<_> = fg.iter().filter(|f| !fe.contains(f)).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} vs {}: missing {missing:?}, extra {extra:?}",
+        expected.display(),
+        got.display()
+    );
+    for f in fe.iter().filter(|f| !names_only(f)) {
+        assert!(std::fs::read(expected.join(f)).unwrap() == std::fs::read(got.join(f)).unwrap(), "{f} differs");
+    }
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
