@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dqpipe_engine::executor::{self, Progress, RunOptions};
-use dqpipe_engine::plan::StaticPlan;
+use dqpipe_engine::plan::{PlanHeader, PlanTotals, StaticPlan, PLAN_FORMAT};
 use dqpipe_engine::{load_pipeline, Pipeline, SpecErrors};
 
 /// Exit codes (README, "Exit codes").
@@ -45,14 +45,31 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
-    /// Print what a run would do: nodes in order, resolved settings (secrets redacted),
-    /// concurrency, stores. Reads nothing, writes nothing.
+    /// Print what a run would do: nodes in order with their resolved settings (secrets
+    /// redacted) and concurrency, then every listed object with where it would be written,
+    /// and the totals. Lists for real; never scans, writes, deletes or alerts.
     Plan {
         spec: PathBuf,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
         #[command(flatten)]
         tuning: Tuning,
+        /// Also read each object and transform it in memory, to resolve destination keys
+        /// that depend on content (`msg_date`). Still never scans, writes or deletes.
+        #[arg(long)]
+        deep: bool,
+        /// Show at most this many objects (the totals count all of them).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Show every object.
+        #[arg(long)]
+        all: bool,
+        /// Also write the whole plan (every object) to this file, for `run --plan`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Exit 0 when there is nothing to do, 2 when there is work to do, 1 on any error.
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
     /// Run the pipeline to the end and print a summary.
     Run {
@@ -69,6 +86,10 @@ enum Command {
         /// abandoned (unprocessed, nothing partial written; a rerun does them).
         #[arg(long, value_name = "SECONDS", env = "DQPIPE_GRACE_SECS", default_value_t = 20)]
         grace_secs: u64,
+        /// Process exactly the objects of this saved plan (`plan --out`). Refused if the spec
+        /// or its variables changed; objects changed since planning are reported, not processed.
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
     },
     /// Print the JSON Schema of pipeline specs (for editors' YAML language servers).
     Schema,
@@ -223,29 +244,38 @@ async fn dispatch(command: Command) -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Plan { spec, format, tuning } => {
+        Command::Plan { spec, format, tuning, deep, limit, all, out, detailed_exitcode } => {
+            let fail = if detailed_exitcode { ExitCode::from(exit::ERROR) } else { ExitCode::from(exit::INVALID) };
             let (p, opts) = match load(&spec).and_then(|p| run_options(&tuning).map(|o| (p, o))) {
                 Ok(x) => x,
-                Err(code) => return code,
+                Err(_) => return fail,
             };
-            let plan = StaticPlan::new(&p, &opts, &p.env_vars);
-            match format {
-                PlanFormat::Text => print!("{}", plan.render_text()),
-                PlanFormat::Json => match serde_json::to_string_pretty(&plan) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(exit::ERROR);
-                    }
-                },
+            let shown = if all { usize::MAX } else { limit };
+            match plan(&p, opts, &spec, format, deep, shown, out.as_deref()).await {
+                Ok(totals) if detailed_exitcode => {
+                    ExitCode::from(if totals.to_process + totals.to_delete > 0 { 2 } else { 0 })
+                }
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(exit::ERROR)
+                }
             }
-            ExitCode::SUCCESS
         }
-        Command::Run { spec, tuning, report, progress, grace_secs } => {
+        Command::Run { spec, tuning, report, progress, grace_secs, plan } => {
             let (p, mut opts) = match load(&spec).and_then(|p| run_options(&tuning).map(|o| (p, o))) {
                 Ok(x) => x,
                 Err(code) => return code,
             };
+            if let Some(file) = plan {
+                match read_plan(&file, &p) {
+                    Ok(planned) => opts.only = Some(std::sync::Arc::new(planned)),
+                    Err(e) => {
+                        eprintln!("error: {}: {e}", file.display());
+                        return ExitCode::from(exit::INVALID);
+                    }
+                }
+            }
             opts.progress = match progress {
                 ProgressArg::Auto => Progress::Auto,
                 ProgressArg::Bars => Progress::Bars,
@@ -312,6 +342,157 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
     }
+}
+
+/// Plans a run: lists for real, previews every node, prints (and saves) the result.
+async fn plan(
+    p: &Pipeline,
+    mut opts: RunOptions,
+    spec: &Path,
+    format: PlanFormat,
+    deep: bool,
+    shown: usize,
+    out: Option<&Path>,
+) -> Result<PlanTotals, String> {
+    use std::io::Write as _;
+    let static_plan = StaticPlan::new(p, &opts, &p.env_vars);
+    let header = PlanHeader {
+        format: PLAN_FORMAT,
+        pipeline: &p.name,
+        spec: spec.display().to_string(),
+        spec_hash: &p.spec_hash,
+        created_at: chrono_now(),
+        deep,
+        shard: opts.shard,
+        stores: &static_plan.stores,
+        nodes: &static_plan.nodes,
+    };
+    // `{"format":...,"nodes":[...]` then `,"objects":[` ... `],"totals":{...}}`.
+    let head = serde_json::to_string(&header).map_err(|e| e.to_string())?;
+    let head = format!("{},\"objects\":[", head.trim_end_matches('}'));
+    let mut file = match out {
+        Some(path) => {
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(path).map_err(|e| format!("writing the plan to {}: {e}", path.display()))?,
+            );
+            f.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+            Some(f)
+        }
+        None => None,
+    };
+    let stdout = std::io::stdout();
+    let mut screen = std::io::BufWriter::new(stdout.lock());
+    let shard = opts.shard.map(|s| format!(" (shard {s})")).unwrap_or_default();
+    match format {
+        PlanFormat::Text => {
+            let _ = write!(screen, "{}", static_plan.render_text());
+            let _ = writeln!(
+                screen,
+                "\nObjects{shard}{}:",
+                if deep { ", read and transformed in memory (--deep)" } else { "" }
+            );
+        }
+        PlanFormat::Json => {
+            let _ = screen.write_all(head.as_bytes());
+        }
+    }
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    opts.mode = executor::Mode::Plan { deep };
+    opts.plan_sink = Some(tx);
+    opts.progress = Progress::Off;
+    let mut totals = PlanTotals::default();
+    let mut notes: Vec<String> = Vec::new();
+    let mut count = 0usize;
+    let consume = async {
+        while let Some(o) = rx.recv().await {
+            totals.add(&o);
+            for n in &o.notes {
+                if !notes.contains(n) {
+                    notes.push(n.clone());
+                }
+            }
+            let json = serde_json::to_string(&o).unwrap_or_default();
+            if let Some(f) = file.as_mut() {
+                let _ = f.write_all(if count == 0 { b"" } else { b"," });
+                let _ = f.write_all(json.as_bytes());
+            }
+            if count < shown {
+                match format {
+                    PlanFormat::Text => {
+                        let _ = writeln!(screen, "{}", o.render_text());
+                    }
+                    PlanFormat::Json => {
+                        let _ = screen.write_all(if count == 0 { b"" } else { b"," });
+                        let _ = screen.write_all(json.as_bytes());
+                    }
+                }
+            }
+            count += 1;
+        }
+    };
+    let (report, ()) = tokio::join!(executor::run(p, opts), consume);
+    let report = report.map_err(|e| e.to_string())?;
+    let totals_json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
+    let tail = |shown: usize| format!("],\"totals\":{totals_json},\"objects_shown\":{shown}}}");
+    if let Some(mut f) = file {
+        f.write_all(tail(count).as_bytes()).and_then(|_| f.flush()).map_err(|e| format!("writing the plan: {e}"))?;
+    }
+    match format {
+        PlanFormat::Text => {
+            if count > shown {
+                let _ = writeln!(screen, "  ... and {} more (--all shows them)", count - shown);
+            }
+            for n in &notes {
+                let _ = writeln!(screen, "Note: {n}");
+            }
+            let _ = writeln!(screen, "\n{}", totals.render());
+        }
+        PlanFormat::Json => {
+            let _ = writeln!(screen, "{}", tail(count.min(shown)));
+        }
+    }
+    let _ = screen.flush();
+    if let Some(e) = report.source_errors.first() {
+        return Err(format!("listing failed, the plan is incomplete: {}: {}", e.node, e.error));
+    }
+    Ok(totals)
+}
+
+fn chrono_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Reads a saved plan for `run --plan`, refusing one made from another spec.
+fn read_plan(file: &Path, p: &Pipeline) -> Result<dqpipe_engine::node::Planned, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("not a plan file: {e}"))?;
+    if v["format"] != PLAN_FORMAT {
+        return Err(format!("not a plan file (format is {}, expected {PLAN_FORMAT:?})", v["format"]));
+    }
+    if v["spec_hash"] != p.spec_hash.as_str() {
+        return Err(format!(
+            "the plan was made from a different spec or different variables ({} then, {} now); plan again",
+            v["spec_hash"].as_str().unwrap_or("?"),
+            p.spec_hash
+        ));
+    }
+    let mut planned = dqpipe_engine::node::Planned::default();
+    for o in v["objects"].as_array().into_iter().flatten() {
+        if o["status"] != "process" {
+            continue;
+        }
+        let (Some(source), Some(key), Some(size)) = (o["source"].as_str(), o["key"].as_str(), o["size"].as_u64())
+        else {
+            return Err(format!("an object without source, key or size: {o}"));
+        };
+        planned
+            .objects
+            .entry(source.to_string())
+            .or_default()
+            .insert(key.to_string(), (size, o["etag"].as_str().map(String::from)));
+    }
+    Ok(planned)
 }
 
 /// SIGINT and SIGTERM stop the listing; items in flight finish and the summary is printed.

@@ -27,8 +27,10 @@ use tokio::task::JoinSet;
 use crate::body::Spool;
 use crate::load::Pipeline;
 use crate::node::{
-    mark_failed, Built, Finished, Item, ItemFailure, Outputs, PortStats, RunFacts, Shard, SourceContext, Stop, Tracker,
+    mark_failed, Built, Finished, Item, ItemFailure, Outputs, Planned, PortStats, RunFacts, Shard, SourceContext, Stop,
+    Tracker,
 };
+use crate::plan::{PlanStatus, PlannedObject};
 use crate::report::{ItemCounts, NodeReport, Outcome, PortReport, RunReport, SourceError};
 
 /// How to run.
@@ -49,6 +51,21 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
     /// Process objects even when an earlier run finished them.
     pub reprocess: bool,
+    /// Run, or only show what a run would do.
+    pub mode: Mode,
+    /// `run --plan`: only the planned objects.
+    pub only: Option<Arc<Planned>>,
+    /// Where a plan sends each object as it is planned.
+    pub plan_sink: Option<mpsc::UnboundedSender<PlannedObject>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Run,
+    /// Lists for real; nodes preview (no write, delete, scan or alert); `deep` lets them
+    /// read objects to resolve what depends on content.
+    Plan { deep: bool },
 }
 
 /// Under Kubernetes' default 30 s between SIGTERM and SIGKILL, with time left to write
@@ -65,6 +82,9 @@ impl Default for RunOptions {
             grace: DEFAULT_GRACE,
             shard: None,
             reprocess: false,
+            mode: Mode::Run,
+            only: None,
+            plan_sink: None,
         }
     }
 }
@@ -121,6 +141,8 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
 
     // Everything a node needs must answer before any item moves.
     let mut checks = JoinSet::new();
+    // A plan checks only what it uses: the sources' listings.
+    let planning = matches!(opts.mode, Mode::Plan { .. });
     for n in &p.nodes {
         let name = n.spec.name.clone();
         match &n.built {
@@ -128,6 +150,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
                 let s = s.clone();
                 checks.spawn(async move { (name, s.preflight().await) });
             }
+            Built::Processor(_) if planning => {}
             Built::Processor(x) => {
                 let x = x.clone();
                 checks.spawn(async move { (name, x.preflight().await) });
@@ -153,11 +176,12 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     if let Ok(mut t) = tracker.finished_tx.lock() {
         *t = Some(finished_tx);
     }
-    let acker = tokio::spawn(acknowledge(
-        p.nodes.iter().map(|n| (n.spec.name.clone(), n.built.clone())).collect(),
-        finished_rx,
-        tracker.clone(),
-    ));
+    tracker.planning.store(planning, Ordering::Relaxed);
+    let named: Vec<(String, Built)> = p.nodes.iter().map(|n| (n.spec.name.clone(), n.built.clone())).collect();
+    let acker = match (&opts.mode, opts.plan_sink.clone()) {
+        (Mode::Plan { .. }, Some(sink)) => tokio::spawn(send_to_plan(named, finished_rx, sink)),
+        _ => tokio::spawn(acknowledge(named, finished_rx, tracker.clone())),
+    };
 
     // One bounded channel per processing node.
     let mut senders: HashMap<String, mpsc::Sender<Item>> = HashMap::new();
@@ -210,7 +234,12 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         match &n.built {
             Built::Source(source) => {
                 let source = source.clone();
-                let ctx = SourceContext { stop: opts.stop.clone(), shard: opts.shard, reprocess: opts.reprocess };
+                let ctx = SourceContext {
+                    stop: opts.stop.clone(),
+                    shard: opts.shard,
+                    reprocess: opts.reprocess,
+                    only: opts.only.clone(),
+                };
                 tasks.spawn(async move {
                     let r = AssertUnwindSafe(source.run(&out, &ctx)).catch_unwind().await;
                     match r {
@@ -228,6 +257,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
                 let Some(mut rx) = receivers.remove(&name) else { continue };
                 let stats = node_stats[i].clone();
                 let limit = Arc::new(Semaphore::new(concurrency[i]));
+                let mode = opts.mode;
                 tasks.spawn(async move {
                     let mut running = JoinSet::new();
                     loop {
@@ -241,7 +271,13 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
                             // Kept so that a failure (or a panic) can be recorded against
                             // the object; a clone shares the body, it copies nothing.
                             let guard = item.clone();
-                            let r = AssertUnwindSafe(node.process(item, &out)).catch_unwind().await;
+                            let r = match mode {
+                                Mode::Run => AssertUnwindSafe(node.process(item, &out)).catch_unwind().await,
+                                Mode::Plan { deep } => {
+                                    item.plan_visit(&name);
+                                    AssertUnwindSafe(node.preview(item, &out, deep)).catch_unwind().await
+                                }
+                            };
                             let reason = match r {
                                 Ok(Ok(())) => None,
                                 Ok(Err(e)) => Some(e.reason),
@@ -353,7 +389,8 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         failed_items: items.failed,
         problem_items: problems,
     };
-    for n in &p.nodes {
+    // End-of-run hooks (alerts) belong to runs, not plans.
+    for n in p.nodes.iter().filter(|_| !planning) {
         if let Built::Processor(x) = &n.built {
             x.finish(&facts).await;
         }
@@ -386,6 +423,38 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         shard: opts.shard,
         peak_rss_bytes: crate::report::peak_rss_bytes(),
     })
+}
+
+/// In a plan, hands each object to the planner as it finishes; nothing is acknowledged.
+async fn send_to_plan(
+    nodes: Vec<(String, Built)>,
+    mut rx: mpsc::UnboundedReceiver<Finished>,
+    sink: mpsc::UnboundedSender<PlannedObject>,
+) {
+    while let Some(f) = rx.recv().await {
+        let (source, deletes) = match nodes.get(f.source) {
+            Some((name, Built::Source(s))) => (name.clone(), s.deletes_on_ack()),
+            Some((name, _)) => (name.clone(), false),
+            None => (String::new(), false),
+        };
+        let status = match (&f.failure, f.already_done) {
+            (_, true) => PlanStatus::Done,
+            (Some(_), _) => PlanStatus::Error,
+            (None, false) => PlanStatus::Process,
+        };
+        let _ = sink.send(PlannedObject {
+            source,
+            key: f.key,
+            size: f.listed.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
+            etag: f.listed.get("etag").and_then(|v| v.as_str()).map(String::from),
+            status,
+            delete_at_source: deletes && status == PlanStatus::Process,
+            route: f.trail.route,
+            writes: f.trail.writes,
+            notes: f.trail.notes,
+            error: f.failure.map(|x| format!("{}: {}", x.node, x.reason)),
+        });
+    }
 }
 
 /// Acknowledges finished objects to their sources (a done marker, a delete), at most 64 at

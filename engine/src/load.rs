@@ -29,6 +29,9 @@ pub struct Pipeline {
     pub dag: Dag,
     /// Paths of values that came from environment variables, for redaction.
     pub env_vars: BTreeMap<String, Vec<String>>,
+    /// SHA-256 of the spec after interpolation: a saved plan is only run by the same spec
+    /// with the same variables.
+    pub spec_hash: String,
 }
 
 pub struct PipelineNode {
@@ -72,6 +75,12 @@ pub fn load_pipeline_str(
     // 1. Environment interpolation in every string value.
     let mut env_vars = BTreeMap::new();
     interpolate_value(&mut doc, &root, env, &mut errors, &mut env_vars);
+
+    let spec_hash = {
+        let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+        format!("sha256:{}", digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>())
+    };
 
     // 2. The top level.
     let header: SpecHeader = match serde_path_to_error::deserialize(doc) {
@@ -173,6 +182,7 @@ pub fn load_pipeline_str(
         nodes,
         dag,
         env_vars,
+        spec_hash,
     })
 }
 

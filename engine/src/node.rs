@@ -47,6 +47,54 @@ impl Item {
     pub fn set(&mut self, k: &str, v: impl Into<serde_json::Value>) {
         self.meta.insert(k.to_string(), v.into());
     }
+
+    /// In a plan: this item would be written by `node` to `store` at `key`, or, when the
+    /// key needs values only the content gives, `Err(those variables)`.
+    pub fn plan_write(&self, node: &str, store: &str, key: Result<String, Vec<String>>) {
+        let (key, needs) = match key {
+            Ok(k) => (Some(k), Vec::new()),
+            Err(vars) => (None, vars),
+        };
+        if let Ok(mut t) = self.lineage.trail.lock() {
+            t.writes.push(PlannedWrite { node: node.to_string(), store: store.to_string(), key, needs });
+        }
+    }
+
+    /// In a plan: something worth knowing about this item's path ("not scanned in a plan").
+    pub fn plan_note(&self, note: impl Into<String>) {
+        if let Ok(mut t) = self.lineage.trail.lock() {
+            let note = note.into();
+            if !t.notes.contains(&note) {
+                t.notes.push(note);
+            }
+        }
+    }
+
+    pub(crate) fn plan_visit(&self, node: &str) {
+        if let Ok(mut t) = self.lineage.trail.lock() {
+            t.route.push(node.to_string());
+        }
+    }
+}
+
+/// Where an object went (or, in a plan, would go): the nodes it passed, what it was (or
+/// would be) written where, and notes.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Trail {
+    pub route: Vec<String>,
+    pub writes: Vec<PlannedWrite>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlannedWrite {
+    pub node: String,
+    pub store: String,
+    /// The destination key; `None` when it needs the content (see `needs`).
+    pub key: Option<String>,
+    /// Template variables only the content gives (`msg_date`): `plan --deep` resolves them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
 }
 
 /// Ties every copy of an item back to the source object it came from. When the last copy
@@ -60,28 +108,34 @@ struct Lineage {
     source: usize,
     listed: Meta,
     failure: Mutex<Option<ItemFailure>>,
+    trail: Mutex<Trail>,
     tracker: Arc<Tracker>,
 }
 
 impl Drop for Lineage {
     fn drop(&mut self) {
         let failure = self.failure.lock().map(|mut f| f.take()).unwrap_or(None);
+        let trail = self.trail.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
         self.tracker.finished(Finished {
             source: self.source,
             key: std::mem::take(&mut self.source_key),
             listed: std::mem::take(&mut self.listed),
             failure,
+            trail,
+            already_done: false,
         });
     }
 }
 
-/// A source object whose last copy is gone.
+/// A source object whose last copy is gone (or, in a plan, one skipped as done).
 #[derive(Debug)]
 pub(crate) struct Finished {
     pub source: usize,
     pub key: String,
     pub listed: Meta,
     pub failure: Option<ItemFailure>,
+    pub trail: Trail,
+    pub already_done: bool,
 }
 
 /// An item that did not get through: which object, where, and why.
@@ -106,6 +160,8 @@ pub struct Tracker {
     pub(crate) abandoning: std::sync::atomic::AtomicBool,
     failures: Mutex<Vec<ItemFailure>>,
     pub(crate) finished_tx: Mutex<Option<mpsc::UnboundedSender<Finished>>>,
+    /// Set in plans: objects skipped as done are reported one by one too.
+    pub(crate) planning: std::sync::atomic::AtomicBool,
 }
 
 impl Tracker {
@@ -118,6 +174,13 @@ impl Tracker {
             });
         }
         let tx = self.finished_tx.lock().ok().and_then(|t| t.clone());
+        if self.planning.load(Ordering::Relaxed) {
+            // Plans count nothing here: the planner sees every object, failed or not.
+            if let Some(tx) = tx {
+                let _ = tx.send(f);
+            }
+            return;
+        }
         match (f.failure.take(), tx) {
             (Some(failure), _) => self.record_failure(failure),
             (None, Some(tx)) => {
@@ -243,6 +306,10 @@ pub trait Source: Send + Sync {
     async fn ack(&self, _listed: &Meta) -> Result<(), String> {
         Ok(())
     }
+    /// Whether `ack` deletes the object at the source (plans count the deletes).
+    fn deletes_on_ack(&self) -> bool {
+        false
+    }
 }
 
 /// What a source is told about the run.
@@ -253,6 +320,17 @@ pub struct SourceContext {
     pub shard: Option<Shard>,
     /// Process objects even when an earlier run finished them.
     pub reprocess: bool,
+    /// `run --plan`: only these objects, and only if unchanged since planning.
+    pub only: Option<Arc<Planned>>,
+}
+
+/// The objects a saved plan names, by source node: key -> (size, etag) as listed when
+/// planning.
+#[derive(Debug, Default)]
+pub struct Planned {
+    pub objects: std::collections::HashMap<String, std::collections::HashMap<String, (u64, Option<String>)>>,
+    /// (source, key) met by this run's listings, to report planned objects that are gone.
+    pub seen: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// One of `count` disjoint shares of the objects, by a stable hash of the key.
@@ -304,6 +382,11 @@ pub trait Node: Send + Sync {
     /// Processes one item and sends it (or what it became) on. Several calls run at once,
     /// up to the node's concurrency.
     async fn process(&self, item: Item, out: &Outputs) -> Result<(), ItemError>;
+    /// What `process` would do, with no side effect: no write, no delete, no scan, no
+    /// alert. Reads are allowed only when `deep` (`plan --deep`). Sinks record their
+    /// destination with [`Item::plan_write`]; nodes that cannot know what they would decide
+    /// say what they assume with [`Item::plan_note`].
+    async fn preview(&self, item: Item, out: &Outputs, deep: bool) -> Result<(), ItemError>;
     /// Called once after every item has finished.
     async fn finish(&self, _facts: &RunFacts) {}
 }
@@ -376,8 +459,25 @@ impl Outputs {
     }
 
     /// Counts an object a source skipped because an earlier run finished it.
-    pub fn skipped_done(&self) {
+    pub fn skipped_done(&self, source_key: &str, listed: Meta) {
         self.tracker.skipped_done.fetch_add(1, Ordering::Relaxed);
+        if self.tracker.planning.load(Ordering::Relaxed) {
+            self.tracker.finished(Finished {
+                source: self.index,
+                key: source_key.to_string(),
+                listed,
+                failure: None,
+                trail: Trail::default(),
+                already_done: true,
+            });
+        }
+    }
+
+    /// Reports an object the source will not process, with the reason (it changed since
+    /// the plan was made, it is gone): counted unprocessed.
+    pub fn reject(&self, source_key: &str, listed: Meta, reason: &str) {
+        let item = self.new_item(source_key, listed);
+        mark_failed(&item, &self.node, reason);
     }
 
     /// Where bodies spool; nodes that read objects need it.
@@ -396,6 +496,7 @@ impl Outputs {
                 source: self.index,
                 listed: meta,
                 failure: Mutex::new(None),
+                trail: Mutex::new(Trail::default()),
                 tracker: self.tracker.clone(),
             }),
         }

@@ -61,6 +61,37 @@ fn store_options_in_use(spec: &crate::spec::StoreSpec) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
+/// One object in a plan: what a run would do with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedObject {
+    /// The source node that listed it.
+    pub source: String,
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub status: PlanStatus,
+    /// Deleted at the source once done (sources that delete, such as SFTP).
+    pub delete_at_source: bool,
+    /// The nodes it would pass, in order.
+    pub route: Vec<String>,
+    /// Where it would be written.
+    pub writes: Vec<crate::node::PlannedWrite>,
+    pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// A run would process it.
+    Process,
+    /// An earlier run finished it; a run would skip it.
+    Done,
+    /// Planning it failed (a `--deep` read, a key that cannot be made).
+    Error,
+}
+
 impl StaticPlan {
     pub fn new(p: &Pipeline, opts: &RunOptions, env_vars: &BTreeMap<String, Vec<String>>) -> Self {
         let conc = p.effective_concurrency(opts);
@@ -140,5 +171,135 @@ impl StaticPlan {
             }
         }
         s
+    }
+}
+
+/// The first lines of a plan file (`plan --format json`, `plan --out`); `objects` and
+/// `totals` follow. The shape is documented in the README ("Plans") and versioned by
+/// `format`.
+#[derive(Debug, Serialize)]
+pub struct PlanHeader<'a> {
+    pub format: &'static str,
+    pub pipeline: &'a str,
+    pub spec: String,
+    pub spec_hash: &'a str,
+    pub created_at: String,
+    pub deep: bool,
+    pub shard: Option<crate::node::Shard>,
+    pub stores: &'a [PlanStore],
+    pub nodes: &'a [PlanNode],
+}
+
+pub const PLAN_FORMAT: &str = "dqpipe-plan/1";
+
+/// What a plan adds up to.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PlanTotals {
+    pub to_process: u64,
+    pub bytes: u64,
+    pub already_done: u64,
+    pub errors: u64,
+    pub to_delete: u64,
+}
+
+impl PlanTotals {
+    pub fn add(&mut self, o: &PlannedObject) {
+        match o.status {
+            PlanStatus::Process => {
+                self.to_process += 1;
+                self.bytes += o.size;
+            }
+            PlanStatus::Done => self.already_done += 1,
+            PlanStatus::Error => self.errors += 1,
+        }
+        if o.delete_at_source {
+            self.to_delete += 1;
+        }
+    }
+
+    /// `Plan: 4,998 objects to process (21.3 MB), 2 already done, 0 to delete.`
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "Plan: {} object{} to process ({}), {} already done, {} to delete",
+            thousands(self.to_process),
+            if self.to_process == 1 { "" } else { "s" },
+            megabytes(self.bytes),
+            thousands(self.already_done),
+            thousands(self.to_delete)
+        );
+        if self.errors > 0 {
+            let _ = write!(s, ", {} could not be planned", thousands(self.errors));
+        }
+        s.push('.');
+        s
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
+impl PlannedObject {
+    /// One object in the text plan: `+` to process, `=` already done, `!` not plannable.
+    pub fn render_text(&self) -> String {
+        let mut s = String::new();
+        let mark = match self.status {
+            PlanStatus::Process => '+',
+            PlanStatus::Done => '=',
+            PlanStatus::Error => '!',
+        };
+        let _ = write!(s, "  {mark} {} ({} B)", self.key.escape_debug(), self.size);
+        match self.status {
+            PlanStatus::Done => s.push_str("  already done"),
+            PlanStatus::Error => {
+                let _ = write!(s, "  {}", self.error.as_deref().unwrap_or("").escape_debug());
+            }
+            PlanStatus::Process => {
+                for w in &self.writes {
+                    match &w.key {
+                        Some(k) => {
+                            let _ = write!(s, "\n      {} -> {}:{}", w.node, w.store, k.escape_debug());
+                        }
+                        None => {
+                            let _ = write!(
+                                s,
+                                "\n      {} -> {}:<needs {} from the content: --deep>",
+                                w.node,
+                                w.store,
+                                w.needs.join(", ")
+                            );
+                        }
+                    }
+                }
+                if self.writes.is_empty() {
+                    let _ = write!(s, "\n      route: {} (writes nothing)", self.route.join(" -> "));
+                }
+                if self.delete_at_source {
+                    s.push_str("\n      then deleted at the source");
+                }
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn totals_read_like_terraform() {
+        let t = super::PlanTotals { to_process: 4_998, bytes: 21_300_000, already_done: 2, errors: 0, to_delete: 0 };
+        assert_eq!(t.render(), "Plan: 4,998 objects to process (21.3 MB), 2 already done, 0 to delete.");
     }
 }

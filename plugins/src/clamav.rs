@@ -307,6 +307,12 @@ impl Node for Clamav {
         })
     }
 
+    /// Never scans: a plan assumes clean and says so.
+    async fn preview(&self, item: Item, out: &Outputs, _deep: bool) -> Result<(), ItemError> {
+        item.plan_note("not scanned in a plan: assumed clean (infected or unscannable would go to quarantine)");
+        out.emit("clean", item).await.map_err(ItemError::from)
+    }
+
     async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
         let body =
             item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: clamav needs a fetch upstream"))?;

@@ -58,6 +58,14 @@ struct Fetch {
 
 #[async_trait]
 impl Node for Fetch {
+    /// Reads only in `--deep` plans.
+    async fn preview(&self, item: Item, out: &Outputs, deep: bool) -> Result<(), ItemError> {
+        if deep {
+            return self.process(item, out).await;
+        }
+        out.emit("out", item).await.map_err(ItemError::from)
+    }
+
     async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
         let store_name = item.get_str("store").unwrap_or_default().to_string();
         let store = self.stores.get(&store_name).ok_or_else(|| {

@@ -111,11 +111,12 @@ impl NodeKind for ListKind {
             ),
             None => None,
         };
-        Ok(Built::Source(Arc::new(List { cfg, store, regex, resume })))
+        Ok(Built::Source(Arc::new(List { name: ctx.node.to_string(), cfg, store, regex, resume })))
     }
 }
 
 pub struct List {
+    name: String,
     cfg: ListConfig,
     store: Arc<dyn Store>,
     regex: Option<regex::Regex>,
@@ -129,12 +130,14 @@ struct Resume {
 }
 
 /// What a listing does with one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     /// Filtered out (suffix, regex, another shard's): not this run's business.
     Ignored,
     /// An earlier run finished it.
     Done,
+    /// `run --plan`: it is not what was planned.
+    Changed(String),
     Take,
 }
 
@@ -161,6 +164,22 @@ impl List {
         }
         if ctx.shard.is_some_and(|s| !s.owns(&o.key)) {
             return Selection::Ignored;
+        }
+        if let Some(only) = &ctx.only {
+            let Some((size, etag)) = only.objects.get(&self.name).and_then(|m| m.get(&o.key)) else {
+                return Selection::Ignored;
+            };
+            if let Ok(mut seen) = only.seen.lock() {
+                seen.insert((self.name.clone(), o.key.clone()));
+            }
+            if *size != o.size || (etag.is_some() && *etag != o.etag) {
+                return Selection::Changed(format!(
+                    "changed since the plan was made (size {size} -> {}, etag {} -> {}); not processed: plan again",
+                    o.size,
+                    etag.as_deref().unwrap_or("-"),
+                    o.etag.as_deref().unwrap_or("-")
+                ));
+            }
         }
         if !ctx.reprocess && done.contains(&format!("{}@{}", o.key, version_of(o))) {
             return Selection::Done;
@@ -301,7 +320,8 @@ impl Source for List {
             let o = o?;
             match self.select(&o, ctx, &done) {
                 Selection::Ignored => {}
-                Selection::Done => out.skipped_done(),
+                Selection::Done => out.skipped_done(&o.key, object_meta(&self.cfg.store, &o)),
+                Selection::Changed(reason) => out.reject(&o.key, object_meta(&self.cfg.store, &o), &reason),
                 Selection::Take => {
                     let item = out.new_item(&o.key, object_meta(&self.cfg.store, &o));
                     if out.emit("out", item).await.is_err() {
@@ -311,6 +331,21 @@ impl Source for List {
                     if self.cfg.limit.is_some_and(|l| count >= l) {
                         break;
                     }
+                }
+            }
+        }
+        if let Some(only) = &ctx.only {
+            if !ctx.stop.is_stopped() {
+                let seen = only.seen.lock().map(|s| s.clone()).unwrap_or_default();
+                let planned = only.objects.get(&self.name).into_iter().flatten();
+                for (key, (size, etag)) in planned.filter(|(k, _)| !seen.contains(&(self.name.clone(), k.to_string())))
+                {
+                    let gone = ObjectInfo { key: key.clone(), size: *size, etag: etag.clone(), last_modified: None };
+                    out.reject(
+                        key,
+                        object_meta(&self.cfg.store, &gone),
+                        "planned, but no longer listed (deleted or moved since the plan was made)",
+                    );
                 }
             }
         }

@@ -143,6 +143,16 @@ fn type_name(v: &Value) -> &'static str {
 
 #[async_trait]
 impl Node for NatsMessage {
+    /// Transforms in memory in `--deep` plans (the bytes were read); otherwise assumes the
+    /// message parses and says that `msg_date` needs the content.
+    async fn preview(&self, item: Item, out: &Outputs, deep: bool) -> Result<(), ItemError> {
+        if deep && item.body.is_some() {
+            return self.process(item, out).await;
+        }
+        item.plan_note("msg_date comes from the content: plan --deep reads it");
+        out.emit("ok", item).await.map_err(ItemError::from)
+    }
+
     async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
         let body = item
             .body

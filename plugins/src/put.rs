@@ -67,11 +67,12 @@ impl NodeKind for PutKind {
         let cfg: PutConfig = parse_config(config)?;
         let store = ctx.store("store", &cfg.store)?;
         let key = ctx.template("key", &cfg.key)?;
-        Ok(Built::Processor(Arc::new(Put { cfg, store, key })))
+        Ok(Built::Processor(Arc::new(Put { name: ctx.node.to_string(), cfg, store, key })))
     }
 }
 
 pub struct Put {
+    name: String,
     cfg: PutConfig,
     store: Arc<dyn Store>,
     key: KeyTemplate,
@@ -105,6 +106,21 @@ impl Node for Put {
             )
             .await
             .map(|_| ())
+    }
+
+    /// Writes nothing: records the destination key, or the variables it still needs.
+    async fn preview(&self, mut item: Item, out: &Outputs, _deep: bool) -> Result<(), ItemError> {
+        let missing: Vec<String> =
+            self.key.variables().into_iter().filter(|v| !item.meta.contains_key(v.as_str())).collect();
+        if missing.is_empty() {
+            let key = self.key_for(&item).map_err(|e| ItemError::new(format!("destination key: {e}")))?;
+            item.plan_write(&self.name, &self.cfg.store, Ok(key.clone()));
+            item.set("dest_key", key);
+        } else {
+            item.plan_write(&self.name, &self.cfg.store, Err(missing));
+        }
+        item.set("dest_store", self.cfg.store.clone());
+        out.emit("out", item).await.map_err(ItemError::from)
     }
 
     async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {

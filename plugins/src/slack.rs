@@ -176,6 +176,11 @@ impl Node for Slack {
         Ok(())
     }
 
+    /// Sends nothing in a plan.
+    async fn preview(&self, _item: Item, _out: &Outputs, _deep: bool) -> Result<(), ItemError> {
+        Ok(())
+    }
+
     async fn process(&self, item: Item, _out: &Outputs) -> Result<(), ItemError> {
         if !self.enabled() {
             return Ok(());
