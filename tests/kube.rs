@@ -1,0 +1,175 @@
+//! The Kubernetes manifests: valid for 1.30 and 1.33 (kubernetes-validate --strict, every
+//! overlay rendered by kustomize), the ConfigMap's spec equal to the repository's, every
+//! container within the restricted Pod Security Standard; and sharding: four processes on
+//! one S3 source share it exactly.
+
+mod common;
+use common::*;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const OVERLAYS: &[&str] = &["not-prod", "prod", "prod-scale-out"];
+
+/// An overlay rendered by `kubectl kustomize`, written to a file.
+fn render(overlay: &str, dir: &std::path::Path) -> PathBuf {
+    let out = Command::new("kubectl")
+        .args(["kustomize", &repo().join("kube/overlays").join(overlay).to_string_lossy()])
+        .output()
+        .expect("kubectl runs (scripts/test installs it)");
+    assert!(out.status.success(), "{overlay}: {}", stderr(&out));
+    let path = dir.join(format!("{overlay}.yaml"));
+    std::fs::write(&path, &out.stdout).unwrap();
+    path
+}
+
+fn documents(path: &std::path::Path) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_norway::Deserializer::from_str(&text).map(|d| serde_json::Value::deserialize(d).unwrap()).collect()
+}
+
+#[test]
+fn manifests_and_rendered_overlays_pass_strict_validation_for_1_30_and_1_33() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("kube/base"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml"))
+        .collect();
+    files.extend(OVERLAYS.iter().map(|o| render(o, dir.path())));
+    assert!(files.len() >= 7);
+    let validator = std::env::var("KUBERNETES_VALIDATE").unwrap_or_else(|_| "kubernetes-validate".into());
+    for version in ["1.30.0", "1.33.0"] {
+        let out = Command::new(&validator)
+            .args(["--strict", "--kubernetes-version", version])
+            .args(&files)
+            .output()
+            .unwrap_or_else(|e| panic!("{validator}: {e} (scripts/test installs it)"));
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success() && !text.contains("ERROR"), "{version}:\n{text}");
+        assert!(text.matches("passed").count() >= 13, "{version}: fewer resources than expected:\n{text}");
+    }
+}
+
+#[test]
+fn the_configmap_holds_the_pipeline_spec_unchanged() {
+    let docs = documents(&repo().join("kube/base/configmap.yaml"));
+    let in_cluster = docs[0]["data"]["nats-historical.yaml"].as_str().unwrap();
+    let in_repo = std::fs::read_to_string(repo().join("pipelines/nats-historical.yaml")).unwrap();
+    assert!(in_cluster == in_repo, "kube/base/configmap.yaml is out of date: run scripts/kube-sync-spec");
+}
+
+#[test]
+fn every_container_meets_the_restricted_standard() {
+    let dir = tempfile::tempdir().unwrap();
+    for overlay in OVERLAYS {
+        let docs = documents(&render(overlay, dir.path()));
+        let cron = docs.iter().find(|d| d["kind"] == "CronJob").expect("a CronJob");
+        let job = &cron["spec"]["jobTemplate"]["spec"];
+        let pod = &job["template"]["spec"];
+        assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{overlay}");
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{overlay}");
+        let containers: Vec<&serde_json::Value> =
+            pod["containers"].as_array().unwrap().iter().chain(pod["initContainers"].as_array().unwrap()).collect();
+        assert_eq!(containers.len(), 2);
+        for c in containers {
+            let name = c["name"].as_str().unwrap();
+            let sc = &c["securityContext"];
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{overlay}/{name}");
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{overlay}/{name}");
+            assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{overlay}/{name}");
+            assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{overlay}/{name}");
+            assert_eq!(sc["runAsNonRoot"], true, "{overlay}/{name}");
+            assert!(sc["runAsUser"].as_u64().is_some_and(|u| u > 0), "{overlay}/{name}: a numeric non-root UID");
+            assert!(c["resources"]["requests"]["memory"].is_string(), "{overlay}/{name}: memory request");
+            assert!(c["resources"]["limits"]["memory"].is_string(), "{overlay}/{name}: memory limit");
+        }
+        // clamd is a native sidecar that must answer PING before dqpipe starts.
+        let clamd = &pod["initContainers"][0];
+        assert_eq!(clamd["restartPolicy"], "Always");
+        assert!(clamd["startupProbe"]["exec"]["command"].to_string().contains("--ping"));
+    }
+    // Sizes: the original's not-prod and prod requests and limits.
+    let prod = documents(&render("prod", dir.path()));
+    let cron = prod.iter().find(|d| d["kind"] == "CronJob").unwrap();
+    let r = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["resources"];
+    assert_eq!((r["requests"]["cpu"].as_str(), r["requests"]["memory"].as_str()), (Some("2"), Some("3Gi")));
+    assert_eq!((r["limits"]["cpu"].as_str(), r["limits"]["memory"].as_str()), (Some("2500m"), Some("4Gi")));
+    let scale = documents(&render("prod-scale-out", dir.path()));
+    let job = &scale.iter().find(|d| d["kind"] == "CronJob").unwrap()["spec"]["jobTemplate"]["spec"];
+    assert_eq!(
+        (job["completionMode"].as_str(), job["completions"].as_u64(), job["parallelism"].as_u64()),
+        (Some("Indexed"), Some(4), Some(4))
+    );
+    assert!(job["template"]["spec"]["containers"][0]["args"].to_string().contains("--shard=/4"));
+}
+
+#[test]
+fn four_shards_at_once_share_twenty_thousand_objects_exactly() {
+    let s3 = S3Server::start(&["archive", "out"]);
+    let folder = s3.bucket_dir("archive").join("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..20_000 {
+        std::fs::write(folder.join(format!("m{i:05}.json")), format!("{{\"n\":{i}}}")).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("copy.yaml");
+    std::fs::write(
+        &spec,
+        r#"version: 1
+name: shard-copy
+stores:
+  src: { url: "s3://archive/in", s3: { endpoint: "${S3_ENDPOINT}" } }
+  dst: { url: "s3://out/copied", s3: { endpoint: "${S3_ENDPOINT}" } }
+nodes:
+  list: { kind: list, store: src, resume: { store: dst } }
+  fetch: { kind: fetch, input: list }
+  write: { kind: put, input: fetch, store: dst, key: "{{ key }}" }
+"#,
+    )
+    .unwrap();
+    // As in an Indexed Job: the same command, the index from JOB_COMPLETION_INDEX.
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            dqpipe(dir.path())
+                .args(["run", &spec.to_string_lossy(), "--shard", "/4", "--progress", "off"])
+                .arg(format!("--report=r{i}.json"))
+                .env("JOB_COMPLETION_INDEX", i.to_string())
+                .env("S3_ENDPOINT", s3.endpoint())
+                .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+                .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let mut counts = Vec::new();
+    for i in 0..4 {
+        let r = read_json(&dir.path().join(format!("r{i}.json")));
+        assert_eq!(r["shard"], serde_json::json!({ "index": i, "count": 4 }));
+        assert_eq!(r["items"]["failed"], 0);
+        counts.push(r["items"]["complete"].as_u64().unwrap());
+    }
+    // Every object exactly once: the counts add up to the whole and the outputs are the
+    // whole, so no object was taken by two shards.
+    assert_eq!(counts.iter().sum::<u64>(), 20_000, "{counts:?}");
+    let written = files_under(&s3.bucket_dir("out").join("copied"));
+    assert_eq!(written.len(), 20_000);
+    assert_eq!(markers_under(&s3.bucket_dir("out").join("copied")).len(), 20_000);
+    for f in ["m00000.json", "m12345.json", "m19999.json"] {
+        let n: u32 = f[1..6].parse().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(s3.bucket_dir("out").join("copied").join(f)).unwrap(),
+            format!("{{\"n\":{n}}}")
+        );
+    }
+    let mean = 20_000.0 / 4.0;
+    assert!(counts.iter().all(|&c| (c as f64) < 1.5 * mean), "unfair shares: {counts:?}");
+}
