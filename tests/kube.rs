@@ -162,7 +162,7 @@ nodes:
     assert_eq!(counts.iter().sum::<u64>(), 20_000, "{counts:?}");
     let written = files_under(&s3.bucket_dir("out").join("copied"));
     assert_eq!(written.len(), 20_000);
-    assert_eq!(markers_under(&s3.bucket_dir("out").join("copied")).len(), 20_000);
+    assert_eq!(done_under(&s3.bucket_dir("out").join("copied")).len(), 20_000);
     for f in ["m00000.json", "m12345.json", "m19999.json"] {
         let n: u32 = f[1..6].parse().unwrap();
         assert_eq!(

@@ -69,7 +69,7 @@ fn kill_9_at_random_points_then_rerun_completes_exactly_once() {
     }
     assert!(killed >= 2, "the runs ended before they could be killed: make the data set larger");
 
-    let markers_before = markers_under(&s3.bucket_dir("internal")).len() as u64;
+    let markers_before = done_under(&s3.bucket_dir("internal")).len() as u64;
     assert!(markers_before < 5_000, "the killed runs finished everything; nothing left to resume");
     let out = nats_run(dir.path(), &s3.endpoint(), &clamd.tcp(), "final.json").output().unwrap();
     let r = read_json(&dir.path().join("final.json"));
@@ -79,7 +79,7 @@ fn kill_9_at_random_points_then_rerun_completes_exactly_once() {
     assert_eq!(r["items"]["failed"], 0, "{}", stderr(&out));
     assert!(matches!(out.status.code(), Some(0) | Some(3)), "{}", stderr(&out));
     assert_matches_reference(dir.path(), &s3);
-    assert_eq!(markers_under(&s3.bucket_dir("internal")).len(), 5_000);
+    assert_eq!(done_under(&s3.bucket_dir("internal")).len(), 5_000);
     // A further rerun has nothing to do and writes nothing.
     let again = nats_run(dir.path(), &s3.endpoint(), &clamd.tcp(), "again.json").output().unwrap();
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));

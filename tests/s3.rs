@@ -208,7 +208,7 @@ fn nats_pipeline_s3_to_s3_matches_the_local_run() {
             "parsed/nats/msg_date="
         })));
         // Every object is recorded done beside the output, whatever its route.
-        assert_eq!(markers_under(&written).len(), 200);
+        assert_eq!(done_under(&written).len(), 200);
         // Quarantine and dead letter keep the archive key, with the reason beside each.
         assert_eq!(files_under(&s3.bucket_dir("ops").join("quarantine/nats")).len(), 4);
         assert_eq!(files_under(&s3.bucket_dir("ops").join("dead-letter/nats")).len(), 4);

@@ -448,7 +448,7 @@ async fn send_to_plan(
             size: f.listed.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
             etag: f.listed.get("etag").and_then(|v| v.as_str()).map(String::from),
             status,
-            delete_at_source: deletes && status == PlanStatus::Process,
+            delete_at_source: deletes && status != PlanStatus::Error,
             route: f.trail.route,
             writes: f.trail.writes,
             notes: f.trail.notes,
@@ -457,10 +457,11 @@ async fn send_to_plan(
     }
 }
 
-/// Acknowledges finished objects to their sources (a done marker, a delete), at most 64 at
-/// once, and only then counts them complete.
+/// Acknowledges finished objects to their sources (a done marker, a delete), and only then
+/// counts them complete. Up to 1,024 at once: sources batch their acknowledgements (one
+/// marker per few hundred objects), so most of these only wait for their batch.
 async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceiver<Finished>, tracker: Arc<Tracker>) {
-    let limit = Arc::new(Semaphore::new(64));
+    let limit = Arc::new(Semaphore::new(1024));
     let mut acks = JoinSet::new();
     while let Some(f) = rx.recv().await {
         let Some((name, Built::Source(source))) = nodes.get(f.source).cloned() else {

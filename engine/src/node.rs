@@ -453,6 +453,11 @@ impl Outputs {
         Self { node, index, ports, spool, tracker, retries }
     }
 
+    /// Whether this is a plan (sources must not delete anything then).
+    pub fn planning(&self) -> bool {
+        self.tracker.planning.load(Ordering::Relaxed)
+    }
+
     /// Counts retries of transient failures, for the run report.
     pub fn retried(&self, n: usize) {
         self.retries.fetch_add(n as u64, Ordering::Relaxed);

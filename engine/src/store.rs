@@ -80,4 +80,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// An object's listing information, or `None` when it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+
+    /// Deletes an object (sources that are emptied once their objects are done).
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        Err(StoreError::new(StoreErrorKind::Other, format!("deleting {key:?}: {} does not delete", self.display_url())))
+    }
 }

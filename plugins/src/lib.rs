@@ -10,9 +10,11 @@
 
 pub mod clamav;
 pub mod fetch;
+pub mod json_check;
 pub mod list;
 pub mod nats_message;
 pub mod put;
+pub mod resume;
 pub mod retry;
 pub mod samples;
 pub mod slack;
@@ -32,6 +34,7 @@ pub fn registry() -> Registry {
             Arc::new(clamav::ClamavKind),
             Arc::new(nats_message::NatsMessageKind),
             Arc::new(slack::SlackKind),
+            Arc::new(json_check::JsonCheckKind),
         ],
         stores: Arc::new(stores::Opener),
     }

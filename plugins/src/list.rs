@@ -1,28 +1,23 @@
 //! `list`: the source. Lists objects under a prefix in a store and starts one item per
 //! object, streaming: processing begins with the first page, not after the last.
 //!
-//! With `resume`, each object whose outputs are all durable is recorded as done by a small
-//! marker object in a store (normally the destination), under
-//! `<prefix>/<source key>@<etag>`. A run first lists those markers (one request per
-//! thousand objects, not one per object) and skips the objects already done, unless the
-//! source object changed since (its ETag is part of the marker's key). Markers live with the
-//! data, so they survive a lost local volume and are seen by every shard.
+//! With `resume`, each object whose outputs are all durable is recorded as done in a store
+//! (normally the destination), and later runs skip it unless it changed: see `resume.rs`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use dqpipe_engine::body::Body;
 use dqpipe_engine::node::{
     parse_config, BuildContext, Built, ConfigError, Meta, NodeKind, Outputs, PortDecl, Role, Source, SourceContext,
 };
-use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
+use dqpipe_engine::store::{ObjectInfo, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::resume::{done_id, DoneLog};
 use crate::retry::RetryPolicy;
 
 /// Settings of a `list` node.
@@ -44,8 +39,10 @@ pub struct ListConfig {
     /// Start after this key (keys are listed in order).
     #[serde(default)]
     pub start_after: Option<String>,
-    /// At most this many objects per run.
-    #[serde(default)]
+    /// At most this many objects per run. A number, or a string holding one (so that
+    /// `limit: "${MAX_BATCH_SIZE:-500}"` works).
+    #[serde(default, deserialize_with = "number_or_text")]
+    #[schemars(with = "Option<u64>")]
     pub limit: Option<u64>,
     /// Record finished objects and skip them on later runs.
     #[serde(default)]
@@ -53,6 +50,42 @@ pub struct ListConfig {
     /// Retries of transient listing failures; the listing goes on after the last key seen.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// `key` (default: as the store lists, streaming) or `modified` (oldest first; the
+    /// whole listing is read before the first item goes out).
+    #[serde(default)]
+    pub order: Order,
+    /// Delete each object from the source once every output of it is durable (and it is
+    /// recorded as done, with `resume`). An object an earlier run already delivered is only
+    /// deleted.
+    #[serde(default)]
+    pub delete_after_success: bool,
+}
+
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<N>::deserialize(d)? {
+        None => Ok(None),
+        Some(N::Number(n)) => Ok(Some(n)),
+        Some(N::Text(t)) if t.trim().is_empty() => Ok(None),
+        Some(N::Text(t)) => t
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("invalid value: string {t:?}, expected a whole number"))),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    #[default]
+    Key,
+    Modified,
 }
 
 /// Where done markers are kept.
@@ -92,16 +125,15 @@ impl NodeKind for ListKind {
         let cfg: ListConfig = parse_config(config)?;
         let store = ctx.store("store", &cfg.store)?;
         let resume = match &cfg.resume {
-            Some(r) => Some(Resume {
-                store: ctx.store("resume.store", &r.store)?,
-                prefix: r
-                    .prefix
+            Some(r) => Some(DoneLog::new(
+                ctx.store("resume.store", &r.store)?,
+                r.prefix
                     .clone()
                     .unwrap_or_else(|| format!("_dqpipe/done/{}", ctx.pipeline))
                     .trim_matches('/')
                     .to_string(),
-                pipeline: ctx.pipeline.to_string(),
-            }),
+                cfg.retry.clone(),
+            )),
             None => None,
         };
         let regex = match &cfg.regex {
@@ -120,13 +152,7 @@ pub struct List {
     cfg: ListConfig,
     store: Arc<dyn Store>,
     regex: Option<regex::Regex>,
-    resume: Option<Resume>,
-}
-
-struct Resume {
-    store: Arc<dyn Store>,
-    prefix: String,
-    pipeline: String,
+    resume: Option<DoneLog>,
 }
 
 /// What a listing does with one object.
@@ -139,18 +165,6 @@ pub enum Selection {
     /// `run --plan`: it is not what was planned.
     Changed(String),
     Take,
-}
-
-/// The version part of a done marker: the source's ETag (letters, digits, `-`), else
-/// its size.
-fn version_of(o: &ObjectInfo) -> String {
-    let etag: String =
-        o.etag.as_deref().unwrap_or("").chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-    if etag.is_empty() {
-        format!("s{}", o.size)
-    } else {
-        etag
-    }
 }
 
 impl List {
@@ -181,44 +195,18 @@ impl List {
                 ));
             }
         }
-        if !ctx.reprocess && done.contains(&format!("{}@{}", o.key, version_of(o))) {
+        if !ctx.reprocess && done.contains(&done_id(o)) {
             return Selection::Done;
         }
         Selection::Take
     }
 
-    /// The markers of objects finished by earlier runs: `<source key>@<version>`.
+    /// The objects earlier runs finished (empty without `resume`).
     pub async fn done_markers(&self) -> Result<HashSet<String>, String> {
-        let Some(r) = &self.resume else { return Ok(HashSet::new()) };
-        let prefix = format!("{}/", r.prefix);
-        let mut done = HashSet::new();
-        let mut after: Option<String> = None;
-        let mut delays = self.cfg.retry.delays();
-        'pages: loop {
-            let mut listing = r.store.list(&prefix, after.clone());
-            while let Some(entry) = listing.next().await {
-                match entry {
-                    Ok(m) => {
-                        if let Some(rest) = m.key.strip_prefix(&prefix) {
-                            done.insert(rest.to_string());
-                        }
-                        after = Some(m.key);
-                    }
-                    Err(e) if e.kind == StoreErrorKind::Transient => match delays.next() {
-                        Some(d) => {
-                            tokio::time::sleep(d).await;
-                            continue 'pages;
-                        }
-                        None => return Err(format!("reading done markers in {}: {e}", r.store.display_url())),
-                    },
-                    // No marker folder yet: nothing is done.
-                    Err(e) if e.kind == StoreErrorKind::NotFound && after.is_none() => break 'pages,
-                    Err(e) => return Err(format!("reading done markers in {}: {e}", r.store.display_url())),
-                }
-            }
-            break;
+        match &self.resume {
+            Some(log) => log.read().await,
+            None => Ok(HashSet::new()),
         }
-        Ok(done)
     }
 
     /// The listing, with transient failures retried from the last key seen.
@@ -291,8 +279,13 @@ pub fn object_meta(store: &str, o: &ObjectInfo) -> Meta {
     if let Some(t) = &o.last_modified {
         m.insert("last_modified".into(), t.clone().into());
     }
+    m.insert("run_date".into(), RUN_DATE.clone().into());
     m
 }
+
+/// The day the run started (UTC), `YYYY/MM/DD`, for date-partitioned keys (`run_date`).
+static RUN_DATE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| chrono::Utc::now().format("%Y/%m/%d").to_string());
 
 #[async_trait]
 impl Source for List {
@@ -310,30 +303,75 @@ impl Source for List {
         if self.resume.is_some() {
             tracing::info!(markers = done.len(), reprocess = ctx.reprocess, "done markers read");
         }
-        let mut count = 0u64;
-        let mut listing = self.walk(Some(out));
-        while let Some(o) = listing.next().await {
-            if ctx.stop.is_stopped() {
-                tracing::info!(store = %self.cfg.store, listed = count, "listing stopped");
-                break;
-            }
-            let o = o?;
-            match self.select(&o, ctx, &done) {
-                Selection::Ignored => {}
-                Selection::Done => out.skipped_done(&o.key, object_meta(&self.cfg.store, &o)),
-                Selection::Changed(reason) => out.reject(&o.key, object_meta(&self.cfg.store, &o), &reason),
-                Selection::Take => {
-                    let item = out.new_item(&o.key, object_meta(&self.cfg.store, &o));
-                    if out.emit("out", item).await.is_err() {
-                        break;
+        // The listing runs ahead of the items (up to two pages): the next page is being
+        // fetched while the items of this one wait for room downstream.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<ObjectInfo, String>>(2_000);
+        let produce = async {
+            let mut listing = self.walk(Some(out));
+            if self.cfg.order == Order::Modified {
+                let mut all = Vec::new();
+                while let Some(o) = listing.next().await {
+                    match o {
+                        Ok(o) => all.push(o),
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
                     }
-                    count += 1;
-                    if self.cfg.limit.is_some_and(|l| count >= l) {
+                }
+                all.sort_by(|a, b| a.last_modified.cmp(&b.last_modified).then_with(|| a.key.cmp(&b.key)));
+                for o in all {
+                    if tx.send(Ok(o)).await.is_err() {
                         break;
                     }
                 }
+                return;
             }
-        }
+            while let Some(o) = listing.next().await {
+                if tx.send(o).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+        };
+        let mut count = 0u64;
+        let consume = async {
+            while let Some(o) = rx.recv().await {
+                if ctx.stop.is_stopped() {
+                    tracing::info!(store = %self.cfg.store, listed = count, "listing stopped");
+                    break;
+                }
+                let o = o?;
+                match self.select(&o, ctx, &done) {
+                    Selection::Ignored => {}
+                    Selection::Done => {
+                        out.skipped_done(&o.key, object_meta(&self.cfg.store, &o));
+                        // Delivered by an earlier run but not deleted then: only the delete.
+                        if self.cfg.delete_after_success && !out.planning() {
+                            if let Err(e) = self.store.delete(&o.key).await {
+                                tracing::warn!(key = ?o.key, error = %e, "already delivered, but deleting it failed");
+                            }
+                        }
+                    }
+                    Selection::Changed(reason) => out.reject(&o.key, object_meta(&self.cfg.store, &o), &reason),
+                    Selection::Take => {
+                        let item = out.new_item(&o.key, object_meta(&self.cfg.store, &o));
+                        if out.emit("out", item).await.is_err() {
+                            break;
+                        }
+                        count += 1;
+                        if self.cfg.limit.is_some_and(|l| count >= l) {
+                            break;
+                        }
+                    }
+                }
+            }
+            // Stop the producer: dropping the receiver ends its sends.
+            drop(rx);
+            Ok::<(), String>(())
+        };
+        let ((), consumed) = tokio::join!(produce, consume);
+        consumed?;
         if let Some(only) = &ctx.only {
             if !ctx.stop.is_stopped() {
                 let seen = only.seen.lock().map(|s| s.clone()).unwrap_or_default();
@@ -357,37 +395,26 @@ impl Source for List {
         Ok(())
     }
 
-    /// Writes the object's done marker (when `resume` is set).
+    /// Records the object as done (with `resume`), then deletes it at the source (with
+    /// `delete_after_success`). Called only once every output of it is durable.
     async fn ack(&self, listed: &Meta) -> Result<(), String> {
-        let Some(r) = &self.resume else { return Ok(()) };
-        let key = listed.get("key").and_then(|v| v.as_str()).unwrap_or_default();
         let info = ObjectInfo {
-            key: key.to_string(),
+            key: listed.get("key").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
             size: listed.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
             etag: listed.get("etag").and_then(|v| v.as_str()).map(String::from),
             last_modified: None,
         };
-        let marker = format!("{}/{}@{}", r.prefix, key, version_of(&info));
-        let body = serde_json::json!({
-            "pipeline": r.pipeline,
-            "source_store": self.cfg.store,
-            "key": key,
-            "etag": info.etag,
-            "size": info.size,
-            "finished_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        });
-        let body = Body::Memory(Bytes::from(body.to_string()));
-        let opts = PutOptions { content_type: Some("application/json".into()), metadata: Vec::new() };
-        self.cfg
-            .retry
-            .run(
-                || r.store.put(&marker, &body, &opts),
-                |e| e.kind == StoreErrorKind::Transient,
-                |e| e.to_string(),
-                || {},
-            )
-            .await
-            .map(|_| ())
+        if let Some(log) = &self.resume {
+            log.record(&info).await?;
+        }
+        if self.cfg.delete_after_success {
+            self.store.delete(&info.key).await.map_err(|e| format!("outputs are durable, but {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn deletes_on_ack(&self) -> bool {
+        self.cfg.delete_after_success
     }
 }
 

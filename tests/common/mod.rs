@@ -197,9 +197,17 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     all_files_under(dir).into_iter().filter(|f| !is_marker(f)).collect()
 }
 
-/// The done markers a resumable run left under `dir`.
-pub fn markers_under(dir: &Path) -> Vec<String> {
-    all_files_under(dir).into_iter().filter(|f| is_marker(f)).collect()
+/// The objects recorded as done by the markers under `dir` (one JSON line per object in
+/// each marker file), as `key@version`.
+pub fn done_under(dir: &Path) -> Vec<String> {
+    let mut done = Vec::new();
+    for f in all_files_under(dir).into_iter().filter(|f| is_marker(f)) {
+        for line in std::fs::read_to_string(dir.join(&f)).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            done.push(format!("{}@{}", v["key"].as_str().unwrap(), v["version"].as_str().unwrap()));
+        }
+    }
+    done
 }
 
 fn is_marker(path: &str) -> bool {
@@ -479,4 +487,161 @@ pub fn assert_same_files_but(expected: &Path, got: &Path, names_only: impl Fn(&s
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The throwaway system user the test sshd lets in (created by the tests, as root).
+pub const SFTP_USER: &str = "dqpipe-sftp";
+
+/// Debian's OpenSSH `sshd` on a loopback port, SFTP only, chrooted; stopped on drop.
+/// Keys in `base`: `id_ed25519` (OpenSSH format) and `id_rsa_pem` (PEM) are authorized,
+/// `id_other` is not; `known_hosts` holds the server's host key, `known_hosts_other` a
+/// different one. Files land in `landing()`.
+pub struct Sshd {
+    pub base: tempfile::TempDir,
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        use std::os::unix::fs::PermissionsExt;
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+            assert!(out.status.success(), "{cmd:?}: {}{}", stdout(&out), stderr(&out));
+        };
+        if !Command::new("id").arg(SFTP_USER).output().is_ok_and(|o| o.status.success()) {
+            run(Command::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SFTP_USER,
+            ]));
+        }
+        // An unlocked account without a password: sshd (without PAM) refuses locked ones.
+        run(Command::new("usermod").args(["-p", "*", SFTP_USER]));
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        // The chroot and every folder above it must be root's and not writable by others.
+        let base = tempfile::Builder::new().prefix("dqpipe-sftp-").tempdir_in("/run").expect("a folder under /run");
+        let b = base.path();
+        std::fs::set_permissions(b, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let landing = b.join("chroot/landing");
+        std::fs::create_dir_all(&landing).unwrap();
+        std::fs::set_permissions(b.join("chroot"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        run(Command::new("chown").arg(format!("{SFTP_USER}:")).arg(&landing));
+        for (name, args) in [
+            ("host_ed25519", vec!["-t", "ed25519"]),
+            ("other_host", vec!["-t", "ed25519"]),
+            ("id_ed25519", vec!["-t", "ed25519"]),
+            ("id_rsa_pem", vec!["-t", "rsa", "-b", "2048", "-m", "PEM"]),
+            ("id_other", vec!["-t", "ed25519"]),
+        ] {
+            run(Command::new("ssh-keygen").args(["-q", "-N", "", "-f"]).arg(b.join(name)).args(args));
+        }
+        let pubkey = |n: &str| std::fs::read_to_string(b.join(format!("{n}.pub"))).unwrap();
+        std::fs::write(b.join("authorized_keys"), pubkey("id_ed25519") + &pubkey("id_rsa_pem")).unwrap();
+        let port = free_port();
+        std::fs::write(b.join("known_hosts"), format!("[127.0.0.1]:{port} {}", pubkey("host_ed25519"))).unwrap();
+        std::fs::write(b.join("known_hosts_other"), format!("[127.0.0.1]:{port} {}", pubkey("other_host"))).unwrap();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {b}/host_ed25519\nPidFile {b}/sshd.pid\n\
+             AuthorizedKeysFile {b}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin no\nAllowUsers {SFTP_USER}\n\
+             Subsystem sftp internal-sftp\nChrootDirectory {b}/chroot\nForceCommand internal-sftp\n\
+             AllowTcpForwarding no\nX11Forwarding no\nLogLevel VERBOSE\n",
+            b = b.display()
+        );
+        std::fs::write(b.join("sshd_config"), config).unwrap();
+        let mut child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(b.join("sshd_config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(b.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("/usr/sbin/sshd (scripts/test installs openssh-server)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Sshd { base, port, child };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("sshd did not listen: {}", std::fs::read_to_string(b.join("sshd.log")).unwrap_or_default());
+    }
+
+    pub fn landing(&self) -> PathBuf {
+        self.base.path().join("chroot/landing")
+    }
+
+    pub fn url(&self) -> String {
+        format!("sftp://{SFTP_USER}@127.0.0.1:{}/landing", self.port)
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        self.base.path().join(name).to_string_lossy().into_owned()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.base.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy that forwards everything and keeps a copy of what clients sent (request
+/// lines and headers), to check what dqpipe asked a server for.
+pub struct RecordingProxy {
+    pub port: u16,
+    pub sent: Arc<Mutex<Vec<u8>>>,
+}
+
+impl RecordingProxy {
+    pub fn start(upstream: u16) -> RecordingProxy {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
+        let port = listener.local_addr().unwrap().port();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let rec = sent.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let rec = rec.clone();
+                std::thread::spawn(move || {
+                    let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                    let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else { return };
+                    let up = std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            match c2.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                                    if s2.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = s2.shutdown(std::net::Shutdown::Write);
+                    });
+                    let _ = std::io::copy(&mut server, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                    let _ = up.join();
+                });
+            }
+        });
+        RecordingProxy { port, sent }
+    }
+
+    /// How many times `needle` appears in what clients sent (case-insensitive).
+    pub fn count(&self, needle: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.sent.lock().unwrap()).to_ascii_lowercase();
+        text.matches(&needle.to_ascii_lowercase()).count()
+    }
 }

@@ -222,6 +222,11 @@ impl Store for LocalStore {
         Ok(())
     }
 
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        tokio::fs::remove_file(&path).await.map_err(|e| io_error(key, "deleting", e))
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let path = self.path_of(key)?;
         match tokio::fs::metadata(&path).await {

@@ -1,4 +1,5 @@
-//! Stores by URL scheme: `file://` (a local folder) and `s3://` (a bucket and prefix).
+//! Stores by URL scheme: `file://` (a local folder), `s3://` (a bucket and prefix) and
+//! `sftp://` (a folder on an SFTP server, as a source).
 //!
 //! A store entry has its URL and one settings table per scheme, `file:` and `s3:`. Only the
 //! table of the URL's scheme is used, so one spec can hold both and be switched between a
@@ -6,6 +7,7 @@
 
 pub mod local;
 pub mod s3;
+pub mod sftp;
 
 use std::sync::Arc;
 
@@ -31,6 +33,9 @@ struct StoreEntry {
     /// Settings used when the URL is `s3://`.
     #[serde(default)]
     s3: s3::S3Options,
+    /// Settings used when the URL is `sftp://`.
+    #[serde(default)]
+    sftp: sftp::SftpOptions,
 }
 
 impl StoreOpener for Opener {
@@ -39,9 +44,10 @@ impl StoreOpener for Opener {
         match spec.url.split_once("://").map(|(s, _)| s) {
             Some("file") => Ok(Arc::new(local::LocalStore::open(&spec.url, entry.file)?)),
             Some("s3") => Ok(Arc::new(s3::S3Store::open(&spec.url, entry.s3)?)),
+            Some("sftp") => Ok(Arc::new(sftp::SftpStore::open(&spec.url, entry.sftp)?)),
             Some(other) => Err(ConfigError::at(
                 "url",
-                format!("unsupported store scheme `{other}://`; this build knows `file://` and `s3://`"),
+                format!("unsupported store scheme `{other}://`; this build knows `file://`, `s3://` and `sftp://`"),
             )),
             None => Err(ConfigError::at(
                 "url",

@@ -131,7 +131,8 @@ impl S3Store {
     pub fn open(url: &str, opts: S3Options) -> Result<Self, ConfigError> {
         let rest = url.strip_prefix("s3://").unwrap_or(url);
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() || !bucket.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)) {
+        if !(3..=63).contains(&bucket.len()) || !bucket.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+        {
             return Err(ConfigError::at(
                 "url",
                 format!(

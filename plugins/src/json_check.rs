@@ -1,0 +1,94 @@
+//! `json_check`: passes files that are well-formed JSON, unchanged; the rest go to
+//! `failed` with the parser's reason. The live ingest flow delivers files as they are and
+//! moves unreadable ones to a failed-to-parse place.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dqpipe_engine::node::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role,
+};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// Settings of a `json_check` node.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonCheckConfig {
+    /// Files larger than this fail without being parsed.
+    #[serde(default = "default_max")]
+    pub max_bytes: u64,
+}
+
+fn default_max() -> u64 {
+    64 * 1024 * 1024
+}
+
+pub struct JsonCheckKind;
+
+const PORTS: &[PortDecl] = &[
+    PortDecl { name: "ok", must_route: false, problem: false, doc: "well-formed JSON, unchanged" },
+    PortDecl { name: "failed", must_route: true, problem: true, doc: "anything else, with `reason`" },
+];
+
+impl NodeKind for JsonCheckKind {
+    fn name(&self) -> &'static str {
+        "json_check"
+    }
+    fn summary(&self) -> &'static str {
+        "Passes well-formed JSON files unchanged; the rest go to `failed` with the reason."
+    }
+    fn role(&self) -> Role {
+        Role::Processor
+    }
+    fn ports(&self) -> &'static [PortDecl] {
+        PORTS
+    }
+    fn schema(&self) -> schemars::Schema {
+        dqpipe_engine::schema::config_schema::<JsonCheckConfig>()
+    }
+    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
+        let cfg: JsonCheckConfig = parse_config(config)?;
+        Ok(Built::Processor(Arc::new(JsonCheck { cfg })))
+    }
+}
+
+struct JsonCheck {
+    cfg: JsonCheckConfig,
+}
+
+#[async_trait]
+impl Node for JsonCheck {
+    async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
+        let body = item
+            .body
+            .clone()
+            .ok_or_else(|| ItemError::new("the item has no bytes: json_check needs a fetch upstream"))?;
+        let verdict = match body.to_bytes(self.cfg.max_bytes).await {
+            Err(e) => Err(format!("not parsed: {e}")),
+            Ok(bytes) => tokio::task::spawn_blocking(move || {
+                serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                    .map(|_| ())
+                    .map_err(|e| format!("not JSON: {e}"))
+            })
+            .await
+            .unwrap_or_else(|_| Err("internal error: the check panicked".into())),
+        };
+        match verdict {
+            Ok(()) => out.emit("ok", item).await,
+            Err(reason) => {
+                item.set("reason", reason);
+                out.emit("failed", item).await
+            }
+        }
+        .map_err(ItemError::from)
+    }
+
+    /// Checks in `--deep` plans (the bytes were read); otherwise assumes well-formed.
+    async fn preview(&self, item: Item, out: &Outputs, deep: bool) -> Result<(), ItemError> {
+        if deep && item.body.is_some() {
+            return self.process(item, out).await;
+        }
+        out.emit("ok", item).await.map_err(ItemError::from)
+    }
+}

@@ -1,0 +1,201 @@
+//! Done markers: how a `list` node remembers, across runs, pods and shards, which objects
+//! are finished.
+//!
+//! A finished object is recorded only after every output of it is durable (the engine's
+//! acknowledgement). Records are written in small batches: one marker object per batch,
+//! `<prefix>/<time>-<pid>-<n>.jsonl`, one JSON line per object (key, version, etag, size),
+//! at most `BATCH` lines or `FLUSH_AFTER` after the first. An acknowledgement returns once
+//! its batch is written, so "done" is never claimed before the marker is durable, and a
+//! run costs one PUT per `BATCH` objects rather than one per object. A run starts by
+//! listing and reading the markers (a few requests per thousand objects). Markers live
+//! beside the data, so a lost local volume or several shards at once change nothing; a
+//! batch lost to a kill -9 means those objects are processed again, to the same keys.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dqpipe_engine::body::{Body, Spool};
+use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreErrorKind};
+use futures::StreamExt;
+use tokio::sync::oneshot;
+
+use crate::retry::RetryPolicy;
+
+/// At most this many objects per marker.
+pub const BATCH: usize = 256;
+/// A marker is written at most this long after its first object finished.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(250);
+
+pub struct DoneLog {
+    store: Arc<dyn Store>,
+    /// Key prefix of the markers, without a trailing `/`.
+    prefix: String,
+    retry: RetryPolicy,
+    pending: Mutex<Batch>,
+    written: AtomicU64,
+}
+
+#[derive(Default)]
+struct Batch {
+    id: u64,
+    lines: Vec<String>,
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// The version of an object a marker records: its ETag (letters, digits, `-`), else its
+/// size. A changed object has another version, so it is not taken for done.
+pub fn version_of(o: &ObjectInfo) -> String {
+    let etag: String =
+        o.etag.as_deref().unwrap_or("").chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    if etag.is_empty() {
+        format!("s{}", o.size)
+    } else {
+        etag
+    }
+}
+
+/// What a done-set holds for an object.
+pub fn done_id(o: &ObjectInfo) -> String {
+    format!("{}@{}", o.key, version_of(o))
+}
+
+impl DoneLog {
+    pub fn new(store: Arc<dyn Store>, prefix: String, retry: RetryPolicy) -> Self {
+        Self { store, prefix, retry, pending: Mutex::new(Batch::default()), written: AtomicU64::new(0) }
+    }
+
+    pub fn display(&self) -> String {
+        format!("{}/{}", self.store.display_url().trim_end_matches('/'), self.prefix)
+    }
+
+    /// Every object earlier runs finished, as [`done_id`]s.
+    pub async fn read(&self) -> Result<HashSet<String>, String> {
+        let prefix = format!("{}/", self.prefix);
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        let mut delays = self.retry.delays();
+        'pages: loop {
+            let mut listing = self.store.list(&prefix, after.clone());
+            while let Some(entry) = listing.next().await {
+                match entry {
+                    Ok(m) => {
+                        after = Some(m.key.clone());
+                        keys.push(m.key);
+                    }
+                    Err(e) if e.kind == StoreErrorKind::Transient => match delays.next() {
+                        Some(d) => {
+                            tokio::time::sleep(d).await;
+                            continue 'pages;
+                        }
+                        None => return Err(format!("listing done markers in {}: {e}", self.display())),
+                    },
+                    // No marker folder yet: nothing is done.
+                    Err(e) if e.kind == StoreErrorKind::NotFound && after.is_none() => break 'pages,
+                    Err(e) => return Err(format!("listing done markers in {}: {e}", self.display())),
+                }
+            }
+            break;
+        }
+        let spool = Spool { threshold: u64::MAX, dir: None };
+        let mut reads = futures::stream::iter(keys.into_iter().filter(|k| k.ends_with(".jsonl")).map(|key| {
+            let spool = spool.clone();
+            async move {
+                let got = self
+                    .retry
+                    .run(
+                        || self.store.get(&key, &spool),
+                        |e| e.kind == StoreErrorKind::Transient,
+                        |e| format!("reading done marker {key:?}: {e}"),
+                        || {},
+                    )
+                    .await?;
+                got.value.to_bytes(u64::MAX).await.map_err(|e| format!("reading done marker {key:?}: {e}"))
+            }
+        }))
+        .buffer_unordered(16);
+        let mut done = HashSet::new();
+        while let Some(bytes) = reads.next().await {
+            for line in bytes?.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                // A line that does not parse (a torn write cannot happen: puts are atomic)
+                // is skipped: at worst its object is processed again.
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
+                    if let (Some(k), Some(ver)) = (v["key"].as_str(), v["version"].as_str()) {
+                        done.insert(format!("{k}@{ver}"));
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Records a finished object; returns once the marker holding it is written.
+    pub async fn record(&self, o: &ObjectInfo) -> Result<(), String> {
+        let line = serde_json::json!({
+            "key": o.key,
+            "version": version_of(o),
+            "etag": o.etag,
+            "size": o.size,
+            "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })
+        .to_string();
+        let (tx, rx) = oneshot::channel();
+        let (full, first_of) = {
+            let mut p = self.pending.lock().map_err(|_| "done log poisoned".to_string())?;
+            p.lines.push(line);
+            p.waiters.push(tx);
+            if p.lines.len() >= BATCH {
+                (Some(take(&mut p)), None)
+            } else if p.lines.len() == 1 {
+                (None, Some(p.id))
+            } else {
+                (None, None)
+            }
+        };
+        if let Some(batch) = full {
+            self.flush(batch).await;
+        } else if let Some(id) = first_of {
+            // The first object of a batch writes it if it has not filled up meanwhile.
+            tokio::time::sleep(FLUSH_AFTER).await;
+            let batch =
+                self.pending.lock().ok().and_then(|mut p| (p.id == id && !p.lines.is_empty()).then(|| take(&mut p)));
+            if let Some(batch) = batch {
+                self.flush(batch).await;
+            }
+        }
+        rx.await.unwrap_or_else(|_| Err("the done marker was not written".into()))
+    }
+
+    async fn flush(&self, batch: Batch) {
+        let n = self.written.fetch_add(1, Ordering::Relaxed);
+        let key = format!(
+            "{}/{}-{}-{:08x}-{n}.jsonl",
+            self.prefix,
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let body = Body::Memory(Bytes::from(batch.lines.join("\n") + "\n"));
+        let opts = PutOptions { content_type: Some("application/x-ndjson".into()), metadata: Vec::new() };
+        let result = self
+            .retry
+            .run(
+                || self.store.put(&key, &body, &opts),
+                |e| e.kind == StoreErrorKind::Transient,
+                |e| format!("writing done marker {key:?}: {e}"),
+                || {},
+            )
+            .await
+            .map(|_| ());
+        for w in batch.waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+fn take(p: &mut Batch) -> Batch {
+    let next = Batch { id: p.id + 1, ..Batch::default() };
+    std::mem::replace(p, next)
+}

@@ -1,0 +1,382 @@
+//! `sftp://user@host:port/dir` stores, for sources that land files on an SFTP server:
+//! list a folder (names, sizes, modification times), read files, delete them once done.
+//!
+//! Client: russh + russh-sftp, pure Rust (no libssh2 or OpenSSL to build or ship), with
+//! the ring crypto backend the S3 client already uses. Keys: RSA and ed25519, in OpenSSH
+//! (`BEGIN OPENSSH PRIVATE KEY`) and PEM (`BEGIN RSA PRIVATE KEY`, `BEGIN PRIVATE KEY`)
+//! formats, optionally with a passphrase. The server's host key is checked against a
+//! known_hosts file; `insecure_accept_any_host_key` turns that off for tests, with a
+//! warning on every connection.
+//!
+//! One SSH connection and SFTP session per store, shared by every concurrent operation
+//! (SFTP requests are multiplexed), opened on first use and again after a failure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dqpipe_engine::body::{Body, Spool};
+use dqpipe_engine::node::ConfigError;
+use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
+use russh_sftp::client::SftpSession;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+/// Settings of an `sftp://` store, under `sftp:` in the store's entry.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftpOptions {
+    /// Path of the private key file (RSA or ed25519; OpenSSH or PEM format).
+    pub private_key_path: Option<String>,
+    /// Passphrase of the private key, if it has one.
+    pub private_key_passphrase: Option<String>,
+    /// known_hosts file holding the server's host key. Default `~/.ssh/known_hosts`.
+    pub known_hosts_path: Option<String>,
+    /// Accept any host key. For tests only: it is logged as a warning on every connection.
+    pub insecure_accept_any_host_key: bool,
+    /// Time limit to connect and authenticate. Default 20 s.
+    pub connect_timeout_secs: Option<u64>,
+}
+
+pub struct SftpStore {
+    url: String,
+    user: String,
+    host: String,
+    port: u16,
+    /// The folder on the server; keys are relative to it.
+    dir: String,
+    key: Arc<PrivateKey>,
+    known_hosts: Option<std::path::PathBuf>,
+    insecure: bool,
+    timeout: Duration,
+    session: Mutex<Option<Arc<Connection>>>,
+}
+
+struct Connection {
+    sftp: SftpSession,
+    // Kept open for as long as the SFTP session lives.
+    _ssh: russh::client::Handle<HostKeyCheck>,
+}
+
+impl std::fmt::Debug for SftpStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SftpStore").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+fn set(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl SftpStore {
+    pub fn open(url: &str, opts: SftpOptions) -> Result<Self, ConfigError> {
+        let bad = || {
+            ConfigError::at("url", format!("`{url}`: write `sftp://user@host:port/folder` (the port defaults to 22)"))
+        };
+        let rest = url.strip_prefix("sftp://").ok_or_else(bad)?;
+        let (authority, dir) = rest.split_once('/').unwrap_or((rest, ""));
+        let (user, hostport) = authority.rsplit_once('@').ok_or_else(bad)?;
+        if user.contains(':') {
+            return Err(ConfigError::at("url", "put no password in an sftp:// URL: dqpipe authenticates with a key"));
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+            None => (hostport, 22),
+        };
+        if user.is_empty() || host.is_empty() {
+            return Err(bad());
+        }
+        let key_path = set(&opts.private_key_path)
+            .ok_or_else(|| ConfigError::at("sftp.private_key_path", "an sftp:// store needs a private key file"))?;
+        let key = russh::keys::load_secret_key(key_path, set(&opts.private_key_passphrase)).map_err(|e| {
+            ConfigError::at(
+                "sftp.private_key_path",
+                format!("cannot read the private key `{key_path}`: {e} (RSA or ed25519, OpenSSH or PEM format)"),
+            )
+        })?;
+        let known_hosts = match (set(&opts.known_hosts_path), opts.insecure_accept_any_host_key) {
+            (_, true) => None,
+            (Some(p), false) => Some(std::path::PathBuf::from(p)),
+            (None, false) => Some(
+                std::env::var_os("HOME")
+                    .map(|h| std::path::PathBuf::from(h).join(".ssh/known_hosts"))
+                    .ok_or_else(|| ConfigError::at("sftp.known_hosts_path", "no HOME: give known_hosts_path"))?,
+            ),
+        };
+        Ok(Self {
+            url: url.to_string(),
+            user: user.to_string(),
+            host: host.to_string(),
+            port,
+            dir: format!("/{}", dir.trim_matches('/')),
+            key: Arc::new(key),
+            known_hosts,
+            insecure: opts.insecure_accept_any_host_key,
+            timeout: Duration::from_secs(opts.connect_timeout_secs.unwrap_or(20).max(1)),
+            session: Mutex::new(None),
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<String, StoreError> {
+        let bad = |why: &str| StoreError::new(StoreErrorKind::InvalidKey, format!("key {key:?} {why}"));
+        if key.is_empty() || key.starts_with('/') || key.chars().any(|c| c.is_control()) {
+            return Err(bad("is empty, absolute or has a control character"));
+        }
+        if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+            return Err(bad("has an empty, `.` or `..` segment"));
+        }
+        Ok(format!("{}/{key}", self.dir.trim_end_matches('/')))
+    }
+
+    /// The shared session, connecting (again) when there is none.
+    async fn session(&self) -> Result<Arc<Connection>, StoreError> {
+        let mut slot = self.session.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c._ssh.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(tokio::time::timeout(self.timeout, self.connect()).await.map_err(|_| {
+            StoreError::new(
+                StoreErrorKind::Transient,
+                format!("cannot reach {}:{} within {} s", self.host, self.port, self.timeout.as_secs()),
+            )
+        })??);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn connect(&self) -> Result<Connection, StoreError> {
+        if self.insecure {
+            tracing::warn!(store = %self.url, "accepting any SSH host key (insecure_accept_any_host_key): for tests only");
+        }
+        let check = HostKeyCheck {
+            host: self.host.clone(),
+            port: self.port,
+            known_hosts: self.known_hosts.clone(),
+            refusal: Arc::new(std::sync::Mutex::new(None)),
+        };
+        let refusal = check.refusal.clone();
+        let config = Arc::new(russh::client::Config::default());
+        let mut ssh = match russh::client::connect(config, (self.host.as_str(), self.port), check).await {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(why) = refusal.lock().ok().and_then(|r| r.clone()) {
+                    return Err(StoreError::new(StoreErrorKind::AccessDenied, why));
+                }
+                return Err(StoreError::new(
+                    StoreErrorKind::Transient,
+                    format!("cannot connect to {}:{}: {e}", self.host, self.port),
+                ));
+            }
+        };
+        let hash = ssh.best_supported_rsa_hash().await.ok().flatten().flatten();
+        let auth = ssh
+            .authenticate_publickey(&self.user, PrivateKeyWithHashAlg::new(self.key.clone(), hash))
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Transient, format!("authenticating: {e}")))?;
+        if !auth.success() {
+            return Err(StoreError::new(
+                StoreErrorKind::AccessDenied,
+                format!(
+                    "{}@{}:{} refused the private key (is its public key in the user's authorized_keys?)",
+                    self.user, self.host, self.port
+                ),
+            ));
+        }
+        let channel = ssh
+            .channel_open_session()
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Transient, format!("opening a channel: {e}")))?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("starting SFTP: {e}")))?;
+        let sftp = SftpSession::new(channel.into_stream())
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("starting SFTP: {e}")))?;
+        Ok(Connection { sftp, _ssh: ssh })
+    }
+
+    async fn forget_session(&self) {
+        *self.session.lock().await = None;
+    }
+
+    fn error(&self, what: &str, e: russh_sftp::client::error::Error) -> StoreError {
+        use russh_sftp::client::error::Error as E;
+        use russh_sftp::protocol::StatusCode as S;
+        let kind = match &e {
+            E::Status(s) if s.status_code == S::NoSuchFile => StoreErrorKind::NotFound,
+            E::Status(s) if s.status_code == S::PermissionDenied => StoreErrorKind::AccessDenied,
+            E::Status(s) if matches!(s.status_code, S::ConnectionLost | S::NoConnection) => StoreErrorKind::Transient,
+            E::Timeout | E::IO(_) => StoreErrorKind::Transient,
+            _ => StoreErrorKind::Other,
+        };
+        StoreError::new(kind, format!("{what}: {e}"))
+    }
+}
+
+/// Checks the server's host key against known_hosts (or accepts any, when told to).
+struct HostKeyCheck {
+    host: String,
+    port: u16,
+    known_hosts: Option<std::path::PathBuf>,
+    /// Why the key was refused, for the error message.
+    refusal: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl russh::client::Handler for HostKeyCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let Some(path) = &self.known_hosts else { return Ok(true) };
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = server_key else {
+            self.refuse(format!(
+                "{}:{} offered a host certificate; give its host key in known_hosts",
+                self.host, self.port
+            ));
+            return Ok(false);
+        };
+        match russh::keys::check_known_hosts_path(&self.host, self.port, key, path) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                self.refuse(format!(
+                    "unknown host key for {}:{}: it is not in {} (add it with ssh-keyscan after checking its fingerprint {})",
+                    self.host,
+                    self.port,
+                    path.display(),
+                    key.fingerprint(Default::default())
+                ));
+                Ok(false)
+            }
+            Err(e) => {
+                self.refuse(format!(
+                    "host key of {}:{} refused: {e} (known_hosts: {})",
+                    self.host,
+                    self.port,
+                    path.display()
+                ));
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl HostKeyCheck {
+    fn refuse(&self, why: String) {
+        if let Ok(mut r) = self.refusal.lock() {
+            *r = Some(why);
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SftpStore {
+    fn display_url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The folder's files (not sub-folders), in name order; `prefix` filters names.
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        start_after: Option<String>,
+    ) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
+        futures::stream::once(async move {
+            let c = self.session().await?;
+            let entries = match c.sftp.read_dir(self.dir.clone()).await {
+                Ok(e) => e,
+                Err(e) => {
+                    let err = self.error(&format!("listing {}", self.dir), e);
+                    if err.kind == StoreErrorKind::Transient {
+                        self.forget_session().await;
+                    }
+                    return Err(err);
+                }
+            };
+            let mut files: Vec<ObjectInfo> = entries
+                .filter(|e| e.file_type().is_file())
+                .map(|e| {
+                    let m = e.metadata();
+                    let modified =
+                        m.mtime.and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(i64::from(t), 0));
+                    ObjectInfo {
+                        key: e.file_name(),
+                        size: m.size.unwrap_or(0),
+                        etag: modified.map(|t| format!("{:x}-{:x}", t.timestamp(), m.size.unwrap_or(0))),
+                        last_modified: modified.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    }
+                })
+                .filter(|o| o.key.starts_with(prefix) && start_after.as_deref().is_none_or(|s| o.key.as_str() > s))
+                .collect();
+            files.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(futures::stream::iter(files.into_iter().map(Ok)))
+        })
+        .map(|r: Result<_, StoreError>| match r {
+            Ok(s) => s.boxed(),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        })
+        .flatten()
+        .boxed()
+    }
+
+    async fn get(&self, key: &str, spool: &Spool) -> Result<Body, StoreError> {
+        let path = self.path(key)?;
+        let c = self.session().await?;
+        let file = match c.sftp.open(path.clone()).await {
+            Ok(f) => f,
+            Err(e) => {
+                let err = self.error(&format!("opening {key:?}"), e);
+                if err.kind == StoreErrorKind::Transient {
+                    self.forget_session().await;
+                }
+                return Err(err);
+            }
+        };
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+        Body::from_stream(stream, spool)
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Transient, format!("reading {key:?}: {e}")))
+    }
+
+    async fn put(&self, key: &str, _body: &Body, _options: &PutOptions) -> Result<(), StoreError> {
+        Err(StoreError::new(
+            StoreErrorKind::Other,
+            format!("writing {key:?}: sftp:// stores are sources only in this build (list, fetch, delete)"),
+        ))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let path = self.path(key)?;
+        let c = self.session().await?;
+        match c.sftp.metadata(path).await {
+            Ok(m) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: m.size.unwrap_or(0),
+                etag: None,
+                last_modified: None,
+            })),
+            Err(e) => {
+                let err = self.error(&format!("checking {key:?}"), e);
+                if err.kind == StoreErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let c = self.session().await?;
+        c.sftp.remove_file(path).await.map_err(|e| self.error(&format!("deleting {key:?}"), e))
+    }
+}

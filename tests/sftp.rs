@@ -1,0 +1,172 @@
+//! The live ingest: Debian's OpenSSH sshd (chrooted SFTP, a throwaway user and keys) on a
+//! loopback port, the real S3 server, real clamd, a real Slack listener.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn ingest(dir: &Path, sshd: &Sshd, s3_endpoint: &str, clamd: &str, key: &str) -> Command {
+    let mut c = dqpipe(dir);
+    c.args(["run", &repo().join("pipelines/nats-sftp-ingest.yaml").to_string_lossy(), "--progress", "off"])
+        .args(["--report", "r.json"])
+        .env("SFTP_URL", sshd.url())
+        .env("SFTP_KEY_PATH", sshd.file(key))
+        .env("SFTP_KNOWN_HOSTS", sshd.file("known_hosts"))
+        .env("DQ_URL", "s3://dq-bucket")
+        .env("DQ_PREFIX", "nats")
+        .env("SECURE_URL", "s3://secure/nats")
+        .env("QUARANTINE_URL", "s3://ops/quarantine")
+        .env("FAILED_URL", "s3://ops/failed-to-parse")
+        .env("S3_ENDPOINT", s3_endpoint)
+        .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        .env("CLAMD_ADDRESS", clamd);
+    c
+}
+
+fn today() -> String {
+    // The run's date, as the pipeline's `run_date`: from the date command, UTC.
+    let out = Command::new("date").args(["-u", "+%Y/%m/%d"]).output().unwrap();
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+fn files_are_delivered_twice_then_deleted_and_problems_set_aside() {
+    let clamd = Clamd::start("25M");
+    let s3 = S3Server::start(&["dq-bucket", "secure", "ops"]);
+    let sshd = Sshd::start();
+    let hook = Listener::start(Answer::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples");
+    let gen = dqpipe(dir.path())
+        .args(["samples", "--out", &samples.to_string_lossy(), "--count", "298", "--infected", "2"])
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    // Two unreadable files, as the original's test stack had: single-quoted JSON, and empty.
+    std::fs::write(samples.join("[-PRMD=EG-ADMD=ICAO-C=XX-;MTA-EGGG-1-MTCU_BAD0000000000001].json"), "{'a': 'b'}")
+        .unwrap();
+    std::fs::write(samples.join("[-PRMD=EG-ADMD=ICAO-C=XX-;MTA-EGGG-1-MTCU_BAD0000000000002].json"), "").unwrap();
+    for f in files_under(&samples) {
+        std::fs::copy(samples.join(&f), sshd.landing().join(&f)).unwrap();
+    }
+    // Not matching the landing pattern: left alone.
+    std::fs::write(sshd.landing().join("README.txt"), b"not a NATS file").unwrap();
+
+    // The KMS-encrypted bucket is reached through a proxy that records the requests.
+    let secure = RecordingProxy::start(s3.port);
+    let out = ingest(dir.path(), &sshd, &s3.endpoint(), &clamd.tcp(), "id_ed25519")
+        .env("SECURE_S3_ENDPOINT", format!("http://127.0.0.1:{}", secure.port))
+        .env("SLACK_WEBHOOK", &hook.url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}\n{}", stderr(&out), sshd.log());
+
+    let day = today();
+    let dq = files_under(&s3.bucket_dir("dq-bucket").join("nats").join(&day));
+    let secure_files = files_under(&s3.bucket_dir("secure").join("nats"));
+    assert_eq!(dq.len(), 296);
+    assert_eq!(dq, secure_files);
+    for f in &dq {
+        let original = std::fs::read(samples.join(f)).unwrap();
+        assert_eq!(std::fs::read(s3.bucket_dir("dq-bucket").join("nats").join(&day).join(f)).unwrap(), original);
+        assert_eq!(std::fs::read(s3.bucket_dir("secure").join("nats").join(f)).unwrap(), original);
+    }
+    assert!(secure.count("x-amz-server-side-encryption: aws:kms") >= 296, "KMS encryption not requested");
+    let quarantined: Vec<_> = files_under(&s3.bucket_dir("ops").join("quarantine"))
+        .into_iter()
+        .filter(|f| !f.ends_with(".error.json"))
+        .collect();
+    let failed: Vec<_> = files_under(&s3.bucket_dir("ops").join("failed-to-parse"))
+        .into_iter()
+        .filter(|f| !f.ends_with(".error.json"))
+        .collect();
+    assert_eq!((quarantined.len(), failed.len()), (2, 2));
+    // Every handled file is gone from the server; the one that does not match stays.
+    assert_eq!(files_under(&sshd.landing()), vec!["README.txt"]);
+    assert_eq!(hook.received().len(), 4);
+
+    // The next run finds nothing: "Pulling zero files!".
+    let again = ingest(dir.path(), &sshd, &s3.endpoint(), &clamd.tcp(), "id_ed25519")
+        .env("SLACK_WEBHOOK", &hook.url)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(hook.received().iter().any(|m| m["text"].as_str().unwrap_or("").contains("Pulling zero files!")));
+}
+
+#[test]
+fn a_file_whose_delivery_failed_stays_on_the_server() {
+    let clamd = Clamd::start("25M");
+    let s3 = S3Server::start(&["dq-bucket", "secure", "ops"]);
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples");
+    dqpipe(dir.path()).args(["samples", "--out", &samples.to_string_lossy(), "--count", "300"]).output().unwrap();
+    for f in files_under(&samples) {
+        std::fs::copy(samples.join(&f), sshd.landing().join(&f)).unwrap();
+    }
+    // Scans take 100 ms each (so the run lasts a few seconds), and S3 stops answering
+    // (500 to everything) a second into the run.
+    let mut slow = vec![Fault::Delay(100); 10_000];
+    slow[0] = Fault::Pass;
+    let slow_clamd = FaultProxy::start(clamd.port, slow);
+    let proxy = FaultProxy::start(s3.port, vec![]);
+    let clamd_address = format!("tcp://127.0.0.1:{}", slow_clamd.port);
+    let child = ingest(dir.path(), &sshd, &format!("http://127.0.0.1:{}", proxy.port), &clamd_address, "id_rsa_pem")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1_000));
+    proxy.set(vec![Fault::Http500]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let remaining = files_under(&sshd.landing());
+    assert!(!remaining.is_empty(), "every file was delivered before S3 stopped: nothing shown");
+    let day = today();
+    for f in files_under(&samples) {
+        let delivered = s3.bucket_dir("dq-bucket").join("nats").join(&day).join(&f).exists()
+            && s3.bucket_dir("secure").join("nats").join(&f).exists();
+        let deleted = !remaining.contains(&f);
+        assert!(!deleted || delivered, "{f} was deleted from the server but not delivered to both buckets");
+    }
+}
+
+#[test]
+fn wrong_key_unknown_host_and_unreachable_server_fail_clearly_and_delete_nothing() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    dqpipe(dir.path()).args(["samples", "--out", &sshd.landing().to_string_lossy(), "--count", "5"]).output().unwrap();
+    let spec = repo().join("pipelines/nats-sftp-ingest.yaml").to_string_lossy().into_owned();
+    let plan = |key: &str, known_hosts: &str, url: &str| {
+        let out = dqpipe(dir.path())
+            .args(["plan", &spec])
+            .env("SFTP_URL", url)
+            .env("SFTP_KEY_PATH", sshd.file(key))
+            .env("SFTP_KNOWN_HOSTS", sshd.file(known_hosts))
+            .output()
+            .unwrap();
+        (out.status.code(), format!("{}{}", stdout(&out), stderr(&out)))
+    };
+    // Both key formats work: OpenSSH ed25519 and PEM RSA.
+    for key in ["id_ed25519", "id_rsa_pem"] {
+        let (code, text) = plan(key, "known_hosts", &sshd.url());
+        assert_eq!(code, Some(0), "{key}: {text}\n{}", sshd.log());
+        assert!(text.contains("Plan: 5 objects to process") && text.contains("5 to delete"), "{text}");
+    }
+    let (code, text) = plan("id_other", "known_hosts", &sshd.url());
+    assert_eq!(code, Some(1));
+    assert!(text.contains("refused the private key"), "{text}");
+    let (code, text) = plan("id_ed25519", "known_hosts_other", &sshd.url());
+    assert_eq!(code, Some(1));
+    assert!(text.contains("host key of 127.0.0.1") || text.contains("unknown host key"), "{text}");
+    let closed = free_port();
+    let (code, text) = plan("id_ed25519", "known_hosts", &format!("sftp://{SFTP_USER}@127.0.0.1:{closed}/landing"));
+    assert_eq!(code, Some(1));
+    assert!(text.contains(&format!("cannot connect to 127.0.0.1:{closed}")), "{text}");
+    assert_eq!(files_under(&sshd.landing()).len(), 5, "a failed connection deleted something");
+}
