@@ -53,11 +53,14 @@ fn manifests_and_rendered_overlays_pass_strict_validation_for_1_30_and_1_33() {
 }
 
 #[test]
-fn the_configmap_holds_the_pipeline_spec_unchanged() {
-    let docs = documents(&repo().join("kube/base/configmap.yaml"));
-    let in_cluster = docs[0]["data"]["nats-historical.yaml"].as_str().unwrap();
-    let in_repo = std::fs::read_to_string(repo().join("pipelines/nats-historical.yaml")).unwrap();
-    assert!(in_cluster == in_repo, "kube/base/configmap.yaml is out of date: run scripts/kube-sync-spec");
+fn the_configmaps_hold_the_pipeline_specs_unchanged() {
+    for (pipeline, file) in [("nats-historical", "configmap.yaml"), ("nats-sftp-ingest", "configmap-sftp-ingest.yaml")]
+    {
+        let docs = documents(&repo().join("kube/base").join(file));
+        let in_cluster = docs[0]["data"][format!("{pipeline}.yaml")].as_str().unwrap();
+        let in_repo = std::fs::read_to_string(repo().join(format!("pipelines/{pipeline}.yaml"))).unwrap();
+        assert!(in_cluster == in_repo, "kube/base/{file} is out of date: run scripts/kube-sync-spec");
+    }
 }
 
 #[test]
@@ -65,40 +68,44 @@ fn every_container_meets_the_restricted_standard() {
     let dir = tempfile::tempdir().unwrap();
     for overlay in OVERLAYS {
         let docs = documents(&render(overlay, dir.path()));
-        let cron = docs.iter().find(|d| d["kind"] == "CronJob").expect("a CronJob");
-        let job = &cron["spec"]["jobTemplate"]["spec"];
-        let pod = &job["template"]["spec"];
-        assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
-        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{overlay}");
-        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{overlay}");
-        let containers: Vec<&serde_json::Value> =
-            pod["containers"].as_array().unwrap().iter().chain(pod["initContainers"].as_array().unwrap()).collect();
-        assert_eq!(containers.len(), 2);
-        for c in containers {
-            let name = c["name"].as_str().unwrap();
-            let sc = &c["securityContext"];
-            assert_eq!(sc["allowPrivilegeEscalation"], false, "{overlay}/{name}");
-            assert_eq!(sc["readOnlyRootFilesystem"], true, "{overlay}/{name}");
-            assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{overlay}/{name}");
-            assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{overlay}/{name}");
-            assert_eq!(sc["runAsNonRoot"], true, "{overlay}/{name}");
-            assert!(sc["runAsUser"].as_u64().is_some_and(|u| u > 0), "{overlay}/{name}: a numeric non-root UID");
-            assert!(c["resources"]["requests"]["memory"].is_string(), "{overlay}/{name}: memory request");
-            assert!(c["resources"]["limits"]["memory"].is_string(), "{overlay}/{name}: memory limit");
+        let crons: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "CronJob").collect();
+        assert_eq!(crons.len(), 2, "{overlay}: nats-historical and nats-sftp-ingest");
+        for cron in crons {
+            let job = &cron["spec"]["jobTemplate"]["spec"];
+            let pod = &job["template"]["spec"];
+            assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{overlay}");
+            assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{overlay}");
+            let containers: Vec<&serde_json::Value> =
+                pod["containers"].as_array().unwrap().iter().chain(pod["initContainers"].as_array().unwrap()).collect();
+            assert_eq!(containers.len(), 2);
+            for c in containers {
+                let name = c["name"].as_str().unwrap();
+                let sc = &c["securityContext"];
+                assert_eq!(sc["allowPrivilegeEscalation"], false, "{overlay}/{name}");
+                assert_eq!(sc["readOnlyRootFilesystem"], true, "{overlay}/{name}");
+                assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{overlay}/{name}");
+                assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{overlay}/{name}");
+                assert_eq!(sc["runAsNonRoot"], true, "{overlay}/{name}");
+                assert!(sc["runAsUser"].as_u64().is_some_and(|u| u > 0), "{overlay}/{name}: a numeric non-root UID");
+                assert!(c["resources"]["requests"]["memory"].is_string(), "{overlay}/{name}: memory request");
+                assert!(c["resources"]["limits"]["memory"].is_string(), "{overlay}/{name}: memory limit");
+            }
+            // clamd is a native sidecar that must answer PING before dqpipe starts.
+            let clamd = &pod["initContainers"][0];
+            assert_eq!(clamd["restartPolicy"], "Always");
+            assert!(clamd["startupProbe"]["exec"]["command"].to_string().contains("--ping"));
         }
-        // clamd is a native sidecar that must answer PING before dqpipe starts.
-        let clamd = &pod["initContainers"][0];
-        assert_eq!(clamd["restartPolicy"], "Always");
-        assert!(clamd["startupProbe"]["exec"]["command"].to_string().contains("--ping"));
     }
     // Sizes: the original's not-prod and prod requests and limits.
     let prod = documents(&render("prod", dir.path()));
-    let cron = prod.iter().find(|d| d["kind"] == "CronJob").unwrap();
+    let cron = prod.iter().find(|d| d["kind"] == "CronJob" && d["metadata"]["name"] == "nats-historical").unwrap();
     let r = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["resources"];
     assert_eq!((r["requests"]["cpu"].as_str(), r["requests"]["memory"].as_str()), (Some("2"), Some("3Gi")));
     assert_eq!((r["limits"]["cpu"].as_str(), r["limits"]["memory"].as_str()), (Some("2500m"), Some("4Gi")));
     let scale = documents(&render("prod-scale-out", dir.path()));
-    let job = &scale.iter().find(|d| d["kind"] == "CronJob").unwrap()["spec"]["jobTemplate"]["spec"];
+    let job = &scale.iter().find(|d| d["kind"] == "CronJob" && d["metadata"]["name"] == "nats-historical").unwrap()
+        ["spec"]["jobTemplate"]["spec"];
     assert_eq!(
         (job["completionMode"].as_str(), job["completions"].as_u64(), job["parallelism"].as_u64()),
         (Some("Indexed"), Some(4), Some(4))
