@@ -36,6 +36,21 @@ fn assert_matches_reference(dir: &Path, s3: &S3Server) {
     assert_same_files_but(&dir.join("var/dead-letter"), &s3.bucket_dir("ops").join("dead-letter/nats"), reason);
 }
 
+/// After an interrupted or failed run: whatever reached the internal store is complete and
+/// correct (nothing partial, nothing unscanned); then a rerun completes the whole.
+fn assert_partial_then_rerun_completes(dir: &Path, s3: &S3Server, clamd: &Clamd) {
+    let reference = dir.join("var/internal");
+    for f in files_under(&s3.bucket_dir("internal")) {
+        assert_eq!(
+            std::fs::read(reference.join(&f)).unwrap(),
+            std::fs::read(s3.bucket_dir("internal").join(&f)).unwrap()
+        );
+    }
+    let out = nats_run(dir, &s3.endpoint(), &clamd.tcp(), "rerun.json").output().unwrap();
+    assert!(matches!(out.status.code(), Some(0) | Some(3)), "{}", stderr(&out));
+    assert_matches_reference(dir, s3);
+}
+
 fn total_retries(report: &serde_json::Value) -> u64 {
     report["nodes"].as_array().unwrap().iter().map(|n| n["retries"].as_u64().unwrap_or(0)).sum()
 }
@@ -149,17 +164,7 @@ fn persistent_s3_faults_fail_closed_then_a_rerun_completes() {
         assert!(reason.contains("server error 500") || reason.contains("InternalError"), "{reason}");
     }
     // Whatever reached the internal store is a complete, correct output.
-    let reference = dir.path().join("var/internal");
-    for f in files_under(&s3.bucket_dir("internal")) {
-        assert_eq!(
-            std::fs::read(reference.join(&f)).unwrap(),
-            std::fs::read(s3.bucket_dir("internal").join(&f)).unwrap()
-        );
-    }
-
-    let out = nats_run(dir.path(), &s3.endpoint(), &clamd.tcp(), "rerun.json").output().unwrap();
-    assert!(matches!(out.status.code(), Some(0) | Some(3)), "{}", stderr(&out));
-    assert_matches_reference(dir.path(), &s3);
+    assert_partial_then_rerun_completes(dir.path(), &s3, &clamd);
 }
 
 #[test]
@@ -231,15 +236,5 @@ fn sigterm_stops_within_the_grace_period_and_a_rerun_completes() {
     let failures = r["failures"].as_array().unwrap();
     assert!(failures.iter().any(|f| f["reason"].as_str().unwrap().contains("abandoned at shutdown")), "{failures:?}");
     // Nothing partial: what is in the internal store is complete and correct.
-    let reference = dir.path().join("var/internal");
-    for f in files_under(&s3.bucket_dir("internal")) {
-        assert_eq!(
-            std::fs::read(reference.join(&f)).unwrap(),
-            std::fs::read(s3.bucket_dir("internal").join(&f)).unwrap()
-        );
-    }
-
-    let out = nats_run(dir.path(), &s3.endpoint(), &clamd.tcp(), "rerun.json").output().unwrap();
-    assert!(matches!(out.status.code(), Some(0) | Some(3)), "{}", stderr(&out));
-    assert_matches_reference(dir.path(), &s3);
+    assert_partial_then_rerun_completes(dir.path(), &s3, &clamd);
 }

@@ -19,6 +19,11 @@ use serde::Deserialize;
 
 pub struct Opener;
 
+/// A setting's value, or `None` when it is unset or empty (`${VAR:-}` leaves it empty).
+pub(crate) fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
 /// A store entry in a spec: a URL and the settings of each scheme.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

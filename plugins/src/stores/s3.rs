@@ -28,6 +28,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
+use super::non_empty;
+
 /// Settings of an `s3://` store, under `s3:` in the store's entry. Empty strings count as
 /// unset, so that `${VAR:-}` can leave a setting to its default.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -123,10 +125,6 @@ fn xml_tag(body: &str, tag: &str) -> Option<String> {
     Some(body[start..end].to_string())
 }
 
-fn set(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
 impl S3Store {
     pub fn open(url: &str, opts: S3Options) -> Result<Self, ConfigError> {
         let rest = url.strip_prefix("s3://").unwrap_or(url);
@@ -143,10 +141,10 @@ impl S3Store {
         let prefix = prefix.trim_matches('/');
         let root = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
 
-        let mut builder = match (set(&opts.access_key_id), set(&opts.secret_access_key)) {
+        let mut builder = match (non_empty(&opts.access_key_id), non_empty(&opts.secret_access_key)) {
             (Some(id), Some(secret)) => {
                 let mut b = AmazonS3Builder::new().with_access_key_id(id).with_secret_access_key(secret);
-                if let Some(token) = set(&opts.session_token) {
+                if let Some(token) = non_empty(&opts.session_token) {
                     b = b.with_token(token);
                 }
                 b
@@ -165,14 +163,14 @@ impl S3Store {
                 ))
             }
         };
-        let region = set(&opts.region)
+        let region = non_empty(&opts.region)
             .map(String::from)
             .or_else(|| env_set("AWS_REGION"))
             .or_else(|| env_set("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".to_string());
         builder = builder.with_bucket_name(bucket).with_region(&region);
-        let path_style = opts.path_style.unwrap_or(set(&opts.endpoint).is_some());
-        let endpoint = match set(&opts.endpoint) {
+        let path_style = opts.path_style.unwrap_or(non_empty(&opts.endpoint).is_some());
+        let endpoint = match non_empty(&opts.endpoint) {
             Some(e) => {
                 if !(e.starts_with("http://") || e.starts_with("https://")) {
                     return Err(ConfigError::at(
@@ -196,12 +194,12 @@ impl S3Store {
         let sse_key = "aws_server_side_encryption"
             .parse::<AmazonS3ConfigKey>()
             .map_err(|e| ConfigError::at("s3.sse", format!("object_store: {e}")))?;
-        match set(&opts.sse) {
+        match non_empty(&opts.sse) {
             None => {}
             Some("AES256") => builder = builder.with_config(sse_key, "AES256"),
             Some("aws:kms") => {
                 builder = builder.with_config(sse_key, "aws:kms");
-                if let Some(key) = set(&opts.sse_kms_key_id) {
+                if let Some(key) = non_empty(&opts.sse_kms_key_id) {
                     builder = builder.with_sse_kms_encryption(key);
                 }
             }
@@ -212,7 +210,7 @@ impl S3Store {
                 ))
             }
         }
-        if set(&opts.sse_kms_key_id).is_some() && set(&opts.sse) != Some("aws:kms") {
+        if non_empty(&opts.sse_kms_key_id).is_some() && non_empty(&opts.sse) != Some("aws:kms") {
             return Err(ConfigError::at("s3.sse_kms_key_id", "a KMS key id needs `sse: aws:kms`"));
         }
 
@@ -224,7 +222,7 @@ impl S3Store {
             .with_connect_timeout(Duration::from_secs(10))
             .with_pool_max_idle_per_host(256);
         let mut http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(10));
-        let (ca_path, ca_field) = match set(&opts.ca_bundle) {
+        let (ca_path, ca_field) = match non_empty(&opts.ca_bundle) {
             Some(p) => (Some(p.to_string()), "s3.ca_bundle"),
             None => (env_set("AWS_CA_BUNDLE"), "s3.ca_bundle (from AWS_CA_BUNDLE)"),
         };

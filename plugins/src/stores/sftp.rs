@@ -26,6 +26,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use super::non_empty;
+
 /// Settings of an `sftp://` store, under `sftp:` in the store's entry.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -68,10 +70,6 @@ impl std::fmt::Debug for SftpStore {
     }
 }
 
-fn set(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
 impl SftpStore {
     pub fn open(url: &str, opts: SftpOptions) -> Result<Self, ConfigError> {
         let bad = || {
@@ -90,15 +88,15 @@ impl SftpStore {
         if user.is_empty() || host.is_empty() {
             return Err(bad());
         }
-        let key_path = set(&opts.private_key_path)
+        let key_path = non_empty(&opts.private_key_path)
             .ok_or_else(|| ConfigError::at("sftp.private_key_path", "an sftp:// store needs a private key file"))?;
-        let key = russh::keys::load_secret_key(key_path, set(&opts.private_key_passphrase)).map_err(|e| {
+        let key = russh::keys::load_secret_key(key_path, non_empty(&opts.private_key_passphrase)).map_err(|e| {
             ConfigError::at(
                 "sftp.private_key_path",
                 format!("cannot read the private key `{key_path}`: {e} (RSA or ed25519, OpenSSH or PEM format)"),
             )
         })?;
-        let known_hosts = match (set(&opts.known_hosts_path), opts.insecure_accept_any_host_key) {
+        let known_hosts = match (non_empty(&opts.known_hosts_path), opts.insecure_accept_any_host_key) {
             (_, true) => None,
             (Some(p), false) => Some(std::path::PathBuf::from(p)),
             (None, false) => Some(
