@@ -44,20 +44,6 @@ fn awkward_name(i: usize) -> String {
     }
 }
 
-fn assert_same_tree(a: &Path, b: &Path) {
-    let fa = files_under(a);
-    let fb = files_under(b);
-    assert_eq!(fa.len(), fb.len(), "file counts differ: {} vs {}", a.display(), b.display());
-    assert_eq!(fa, fb);
-    for f in &fa {
-        assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs");
-    }
-}
-
-fn report(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 #[test]
 fn copy_to_s3_and_back_keeps_every_key_and_byte() {
     let s3 = S3Server::start(&["archive"]);
@@ -85,7 +71,7 @@ fn copy_to_s3_and_back_keeps_every_key_and_byte() {
         .unwrap();
     assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
     // s3s-fs keeps one file per key: the bucket's folder is the objects as S3 holds them.
-    assert_same_tree(&src, &s3.bucket_dir("archive").join("in"));
+    assert_same_files(&src, &s3.bucket_dir("archive").join("in"));
 
     let back = dir.path().join("back");
     let down = with_default_chain(&mut dqpipe(dir.path()), &s3)
@@ -95,13 +81,13 @@ fn copy_to_s3_and_back_keeps_every_key_and_byte() {
         .output()
         .unwrap();
     assert_eq!(down.status.code(), Some(0), "{}", stderr(&down));
-    assert_same_tree(&src, &back);
-    let r = report(&dir.path().join("down.json"));
+    assert_same_files(&src, &back);
+    let r = read_json(&dir.path().join("down.json"));
     assert_eq!(r["items"]["from_sources"], 2_501);
     assert_eq!(r["items"]["complete"], 2_501);
     // Neither direction held the 50 MB object in memory.
     for name in ["up.json", "down.json"] {
-        let peak = report(&dir.path().join(name))["peak_rss_bytes"].as_u64().unwrap();
+        let peak = read_json(&dir.path().join(name))["peak_rss_bytes"].as_u64().unwrap();
         assert!(peak < 50_000_000, "{name}: peak memory {peak} bytes, as much as the object itself");
     }
 }
@@ -142,66 +128,33 @@ fn listing_honours_prefix_suffix_regex_and_start_after() {
     }
 }
 
-/// The original job's Secret keys, unchanged, with nats-historical.yaml.
-fn original_secret(c: &mut Command, s3: &S3Server, dst_location: &str) {
-    c.env("S3_ENDPOINT", s3.endpoint())
-        .env("S3_REGION_NAME", "eu-west-2")
-        .env("S3_SRC_BUCKET_NAME", "archive")
-        .env("S3_SRC_KEY_PREFIX", "nats/")
-        .env("S3_SRC_ACCESS_KEY_ID", S3_KEY_ID)
-        .env("S3_SRC_SECRET_ACCESS_KEY", S3_SECRET)
-        .env("S3_DST_BUCKET_LOCATION", dst_location)
-        .env("S3_DST_ACCESS_KEY_ID", S3_KEY_ID)
-        .env("S3_DST_SECRET_ACCESS_KEY", S3_SECRET);
-}
-
 #[test]
 fn nats_pipeline_s3_to_s3_matches_the_local_run() {
     let clamd = Clamd::start("25M");
     let s3 = S3Server::start(&["archive", "internal", "ops"]);
     let dir = tempfile::tempdir().unwrap();
-    let samples = dir.path().join("samples");
-    let gen = dqpipe(dir.path())
-        .args(["samples", "--out", &samples.to_string_lossy(), "--count", "200", "--infected", "2", "--malformed", "2"])
-        .output()
-        .unwrap();
-    assert!(gen.status.success(), "{}", stderr(&gen));
-    let pipeline = repo().join("pipelines/nats-historical.yaml");
-
-    // The local run: the reference.
-    let local = dqpipe(dir.path())
-        .args(["run", &pipeline.to_string_lossy(), "--progress", "off"])
-        .env("ARCHIVE_URL", format!("file://{}", samples.display()))
-        .env("CLAMD_ADDRESS", clamd.tcp())
-        .output()
-        .unwrap();
-    assert_eq!(local.status.code(), Some(3), "{}", stderr(&local));
+    // The local run is the reference; the archive goes to S3 under the original's prefix.
+    let samples = samples_and_reference(dir.path(), 200, 2, 2, &clamd.tcp());
     let local_internal = dir.path().join("var/internal");
     assert_eq!(files_under(&local_internal).len(), 196);
-
-    // The archive in S3 under the original's key prefix.
-    let archive = s3.bucket_dir("archive").join("nats");
-    std::fs::create_dir_all(&archive).unwrap();
-    for f in files_under(&samples) {
-        std::fs::copy(samples.join(&f), archive.join(&f)).unwrap();
-    }
+    upload_samples(&s3, &samples);
+    let pipeline = nats_pipeline();
 
     // Destination with a prefix, then with none: never a key starting with `/`.
     for (location, folder) in [("internal/parsed/nats", "parsed/nats"), ("internal", "")] {
         let _ = std::fs::remove_dir_all(s3.bucket_dir("internal"));
         std::fs::create_dir_all(s3.bucket_dir("internal")).unwrap();
+        // The original job's Secret keys, unchanged.
         let mut c = dqpipe(dir.path());
-        original_secret(&mut c, &s3, location);
+        nats_s3_env(&mut c, &s3.endpoint(), &clamd.tcp());
         let out = c
-            .args(["run", &pipeline.to_string_lossy(), "--progress", "off", "--report", "s3.json"])
-            .env("CLAMD_ADDRESS", clamd.tcp())
-            .env("QUARANTINE_URL", "s3://ops/quarantine")
-            .env("DEADLETTER_URL", "s3://ops/dead-letter")
+            .args(["run", &pipeline, "--progress", "off", "--report", "s3.json"])
+            .env("S3_DST_BUCKET_LOCATION", location)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(3), "{location}: {}", stderr(&out));
         let written = s3.bucket_dir("internal").join(folder);
-        assert_same_tree(&local_internal, &written);
+        assert_same_files(&local_internal, &written);
         assert!(files_under(&s3.bucket_dir("internal")).iter().all(|k| k.starts_with(if folder.is_empty() {
             "msg_date="
         } else {

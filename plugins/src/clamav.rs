@@ -332,8 +332,7 @@ impl Node for Clamav {
                 || out.retried(1),
             )
             .await
-            .map_err(ItemError::new)?
-            .value;
+            .map_err(ItemError::new)?;
         let port = match verdict {
             Verdict::Clean => "clean",
             Verdict::Infected { signature } => {

@@ -88,7 +88,7 @@ impl Node for Fetch {
             )
             .await
             .map_err(ItemError::new)?;
-        item.body = Some(got.value);
+        item.body = Some(got);
         out.emit("out", item).await.map_err(ItemError::from)
     }
 }

@@ -112,7 +112,7 @@ impl DoneLog {
                         || {},
                     )
                     .await?;
-                got.value.to_bytes(u64::MAX).await.map_err(|e| format!("reading done marker {key:?}: {e}"))
+                got.to_bytes(u64::MAX).await.map_err(|e| format!("reading done marker {key:?}: {e}"))
             }
         }))
         .buffer_unordered(16);

@@ -49,12 +49,6 @@ impl Default for RetryPolicy {
     }
 }
 
-/// The result of a retried operation and how many retries it took.
-pub struct Retried<T> {
-    pub value: T,
-    pub retries: usize,
-}
-
 impl RetryPolicy {
     /// The delays between attempts, for loops that retry by hand (a listing resumed after
     /// its last key): exponential with jitter, `attempts - 1` of them.
@@ -84,7 +78,7 @@ impl RetryPolicy {
         transient: impl Fn(&E) -> bool,
         describe: impl Fn(&E) -> String,
         on_retry: impl Fn(),
-    ) -> Result<Retried<T>, String>
+    ) -> Result<T, String>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -100,7 +94,7 @@ impl RetryPolicy {
         match result {
             Ok(Ok(value)) => {
                 self.exhausted_in_a_row.store(0, Ordering::Relaxed);
-                Ok(Retried { value, retries: retries.into_inner() })
+                Ok(value)
             }
             Ok(Err(e)) => {
                 if transient(&e) {

@@ -66,19 +66,11 @@ pub struct Clamd {
 
 impl Clamd {
     pub fn start(stream_max: &str) -> Clamd {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let out = Command::new(repo().join("scripts/clamd-local"))
-            .arg("start")
-            .env("CLAMD_DIR", dir.path())
-            .env("CLAMD_PORT", port.to_string())
-            .env("CLAMD_STREAM_MAX", stream_max)
-            .output()
-            .expect("scripts/clamd-local runs");
-        assert!(out.status.success(), "clamd did not start: {}{}", stdout(&out), stderr(&out));
-        Clamd { dir, port }
+        let clamd = Clamd { dir: tempfile::tempdir().expect("temp dir"), port: free_port() };
+        clamd.start_again(stream_max);
+        clamd
     }
-    /// Starts clamd again, on the same port, after `stop`.
+    /// Starts clamd (again, after `stop`) in the same folder, on the same port.
     pub fn start_again(&self, stream_max: &str) {
         let out = Command::new(repo().join("scripts/clamd-local"))
             .arg("start")
@@ -87,7 +79,7 @@ impl Clamd {
             .env("CLAMD_STREAM_MAX", stream_max)
             .output()
             .expect("scripts/clamd-local runs");
-        assert!(out.status.success(), "clamd did not start again: {}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "clamd did not start: {}{}", stdout(&out), stderr(&out));
     }
     pub fn tcp(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
