@@ -215,7 +215,15 @@ impl Scanner {
         .await;
         let reply = read_reply(&mut conn).await;
         match (reply, sent) {
-            (Ok(Some(r)), _) => Ok(parse_reply(&r)),
+            // An error about the item itself (over StreamMaxLength) is a verdict on it:
+            // quarantine. Any other error is clamd's trouble (shutting down, out of
+            // memory): retried, then left unprocessed for a rerun, never passed on.
+            (Ok(Some(r)), _) => match parse_reply(&r) {
+                Verdict::Error { reason } if !r.contains("size limit exceeded") => {
+                    Err(Unreachable(format!("{} could not scan: {reason}", self.describe())))
+                }
+                verdict => Ok(verdict),
+            },
             (_, Err(e)) => {
                 Err(Unreachable(format!("{} closed the connection while the item was sent: {e}", self.describe())))
             }
