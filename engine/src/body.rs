@@ -51,12 +51,14 @@ impl Body {
     }
 
     /// Reads a stream of chunks into a body, moving to a temporary file once it grows past
-    /// the spool threshold.
-    pub async fn from_stream<S, E>(mut stream: S, spool: &Spool) -> Result<Body, BodyError<E>>
+    /// the spool threshold. `size_hint` (the length the store announced) sizes the buffer
+    /// once, instead of doubling it up to twice the body's size.
+    pub async fn from_stream<S, E>(mut stream: S, size_hint: Option<u64>, spool: &Spool) -> Result<Body, BodyError<E>>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
     {
-        let mut buf = BytesMut::new();
+        let capacity = size_hint.filter(|n| *n <= spool.threshold).unwrap_or(0);
+        let mut buf = BytesMut::with_capacity(capacity as usize);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(BodyError::Source)?;
             if (buf.len() + chunk.len()) as u64 > spool.threshold {
@@ -131,11 +133,11 @@ mod tests {
     async fn small_bodies_stay_in_memory_large_ones_spool() {
         let spool = Spool { threshold: 10, dir: None };
         let small = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"hello"))]);
-        let b = Body::from_stream(small, &spool).await.unwrap();
+        let b = Body::from_stream(small, Some(5), &spool).await.unwrap();
         assert!(matches!(b, Body::Memory(_)));
         let chunks: Vec<Result<Bytes, std::io::Error>> =
             (0..5).map(|_| Ok(Bytes::from_static(b"0123456789"))).collect();
-        let b = Body::from_stream(futures::stream::iter(chunks), &spool).await.unwrap();
+        let b = Body::from_stream(futures::stream::iter(chunks), None, &spool).await.unwrap();
         let path = b.spooled_path().unwrap().to_path_buf();
         assert_eq!(b.len(), 50);
         assert_eq!(std::fs::read(&path).unwrap().len(), 50);

@@ -184,7 +184,7 @@ impl Store for LocalStore {
             return Ok(Body::Memory(Bytes::from(bytes)));
         }
         let stream = tokio_util::io::ReaderStream::new(file);
-        Body::from_stream(stream, spool)
+        Body::from_stream(stream, Some(len), spool)
             .await
             .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("reading {key:?}: {e}")))
     }

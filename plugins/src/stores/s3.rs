@@ -528,8 +528,9 @@ impl Store for S3Store {
         let path = self.path(key)?;
         let what = format!("reading {key:?}");
         let got = self.client.get_opts(&path, GetOptions::default()).await.map_err(|e| self.error(&what, e))?;
+        let size = got.meta.size;
         let stream = got.into_stream();
-        Body::from_stream(stream, spool).await.map_err(|e| match e {
+        Body::from_stream(stream, Some(size), spool).await.map_err(|e| match e {
             dqpipe_engine::body::BodyError::Source(e) => self.error(&what, e),
             spool_error => StoreError::new(StoreErrorKind::Other, format!("{what}: {spool_error}")),
         })

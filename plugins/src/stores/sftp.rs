@@ -339,7 +339,7 @@ impl Store for SftpStore {
             }
         };
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
-        Body::from_stream(stream, spool)
+        Body::from_stream(stream, None, spool)
             .await
             .map_err(|e| StoreError::new(StoreErrorKind::Transient, format!("reading {key:?}: {e}")))
     }
