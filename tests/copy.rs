@@ -102,3 +102,28 @@ fn the_webhook_url_never_appears_in_output() {
     assert!(stderr(&out).contains("Slack alert not delivered"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("/services/T000/B000/XXXX"), "{}", stderr(&out));
 }
+
+/// `defaults.max_bytes_in_flight` bounds the objects in the pipeline by their listed size,
+/// whatever the nodes' concurrency: with 100 KB files and a 300 KiB budget, the webhook
+/// (concurrency 32, each call held 300 ms) never sees more than 3 objects at once. A 1 MB
+/// file, larger than the whole budget, still goes through on its own.
+#[test]
+fn max_bytes_in_flight_bounds_the_objects_in_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    for i in 0..24 {
+        std::fs::write(dir.path().join(format!("in/{i:03}.json")), vec![b' '; 100_000]).unwrap();
+    }
+    std::fs::write(dir.path().join("in/big.json"), vec![b' '; 1_000_000]).unwrap();
+    let listener = Listener::start(Answer::Barrier { n: 4, hold_ms: 300 });
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "version: 1\nname: budget\ndefaults: { concurrency: 32, max_bytes_in_flight: 307200 }\nstores:\n  src: { url: \"file://./in\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  alert: { kind: slack, input: fetch, webhook_url: \"${HOOK}\", max_messages: 1000 }\n",
+    )
+    .unwrap();
+    let out = dqpipe(dir.path()).args(["run", "b.yaml"]).env("HOOK", &listener.url).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let distinct: std::collections::BTreeSet<String> = listener.received().iter().map(|b| b.to_string()).collect();
+    assert_eq!(distinct.len(), 25);
+    assert_eq!(*listener.max_open.lock().unwrap(), 3);
+}

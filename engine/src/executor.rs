@@ -27,8 +27,8 @@ use tokio::task::JoinSet;
 use crate::body::Spool;
 use crate::load::Pipeline;
 use crate::node::{
-    mark_failed, Built, Finished, Item, ItemFailure, Outputs, Planned, PortStats, RunFacts, Shard, SourceContext, Stop,
-    Tracker,
+    mark_failed, Built, ByteBudget, Finished, Item, ItemFailure, Outputs, Planned, PortStats, RunFacts, Shard,
+    SourceContext, Stop, Tracker,
 };
 use crate::plan::{PlanStatus, PlannedObject};
 use crate::report::{ItemCounts, NodeReport, Outcome, PortReport, RunReport, SourceError};
@@ -122,14 +122,14 @@ impl Pipeline {
             .iter()
             .map(|n| match n.built {
                 Built::Source(_) => 1,
-                Built::Processor(_) => opts
-                    .node_concurrency
-                    .get(&n.spec.name)
-                    .copied()
-                    .or(n.spec.concurrency)
-                    .or(opts.default_concurrency)
-                    .unwrap_or(self.defaults.concurrency)
-                    .max(1),
+                Built::Processor(_) => {
+                    let default = opts.default_concurrency.unwrap_or(self.defaults.concurrency);
+                    let default = match n.kind.cpu_bound() {
+                        true => default.min(std::thread::available_parallelism().map_or(1, |n| n.get())),
+                        false => default,
+                    };
+                    opts.node_concurrency.get(&n.spec.name).copied().or(n.spec.concurrency).unwrap_or(default).max(1)
+                }
             })
             .collect()
     }
@@ -171,6 +171,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     let concurrency = p.effective_concurrency(&opts);
     let spool =
         Spool { threshold: p.defaults.spool_threshold_bytes, dir: p.defaults.spool_dir.as_ref().map(Into::into) };
+    let budget = ByteBudget::new(p.defaults.max_bytes_in_flight, p.defaults.spool_threshold_bytes);
     let tracker = Arc::new(Tracker::default());
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
     if let Ok(mut t) = tracker.finished_tx.lock() {
@@ -217,6 +218,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
             spool.clone(),
             tracker.clone(),
             r.clone(),
+            matches!(n.built, Built::Source(_)).then(|| budget.clone()),
         )));
         retries.push(r);
         node_stats.push(Arc::new(NodeStats::default()));

@@ -106,6 +106,9 @@ pub fn load_pipeline_str(
     if header.defaults.channel_capacity == 0 {
         errors.push(&root.key("defaults").key("channel_capacity"), "must be at least 1");
     }
+    if header.defaults.max_bytes_in_flight < 1024 {
+        errors.push(&root.key("defaults").key("max_bytes_in_flight"), "must be at least 1024");
+    }
 
     // 3. Stores.
     let mut stores = IndexMap::new();

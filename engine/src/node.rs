@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{Body, Spool};
 use crate::spec::{Defaults, StoreSpec};
@@ -110,6 +110,8 @@ struct Lineage {
     failure: Mutex<Option<ItemFailure>>,
     trail: Mutex<Trail>,
     tracker: Arc<Tracker>,
+    /// The object's share of `max_bytes_in_flight`, given back when the last copy goes.
+    admitted: std::sync::OnceLock<OwnedSemaphorePermit>,
 }
 
 impl Drop for Lineage {
@@ -254,6 +256,12 @@ pub trait NodeKind: Send + Sync {
     fn summary(&self) -> &'static str;
     fn role(&self) -> Role;
     fn ports(&self) -> &'static [PortDecl];
+    /// True for kinds whose work is CPU, not waiting (parsing, transforming): unless the
+    /// spec sets the node's `concurrency`, it runs at most one item per CPU core, since
+    /// more would only hold more items in memory.
+    fn cpu_bound(&self) -> bool {
+        false
+    }
     /// The port a bare `input: node` refers to; none when the kind has several ports and
     /// the spec must name one (`scan.clean`).
     fn default_port(&self) -> Option<&'static str> {
@@ -421,6 +429,30 @@ pub struct Outputs {
     spool: Spool,
     tracker: Arc<Tracker>,
     retries: Arc<AtomicU64>,
+    /// Sources only: `max_bytes_in_flight`, in KiB permits.
+    budget: Option<ByteBudget>,
+}
+
+/// `defaults.max_bytes_in_flight` as a semaphore of KiB: a source's item takes its listed
+/// size (at most the spool threshold, at most the whole budget) before it is sent on.
+#[derive(Clone)]
+pub(crate) struct ByteBudget {
+    semaphore: Arc<Semaphore>,
+    total_kib: u32,
+    spool_threshold: u64,
+}
+
+impl ByteBudget {
+    pub(crate) fn new(max_bytes: u64, spool_threshold: u64) -> Self {
+        let total_kib = (max_bytes / 1024).clamp(1, u64::from(u32::MAX >> 4)) as u32;
+        Self { semaphore: Arc::new(Semaphore::new(total_kib as usize)), total_kib, spool_threshold }
+    }
+
+    /// The KiB an item takes: its listed `size` (1 KiB when unknown or smaller).
+    fn charge(&self, item: &Item) -> u32 {
+        let size = item.meta.get("size").and_then(|v| v.as_u64()).unwrap_or(0).min(self.spool_threshold);
+        (size.div_ceil(1024).max(1)).min(u64::from(self.total_kib)) as u32
+    }
 }
 
 struct Route {
@@ -448,9 +480,10 @@ impl Outputs {
         spool: Spool,
         tracker: Arc<Tracker>,
         retries: Arc<AtomicU64>,
+        budget: Option<ByteBudget>,
     ) -> Self {
         let ports = ports.into_iter().map(|(k, (consumers, stats))| (k, Route { consumers, stats })).collect();
-        Self { node, index, ports, spool, tracker, retries }
+        Self { node, index, ports, spool, tracker, retries, budget }
     }
 
     /// Whether this is a plan (sources must not delete anything then).
@@ -503,14 +536,23 @@ impl Outputs {
                 failure: Mutex::new(None),
                 trail: Mutex::new(Trail::default()),
                 tracker: self.tracker.clone(),
+                admitted: std::sync::OnceLock::new(),
             }),
         }
     }
 
     /// Sends an item out of `port`: to every consumer (a copy each), or nowhere if the
     /// port is not routed, which ends the item's path there. Waits while consumers are
-    /// full (backpressure).
+    /// full (backpressure). A source's new item first waits for its share of
+    /// `max_bytes_in_flight`.
     pub async fn emit(&self, port: &str, item: Item) -> Result<(), Closed> {
+        if let Some(budget) = &self.budget {
+            if item.lineage.admitted.get().is_none() {
+                let permit =
+                    budget.semaphore.clone().acquire_many_owned(budget.charge(&item)).await.map_err(|_| Closed)?;
+                let _ = item.lineage.admitted.set(permit);
+            }
+        }
         let Some(route) = self.ports.get(port) else {
             // A kind emitting on a port it did not declare is a bug in the kind.
             mark_failed(&item, &self.node, &format!("internal error: undeclared port `{port}`"));

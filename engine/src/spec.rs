@@ -54,6 +54,12 @@ pub struct Defaults {
     /// How many items may wait between two nodes. Bounds memory whatever the number of
     /// objects: a fast node waits for a slow one (backpressure).
     pub channel_capacity: usize,
+    /// How many bytes of source objects (their listed sizes) may be in the pipeline at
+    /// once; a source waits before emitting more. Bounds memory when objects are large, as
+    /// `channel_capacity` does when they are many. An object counts at most
+    /// `spool_threshold_bytes` (beyond that it is on disk), and one larger than the budget
+    /// still goes through, alone.
+    pub max_bytes_in_flight: u64,
     /// Bodies up to this size stay in memory; larger ones are spooled to a temporary file.
     pub spool_threshold_bytes: u64,
     /// Where spooled bodies go; the system's temporary directory when unset.
@@ -62,7 +68,13 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { concurrency: 8, channel_capacity: 64, spool_threshold_bytes: 8 * 1024 * 1024, spool_dir: None }
+        Self {
+            concurrency: 8,
+            channel_capacity: 64,
+            max_bytes_in_flight: 64 * 1024 * 1024,
+            spool_threshold_bytes: 8 * 1024 * 1024,
+            spool_dir: None,
+        }
     }
 }
 

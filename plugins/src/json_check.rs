@@ -44,6 +44,9 @@ impl NodeKind for JsonCheckKind {
     fn ports(&self) -> &'static [PortDecl] {
         PORTS
     }
+    fn cpu_bound(&self) -> bool {
+        true
+    }
     fn schema(&self) -> schemars::Schema {
         dqpipe_engine::schema::config_schema::<JsonCheckConfig>()
     }
