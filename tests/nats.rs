@@ -167,6 +167,10 @@ fn end_to_end_thousand_files() {
     assert_eq!(node("scan")["ports"]["infected"]["items"], 3);
     assert_eq!(node("transform")["ports"]["failed"]["items"], 3);
     assert_eq!(node("write")["ports"]["out"]["items"], 994);
+    // The transform is CPU work: one per core, not the pipeline's 32; I/O nodes keep 32.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(node("transform")["concurrency"], cores.min(32));
+    assert_eq!(node("write")["concurrency"], 32);
     assert!(!std::fs::read_to_string(dir.path().join("report.json")).unwrap().contains("/services/T000"));
 }
 
@@ -199,4 +203,44 @@ fn zero_files_raises_an_alert() {
     let alerts = listener.received();
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0]["text"], "Pulling zero files!");
+}
+
+/// The scanner keeps its clamd connection open between scans (session mode), and that never
+/// costs a verdict: clean, infected and clean again on one connection; an item over
+/// clamd's StreamMaxLength closes it (clamd hangs up) and the next scan opens another; a
+/// session clamd dropped while idle (here: clamd restarted) is replaced without a failure.
+#[tokio::test]
+async fn clamd_sessions_are_reused_and_survive_a_restart() {
+    use dqpipe_engine::body::Body;
+    use dqpipe_plugins::clamav::{Scanner, Sessions, Verdict};
+    let clamd = Clamd::start("1M");
+    let scanner = Scanner::parse(&clamd.tcp()).unwrap();
+    let sessions = Sessions::default();
+    let timeout = std::time::Duration::from_secs(30);
+    let scan = |bytes: Vec<u8>| {
+        let body = Body::Memory(bytes.into());
+        let (scanner, sessions) = (&scanner, &sessions);
+        async move { scanner.scan(sessions, "x.json", &body, 64 * 1024, timeout).await.map_err(|e| e.0) }
+    };
+    let eicar = dqpipe_plugins::samples::eicar().into_bytes();
+
+    assert_eq!(scan(b"{}".to_vec()).await, Ok(Verdict::Clean));
+    assert_eq!(sessions.idle(), 1);
+    assert!(
+        matches!(scan(eicar.clone()).await, Ok(Verdict::Infected { signature }) if signature == "Local.EICAR.UNOFFICIAL")
+    );
+    assert_eq!(scan(b"{\"a\": 1}".to_vec()).await, Ok(Verdict::Clean));
+    assert_eq!(sessions.idle(), 1, "one connection served all three");
+
+    let over = scan(vec![b' '; 2 * 1024 * 1024]).await;
+    assert!(matches!(&over, Ok(Verdict::Error { reason }) if reason.contains("size limit exceeded")), "{over:?}");
+    assert_eq!(sessions.idle(), 0, "clamd hung up after the size limit: not kept");
+    assert_eq!(scan(eicar.clone()).await.map(|v| matches!(v, Verdict::Infected { .. })), Ok(true));
+    assert_eq!(sessions.idle(), 1);
+
+    clamd.stop();
+    clamd.start_again("1M");
+    assert_eq!(scan(b"{}".to_vec()).await, Ok(Verdict::Clean), "the dead session is replaced");
+    assert!(matches!(scan(eicar).await, Ok(Verdict::Infected { .. })));
+    assert_eq!(sessions.idle(), 1);
 }
