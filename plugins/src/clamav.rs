@@ -270,10 +270,10 @@ impl Scanner {
                 Verdict::Error { reason } if !r.contains("size limit exceeded") => {
                     Err(Unreachable(format!("{} could not scan: {reason}", self.describe())))
                 }
+                // clamd hangs up after the size limit: the session is not kept.
+                verdict @ Verdict::Error { .. } => Ok(verdict),
                 verdict => {
-                    if !matches!(verdict, Verdict::Error { .. }) {
-                        sessions.put(session);
-                    }
+                    sessions.put(session);
                     Ok(verdict)
                 }
             },
