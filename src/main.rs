@@ -189,15 +189,17 @@ fn load(spec: &Path) -> Result<Pipeline, ExitCode> {
 fn run_options(tuning: &Tuning) -> Result<RunOptions, ExitCode> {
     let mut opts = RunOptions::default();
     let mut nodes = HashMap::new();
+    use dqpipe_engine::spec::MAX_CONCURRENCY;
+    let in_range = |n: &str| n.parse::<u64>().ok().filter(|n| (1..=MAX_CONCURRENCY).contains(n)).map(|n| n as usize);
     for c in &tuning.concurrency {
         let parsed = match c.split_once('=') {
-            Some((node, n)) => n.parse::<usize>().ok().filter(|n| *n > 0).map(|n| {
+            Some((node, n)) => in_range(n).map(|n| {
                 nodes.insert(node.to_string(), n);
             }),
-            None => c.parse::<usize>().ok().filter(|n| *n > 0).map(|n| opts.default_concurrency = Some(n)),
+            None => in_range(c).map(|n| opts.default_concurrency = Some(n)),
         };
         if parsed.is_none() {
-            eprintln!("error: --concurrency {c:?}: expected a whole number of at least 1, or NODE=N");
+            eprintln!("error: --concurrency {c:?}: expected a whole number from 1 to {MAX_CONCURRENCY}, or NODE=N");
             return Err(ExitCode::from(exit::INVALID));
         }
     }
@@ -463,36 +465,10 @@ fn chrono_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Reads a saved plan for `run --plan`, refusing one made from another spec.
+/// Reads a saved plan for `run --plan` (streamed), refusing one made from another spec.
 fn read_plan(file: &Path, p: &Pipeline) -> Result<dqpipe_engine::node::Planned, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("not a plan file: {e}"))?;
-    if v["format"] != PLAN_FORMAT {
-        return Err(format!("not a plan file (format is {}, expected {PLAN_FORMAT:?})", v["format"]));
-    }
-    if v["spec_hash"] != p.spec_hash.as_str() {
-        return Err(format!(
-            "the plan was made from a different spec or different variables ({} then, {} now); plan again",
-            v["spec_hash"].as_str().unwrap_or("?"),
-            p.spec_hash
-        ));
-    }
-    let mut planned = dqpipe_engine::node::Planned::default();
-    for o in v["objects"].as_array().into_iter().flatten() {
-        if o["status"] != "process" {
-            continue;
-        }
-        let (Some(source), Some(key), Some(size)) = (o["source"].as_str(), o["key"].as_str(), o["size"].as_u64())
-        else {
-            return Err(format!("an object without source, key or size: {o}"));
-        };
-        planned
-            .objects
-            .entry(source.to_string())
-            .or_default()
-            .insert(key.to_string(), (size, o["etag"].as_str().map(String::from)));
-    }
-    Ok(planned)
+    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    dqpipe_engine::plan_file::read_plan(f, &p.spec_hash).map_err(|e| e.to_string())
 }
 
 /// SIGINT and SIGTERM stop the listing; items in flight finish and the summary is printed.

@@ -62,7 +62,9 @@ impl<'a> ErrorSink<'a> {
     pub fn push(&mut self, path: &SpecPath, message: impl Into<String>) {
         self.errors.push(SpecError {
             file: self.file.clone(),
-            pos: self.map.locate(path),
+            // Every error in a parsed spec has a place: the value's, its nearest ancestor's,
+            // or the document's start.
+            pos: Some(self.map.locate(path).unwrap_or(Pos { line: 1, column: 1 })),
             path: if path.is_root() { String::new() } else { path.to_string() },
             message: message.into(),
         });

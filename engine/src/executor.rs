@@ -139,33 +139,20 @@ impl Pipeline {
 pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> {
     let started = Instant::now();
 
-    // Everything a node needs must answer before any item moves.
-    let mut checks = JoinSet::new();
-    // A plan checks only what it uses: the sources' listings.
     let planning = matches!(opts.mode, Mode::Plan { .. });
-    for n in &p.nodes {
-        let name = n.spec.name.clone();
-        match &n.built {
-            Built::Source(s) => {
-                let s = s.clone();
-                checks.spawn(async move { (name, s.preflight().await) });
-            }
-            Built::Processor(_) if planning => {}
-            Built::Processor(x) => {
-                let x = x.clone();
-                checks.spawn(async move { (name, x.preflight().await) });
-            }
+    // Everything a node needs must answer before any item moves. A stop (SIGTERM) during
+    // the checks ends the run at once, with a report and nothing processed.
+    let checked = tokio::select! {
+        r = preflight(p, planning) => Some(r),
+        () = opts.stop.stopped() => None,
+    };
+    match checked {
+        None => {
+            tracing::warn!("stopped during the preflight checks: nothing was processed");
+            return Ok(RunReport::stopped_before_start(p, &opts, started.elapsed().as_secs_f64()));
         }
-    }
-    let mut failed_checks = Vec::new();
-    while let Some(r) = checks.join_next().await {
-        if let Ok((name, Err(e))) = r {
-            failed_checks.push((name, e));
-        }
-    }
-    if !failed_checks.is_empty() {
-        failed_checks.sort();
-        return Err(RunError::Preflight(failed_checks));
+        Some(Err(e)) => return Err(e),
+        Some(Ok(())) => {}
     }
 
     let concurrency = p.effective_concurrency(&opts);
@@ -425,6 +412,42 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         shard: opts.shard,
         peak_rss_bytes: crate::report::peak_rss_bytes(),
     })
+}
+
+/// Runs every node's preflight check at once. A plan checks only what it uses: the
+/// sources' listings. A check that panics has failed (fail closed), never passed.
+async fn preflight(p: &Pipeline, planning: bool) -> Result<(), RunError> {
+    let mut checks = JoinSet::new();
+    let mut names = HashMap::new();
+    for n in &p.nodes {
+        let name = n.spec.name.clone();
+        let id = match &n.built {
+            Built::Source(s) => {
+                let s = s.clone();
+                checks.spawn(async move { s.preflight().await }).id()
+            }
+            Built::Processor(_) if planning => continue,
+            Built::Processor(x) => {
+                let x = x.clone();
+                checks.spawn(async move { x.preflight().await }).id()
+            }
+        };
+        names.insert(id, name);
+    }
+    let mut failed = Vec::new();
+    while let Some(r) = checks.join_next_with_id().await {
+        let (id, error) = match r {
+            Ok((_, Ok(()))) => continue,
+            Ok((id, Err(e))) => (id, e),
+            Err(e) => (e.id(), "internal error: the check panicked".to_string()),
+        };
+        failed.push((names.get(&id).cloned().unwrap_or_default(), error));
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    failed.sort();
+    Err(RunError::Preflight(failed))
 }
 
 /// In a plan, hands each object to the planner as it finishes; nothing is acknowledged.

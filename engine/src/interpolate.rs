@@ -19,6 +19,42 @@ pub struct Interpolated {
 /// Expands `input`, looking variables up with `lookup`. The error is a one-line message
 /// naming the variable.
 pub fn interpolate(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Interpolated, String> {
+    let depth = nesting(input);
+    if depth > MAX_NESTING {
+        return Err(format!(
+            "`${{...}}` nested {depth} deep; at most {MAX_NESTING} levels are allowed: use fewer nested defaults"
+        ));
+    }
+    expand_all(input, lookup)
+}
+
+/// How deep `${...}` may nest (`${A:-${B:-${C}}}` is 3). Expansion recurses once per
+/// level and rescans the rest of the value at each, so the limit keeps it linear in the
+/// value's length and off the stack's end.
+pub const MAX_NESTING: usize = 16;
+
+/// The deepest nesting of `${` in `s`, in one pass (`$$` is a literal `$`).
+fn nesting(s: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1)) {
+            (b'$', Some(b'$')) => i += 1,
+            (b'$', Some(b'{')) => {
+                depth += 1;
+                max = max.max(depth);
+                i += 1;
+            }
+            (b'}', _) if depth > 0 => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    max
+}
+
+fn expand_all(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Interpolated, String> {
     let mut out = String::with_capacity(input.len());
     let mut vars = Vec::new();
     let mut rest = input;
@@ -82,7 +118,7 @@ fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>, vars: &mut Vec<St
         return match value {
             Some(v) if !v.is_empty() => Ok(v),
             _ => {
-                let d = interpolate(default, lookup)?;
+                let d = expand_all(default, lookup)?;
                 vars.extend(d.vars);
                 Ok(d.value)
             }
@@ -91,7 +127,7 @@ fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>, vars: &mut Vec<St
     if let Some(alternative) = op.strip_prefix(":+") {
         return match value {
             Some(v) if !v.is_empty() => {
-                let a = interpolate(alternative, lookup)?;
+                let a = expand_all(alternative, lookup)?;
                 vars.extend(a.vars);
                 Ok(a.value)
             }
@@ -152,6 +188,21 @@ mod tests {
         assert!(e.contains("TOKEN") && e.contains("the Slack token"), "{e}");
         assert!(run("${OPEN").unwrap_err().contains("unclosed"));
         assert!(run("${1X}").unwrap_err().contains("does not name a variable"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_quickly() {
+        let mut deep = String::new();
+        for _ in 0..50_000 {
+            deep.push_str("${A:-");
+        }
+        deep.push('x');
+        deep.push_str(&"}".repeat(50_000));
+        let e = run(&deep).unwrap_err();
+        assert!(e.contains("nested 50000 deep") && e.contains("at most 16"), "{e}");
+        let ok = format!("{}x{}", "${UNSET:-".repeat(MAX_NESTING), "}".repeat(MAX_NESTING));
+        assert_eq!(run(&ok).unwrap(), "x");
+        assert_eq!(run("$${A:-${SET}}").unwrap(), "${A:-value}");
     }
 
     #[test]

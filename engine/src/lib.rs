@@ -20,6 +20,7 @@ pub mod load;
 pub mod locate;
 pub mod node;
 pub mod plan;
+pub mod plan_file;
 pub mod redact;
 pub mod report;
 pub mod schema;

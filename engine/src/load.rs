@@ -14,7 +14,8 @@ use crate::error::{ErrorSink, SpecError, SpecErrors};
 use crate::interpolate::interpolate;
 use crate::locate::{LineIndex, Pos, SourceMap, SpecPath};
 use crate::node::{BuildContext, Built, NodeKind, Registry};
-use crate::spec::{Defaults, InputRef, NodeSpec, SpecHeader, StoreSpec, COMMON_NODE_KEYS};
+use crate::schema::{check_ranges, config_schema};
+use crate::spec::{Defaults, InputRef, NodeSpec, SpecHeader, StoreSpec, COMMON_NODE_KEYS, MAX_CONCURRENCY};
 use crate::store::Store;
 
 /// A checked, built pipeline, ready to plan or run.
@@ -96,18 +97,19 @@ pub fn load_pipeline_str(
             return Err(SpecErrors(errors.errors));
         }
     };
+    if header.nodes.is_empty() {
+        errors.push(
+            &root.key("nodes"),
+            "a pipeline needs nodes: at least a source (`kind: list`) and what it feeds; `nodes: {}` would do nothing",
+        );
+    }
     if header.version != 1 {
         errors
             .push(&root.key("version"), format!("unsupported version {}; this dqpipe reads version 1", header.version));
     }
-    if header.defaults.concurrency == 0 {
-        errors.push(&root.key("defaults").key("concurrency"), "must be at least 1");
-    }
-    if header.defaults.channel_capacity == 0 {
-        errors.push(&root.key("defaults").key("channel_capacity"), "must be at least 1");
-    }
-    if header.defaults.max_bytes_in_flight < 1024 {
-        errors.push(&root.key("defaults").key("max_bytes_in_flight"), "must be at least 1024");
+    let defaults = serde_json::to_value(&header.defaults).unwrap_or_default();
+    for (at, message) in check_ranges(&config_schema::<Defaults>().to_value(), &defaults) {
+        errors.push(&root.key("defaults").join_dotted(&at), message);
     }
 
     // 3. Stores.
@@ -129,6 +131,13 @@ pub fn load_pipeline_str(
                 continue;
             }
         };
+        let ranges = check_ranges(&registry.stores.schema().to_value(), &Value::Object(options.clone()));
+        for (at, message) in &ranges {
+            errors.push(&path.join_dotted(at), message.clone());
+        }
+        if !ranges.is_empty() {
+            continue;
+        }
         let spec = StoreSpec { name: name.clone(), url, options, path: path.clone() };
         match registry.stores.open(&spec) {
             Ok(store) => {
@@ -164,14 +173,28 @@ pub fn load_pipeline_str(
     for i in order {
         let spec = &specs[i];
         let Some(kind) = registry.kind(&spec.kind) else { continue };
+        let config = Value::Object(spec.config.clone());
+        let ranges = check_ranges(&kind.schema().to_value(), &config);
+        for (at, message) in &ranges {
+            errors.push(&spec.path.join_dotted(at), message.clone());
+        }
+        if !ranges.is_empty() {
+            continue;
+        }
         let ctx =
             BuildContext { pipeline: &header.name, node: &spec.name, defaults: &header.defaults, stores: &stores };
-        match kind.build(&ctx, Value::Object(spec.config.clone())) {
+        match kind.build(&ctx, config) {
             Ok(built) => nodes.push(PipelineNode { spec: spec.clone(), kind: kind.clone(), built }),
             Err(e) => errors.push(&spec.path.join_dotted(&e.path), e.message),
         }
     }
 
+    if !errors.is_empty() {
+        let secrets = secret_values(&env_vars, env);
+        for e in &mut errors.errors {
+            e.message = crate::redact::scrub(&e.message, &secrets);
+        }
+    }
     errors.into_result()?;
     let Some(dag) = dag else {
         return Err(one_error(file, None, "the pipeline's graph could not be built".into()));
@@ -189,20 +212,45 @@ pub fn load_pipeline_str(
     })
 }
 
+/// The values of the secret-named variables the spec uses (`SLACK_WEBHOOK`,
+/// `S3_SRC_SECRET_ACCESS_KEY`), wherever they are used: an error that quotes a value (an
+/// `endpoint` or `sse` set from such a variable by mistake) must not print it.
+fn secret_values(env_vars: &BTreeMap<String, Vec<String>>, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut names: Vec<&String> = env_vars.values().flatten().filter(|v| crate::redact::is_secret_name(v)).collect();
+    names.sort();
+    names.dedup();
+    names.into_iter().filter_map(|n| env(n)).collect()
+}
+
 fn one_error(file: &Path, pos: Option<Pos>, message: String) -> SpecErrors {
     SpecErrors(vec![SpecError { file: file.to_path_buf(), pos, path: String::new(), message }])
 }
 
+/// How deeply mappings and lists may nest in a spec (the NATS pipeline uses 4).
+pub const MAX_DEPTH: usize = 64;
+
 /// Parses the file into a generic tree, with a map of where each value is.
 fn parse(file: &Path, text: &str) -> Result<(Value, SourceMap), SpecErrors> {
     let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if matches!(ext.as_str(), "yaml" | "yml") {
+        if let Some(pos) = SourceMap::yaml_too_deep(text, MAX_DEPTH) {
+            return Err(one_error(
+                file,
+                Some(pos),
+                format!("nested more than {MAX_DEPTH} levels deep; a spec needs far fewer: flatten it"),
+            ));
+        }
+    }
     let doc: Value = match ext.as_str() {
         "yaml" | "yml" => serde_norway::from_str(text).map_err(|e| {
-            let pos = e.location().map(|l| Pos { line: l.line(), column: l.column() });
+            // Errors about the whole document (alias expansion over its limit) have no
+            // location of their own: they are placed at its start.
+            let pos =
+                e.location().map(|l| Pos { line: l.line(), column: l.column() }).or(Some(Pos { line: 1, column: 1 }));
             one_error(file, pos, format!("invalid YAML: {}", strip_position(&e.to_string())))
         })?,
         "toml" => toml::from_str(text).map_err(|e| {
-            let pos = e.span().map(|s| LineIndex::new(text).pos(s.start));
+            let pos = e.span().map(|s| LineIndex::new(text).pos(s.start)).or(Some(Pos { line: 1, column: 1 }));
             one_error(file, pos, format!("invalid TOML: {}", e.message()))
         })?,
         _ => {
@@ -301,9 +349,12 @@ fn split_node(name: &str, value: &Value, path: &SpecPath, errors: &mut ErrorSink
     let concurrency = match map.get("concurrency") {
         None => None,
         Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 => Some(n as usize),
+            Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(n as usize),
             _ => {
-                errors.push(&path.key("concurrency"), format!("must be a whole number of at least 1, not {v}"));
+                errors.push(
+                    &path.key("concurrency"),
+                    format!("{v} is out of range: use a whole number from 1 to {MAX_CONCURRENCY}"),
+                );
                 None
             }
         },

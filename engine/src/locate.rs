@@ -112,6 +112,36 @@ impl SourceMap {
         None
     }
 
+    /// The position where a YAML document first nests deeper than `max` mappings and
+    /// sequences, in one pass over its events (the parsers behind serde take time
+    /// quadratic in the depth before their own limit stops them).
+    pub fn yaml_too_deep(text: &str, max: usize) -> Option<Pos> {
+        use saphyr_parser::{Event, Parser};
+        let mut depth = 0usize;
+        for ev in Parser::new_from_str(text) {
+            let (ev, span) = match ev {
+                Ok(x) => x,
+                // The scanner has a nesting limit of its own (flow collections).
+                Err(e) if e.info().contains("recursion limit") => {
+                    return Some(Pos { line: e.marker().line(), column: e.marker().col() + 1 })
+                }
+                // Other syntax errors are reported, with their place, by the YAML reader.
+                Err(_) => return None,
+            };
+            match ev {
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    depth += 1;
+                    if depth > max {
+                        return Some(Pos { line: span.start.line(), column: span.start.col() + 1 });
+                    }
+                }
+                Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// Builds the map of a YAML document from saphyr-parser's event stream. A document that
     /// does not parse gives an empty map; serde_norway reports that error with its position.
     pub fn from_yaml(text: &str) -> Self {
@@ -155,7 +185,10 @@ impl SourceMap {
                         map.positions.entry(p.clone()).or_insert(pos);
                         node_path = Some(p);
                     }
-                    None => node_path = Some(SpecPath::root()),
+                    None => {
+                        map.positions.entry(SpecPath::root()).or_insert(pos);
+                        node_path = Some(SpecPath::root());
+                    }
                 }
             }
             match ev {

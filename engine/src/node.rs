@@ -399,16 +399,21 @@ pub trait Node: Send + Sync {
     async fn finish(&self, _facts: &RunFacts) {}
 }
 
-/// Asks sources to stop listing (SIGTERM, fatal error).
+/// Asks sources to stop listing (SIGTERM, fatal error). A cancellation token, so that
+/// whoever waits (preflight, the drain) wakes at once instead of polling.
 #[derive(Debug, Clone, Default)]
-pub struct Stop(Arc<std::sync::atomic::AtomicBool>);
+pub struct Stop(tokio_util::sync::CancellationToken);
 
 impl Stop {
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.cancel();
     }
     pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.is_cancelled()
+    }
+    /// Completes once [`Stop::stop`] was called.
+    pub async fn stopped(&self) {
+        self.0.cancelled().await
     }
 }
 

@@ -30,6 +30,19 @@ pub fn is_secret_name(name: &str) -> bool {
     SECRET_WORDS.iter().any(|w| n.contains(w))
 }
 
+/// `text` with every occurrence of the given secret values replaced by `<redacted>`
+/// (values shorter than 4 characters are left: they would redact ordinary words).
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.chars().count() >= 4) {
+        out = out.replace(s.as_str(), REDACTED);
+        // Errors often quote values with `{:?}`, which escapes some characters.
+        let debug = format!("{s:?}");
+        out = out.replace(&debug[1..debug.len() - 1], REDACTED);
+    }
+    out
+}
+
 /// `scheme://user:password@host/...` without the password; other URLs unchanged.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };

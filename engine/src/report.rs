@@ -50,6 +50,26 @@ pub struct RunReport {
     pub peak_rss_bytes: Option<u64>,
 }
 
+impl RunReport {
+    /// A run stopped (SIGTERM) before any object moved: nothing processed, rerun.
+    pub fn stopped_before_start(p: &crate::load::Pipeline, opts: &crate::executor::RunOptions, secs: f64) -> Self {
+        let outcome = Outcome::Incomplete;
+        RunReport {
+            pipeline: p.name.clone(),
+            outcome,
+            exit_code: outcome.exit_code(),
+            duration_seconds: secs,
+            items: ItemCounts { from_sources: 0, complete: 0, failed: 0, problems: 0, skipped_done: 0 },
+            nodes: Vec::new(),
+            failures: Vec::new(),
+            source_errors: Vec::new(),
+            interrupted: true,
+            shard: opts.shard,
+            peak_rss_bytes: peak_rss_bytes(),
+        }
+    }
+}
+
 /// The process's peak resident set size so far, from `/proc/self/status` (Linux).
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

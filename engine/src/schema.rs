@@ -6,7 +6,7 @@ use schemars::{JsonSchema, Schema};
 use serde_json::{json, Value};
 
 use crate::node::{Registry, Role};
-use crate::spec::SpecHeader;
+use crate::spec::{SpecHeader, MAX_CONCURRENCY};
 
 /// A schema for one config type, with sub-schemas inlined so it can be merged.
 pub fn config_schema<T: JsonSchema>() -> Schema {
@@ -52,7 +52,7 @@ pub fn spec_schema(registry: &Registry) -> Value {
                 });
                 s["properties"]["concurrency"] = json!({
                     "description": "Items processed at once (default: defaults.concurrency).",
-                    "type": "integer", "minimum": 1
+                    "type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY
                 });
                 s["x-dqpipe-ports"] = json!(ports);
                 required.push(json!("input"));
@@ -64,4 +64,66 @@ pub fn spec_schema(registry: &Registry) -> Value {
     root["properties"]["nodes"]["additionalProperties"] = json!({ "oneOf": kinds });
     root["properties"]["stores"]["additionalProperties"] = registry.stores.schema().to_value();
     root
+}
+
+/// Checks every number in `value` against the `minimum` and `maximum` its schema gives
+/// (declared once, on the config type, with `#[schemars(range(...))]`), so that a value a
+/// node could not run with (a concurrency of 2^61, a chunk size of 2^53) is refused by
+/// `validate`, at its place, with the allowed range. Strings holding a number (from the
+/// environment) are checked as that number. Returns (dotted path, message) pairs.
+pub fn check_ranges(schema: &Value, value: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    walk(schema, value, "", &mut out);
+    out.dedup();
+    out
+}
+
+fn walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    for branch in ["anyOf", "oneOf", "allOf"] {
+        for s in schema[branch].as_array().into_iter().flatten() {
+            walk(s, value, path, out);
+        }
+    }
+    if let (Some(props), Some(obj)) = (schema["properties"].as_object(), value.as_object()) {
+        for (k, v) in obj {
+            if let Some(s) = props.get(k) {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                walk(s, v, &p, out);
+            }
+        }
+    }
+    let number = match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(t) => t.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    let (min, max) = (schema["minimum"].as_f64(), schema["maximum"].as_f64());
+    let Some(n) = number.filter(|_| min.is_some() || max.is_some()) else { return };
+    if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
+        let bound = |b: Option<&Value>| b.map(|v| v.to_string()).unwrap_or_else(|| "any".into());
+        out.push((
+            path.to_string(),
+            format!(
+                "{value} is out of range: use a whole number from {} to {}",
+                bound(schema.get("minimum")),
+                bound(schema.get("maximum"))
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_checked_against_the_schema_ranges() {
+        let schema = config_schema::<crate::spec::Defaults>().to_value();
+        let errors = check_ranges(&schema, &json!({"concurrency": 2305843009213693952u64, "channel_capacity": 16}));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "concurrency");
+        assert!(errors[0].1.contains("from 1 to 4096"), "{}", errors[0].1);
+        assert!(check_ranges(&schema, &json!({"concurrency": 8, "channel_capacity": 16})).is_empty());
+        assert_eq!(check_ranges(&schema, &json!({"channel_capacity": "0"})).len(), 1);
+    }
 }

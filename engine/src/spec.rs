@@ -45,22 +45,30 @@ pub struct SpecHeader {
     pub nodes: IndexMap<String, serde_json::Value>,
 }
 
+/// The most items one node may work on at once (`concurrency`, `--concurrency`).
+pub const MAX_CONCURRENCY: u64 = 4096;
+
 /// Settings shared by all nodes.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Defaults {
     /// How many items a node works on at once, unless the node sets `concurrency`.
+    #[schemars(range(min = 1, max = MAX_CONCURRENCY))]
     pub concurrency: usize,
     /// How many items may wait between two nodes. Bounds memory whatever the number of
     /// objects: a fast node waits for a slow one (backpressure).
+    #[schemars(range(min = 1, max = 65536))]
     pub channel_capacity: usize,
     /// How many bytes of source objects (their listed sizes) may be in the pipeline at
     /// once; a source waits before emitting more. Bounds memory when objects are large, as
     /// `channel_capacity` does when they are many. An object counts at most
     /// `spool_threshold_bytes` (beyond that it is on disk), and one larger than the budget
-    /// still goes through, alone.
+    /// still goes through, alone. From 1 KiB to 1 TiB.
+    #[schemars(range(min = 1024, max = 1099511627776u64))]
     pub max_bytes_in_flight: u64,
     /// Bodies up to this size stay in memory; larger ones are spooled to a temporary file.
+    /// At most 1 GiB.
+    #[schemars(range(min = 0, max = 1073741824))]
     pub spool_threshold_bytes: u64,
     /// Where spooled bodies go; the system's temporary directory when unset.
     pub spool_dir: Option<String>,

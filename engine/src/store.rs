@@ -81,6 +81,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// An object's listing information, or `None` when it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
 
+    /// Deletes an object only if it is still as it was listed (same size, and same ETag
+    /// where both are known): a file that changed since (still being uploaded, replaced)
+    /// is left for the next run, with an error saying so. One that is gone already is fine.
+    async fn delete_listed(&self, listed: &ObjectInfo) -> Result<(), StoreError> {
+        let Some(now) = self.head(&listed.key).await? else { return Ok(()) };
+        let etag_changed = matches!((&now.etag, &listed.etag), (Some(a), Some(b)) if a != b);
+        if now.size != listed.size || etag_changed {
+            return Err(StoreError::new(
+                StoreErrorKind::Other,
+                format!(
+                    "{:?} changed since it was listed (size {} -> {}{}): not deleted; the next run takes it again",
+                    listed.key,
+                    listed.size,
+                    now.size,
+                    if etag_changed { ", modified again" } else { "" }
+                ),
+            ));
+        }
+        self.delete(&listed.key).await
+    }
+
     /// Deletes an object (sources that are emptied once their objects are done).
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         Err(StoreError::new(StoreErrorKind::Other, format!("deleting {key:?}: {} does not delete", self.display_url())))

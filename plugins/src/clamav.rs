@@ -26,6 +26,7 @@ use dqpipe_engine::body::Body;
 use dqpipe_engine::node::{
     parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role,
 };
+use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -42,12 +43,15 @@ pub struct ClamavConfig {
     /// Items larger than this are not sent and go to `error`. Keep it at most clamd's
     /// StreamMaxLength (Debian's default: 25M) and MaxFileSize.
     #[serde(default = "default_max_bytes")]
+    #[schemars(range(min = 1, max = 4294967296u64))]
     pub max_bytes: u64,
     /// Time allowed for one scan, from connecting to the reply.
     #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
     pub timeout_secs: u64,
     /// Size of the INSTREAM chunks sent to clamd.
     #[serde(default = "default_chunk")]
+    #[schemars(range(min = 1, max = 16777216))]
     pub chunk_bytes: usize,
     /// Retries of connection failures.
     #[serde(default)]
@@ -225,65 +229,73 @@ impl Scanner {
     async fn scan_instream(
         &self,
         sessions: &Sessions,
-        mut session: Session,
+        session: Session,
         body: &Body,
         chunk: usize,
     ) -> Result<Verdict, Unreachable> {
-        session.sent += 1;
-        let conn = &mut session.conn;
-        // Send everything; if clamd hangs up part way (size limit), stop writing and read
-        // what it said: the reply is still there after a broken pipe.
-        let sent: std::io::Result<()> = async {
-            conn.write_all(b"zINSTREAM\0").await?;
-            let mut reader = body.reader().await?;
-            let mut buf = vec![0u8; chunk];
-            loop {
-                let n = reader.read(&mut buf).await?;
-                if n == 0 {
-                    break;
+        let number = session.sent + 1;
+        // Send and read at once: a reply that arrives before the zero-length terminator
+        // went out answered a stream clamd did not finish reading (a proxy, a sidecar being
+        // killed, a size limit). Such an early reply is believed only when it is not OK.
+        let (mut rd, mut wr) = tokio::io::split(session.conn);
+        let (sent, reply, early) = {
+            let send = async {
+                wr.write_all(b"zINSTREAM\0").await?;
+                let mut reader = body.reader().await?;
+                let mut buf = vec![0u8; chunk];
+                loop {
+                    let n = reader.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    wr.write_all(&(n as u32).to_be_bytes()).await?;
+                    wr.write_all(&buf[..n]).await?;
                 }
-                conn.write_all(&(n as u32).to_be_bytes()).await?;
-                conn.write_all(&buf[..n]).await?;
+                wr.write_all(&0u32.to_be_bytes()).await?;
+                wr.flush().await
+            };
+            let recv = read_reply(&mut rd);
+            tokio::pin!(send, recv);
+            // Biased to `send`: a reply read in the same poll as the last write is not early.
+            tokio::select! {
+                biased;
+                sent = &mut send => (sent, recv.await, false),
+                reply = &mut recv => (Ok(()), reply, true),
             }
-            conn.write_all(&0u32.to_be_bytes()).await?;
-            conn.flush().await
-        }
-        .await;
-        let reply = read_reply(conn).await;
+        };
+        let describe = self.describe();
         // In a session every reply is `<command number>: <reply>`.
         let reply = reply.map(|r| {
             r.map(|r| match r.split_once(": ") {
-                Some((n, rest)) if n.parse::<u64>() == Ok(session.sent) => Ok(rest.to_string()),
+                Some((n, rest)) if n.parse::<u64>() == Ok(number) => Ok(rest.to_string()),
                 _ => Err(r),
             })
         });
         match (reply, sent) {
-            (Ok(Some(Err(r))), _) => Err(Unreachable(format!(
-                "{} answered {r:?} to command {}: out of step, not a verdict",
-                self.describe(),
-                session.sent
-            ))),
+            (Ok(Some(Err(r))), _) => {
+                Err(Unreachable(format!("{describe} answered {r:?} to command {number}: out of step, not a verdict")))
+            }
             // An error about the item itself (over StreamMaxLength) is a verdict on it:
             // quarantine. Any other error is clamd's trouble (shutting down, out of
             // memory): retried, then left unprocessed for a rerun, never passed on.
-            (Ok(Some(Ok(r))), _) => match parse_reply(&r) {
+            (Ok(Some(Ok(r))), sent) => match parse_reply(&r) {
+                Verdict::Clean if early || sent.is_err() => Err(Unreachable(format!(
+                    "{describe} answered {r:?} before the whole item was sent: not a verdict on it"
+                ))),
                 Verdict::Error { reason } if !r.contains("size limit exceeded") => {
-                    Err(Unreachable(format!("{} could not scan: {reason}", self.describe())))
+                    Err(Unreachable(format!("{describe} could not scan: {reason}")))
                 }
                 // clamd hangs up after the size limit: the session is not kept.
                 verdict @ Verdict::Error { .. } => Ok(verdict),
+                verdict if early || sent.is_err() => Ok(verdict),
                 verdict => {
-                    sessions.put(session);
+                    sessions.put(Session { conn: rd.unsplit(wr), sent: number });
                     Ok(verdict)
                 }
             },
-            (_, Err(e)) => {
-                Err(Unreachable(format!("{} closed the connection while the item was sent: {e}", self.describe())))
-            }
-            (Ok(None), Ok(())) => {
-                Err(Unreachable(format!("{} closed the connection before a complete reply", self.describe())))
-            }
-            (Err(e), Ok(())) => Err(Unreachable(format!("reading {}'s reply: {e}", self.describe()))),
+            (_, Err(e)) => Err(Unreachable(format!("{describe} closed the connection while the item was sent: {e}"))),
+            (Ok(None), Ok(())) => Err(Unreachable(format!("{describe} closed the connection before a complete reply"))),
+            (Err(e), Ok(())) => Err(Unreachable(format!("reading {describe}'s reply: {e}"))),
         }
     }
 }
@@ -352,9 +364,22 @@ pub fn parse_reply(reply: &str) -> Verdict {
 /// `Everything ok : true` or `Everything ok : false`.
 async fn scan_rest(client: &reqwest::Client, url: &str, name: &str, body: &Body) -> Result<Verdict, Unreachable> {
     let bytes = body.to_bytes(u64::MAX).await.map_err(|e| Unreachable(e.to_string()))?;
-    let form = reqwest::multipart::Form::new()
-        .text("name", name.to_string())
-        .part("file", reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_string()));
+    // The file goes as a stream that notes when the HTTP client has taken its last byte:
+    // an answer given before that is about a file the scanner did not receive whole.
+    let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let len = bytes.len() as u64;
+    let chunks: Vec<bytes::Bytes> =
+        (0..bytes.len()).step_by(64 * 1024).map(|i| bytes.slice(i..(i + 64 * 1024).min(bytes.len()))).collect();
+    let t = taken.clone();
+    let end = futures::stream::once(async move {
+        t.store(true, std::sync::atomic::Ordering::SeqCst);
+        None
+    })
+    .filter_map(|x: Option<bytes::Bytes>| async move { x.map(Ok) });
+    let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>)).chain(end);
+    let file = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+        .file_name(name.to_string());
+    let form = reqwest::multipart::Form::new().text("name", name.to_string()).part("file", file);
     let resp = client
         .post(url)
         .multipart(form)
@@ -373,6 +398,9 @@ async fn scan_rest(client: &reqwest::Client, url: &str, name: &str, body: &Body)
             reason: format!("scanner answered HTTP {status}: {}", normalized.chars().take(200).collect::<String>()),
         }
     } else if normalized.contains("Everything ok : true") {
+        if !taken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Unreachable("the scanner answered before the whole file was sent: not a verdict on it".into()));
+        }
         Verdict::Clean
     } else if normalized.contains("Everything ok : false") {
         Verdict::Infected { signature: "reported by the REST scanner".into() }

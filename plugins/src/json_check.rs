@@ -17,6 +17,7 @@ use serde::Deserialize;
 pub struct JsonCheckConfig {
     /// Files larger than this fail without being parsed.
     #[serde(default = "default_max")]
+    #[schemars(range(min = 1, max = 4294967296u64))]
     pub max_bytes: u64,
 }
 

@@ -42,7 +42,7 @@ pub struct ListConfig {
     /// At most this many objects per run. A number, or a string holding one (so that
     /// `limit: "${MAX_BATCH_SIZE:-500}"` works).
     #[serde(default, deserialize_with = "number_or_text")]
-    #[schemars(with = "Option<u64>")]
+    #[schemars(with = "Option<u64>", range(min = 0, max = 9007199254740991u64))]
     pub limit: Option<u64>,
     /// Record finished objects and skip them on later runs.
     #[serde(default)]
@@ -292,13 +292,25 @@ impl Source for List {
     /// Reads the first entry of the listing, so that wrong credentials, a missing bucket or
     /// an unreachable endpoint stop the run before anything moves.
     async fn preflight(&self) -> Result<(), String> {
-        match self.walk(None).next().await {
-            Some(Err(e)) => Err(e),
-            _ => Ok(()),
-        }
+        let first =
+            || async { self.store.list(&self.cfg.prefix, self.cfg.start_after.clone()).next().await.transpose() };
+        self.cfg
+            .retry
+            .preflight(
+                first,
+                |e| e.kind == StoreErrorKind::Transient,
+                |e| format!("listing {}: {e}", self.store.display_url()),
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn run(&self, out: &Outputs, ctx: &SourceContext) -> Result<(), String> {
+        if self.cfg.limit == Some(0) {
+            // Zero means zero: nothing is taken, nothing deleted.
+            tracing::warn!(store = %self.store.display_url(), "limit is 0: no object is taken in this run");
+            return Ok(());
+        }
         let done = self.done_markers().await?;
         if self.resume.is_some() {
             tracing::info!(markers = done.len(), reprocess = ctx.reprocess, "done markers read");
@@ -348,7 +360,7 @@ impl Source for List {
                         out.skipped_done(&o.key, object_meta(&self.cfg.store, &o));
                         // Delivered by an earlier run but not deleted then: only the delete.
                         if self.cfg.delete_after_success && !out.planning() {
-                            if let Err(e) = self.store.delete(&o.key).await {
+                            if let Err(e) = self.store.delete_listed(&o).await {
                                 tracing::warn!(key = ?o.key, error = %e, "already delivered, but deleting it failed");
                             }
                         }
@@ -408,7 +420,7 @@ impl Source for List {
             log.record(&info).await?;
         }
         if self.cfg.delete_after_success {
-            self.store.delete(&info.key).await.map_err(|e| format!("outputs are durable, but {e}"))?;
+            self.store.delete_listed(&info).await.map_err(|e| format!("outputs are durable, but {e}"))?;
         }
         Ok(())
     }

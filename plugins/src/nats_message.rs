@@ -25,6 +25,7 @@ use serde_json::Value;
 pub struct NatsMessageConfig {
     /// Files larger than this are dead-lettered without being parsed.
     #[serde(default = "default_max")]
+    #[schemars(range(min = 1, max = 4294967296u64))]
     pub max_bytes: u64,
 }
 

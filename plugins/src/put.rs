@@ -98,11 +98,10 @@ impl Node for Put {
     async fn preflight(&self) -> Result<(), String> {
         self.cfg
             .retry
-            .run(
+            .preflight(
                 || self.store.head(".dqpipe-preflight-check"),
                 |e| e.kind == StoreErrorKind::Transient,
                 |e| format!("store `{}` ({}): {e}", self.cfg.store, self.store.display_url()),
-                || {},
             )
             .await
             .map(|_| ())

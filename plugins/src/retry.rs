@@ -21,18 +21,27 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
+    #[schemars(range(min = 1, max = 100))]
     pub attempts: usize,
     /// Delay before the first retry, doubled each time, with jitter.
+    #[schemars(range(min = 0, max = 3600000))]
     pub initial_delay_ms: u64,
     /// The longest delay between two attempts.
+    #[schemars(range(min = 0, max = 3600000))]
     pub max_delay_ms: u64,
     /// Give up after this long in all, whatever the attempts left.
+    #[schemars(range(min = 1, max = 86400))]
     pub deadline_secs: u64,
     /// Operations in a row that used up their retries (shared by the node's tasks).
     #[serde(skip)]
     #[schemars(skip)]
     pub(crate) exhausted_in_a_row: Arc<AtomicU32>,
 }
+
+/// How long one preflight attempt may wait for an answer (connect and first byte). A
+/// server that accepts connections and never answers is retried, within the policy's
+/// `deadline_secs`, instead of holding the run for a whole request timeout per attempt.
+pub const PREFLIGHT_ATTEMPT: Duration = Duration::from_secs(10);
 
 /// After this many operations in a row failed for good, the breaker opens.
 pub const BREAKER_AFTER: u32 = 8;
@@ -67,6 +76,34 @@ impl RetryPolicy {
             .with_max_delay(Duration::from_millis(self.max_delay_ms.max(self.initial_delay_ms)))
             .with_max_times(attempts.saturating_sub(1))
             .with_jitter()
+    }
+
+    /// As [`RetryPolicy::run`] for a preflight check: each attempt has
+    /// [`PREFLIGHT_ATTEMPT`] to answer, and one that does not is retried.
+    pub async fn preflight<T, E, F, Fut>(
+        &self,
+        mut op: F,
+        transient: impl Fn(&E) -> bool,
+        describe: impl Fn(&E) -> String,
+    ) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let attempt = || {
+            let f = op();
+            async move { tokio::time::timeout(PREFLIGHT_ATTEMPT, f).await.map_err(|_| None)?.map_err(Some) }
+        };
+        self.run(
+            attempt,
+            |e: &Option<E>| e.as_ref().is_none_or(&transient),
+            |e| match e {
+                Some(e) => describe(e),
+                None => format!("no answer within {} s", PREFLIGHT_ATTEMPT.as_secs()),
+            },
+            || {},
+        )
+        .await
     }
 
     /// Runs `op` until it succeeds, fails with a non-transient error, runs out of attempts

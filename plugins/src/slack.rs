@@ -31,6 +31,7 @@ pub struct SlackConfig {
     pub webhook_url: String,
     /// At most this many per-item messages a run; the rest are summed up in one message.
     #[serde(default = "default_max")]
+    #[schemars(range(min = 0, max = 1000))]
     pub max_messages: u64,
     /// Also alert when the run's sources found no object at all (objects skipped as
     /// already done by an earlier run count as found).
@@ -38,6 +39,7 @@ pub struct SlackConfig {
     pub alert_on_zero_items: bool,
     /// Time allowed for one webhook call.
     #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
     pub timeout_secs: u64,
     /// Retries of failed webhook calls (timeouts, 5xx, 429).
     #[serde(default = "alert_retry")]

@@ -44,10 +44,56 @@ pub struct LocalStore {
     url: String,
     root: PathBuf,
     fsync: bool,
+    /// Folders this process has written into and cleared of stale temporary files.
+    swept: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
+/// Files are written as `.dqpipe-tmp-<host>-<pid>-<n>` and renamed into place; a process
+/// killed in between leaves one behind, which the next run that writes into that folder
+/// removes ([`sweep_stale_temporaries`]). Listings never show them.
 const TMP_PREFIX: &str = ".dqpipe-tmp-";
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// This machine's name as it appears in temporary file names (letters and digits only).
+static HOST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = name.trim().chars().filter(|c| c.is_ascii_alphanumeric()).take(32).collect();
+    if name.is_empty() {
+        "host".into()
+    } else {
+        name
+    }
+});
+
+/// A temporary file of no running writer: written on this machine by a process that is
+/// gone (no `/proc/<pid>`), or older than a day, longer than any write takes.
+fn is_stale_temporary(name: &str, modified: Option<std::time::SystemTime>) -> bool {
+    let Some(rest) = name.strip_prefix(TMP_PREFIX) else { return false };
+    let old = modified.and_then(|m| m.elapsed().ok()).is_some_and(|age| age.as_secs() > 24 * 3600);
+    let mut parts = rest.split('-');
+    let dead_here = match (parts.next(), parts.next().and_then(|p| p.parse::<u32>().ok())) {
+        (Some(host), Some(pid)) if host == HOST.as_str() && Path::new("/proc/self").exists() => {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    };
+    old || dead_here
+}
+
+/// Removes the stale temporary files of one folder (see [`is_stale_temporary`]).
+async fn sweep_stale_temporaries(dir: &Path) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else { return };
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(TMP_PREFIX) {
+            continue;
+        }
+        let modified = e.metadata().await.ok().and_then(|m| m.modified().ok());
+        if is_stale_temporary(&name, modified) && tokio::fs::remove_file(e.path()).await.is_ok() {
+            tracing::info!(file = %e.path().display(), "removed a temporary file left by an interrupted run");
+        }
+    }
+}
 
 impl LocalStore {
     pub fn open(url: &str, opts: LocalOptions) -> Result<Self, ConfigError> {
@@ -55,7 +101,7 @@ impl LocalStore {
         if path.is_empty() {
             return Err(ConfigError::at("url", "a file:// URL needs a folder: `file://./var/in` or `file:///data/in`"));
         }
-        Ok(Self { url: url.to_string(), root: PathBuf::from(path), fsync: opts.fsync })
+        Ok(Self { url: url.to_string(), root: PathBuf::from(path), fsync: opts.fsync, swept: Default::default() })
     }
 
     /// The file for `key`, refusing keys that would leave the root or that a file system
@@ -193,8 +239,12 @@ impl Store for LocalStore {
         let path = self.path_of(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error(key, "creating the folder for", e))?;
-        let tmp =
-            dir.join(format!("{TMP_PREFIX}{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let first_write_here = self.swept.lock().is_ok_and(|mut s| s.insert(dir.clone()));
+        if first_write_here {
+            sweep_stale_temporaries(&dir).await;
+        }
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{}-{n}", HOST.as_str(), std::process::id()));
         let write = async {
             match body {
                 Body::Memory(b) => {

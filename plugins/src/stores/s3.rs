@@ -54,12 +54,15 @@ pub struct S3Options {
     /// KMS key id or ARN, with `sse: aws:kms`. Default: the bucket's AWS-managed key.
     pub sse_kms_key_id: Option<String>,
     /// Objects larger than this are written with a multipart upload. Default 16 MiB.
+    #[schemars(range(min = 0, max = 5497558138880u64))]
     pub multipart_threshold_bytes: Option<u64>,
     /// Part size of multipart uploads, at least 5 MiB. Default 8 MiB.
+    #[schemars(range(min = 5242880, max = 5368709120u64))]
     pub multipart_part_bytes: Option<u64>,
     /// PEM file of extra CA certificates to trust. Default: `AWS_CA_BUNDLE` when set.
     pub ca_bundle: Option<String>,
     /// Time limit of one request. Default 60 s.
+    #[schemars(range(min = 1, max = 86400))]
     pub request_timeout_secs: Option<u64>,
 }
 
@@ -92,7 +95,8 @@ struct Fault {
 
 struct ListPage {
     objects: Vec<ObjectInfo>,
-    next: Option<String>,
+    /// The continuation token (`None`: the last page), or why the listing cannot go on.
+    next: Result<Option<String>, StoreError>,
 }
 
 #[derive(Deserialize)]
@@ -273,9 +277,23 @@ impl S3Store {
             return Err(StoreError::new(StoreErrorKind::InvalidKey, format!("key {key:?} is over S3's 1024 bytes")));
         }
         // Path::parse keeps the key as it is (no percent-encoding of its own) and refuses
-        // empty, `.` and `..` segments and control characters.
-        Path::parse(format!("{}{key}", self.root))
-            .map_err(|e| StoreError::new(StoreErrorKind::InvalidKey, format!("key {key:?}: {e}")))
+        // empty, `.` and `..` segments and control characters; but it drops a leading or
+        // trailing `/`, so `/a.json` would address `a.json`, another object. A key the
+        // client cannot address exactly is refused, never read or written as another one.
+        let full = format!("{}{key}", self.root);
+        let path =
+            Path::parse(&full).map_err(|e| StoreError::new(StoreErrorKind::InvalidKey, format!("key {key:?}: {e}")))?;
+        if path.as_ref() != full {
+            return Err(StoreError::new(
+                StoreErrorKind::InvalidKey,
+                format!(
+                    "key {key:?} cannot be addressed exactly through the S3 client (a leading or trailing `/`, \
+                     or an empty, `.` or `..` segment): it would reach {:?} instead",
+                    path.as_ref()
+                ),
+            ));
+        }
+        Ok(path)
     }
 
     fn info(&self, meta: object_store::ObjectMeta) -> ObjectInfo {
@@ -395,6 +413,9 @@ impl S3Store {
                 Fault { status: Some(status), code, unreachable: None, text: format!("HTTP {status}") },
             ));
         }
+        // XML parsers turn a raw CR into LF (XML 1.0, end-of-line handling); a character
+        // reference keeps it, so a key holding CR is listed as it is.
+        let body = if body.contains('\r') { body.replace('\r', "&#13;") } else { body };
         let page: ListBucketResult = quick_xml::de::from_str(&body).map_err(|e| {
             StoreError::new(StoreErrorKind::Transient, format!("{what}: the server's answer is not a listing: {e}"))
         })?;
@@ -419,7 +440,22 @@ impl S3Store {
                 }
             })
             .collect();
-        Ok(ListPage { objects, next: if page.is_truncated { page.next_continuation_token } else { None } })
+        let next = match (page.is_truncated, page.next_continuation_token.filter(|t| !t.is_empty())) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            // Not the end of the listing: this page's objects, then an error, so that the
+            // listing is retried after the last key seen.
+            (true, None) => {
+                return Ok(ListPage {
+                    objects,
+                    next: Err(StoreError::new(
+                        StoreErrorKind::Transient,
+                        format!("{what}: the server marked a page truncated but gave no continuation token"),
+                    )),
+                })
+            }
+        };
+        Ok(ListPage { objects, next: Ok(next) })
     }
 
     async fn put_multipart(&self, path: &Path, body: &Body, attributes: Attributes) -> object_store::Result<()> {
@@ -509,15 +545,23 @@ impl Store for S3Store {
             token: Option<String>,
             first: bool,
             start_after: Option<String>,
+            /// A page that could not be followed: its error comes after its objects.
+            broken: Option<StoreError>,
         }
-        let state = State { token: None, first: true, start_after };
+        let state = State { token: None, first: true, start_after, broken: None };
         futures::stream::try_unfold(state, move |mut st| async move {
+            if let Some(e) = st.broken.take() {
+                return Err(e);
+            }
             if !st.first && st.token.is_none() {
                 return Ok(None);
             }
             let page = self.list_page(prefix, st.start_after.as_deref(), st.token.as_deref()).await?;
             st.first = false;
-            st.token = page.next;
+            match page.next {
+                Ok(token) => st.token = token,
+                Err(e) => st.broken = Some(e),
+            }
             Ok(Some((futures::stream::iter(page.objects.into_iter().map(Ok)), st)))
         })
         .try_flatten()

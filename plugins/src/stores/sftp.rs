@@ -41,7 +41,12 @@ pub struct SftpOptions {
     /// Accept any host key. For tests only: it is logged as a warning on every connection.
     pub insecure_accept_any_host_key: bool,
     /// Time limit to connect and authenticate. Default 20 s.
+    #[schemars(range(min = 1, max = 3600))]
     pub connect_timeout_secs: Option<u64>,
+    /// Only files last modified at least this long ago are listed: a file still being
+    /// uploaded is left for a later run. Default 60 s.
+    #[schemars(range(min = 0, max = 31536000))]
+    pub min_age_secs: Option<u64>,
 }
 
 pub struct SftpStore {
@@ -55,6 +60,7 @@ pub struct SftpStore {
     known_hosts: Option<std::path::PathBuf>,
     insecure: bool,
     timeout: Duration,
+    min_age: Duration,
     session: Mutex<Option<Arc<Connection>>>,
 }
 
@@ -68,6 +74,22 @@ impl std::fmt::Debug for SftpStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SftpStore").field("url", &self.url).finish_non_exhaustive()
     }
+}
+
+/// A file as listed or checked: its ETag is its modification time and size, so that a
+/// file that grew or was replaced since it was listed is seen to have changed.
+fn info_of(key: String, m: &russh_sftp::client::fs::Metadata) -> ObjectInfo {
+    let modified = m.mtime.and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(i64::from(t), 0));
+    ObjectInfo {
+        key,
+        size: m.size.unwrap_or(0),
+        etag: modified.map(|t| format!("{:x}-{:x}", t.timestamp(), m.size.unwrap_or(0))),
+        last_modified: modified.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    }
+}
+
+fn modified_of(o: &ObjectInfo) -> Option<chrono::DateTime<chrono::Utc>> {
+    o.last_modified.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc())
 }
 
 impl SftpStore {
@@ -115,6 +137,7 @@ impl SftpStore {
             known_hosts,
             insecure: opts.insecure_accept_any_host_key,
             timeout: Duration::from_secs(opts.connect_timeout_secs.unwrap_or(20).max(1)),
+            min_age: Duration::from_secs(opts.min_age_secs.unwrap_or(60)),
             session: Mutex::new(None),
         })
     }
@@ -299,21 +322,27 @@ impl Store for SftpStore {
                     return Err(err);
                 }
             };
+            // Files modified after this are perhaps still being written: not listed.
+            let settled = chrono::Utc::now() - self.min_age;
+            let mut young = 0usize;
             let mut files: Vec<ObjectInfo> = entries
                 .filter(|e| e.file_type().is_file())
-                .map(|e| {
-                    let m = e.metadata();
-                    let modified =
-                        m.mtime.and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(i64::from(t), 0));
-                    ObjectInfo {
-                        key: e.file_name(),
-                        size: m.size.unwrap_or(0),
-                        etag: modified.map(|t| format!("{:x}-{:x}", t.timestamp(), m.size.unwrap_or(0))),
-                        last_modified: modified.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                    }
-                })
+                .map(|e| info_of(e.file_name(), &e.metadata()))
                 .filter(|o| o.key.starts_with(prefix) && start_after.as_deref().is_none_or(|s| o.key.as_str() > s))
+                .filter(|o| {
+                    let old_enough = modified_of(o).is_some_and(|m| m <= settled);
+                    young += usize::from(!old_enough);
+                    old_enough
+                })
                 .collect();
+            if young > 0 {
+                tracing::info!(
+                    store = %self.url,
+                    files = young,
+                    min_age_secs = self.min_age.as_secs(),
+                    "files modified too recently (perhaps still being uploaded) are left for a later run"
+                );
+            }
             files.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(futures::stream::iter(files.into_iter().map(Ok)))
         })
@@ -355,12 +384,7 @@ impl Store for SftpStore {
         let path = self.path(key)?;
         let c = self.session().await?;
         match c.sftp.metadata(path).await {
-            Ok(m) => Ok(Some(ObjectInfo {
-                key: key.to_string(),
-                size: m.size.unwrap_or(0),
-                etag: None,
-                last_modified: None,
-            })),
+            Ok(m) => Ok(Some(info_of(key.to_string(), &m))),
             Err(e) => {
                 let err = self.error(&format!("checking {key:?}"), e);
                 if err.kind == StoreErrorKind::NotFound {

@@ -1,0 +1,212 @@
+//! Issue 14: inputs found by trying to break dqpipe. Each test reproduces one finding with
+//! the input that broke it, against the real binary.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+
+fn validate_in(dir: &Path, name: &str, text: &str) -> (i32, String) {
+    std::fs::write(dir.join(name), text).unwrap();
+    let out = dqpipe(dir).args(["validate", name]).output().unwrap();
+    (out.status.code().unwrap_or(-1), stderr(&out))
+}
+
+/// Every integer setting of the JSON Schema (defaults, each kind's settings, each store
+/// scheme's): the integer properties of `schema`, as dotted paths with their bounds.
+fn integer_settings(schema: &serde_json::Value, path: &str, out: &mut Vec<(String, Option<u64>, Option<u64>)>) {
+    let types = match &schema["type"] {
+        serde_json::Value::String(t) => vec![t.as_str()],
+        serde_json::Value::Array(a) => a.iter().filter_map(|t| t.as_str()).collect(),
+        _ => vec![],
+    };
+    if types.contains(&"integer") {
+        out.push((path.to_string(), schema["minimum"].as_u64(), schema["maximum"].as_u64()));
+    }
+    for branch in ["anyOf", "oneOf"] {
+        for s in schema[branch].as_array().into_iter().flatten() {
+            integer_settings(s, path, out);
+        }
+    }
+    for (k, s) in schema["properties"].as_object().into_iter().flatten() {
+        integer_settings(s, &if path.is_empty() { k.clone() } else { format!("{path}.{k}") }, out);
+    }
+}
+
+/// Sets `dotted` (below `at`) in a YAML document.
+fn set(doc: &mut serde_norway::Value, at: &[&str], dotted: &str, value: serde_norway::Value) {
+    let mut cur = doc;
+    for k in at.iter().copied().chain(dotted.split('.')) {
+        let map = cur.as_mapping_mut().expect("a mapping");
+        let key = serde_norway::Value::String(k.to_string());
+        if !map.contains_key(&key) {
+            map.insert(key.clone(), serde_norway::Value::Mapping(Default::default()));
+        }
+        cur = map.get_mut(&key).unwrap();
+    }
+    *cur = value;
+}
+
+#[test]
+fn every_numeric_setting_has_a_range_that_validate_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&stdout(&dqpipe(dir.path()).arg("schema").output().unwrap())).unwrap();
+    let base: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(nats_pipeline()).unwrap()).unwrap();
+
+    // Where each group of settings lives in the NATS spec (json_check gets a node of its own).
+    let mut targets: Vec<(Vec<String>, serde_json::Value)> =
+        vec![(vec!["defaults".into()], schema["properties"]["defaults"].clone())];
+    targets.push((
+        vec!["stores".into(), "archive".into()],
+        schema["properties"]["stores"]["additionalProperties"].clone(),
+    ));
+    let node_of_kind = |kind: &str| match kind {
+        "list" => "list",
+        "fetch" => "fetch",
+        "clamav" => "scan",
+        "nats_message" => "transform",
+        "put" => "write",
+        "slack" => "alert",
+        _ => "extra",
+    };
+    for k in schema["properties"]["nodes"]["additionalProperties"]["oneOf"].as_array().unwrap() {
+        let kind = k["title"].as_str().unwrap();
+        targets.push((vec!["nodes".into(), node_of_kind(kind).into(), format!("kind={kind}")], k.clone()));
+    }
+
+    let mut checked = 0;
+    for (at, s) in targets {
+        let mut settings = Vec::new();
+        integer_settings(&s, "", &mut settings);
+        for (setting, min, max) in settings {
+            let max = max.unwrap_or_else(|| panic!("{}.{setting} has no maximum in the schema", at.join(".")));
+            let mut values: Vec<serde_norway::Value> =
+                vec![(max + 1).into(), (1u64 << 61).into(), u64::MAX.into(), ((1u64 << 53) + 1).into()];
+            if let Some(min) = min.filter(|m| *m > 0) {
+                values.push((min - 1).into());
+            }
+            for v in values.into_iter().filter(|v| v.as_u64().is_some_and(|n| n > max || min.is_some_and(|m| n < m))) {
+                let mut doc = base.clone();
+                let path: Vec<&str> = at.iter().filter(|p| !p.starts_with("kind=")).map(String::as_str).collect();
+                if let Some(kind) = at.iter().find_map(|p| p.strip_prefix("kind=")) {
+                    if path.last() == Some(&"extra") {
+                        set(&mut doc, &path, "kind", kind.into());
+                        set(&mut doc, &path, "input", "fetch".into());
+                    }
+                }
+                set(&mut doc, &path, &setting, v.clone());
+                let (code, err) = validate_in(dir.path(), "p.yaml", &serde_norway::to_string(&doc).unwrap());
+                let place = format!("{}.{setting}", path.join("."));
+                assert_eq!(code, 2, "{place} = {v:?}: {err}");
+                let line = err
+                    .lines()
+                    .find(|l| l.contains(&format!(": {place}: ")))
+                    .unwrap_or_else(|| panic!("{place} = {v:?}: no error at that setting:\n{err}"));
+                assert!(line.starts_with("error: p.yaml:"), "{line}");
+                assert!(line.contains("out of range: use a whole number from"), "{line}");
+                checked += 1;
+            }
+        }
+    }
+    // Defaults (4), clamav (3 + retry), s3 (3), sftp (2), ...: the sweep really swept.
+    assert!(checked > 60, "only {checked} values checked");
+}
+
+#[test]
+fn a_concurrency_on_the_command_line_out_of_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = repo().join("pipelines/examples/copy.yaml");
+    for c in ["2305843009213693952", "scan=4097", "0"] {
+        let out = dqpipe(dir.path()).args(["plan", &spec.to_string_lossy(), "--concurrency", c]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{c}: {}", stderr(&out));
+        assert!(stderr(&out).contains("from 1 to 4096"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn deep_nesting_is_refused_quickly_at_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    // 50,000 nested ${A:-...}: used to overflow the stack (exit 134).
+    let deep = format!("{}x{}", "${A:-".repeat(50_000), "}".repeat(50_000));
+    let (code, err) = validate_in(
+        dir.path(),
+        "p.yaml",
+        &format!("version: 1\nname: t\nstores:\n  s: {{ url: \"{deep}\" }}\nnodes:\n  l: {{ kind: list, store: s }}\n"),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("p.yaml:4:") && err.contains("nested 50000 deep; at most 16"),
+        "{}",
+        &err[..err.len().min(400)]
+    );
+
+    // YAML nested 100,000 levels: refused at the level past the limit, in one pass.
+    let yaml = format!("version: 1\nname: t\nnodes: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let (code, err) = validate_in(dir.path(), "p.yaml", &yaml);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("p.yaml:3:") && err.contains("nested more than 64 levels deep"), "{err}");
+    // Block style, one level per line: refused at the 65th level.
+    let mut block = String::from("version: 1\nname: t\nnodes:\n");
+    for i in 0..70 {
+        block.push_str(&format!("{}k{i}:\n", "  ".repeat(i + 1)));
+    }
+    let (code, err) = validate_in(dir.path(), "p.yaml", &block);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("p.yaml:67:") && err.contains("nested more than 64 levels deep"), "{err}");
+}
+
+#[test]
+fn every_spec_error_has_a_place() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, expect) in [
+        ("version: 1\nname: t\nnodes: {}\n", "p.yaml:3:1: nodes: a pipeline needs nodes"),
+        ("name: t\nnodes: {}\n", "p.yaml:1:1: missing field `version`"),
+        ("version: 1\nnodes: {}\n", "p.yaml:1:1: missing field `name`"),
+        ("version: 1\nname: t\n", "p.yaml:1:1: missing field `nodes`"),
+    ] {
+        let (code, err) = validate_in(dir.path(), "p.yaml", yaml);
+        assert_eq!(code, 2, "{yaml}: {err}");
+        assert!(err.contains(expect), "{yaml}: {err}");
+    }
+    // A billion laughs: refused by the YAML reader, placed at the document's start.
+    let mut laughs = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for (i, c) in "bcdefghi".chars().enumerate() {
+        let prev = (b'a' + i as u8) as char;
+        laughs.push_str(&format!(
+            "{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
+    }
+    let (code, err) = validate_in(dir.path(), "p.yaml", &laughs);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("error: p.yaml:1:1: invalid YAML: repetition limit exceeded"), "{err}");
+}
+
+#[test]
+fn a_spec_without_nodes_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), "version: 1\nname: t\nnodes: {}\n").unwrap();
+    let out = dqpipe(dir.path()).args(["run", "p.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn secret_values_never_appear_in_validation_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+    let yaml = "version: 1\nname: t\nstores:\n  s:\n    url: s3://bucket\n    s3:\n      endpoint: \"${S3_SECRET_ACCESS_KEY}\"\n      sse: \"${MY_TOKEN}\"\n  d: { url: file://./out }\nnodes:\n  l: { kind: list, store: s }\n  c:\n    kind: clamav\n    input: l\n    address: \"${SLACK_WEBHOOK}\"\n";
+    std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+    let out = dqpipe(dir.path())
+        .args(["validate", "p.yaml"])
+        .env("S3_SECRET_ACCESS_KEY", secret)
+        .env("MY_TOKEN", format!("{secret}-2"))
+        .env("SLACK_WEBHOOK", format!("https://hooks.example/{secret}"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    // The errors are there, about the right fields, without the values.
+    assert!(err.contains("stores.s.s3.endpoint") || err.contains("stores.s.s3.sse"), "{err}");
+    assert!(err.contains("<redacted>"), "{err}");
+    assert!(!err.contains(secret) && !err.contains("EXAMPLEKEY"), "{err}");
+}
