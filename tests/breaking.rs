@@ -210,3 +210,56 @@ fn secret_values_never_appear_in_validation_errors() {
     assert!(err.contains("<redacted>"), "{err}");
     assert!(!err.contains(secret) && !err.contains("EXAMPLEKEY"), "{err}");
 }
+
+const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+/// An archive file of `size` bytes that starts with the EICAR test signature.
+fn infected_file(path: &Path, size: usize) {
+    let mut bytes = EICAR.as_bytes().to_vec();
+    bytes.resize(size, b' ');
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn local_nats_run(dir: &Path, clamd: &str) -> (std::process::Output, serde_json::Value) {
+    let out = dqpipe(dir)
+        .args(["run", &nats_pipeline(), "--progress", "off", "--report", "r.json"])
+        .env("CLAMD_ADDRESS", clamd)
+        .output()
+        .unwrap();
+    let report = read_json(&dir.join("r.json"));
+    (out, report)
+}
+
+#[test]
+fn a_scanner_answering_ok_before_the_whole_item_was_sent_passes_nothing() {
+    for hang_up in [true, false] {
+        let fake = FakeClamd::start(Scanner::EarlyOk { hang_up });
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("var/archive");
+        // Hanging up after 64 KiB breaks the send of a 1 MiB file as of a 20 MB one; a
+        // scanner that keeps reading is caught by when its answer came (20 MB: the answer
+        // comes long before the last chunk could have been sent).
+        if hang_up {
+            infected_file(&archive.join("one-mib.json"), 1 << 20);
+        }
+        infected_file(&archive.join("twenty-mb.json"), 20_000_000);
+        let (out, report) = local_nats_run(dir.path(), &fake.address);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "hang_up {hang_up}: {err}");
+        assert!(fake.scans.load(std::sync::atomic::Ordering::SeqCst) > 0, "the fake scanner was never asked");
+        for store in ["internal", "quarantine", "dead-letter"] {
+            assert_eq!(files_under(&dir.path().join("var").join(store)), Vec::<String>::new(), "{store}: {err}");
+        }
+        let failures = report["failures"].as_array().unwrap();
+        assert_eq!(failures.len(), files_under(&archive).len(), "{report}");
+        for f in failures {
+            let reason = f["reason"].as_str().unwrap();
+            assert_eq!(f["node"], "scan", "{f}");
+            assert!(
+                reason.contains("without having read the whole item") || reason.contains("while the item was sent"),
+                "{reason}"
+            );
+        }
+    }
+}

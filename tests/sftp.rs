@@ -55,6 +55,7 @@ fn files_are_delivered_twice_then_deleted_and_problems_set_aside() {
     }
     // Not matching the landing pattern: left alone.
     std::fs::write(sshd.landing().join("README.txt"), b"not a NATS file").unwrap();
+    settle_files(&sshd.landing());
 
     // The KMS-encrypted bucket is reached through a proxy that records the requests.
     let secure = RecordingProxy::start(s3.port);
@@ -109,6 +110,7 @@ fn a_file_whose_delivery_failed_stays_on_the_server() {
     for f in files_under(&samples) {
         std::fs::copy(samples.join(&f), sshd.landing().join(&f)).unwrap();
     }
+    settle_files(&sshd.landing());
     // Scans take 100 ms each (so the run lasts a few seconds), and S3 stops answering
     // (500 to everything) a second into the run.
     let mut slow = vec![Fault::Delay(100); 10_000];
@@ -141,6 +143,7 @@ fn wrong_key_unknown_host_and_unreachable_server_fail_clearly_and_delete_nothing
     let sshd = Sshd::start();
     let dir = tempfile::tempdir().unwrap();
     dqpipe(dir.path()).args(["samples", "--out", &sshd.landing().to_string_lossy(), "--count", "5"]).output().unwrap();
+    settle_files(&sshd.landing());
     let spec = repo().join("pipelines/nats-sftp-ingest.yaml").to_string_lossy().into_owned();
     let plan = |key: &str, known_hosts: &str, url: &str| {
         let out = dqpipe(dir.path())

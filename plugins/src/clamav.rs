@@ -175,7 +175,7 @@ impl Scanner {
         let talk = async {
             let mut c = self.connect().await.map_err(|e| e.0)?;
             c.write_all(b"zPING\0").await.map_err(|e| format!("{}: {e}", self.describe()))?;
-            let reply = read_reply(&mut c).await.map_err(|e| format!("{}: {e}", self.describe()))?;
+            let reply = Replies::default().next(&mut c).await.map_err(|e| format!("{}: {e}", self.describe()))?;
             match reply.as_deref() {
                 Some("PONG") => Ok(()),
                 Some(other) => Err(format!("{} answered PING with {other:?}, not PONG", self.describe())),
@@ -234,11 +234,15 @@ impl Scanner {
         chunk: usize,
     ) -> Result<Verdict, Unreachable> {
         let number = session.sent + 1;
-        // Send and read at once: a reply that arrives before the zero-length terminator
-        // went out answered a stream clamd did not finish reading (a proxy, a sidecar being
-        // killed, a size limit). Such an early reply is believed only when it is not OK.
+        // After the stream's terminator, a `zPING` in the same write: clamd reads a session's
+        // commands in order, so its `PONG` proves it read the whole stream, terminator
+        // included. Bytes accepted by the socket prove nothing (a 1 MiB item fits in the
+        // kernel's buffers of a scanner that stopped reading after 64 KiB). An `OK` counts
+        // only with that proof; a reply that arrives before the last byte was even sent is
+        // believed only when it is not OK (infected, the size limit).
+        let sent_all = std::sync::atomic::AtomicBool::new(false);
         let (mut rd, mut wr) = tokio::io::split(session.conn);
-        let (sent, reply, early) = {
+        let (sent, replies, early) = {
             let send = async {
                 wr.write_all(b"zINSTREAM\0").await?;
                 let mut reader = body.reader().await?;
@@ -251,51 +255,106 @@ impl Scanner {
                     wr.write_all(&(n as u32).to_be_bytes()).await?;
                     wr.write_all(&buf[..n]).await?;
                 }
-                wr.write_all(&0u32.to_be_bytes()).await?;
-                wr.flush().await
+                wr.write_all(&[0, 0, 0, 0]).await?;
+                wr.write_all(b"zPING\0").await?;
+                wr.flush().await?;
+                sent_all.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<(), std::io::Error>(())
             };
-            let recv = read_reply(&mut rd);
+            let recv = async {
+                let mut replies = Replies::default();
+                let verdict = replies.next(&mut rd).await?;
+                if !sent_all.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Ok((verdict, None, true));
+                }
+                let pong = match verdict {
+                    Some(_) => replies.next(&mut rd).await?,
+                    None => None,
+                };
+                Ok::<_, std::io::Error>((verdict, pong, false))
+            };
             tokio::pin!(send, recv);
-            // Biased to `send`: a reply read in the same poll as the last write is not early.
             tokio::select! {
                 biased;
-                sent = &mut send => (sent, recv.await, false),
-                reply = &mut recv => (Ok(()), reply, true),
+                sent = &mut send => (sent, recv.await.map(|(v, p, _)| (v, p)), false),
+                r = &mut recv => (Ok(()), r.map(|(v, p, _)| (v, p)), true),
             }
         };
         let describe = self.describe();
-        // In a session every reply is `<command number>: <reply>`.
-        let reply = reply.map(|r| {
-            r.map(|r| match r.split_once(": ") {
-                Some((n, rest)) if n.parse::<u64>() == Ok(number) => Ok(rest.to_string()),
-                _ => Err(r),
-            })
-        });
-        match (reply, sent) {
-            (Ok(Some(Err(r))), _) => {
-                Err(Unreachable(format!("{describe} answered {r:?} to command {number}: out of step, not a verdict")))
+        let (first, second) = match (replies, sent) {
+            (Ok((Some(v), pong)), sent) => (v, if sent.is_ok() { pong } else { None }),
+            (_, Err(e)) => {
+                return Err(Unreachable(format!("{describe} closed the connection while the item was sent: {e}")))
             }
+            (Ok((None, _)), Ok(())) => {
+                return Err(Unreachable(format!("{describe} closed the connection before a complete reply")))
+            }
+            (Err(e), Ok(())) => return Err(Unreachable(format!("reading {describe}'s reply: {e}"))),
+        };
+        // In a session every reply is `<command number>: <reply>`.
+        let numbered = |r: &str, n: u64| match r.split_once(": ") {
+            Some((k, rest)) if k.parse::<u64>() == Ok(n) => Some(rest.to_string()),
+            _ => None,
+        };
+        // clamd may answer the PING before the scan's verdict: replies are matched by number.
+        let (verdict, pong) = match &second {
+            Some(b) if numbered(&first, number + 1).is_some() => (b.clone(), Some(first.clone())),
+            _ => (first.clone(), second.clone()),
+        };
+        let Some(r) = numbered(&verdict, number) else {
+            return Err(Unreachable(format!(
+                "{describe} answered {verdict:?} to command {number}: out of step, not a verdict"
+            )));
+        };
+        let confirmed = pong.as_deref().and_then(|p| numbered(p, number + 1)).as_deref() == Some("PONG");
+        match parse_reply(&r) {
+            Verdict::Clean if early || !confirmed => Err(Unreachable(format!(
+                "{describe} answered {r:?} without having read the whole item (no answer to the command sent \
+                 after it): not a verdict on it"
+            ))),
             // An error about the item itself (over StreamMaxLength) is a verdict on it:
             // quarantine. Any other error is clamd's trouble (shutting down, out of
             // memory): retried, then left unprocessed for a rerun, never passed on.
-            (Ok(Some(Ok(r))), sent) => match parse_reply(&r) {
-                Verdict::Clean if early || sent.is_err() => Err(Unreachable(format!(
-                    "{describe} answered {r:?} before the whole item was sent: not a verdict on it"
-                ))),
-                Verdict::Error { reason } if !r.contains("size limit exceeded") => {
-                    Err(Unreachable(format!("{describe} could not scan: {reason}")))
+            Verdict::Error { reason } if !r.contains("size limit exceeded") => {
+                Err(Unreachable(format!("{describe} could not scan: {reason}")))
+            }
+            verdict => {
+                // The session is kept only when it is known to be in step.
+                if confirmed && !early {
+                    sessions.put(Session { conn: rd.unsplit(wr), sent: number + 1 });
                 }
-                // clamd hangs up after the size limit: the session is not kept.
-                verdict @ Verdict::Error { .. } => Ok(verdict),
-                verdict if early || sent.is_err() => Ok(verdict),
-                verdict => {
-                    sessions.put(Session { conn: rd.unsplit(wr), sent: number });
-                    Ok(verdict)
-                }
-            },
-            (_, Err(e)) => Err(Unreachable(format!("{describe} closed the connection while the item was sent: {e}"))),
-            (Ok(None), Ok(())) => Err(Unreachable(format!("{describe} closed the connection before a complete reply"))),
-            (Err(e), Ok(())) => Err(Unreachable(format!("reading {describe}'s reply: {e}"))),
+                Ok(verdict)
+            }
+        }
+    }
+}
+
+/// Reads NUL-terminated replies one at a time, keeping what was read past one for the
+/// next (replies to pipelined commands arrive together).
+#[derive(Default)]
+struct Replies {
+    buf: Vec<u8>,
+}
+
+impl Replies {
+    /// The next reply; `None` when the connection ended before its NUL: a cut reply is a
+    /// connection failure (retried), never a verdict.
+    async fn next(&mut self, conn: &mut (impl AsyncRead + Unpin + ?Sized)) -> std::io::Result<Option<String>> {
+        let mut chunk = [0u8; 256];
+        loop {
+            if let Some(end) = self.buf.iter().position(|&b| b == 0) {
+                let reply = String::from_utf8_lossy(&self.buf[..end]).trim_end_matches('\n').to_string();
+                self.buf.drain(..=end);
+                return Ok(Some(reply));
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Ok(None);
+            }
+            let n = conn.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 }
@@ -326,25 +385,6 @@ impl Sessions {
             v.push(session);
         }
     }
-}
-
-/// Reads one NUL-terminated reply. `None` when the connection ended before the NUL: a
-/// cut reply is a connection failure (retried), never a verdict.
-async fn read_reply(conn: &mut (impl AsyncRead + Unpin + ?Sized)) -> std::io::Result<Option<String>> {
-    let mut reply = Vec::new();
-    let mut byte = [0u8; 256];
-    loop {
-        let n = conn.read(&mut byte).await?;
-        if n == 0 {
-            break;
-        }
-        reply.extend_from_slice(&byte[..n]);
-        if reply.contains(&0) || reply.len() > 64 * 1024 {
-            break;
-        }
-    }
-    let Some(end) = reply.iter().position(|&b| b == 0) else { return Ok(None) };
-    Ok(Some(String::from_utf8_lossy(&reply[..end]).trim_end_matches('\n').to_string()))
 }
 
 /// Strict reading of clamd's answer: only the exact `stream: OK` is clean.

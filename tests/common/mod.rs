@@ -586,6 +586,16 @@ impl Drop for Sshd {
     }
 }
 
+/// Dates every file in `dir` two minutes back: files that landed a while ago, past the
+/// SFTP store's `min_age_secs` (60), which leaves younger ones for a later run.
+pub fn settle_files(dir: &Path) {
+    let then = std::time::SystemTime::now() - Duration::from_secs(120);
+    for f in all_files_under(dir) {
+        let file = std::fs::File::options().write(true).open(dir.join(&f)).expect("a landed file");
+        file.set_modified(then).expect("setting a file's modification time");
+    }
+}
+
 /// A TCP proxy that forwards everything and keeps a copy of what clients sent (request
 /// lines and headers), to check what dqpipe asked a server for.
 pub struct RecordingProxy {
@@ -635,5 +645,104 @@ impl RecordingProxy {
     pub fn count(&self, needle: &str) -> usize {
         let text = String::from_utf8_lossy(&self.sent.lock().unwrap()).to_ascii_lowercase();
         text.matches(&needle.to_ascii_lowercase()).count()
+    }
+}
+
+/// What the fake scanner does with a scan.
+#[derive(Clone)]
+pub enum Scanner {
+    /// Answers `stream: OK` once 64 KiB of the stream arrived, then hangs up (a proxy or a
+    /// sidecar being killed), or keeps reading and discarding the rest.
+    EarlyOk { hang_up: bool },
+    /// Reads the whole stream, calls the hook, then answers `stream: OK`.
+    Hook(Arc<dyn Fn() + Send + Sync>),
+}
+
+/// A fake clamd on 127.0.0.1 speaking just enough of its protocol (zPING, zIDSESSION,
+/// zINSTREAM) to misbehave on purpose. Real clamd is used wherever behaviour is tested.
+pub struct FakeClamd {
+    pub address: String,
+    pub scans: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeClamd {
+    pub fn start(scanner: Scanner) -> FakeClamd {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("fake clamd");
+        let address = format!("tcp://{}", listener.local_addr().unwrap());
+        let scans = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = scans.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (scanner, counter) = (scanner.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let mut number = 0u64;
+                    let mut session = false;
+                    loop {
+                        // A command: `z<NAME>\0`.
+                        let mut cmd = Vec::new();
+                        let mut b = [0u8; 1];
+                        while conn.read_exact(&mut b).is_ok() && b[0] != 0 {
+                            cmd.push(b[0]);
+                        }
+                        let prefix = |n: u64| if session { format!("{n}: ") } else { String::new() };
+                        match cmd.as_slice() {
+                            b"zPING" => {
+                                number += u64::from(session);
+                                let _ = conn.write_all(format!("{}PONG\0", prefix(number)).as_bytes());
+                                if !session {
+                                    return;
+                                }
+                            }
+                            b"zIDSESSION" => session = true,
+                            b"zINSTREAM" => {
+                                number += 1;
+                                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                let mut received = 0usize;
+                                let mut answered = false;
+                                loop {
+                                    let mut len = [0u8; 4];
+                                    if conn.read_exact(&mut len).is_err() {
+                                        return;
+                                    }
+                                    let n = u32::from_be_bytes(len) as usize;
+                                    if n == 0 {
+                                        break;
+                                    }
+                                    let mut chunk = vec![0u8; n];
+                                    if conn.read_exact(&mut chunk).is_err() {
+                                        return;
+                                    }
+                                    received += n;
+                                    if let Scanner::EarlyOk { hang_up } = &scanner {
+                                        if received >= 64 * 1024 && !answered {
+                                            let _ =
+                                                conn.write_all(format!("{}stream: OK\0", prefix(number)).as_bytes());
+                                            answered = true;
+                                            if *hang_up {
+                                                let _ = conn.shutdown(std::net::Shutdown::Both);
+                                                return;
+                                            }
+                                        }
+                                    }
+                                }
+                                if let Scanner::Hook(hook) = &scanner {
+                                    hook();
+                                }
+                                if !answered {
+                                    let _ = conn.write_all(format!("{}stream: OK\0", prefix(number)).as_bytes());
+                                }
+                                if !session {
+                                    return;
+                                }
+                            }
+                            _ => return,
+                        }
+                    }
+                });
+            }
+        });
+        FakeClamd { address, scans }
     }
 }
