@@ -263,3 +263,103 @@ fn a_scanner_answering_ok_before_the_whole_item_was_sent_passes_nothing() {
         }
     }
 }
+
+#[test]
+fn limit_zero_takes_nothing_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in 0..3 {
+        std::fs::create_dir_all(dir.path().join("in")).unwrap();
+        std::fs::write(dir.path().join(format!("in/{n}.json")), "{}").unwrap();
+    }
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "version: 1\nname: t\nstores:\n  src: { url: file://./in }\n  dst: { url: file://./out }\nnodes:\n  list: { kind: list, store: src, limit: \"${MAX_BATCH_SIZE:-500}\", delete_after_success: true }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ name }}\" }\n",
+    )
+    .unwrap();
+    let out =
+        dqpipe(dir.path()).args(["run", "p.yaml", "--progress", "off"]).env("MAX_BATCH_SIZE", "0").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(files_under(&dir.path().join("in")).len(), 3, "limit 0 deleted something");
+    assert!(!dir.path().join("out").exists() || files_under(&dir.path().join("out")).is_empty());
+    assert!(stderr(&out).contains("limit is 0"), "{}", stderr(&out));
+}
+
+#[test]
+fn temporary_files_left_by_a_killed_run_are_swept_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.json"), "{}").unwrap();
+    // What a kill -9 between write and rename leaves: a temporary file of a process that is
+    // gone; and one of a process still running (this test), which must stay.
+    let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(32)
+        .collect();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let out_dir = dir.path().join("out/copied");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let stale = out_dir.join(format!(".dqpipe-tmp-{host}-{gone_pid}-7"));
+    let live = out_dir.join(format!(".dqpipe-tmp-{host}-{}-7", std::process::id()));
+    std::fs::write(&stale, "partial").unwrap();
+    std::fs::write(&live, "being written").unwrap();
+    let out = dqpipe(dir.path())
+        .args(["run", &repo().join("pipelines/examples/copy.yaml").to_string_lossy(), "--progress", "off"])
+        .env("SRC_URL", "file://./in")
+        .env("DST_URL", "file://./out")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out_dir.join("a.json").is_file(), "{:?}", all_files_under(&dir.path().join("out")));
+    assert!(!stale.exists(), "the dead writer's temporary file is still there");
+    assert!(live.exists(), "a running writer's temporary file was removed");
+}
+
+#[test]
+fn sigterm_during_a_preflight_that_hangs_ends_the_run_with_a_report() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // An "S3 server" that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            a.fetch_add(1, Ordering::SeqCst);
+            held.push(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = dqpipe(dir.path());
+    c.args(["run", &nats_pipeline(), "--progress", "off", "--report", "r.json"]);
+    nats_s3_env(&mut c, &format!("http://127.0.0.1:{port}"), "tcp://127.0.0.1:1");
+    let mut child = c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait for the event: the preflight's first request is in the black hole.
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "dqpipe ended before reaching the server");
+        std::thread::yield_now();
+    }
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    // Kubernetes sends SIGKILL 30 s after SIGTERM: the run must be over before.
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait()));
+    let status =
+        rx.recv_timeout(std::time::Duration::from_secs(30)).expect("still running 30 s after SIGTERM").unwrap();
+    let err = {
+        use std::io::Read;
+        let mut s = String::new();
+        stderr_pipe.read_to_string(&mut s).unwrap();
+        s
+    };
+    assert_eq!(status.code(), Some(4), "{err}");
+    let report = read_json(&dir.path().join("r.json"));
+    assert_eq!(report["interrupted"], true, "{report}");
+    assert_eq!(report["outcome"], "incomplete", "{report}");
+    assert!(err.contains("stopped during the preflight checks"), "{err}");
+}
