@@ -363,3 +363,52 @@ fn sigterm_during_a_preflight_that_hangs_ends_the_run_with_a_report() {
     assert_eq!(report["outcome"], "incomplete", "{report}");
     assert!(err.contains("stopped during the preflight checks"), "{err}");
 }
+
+/// 2,500 small objects under `k/` in the S3 server's `archive` bucket (3 listing pages).
+fn archive_of_2500(s3: &S3Server) {
+    let dir = s3.bucket_dir("archive").join("k");
+    std::fs::create_dir_all(&dir).unwrap();
+    for n in 0..2500 {
+        std::fs::write(dir.join(format!("{n:05}.json")), "{}").unwrap();
+    }
+}
+
+fn copy_through(dir: &Path, endpoint: &str, attempts: u32) -> (std::process::Output, serde_json::Value) {
+    std::fs::write(
+        dir.join("p.yaml"),
+        format!(
+            "version: 1\nname: t\nstores:\n  src:\n    url: s3://archive/k\n    s3: {{ endpoint: \"{endpoint}\", access_key_id: {S3_KEY_ID}, secret_access_key: {S3_SECRET} }}\n  dst: {{ url: file://./out }}\nnodes:\n  list: {{ kind: list, store: src, retry: {{ attempts: {attempts}, initial_delay_ms: 10, max_delay_ms: 20 }} }}\n  fetch: {{ kind: fetch, input: list }}\n  write: {{ kind: put, input: fetch, store: dst, key: \"{{{{ key }}}}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let out = dqpipe(dir).args(["run", "p.yaml", "--progress", "off", "--report", "r.json"]).output().unwrap();
+    let report = read_json(&dir.join("r.json"));
+    (out, report)
+}
+
+#[test]
+fn a_listing_page_marked_truncated_without_a_token_is_not_the_end() {
+    let s3 = S3Server::start(&["archive"]);
+    archive_of_2500(&s3);
+
+    // Once in the run (the preflight's look at the first page is the first page broken):
+    // the listing goes on after the last key it saw; every object is copied.
+    let proxy = ListingProxy::start(s3.port, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = copy_through(dir.path(), &format!("http://127.0.0.1:{}", proxy.port), 6);
+    assert_eq!(proxy.broke.load(std::sync::atomic::Ordering::SeqCst), 2, "the proxy did not break the pages");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(files_under(&dir.path().join("out")).len(), 2500);
+    assert_eq!(report["items"]["complete"], 2500, "{report}");
+    assert!(report["nodes"][0]["retries"].as_u64().unwrap() >= 1, "{report}");
+
+    // Every time, with retries for one failure only: a source error and exit 4 (rerun),
+    // never a complete run of the first 1,000.
+    let proxy = ListingProxy::start(s3.port, usize::MAX);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = copy_through(dir.path(), &format!("http://127.0.0.1:{}", proxy.port), 2);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let errors = report["source_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{report}");
+    assert!(errors[0]["error"].as_str().unwrap().contains("truncated but gave no continuation token"), "{report}");
+}

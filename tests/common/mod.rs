@@ -746,3 +746,114 @@ impl FakeClamd {
         FakeClamd { address, scans }
     }
 }
+
+/// An HTTP proxy in front of the S3 server that, for the first `broken` listing pages
+/// marked truncated, removes the continuation token (a server bug seen in the wild: the
+/// listing looks finished after one page). Everything else is forwarded as it is.
+pub struct ListingProxy {
+    pub port: u16,
+    /// Pages it broke so far.
+    pub broke: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ListingProxy {
+    pub fn start(upstream: u16, broken: usize) -> ListingProxy {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
+        let port = listener.local_addr().unwrap().port();
+        let broke = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = broke.clone();
+        // Reads one HTTP message's head (lines up to the empty one) and its body.
+        fn message(r: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).ok()? == 0 {
+                    return None;
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let header = |name: &str| {
+                head.lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+                    .map(|l| l[name.len() + 1..].trim().to_string())
+            };
+            let mut body = Vec::new();
+            if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+                loop {
+                    let mut size = String::new();
+                    r.read_line(&mut size).ok()?;
+                    let n = usize::from_str_radix(size.trim(), 16).ok()?;
+                    let mut chunk = vec![0u8; n + 2];
+                    r.read_exact(&mut chunk).ok()?;
+                    if n == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&chunk[..n]);
+                }
+                head = head
+                    .lines()
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("transfer-encoding:"))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect::<String>();
+                head.insert_str(head.len() - 2, &format!("content-length: {}\r\n", body.len()));
+            } else if let Some(n) = header("content-length").and_then(|n| n.parse::<usize>().ok()) {
+                body.resize(n, 0);
+                r.read_exact(&mut body).ok()?;
+            }
+            Some((head, body))
+        }
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                    let (Ok(mut client_w), Ok(mut server_w)) = (client.try_clone(), server.try_clone()) else {
+                        return;
+                    };
+                    let (mut from_client, mut from_server) = (BufReader::new(client), BufReader::new(server));
+                    while let Some((head, body)) = message(&mut from_client) {
+                        let listing =
+                            head.starts_with("GET ") && head.lines().next().is_some_and(|l| l.contains("list-type=2"));
+                        if server_w.write_all(head.as_bytes()).and_then(|_| server_w.write_all(&body)).is_err() {
+                            return;
+                        }
+                        let Some((mut rhead, mut rbody)) = message(&mut from_server) else { return };
+                        let text = String::from_utf8_lossy(&rbody).into_owned();
+                        if listing
+                            && text.contains("<IsTruncated>true</IsTruncated>")
+                            && counter.load(Ordering::SeqCst) < broken
+                        {
+                            if let (Some(a), Some(b)) =
+                                (text.find("<NextContinuationToken>"), text.find("</NextContinuationToken>"))
+                            {
+                                let cut = format!("{}{}", &text[..a], &text[b + "</NextContinuationToken>".len()..]);
+                                rhead = rhead
+                                    .lines()
+                                    .map(|l| {
+                                        if l.to_ascii_lowercase().starts_with("content-length:") {
+                                            format!("content-length: {}\r\n", cut.len())
+                                        } else {
+                                            format!("{l}\r\n")
+                                        }
+                                    })
+                                    .collect();
+                                rbody = cut.into_bytes();
+                                counter.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        if client_w.write_all(rhead.as_bytes()).and_then(|_| client_w.write_all(&rbody)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        ListingProxy { port, broke }
+    }
+}
