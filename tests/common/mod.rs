@@ -758,7 +758,7 @@ pub struct ListingProxy {
 
 impl ListingProxy {
     pub fn start(upstream: u16, broken: usize) -> ListingProxy {
-        use std::io::{BufRead, BufReader, Read, Write};
+        use std::io::{BufRead, BufReader, Write};
         use std::sync::atomic::Ordering;
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
         let port = listener.local_addr().unwrap().port();
