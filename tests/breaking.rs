@@ -412,3 +412,61 @@ fn a_listing_page_marked_truncated_without_a_token_is_not_the_end() {
     assert_eq!(errors.len(), 1, "{report}");
     assert!(errors[0]["error"].as_str().unwrap().contains("truncated but gave no continuation token"), "{report}");
 }
+
+fn local_ingest(dir: &Path, sshd: &Sshd, clamd: &str) -> (std::process::Output, serde_json::Value) {
+    let out = dqpipe(dir)
+        .args(["run", &repo().join("pipelines/nats-sftp-ingest.yaml").to_string_lossy(), "--progress", "off"])
+        .args(["--report", "r.json"])
+        .env("SFTP_URL", sshd.url())
+        .env("SFTP_KEY_PATH", sshd.file("id_ed25519"))
+        .env("SFTP_KNOWN_HOSTS", sshd.file("known_hosts"))
+        .env("CLAMD_ADDRESS", clamd)
+        .output()
+        .unwrap();
+    let report = read_json(&dir.join("r.json"));
+    (out, report)
+}
+
+#[test]
+fn an_sftp_file_still_being_uploaded_is_neither_taken_nor_deleted() {
+    let clamd = Clamd::start("25M");
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let name = "[-PRMD=EG-ADMD=ICAO-C=XX-;MTA-EGGG-1-MTCU_0123456789ABCDEF].json";
+    let full = r#"{"X400Message":{"envelope":{"x":1}},"padding":"...................."}"#;
+    let landed = sshd.landing().join(name);
+
+    // Just written (480 of 627 bytes, say): too young to be stable, left alone.
+    std::fs::write(&landed, &full[..full.len() / 2]).unwrap();
+    let (out, report) = local_ingest(dir.path(), &sshd, &clamd.tcp());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["items"]["from_sources"], 0, "{report}");
+    assert!(landed.exists(), "a file being uploaded was deleted");
+    assert!(stderr(&out).contains("modified too recently"), "{}", stderr(&out));
+
+    // Old enough at listing, but it grows while it is processed (the scanner appends to
+    // it before answering): its copies are written, it is not deleted, the run says why.
+    settle_files(&sshd.landing());
+    let grow = landed.clone();
+    let rest = full[full.len() / 2..].to_string();
+    let scanner = FakeClamd::start(Scanner::Hook(std::sync::Arc::new(move || {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&grow).unwrap();
+        f.write_all(rest.as_bytes()).unwrap();
+    })));
+    let (out, report) = local_ingest(dir.path(), &sshd, &scanner.address);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(landed.exists(), "a file that changed since listing was deleted");
+    assert_eq!(std::fs::read_to_string(&landed).unwrap(), full);
+    let reason = report["failures"][0]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("changed since it was listed") && reason.contains("not deleted"), "{report}");
+
+    // Complete and settled: the next run takes the whole file and deletes it.
+    settle_files(&sshd.landing());
+    let (out, _) = local_ingest(dir.path(), &sshd, &clamd.tcp());
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{}", stderr(&out));
+    assert!(!landed.exists(), "the settled file was not taken");
+    let delivered: Vec<String> =
+        all_files_under(&dir.path().join("var")).into_iter().filter(|f| f.ends_with(name)).collect();
+    assert!(!delivered.is_empty(), "{:?}", all_files_under(&dir.path().join("var")));
+}
