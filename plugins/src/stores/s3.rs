@@ -413,6 +413,12 @@ impl S3Store {
                 Fault { status: Some(status), code, unreachable: None, text: format!("HTTP {status}") },
             ));
         }
+        self.parse_page(what, body)
+    }
+
+    /// A ListObjectsV2 answer: its objects (keys relative to the store's root) and how the
+    /// listing goes on.
+    fn parse_page(&self, what: &str, body: String) -> Result<ListPage, StoreError> {
         // XML parsers turn a raw CR into LF (XML 1.0, end-of-line handling); a character
         // reference keeps it, so a key holding CR is listed as it is.
         let body = if body.contains('\r') { body.replace('\r', "&#13;") } else { body };
@@ -609,5 +615,50 @@ impl Store for S3Store {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.error(&format!("checking {key:?}"), e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> S3Store {
+        store_at("s3://bucket/root")
+    }
+
+    fn store_at(url: &str) -> S3Store {
+        let opts = S3Options {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            access_key_id: Some("id".into()),
+            secret_access_key: Some("secret".into()),
+            ..Default::default()
+        };
+        S3Store::open(url, opts).unwrap()
+    }
+
+    #[test]
+    fn keys_the_client_cannot_address_exactly_are_refused() {
+        let s = store();
+        assert_eq!(s.path("conf/a.json").unwrap().as_ref(), "root/conf/a.json");
+        for bad in ["/conf/a.json", "conf/a.json/", "conf//a.json", "./a.json", "a/../b"] {
+            let e = s.path(bad).unwrap_err();
+            assert_eq!(e.kind, StoreErrorKind::InvalidKey, "{bad:?}");
+        }
+        // Without a root prefix object_store would quietly read `conf/a.json` instead.
+        let e = store_at("s3://bucket").path("/conf/a.json").unwrap_err();
+        assert!(e.message.contains("cannot be addressed exactly"), "{}", e.message);
+    }
+
+    #[test]
+    fn listed_keys_keep_their_cr_and_a_truncated_page_without_token_is_an_error() {
+        let s = store();
+        let page = "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>root/a\rb.json</Key><Size>1</Size></Contents></ListBucketResult>";
+        let p = s.parse_page("listing", page.to_string()).unwrap();
+        assert_eq!(p.objects[0].key, "a\rb.json");
+        assert!(matches!(p.next, Ok(None)));
+        let page = "<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>root/a</Key><Size>1</Size></Contents></ListBucketResult>";
+        let p = s.parse_page("listing", page.to_string()).unwrap();
+        assert_eq!(p.objects.len(), 1);
+        assert_eq!(p.next.unwrap_err().kind, StoreErrorKind::Transient);
     }
 }
