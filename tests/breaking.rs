@@ -470,3 +470,41 @@ fn an_sftp_file_still_being_uploaded_is_neither_taken_nor_deleted() {
         all_files_under(&dir.path().join("var")).into_iter().filter(|f| f.ends_with(name)).collect();
     assert!(!delivered.is_empty(), "{:?}", all_files_under(&dir.path().join("var")));
 }
+
+#[test]
+fn keys_are_read_exactly_from_a_second_s3_implementation() {
+    let moto = MotoServer::start();
+    // S3 allows both; object_store's paths would read `conf/a.json` for the first.
+    moto.put(
+        "archive",
+        &[
+            ("/conf/a.json", "{\"which\":\"leading slash\"}"),
+            ("conf/a.json", "{\"which\":\"plain\"}"),
+            ("cr\rkey.json", "{}"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        format!(
+            "version: 1\nname: t\nstores:\n  src:\n    url: s3://archive\n    s3: {{ endpoint: \"{}\", access_key_id: moto, secret_access_key: moto }}\n  dst: {{ url: file://./out }}\nnodes:\n  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  write: {{ kind: put, input: fetch, store: dst, key: \"{{{{ key }}}}\" }}\n",
+            moto.endpoint()
+        ),
+    )
+    .unwrap();
+    let out = dqpipe(dir.path()).args(["run", "p.yaml", "--progress", "off", "--report", "r.json"]).output().unwrap();
+    let report = read_json(&dir.path().join("r.json"));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // The plain key is copied with its own bytes; the other object is not read as it.
+    assert_eq!(files_under(&dir.path().join("out")), vec!["conf/a.json"]);
+    assert_eq!(std::fs::read_to_string(dir.path().join("out/conf/a.json")).unwrap(), "{\"which\":\"plain\"}");
+    let failures = report["failures"].as_array().unwrap();
+    let by_key =
+        |k: &str| failures.iter().find(|f| f["key"] == k).unwrap_or_else(|| panic!("{k:?} not reported: {report}"));
+    assert!(by_key("/conf/a.json")["reason"].as_str().unwrap().contains("cannot be addressed exactly"), "{report}");
+    // The CR key is listed and reported as it is, not as `cr\nkey.json` (object_store's
+    // paths refuse control characters, so its fetch fails alone).
+    assert_eq!(by_key("cr\rkey.json")["node"], "fetch", "{report}");
+    assert!(failures.iter().all(|f| f["key"] != "cr\nkey.json"), "{report}");
+    assert_eq!(report["items"]["complete"], 1, "{report}");
+}

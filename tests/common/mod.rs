@@ -857,3 +857,67 @@ impl ListingProxy {
         ListingProxy { port, broke }
     }
 }
+
+/// moto's S3 server (scripts/test installs it, pinned, and sets `MOTO_SERVER` and
+/// `MOTO_PYTHON`): a second S3 implementation, for keys s3s-fs cannot store as files.
+pub struct MotoServer {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl MotoServer {
+    pub fn start() -> MotoServer {
+        let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_string());
+        let port = free_port();
+        let mut child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{bin}` ({e}); scripts/test installs it (moto[server])"));
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return MotoServer { port, child };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        panic!("moto_server did not listen on 127.0.0.1:{port} within 30 s");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates `bucket` and puts each (key, body) with boto3, keys exactly as given.
+    pub fn put(&self, bucket: &str, objects: &[(&str, &str)]) {
+        let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".to_string());
+        let script = r#"
+import json, sys, boto3
+endpoint, bucket, objects = sys.argv[1], sys.argv[2], json.loads(sys.stdin.read())
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="moto", aws_secret_access_key="moto")
+s3.create_bucket(Bucket=bucket)
+for key, body in objects:
+    s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
+"#;
+        let mut child = Command::new(&python)
+            .args(["-c", script, &self.endpoint(), bucket])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `{python}` ({e}); scripts/test installs boto3 with moto"));
+        {
+            use std::io::Write;
+            let json = serde_json::to_string(objects).unwrap();
+            child.stdin.take().unwrap().write_all(json.as_bytes()).unwrap();
+        }
+        assert!(child.wait().unwrap().success(), "putting objects into moto failed");
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
