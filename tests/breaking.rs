@@ -508,3 +508,72 @@ fn keys_are_read_exactly_from_a_second_s3_implementation() {
     assert!(failures.iter().all(|f| f["key"] != "cr\nkey.json"), "{report}");
     assert_eq!(report["items"]["complete"], 1, "{report}");
 }
+
+#[test]
+fn internal_sse_encrypts_quarantine_and_dead_letter_too() {
+    let clamd = Clamd::start("25M");
+    let s3 = S3Server::start(&["archive", "internal", "ops"]);
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples");
+    let gen = dqpipe(dir.path())
+        .args(["samples", "--out", &samples.to_string_lossy(), "--count", "20", "--infected", "2", "--malformed", "2"])
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    upload_samples(&s3, &samples);
+    // Every request goes through a proxy that keeps what dqpipe sent.
+    let proxy = RecordingProxy::start(s3.port);
+    let mut c = dqpipe(dir.path());
+    nats_s3_env(&mut c, &format!("http://127.0.0.1:{}", proxy.port), &clamd.tcp());
+    let out = c.args(["run", &nats_pipeline(), "--progress", "off"]).env("INTERNAL_SSE", "AES256").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(files_under(&s3.bucket_dir("ops").join("quarantine/nats")).len(), 4);
+    assert_eq!(files_under(&s3.bucket_dir("ops").join("dead-letter/nats")).len(), 4);
+    // Every write (internal, quarantine, dead letter, done markers) asked for encryption.
+    let puts = proxy.count("put /");
+    assert!(proxy.count("put /ops/") >= 8, "quarantine and dead-letter writes not seen");
+    assert_eq!(proxy.count("x-amz-server-side-encryption: aes256"), puts, "a write without SSE");
+}
+
+#[test]
+fn a_rest_scanner_answering_ok_and_hanging_up_mid_file_passes_nothing() {
+    use std::io::{BufRead, Read, Write};
+    // The original job's REST front end, misbehaving: it reads the request's head and
+    // 64 KiB of its body, answers "Everything ok : true" and hangs up. (One that reads on
+    // and throws the rest away cannot be told from a real one: hyper sends the whole body
+    // before it looks at the answer. README, "Fail closed".)
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/scan", listener.local_addr().unwrap());
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = answered.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let mut body = vec![0u8; 64 * 1024];
+                let _ = r.read_exact(&mut body);
+                let text = "Everything ok : true";
+                let mut w = conn;
+                let _ =
+                    write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len());
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = w.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    infected_file(&dir.path().join("var/archive/twenty-mb.json"), 20_000_000);
+    let (out, report) = local_nats_run(dir.path(), &url);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(answered.load(std::sync::atomic::Ordering::SeqCst) > 0, "the fake scanner was never asked");
+    for store in ["internal", "quarantine", "dead-letter"] {
+        assert_eq!(files_under(&dir.path().join("var").join(store)), Vec::<String>::new(), "{store}");
+    }
+    assert_eq!(report["failures"][0]["node"], "scan", "{report}");
+}

@@ -426,6 +426,12 @@ async fn scan_rest(client: &reqwest::Client, url: &str, name: &str, body: &Body)
         .send()
         .await
         .map_err(|e| Unreachable(format!("scanner request failed: {}", e.without_url())))?;
+    // Whether the file was all sent when the answer's head arrived (not later, once the
+    // answer was read: by then the rest may have gone to a scanner that no longer looked).
+    // HTTP gives no proof that the scanner read the whole file: hyper finishes sending a
+    // body before it reads an early answer whenever the peer keeps reading. clamd's own
+    // protocol has that proof (see `scan_instream`), and is the one to prefer.
+    let sent_before_answer = taken.load(std::sync::atomic::Ordering::SeqCst);
     let status = resp.status();
     if status.is_server_error() || status.as_u16() == 429 {
         return Err(Unreachable(format!("scanner answered HTTP {status}")));
@@ -438,7 +444,7 @@ async fn scan_rest(client: &reqwest::Client, url: &str, name: &str, body: &Body)
             reason: format!("scanner answered HTTP {status}: {}", normalized.chars().take(200).collect::<String>()),
         }
     } else if normalized.contains("Everything ok : true") {
-        if !taken.load(std::sync::atomic::Ordering::SeqCst) {
+        if !sent_before_answer {
             return Err(Unreachable("the scanner answered before the whole file was sent: not a verdict on it".into()));
         }
         Verdict::Clean
