@@ -882,6 +882,7 @@ impl MotoServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("moto_server did not listen on 127.0.0.1:{port} within 30 s");
     }
 
