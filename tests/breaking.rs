@@ -577,3 +577,52 @@ fn a_rest_scanner_answering_ok_and_hanging_up_mid_file_passes_nothing() {
     }
     assert_eq!(report["failures"][0]["node"], "scan", "{report}");
 }
+
+#[test]
+fn run_plan_reads_the_plan_file_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.json"), "{}").unwrap();
+    let spec = repo().join("pipelines/examples/copy.yaml").to_string_lossy().into_owned();
+    let with_env = |c: &mut std::process::Command| {
+        c.env("SRC_URL", "file://./in").env("DST_URL", "file://./out");
+    };
+    let mut plan = dqpipe(dir.path());
+    with_env(&mut plan);
+    let out = plan.args(["plan", &spec, "--out", "small.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The same plan with 300,000 more objects already done: a 60 MB file.
+    let small = std::fs::read_to_string(dir.path().join("small.json")).unwrap();
+    let (head, tail) = small.split_once("\"objects\":[").unwrap();
+    let mut big = String::with_capacity(70 << 20);
+    big.push_str(head);
+    big.push_str("\"objects\":[");
+    for n in 0..300_000 {
+        big.push_str(&format!(
+            "{{\"source\":\"list\",\"key\":\"archive/2019/{n:08}-padding-to-a-realistic-key-length.json\",\"size\":627,\"etag\":\"\\\"{n:032x}\\\"\",\"status\":\"done\",\"delete_at_source\":false,\"route\":[],\"writes\":[],\"notes\":[]}},"
+        ));
+    }
+    big.push_str(tail);
+    std::fs::write(dir.path().join("big.json"), &big).unwrap();
+    let big_len = big.len() as u64;
+    drop(big);
+
+    let peak = |plan: &str| {
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        let mut c = dqpipe(dir.path());
+        with_env(&mut c);
+        let out = c.args(["run", &spec, "--progress", "off", "--plan", plan, "--report", "r.json"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{plan}: {}", stderr(&out));
+        assert!(dir.path().join("out/copied/a.json").is_file(), "{plan}: the planned object was not copied");
+        read_json(&dir.path().join("r.json"))["peak_rss_bytes"].as_u64().expect("peak memory in the report")
+    };
+    let (small_peak, big_peak) = (peak("small.json"), peak("big.json"));
+    // Read whole, the file alone would add its own size (60 MB) to the peak, and its parsed
+    // tree several times that. Streamed, only the reader's buffer and one object at a time
+    // are held: the peak stays within a quarter of the file's size of the small plan's.
+    assert!(
+        big_peak < small_peak + big_len / 4,
+        "peak {big_peak} B with a {big_len} B plan, {small_peak} B with a small one"
+    );
+}
