@@ -13,7 +13,6 @@
 //!   reached the end of its path, failed if any node could not process it.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,11 +26,12 @@ use tokio::task::JoinSet;
 use crate::body::Spool;
 use crate::load::Pipeline;
 use crate::node::{
-    mark_failed, Built, ByteBudget, Finished, Item, ItemFailure, Outputs, Planned, PortStats, RunFacts, Shard,
+    mark_failed, Built, ByteBudget, Finished, Item, ItemFailure, Node, Outputs, Planned, RunFacts, Shard, Source,
     SourceContext, Stop, Tracker,
 };
 use crate::plan::{PlanStatus, PlannedObject};
 use crate::report::{ItemCounts, NodeReport, Outcome, PortReport, RunReport, SourceError};
+use crate::stats::{LiveStats, NodeStats};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -40,8 +40,9 @@ pub struct RunOptions {
     pub default_concurrency: Option<usize>,
     /// Per-node concurrency, over everything else.
     pub node_concurrency: HashMap<String, usize>,
-    /// Progress bars (a terminal) or periodic log lines.
-    pub progress: Progress,
+    /// Counters to update as the run goes (a progress display reads them); the run makes
+    /// its own when none are given.
+    pub stats: Option<Arc<LiveStats>>,
     /// Set to stop listing early; in-flight items finish within `grace`.
     pub stop: Stop,
     /// After a stop, how long in-flight items may take before they are abandoned
@@ -77,7 +78,7 @@ impl Default for RunOptions {
         Self {
             default_concurrency: None,
             node_concurrency: HashMap::new(),
-            progress: Progress::default(),
+            stats: None,
             stop: Stop::default(),
             grace: DEFAULT_GRACE,
             shard: None,
@@ -89,30 +90,11 @@ impl Default for RunOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Progress {
-    /// Bars when stderr is a terminal, log lines otherwise.
-    #[default]
-    Auto,
-    Bars,
-    Log,
-    Off,
-}
-
 /// The run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("preflight checks failed:\n{}", .0.iter().map(|(n, e)| format!("  {n}: {e}")).collect::<Vec<_>>().join("\n"))]
     Preflight(Vec<(String, String)>),
-}
-
-/// Counters of one node, shared with the progress display.
-#[derive(Debug, Default)]
-struct NodeStats {
-    received: AtomicU64,
-    in_flight: AtomicU64,
-    max_in_flight: AtomicU64,
-    errors: AtomicU64,
 }
 
 impl Pipeline {
@@ -135,168 +117,208 @@ impl Pipeline {
     }
 }
 
-/// Runs the pipeline to the end and reports what happened.
+/// Runs the pipeline to the end and reports what happened: preflight, wiring, the nodes'
+/// tasks, the drain (with the stop and its grace period), acknowledgements, the report.
 pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> {
     let started = Instant::now();
-
     let planning = matches!(opts.mode, Mode::Plan { .. });
     // Everything a node needs must answer before any item moves. A stop (SIGTERM) during
     // the checks ends the run at once, with a report and nothing processed.
-    let checked = tokio::select! {
-        r = preflight(p, planning) => Some(r),
-        () = opts.stop.stopped() => None,
-    };
-    match checked {
-        None => {
+    tokio::select! {
+        r = preflight(p, planning) => r?,
+        () = opts.stop.stopped() => {
             tracing::warn!("stopped during the preflight checks: nothing was processed");
             return Ok(RunReport::stopped_before_start(p, &opts, started.elapsed().as_secs_f64()));
         }
-        Some(Err(e)) => return Err(e),
-        Some(Ok(())) => {}
     }
-
+    let stats = opts.stats.clone().unwrap_or_else(|| LiveStats::new(p));
+    let tracker = stats.tracker.clone();
+    tracker.planning.store(planning, Ordering::Relaxed);
+    let acker = start_acknowledgements(p, &opts, &tracker);
     let concurrency = p.effective_concurrency(&opts);
-    let spool =
-        Spool { threshold: p.defaults.spool_threshold_bytes, dir: p.defaults.spool_dir.as_ref().map(Into::into) };
-    let budget = ByteBudget::new(p.defaults.max_bytes_in_flight, p.defaults.spool_threshold_bytes);
-    let tracker = Arc::new(Tracker::default());
+    let tasks = spawn_nodes(p, &opts, &stats, &concurrency);
+    let source_errors = drain(tasks, &opts, &tracker).await;
+    // Every item is gone; close the acknowledgements and wait for the last of them.
+    if let Ok(mut t) = tracker.finished_tx.lock() {
+        t.take();
+    }
+    let _ = acker.await;
+    Ok(report(p, &opts, &stats, &concurrency, source_errors, started).await)
+}
+
+/// Starts the task that takes finished objects: a plan hands them to the planner, a run
+/// acknowledges them to their sources.
+fn start_acknowledgements(p: &Pipeline, opts: &RunOptions, tracker: &Arc<Tracker>) -> tokio::task::JoinHandle<()> {
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
     if let Ok(mut t) = tracker.finished_tx.lock() {
         *t = Some(finished_tx);
     }
-    tracker.planning.store(planning, Ordering::Relaxed);
     let named: Vec<(String, Built)> = p.nodes.iter().map(|n| (n.spec.name.clone(), n.built.clone())).collect();
-    let acker = match (&opts.mode, opts.plan_sink.clone()) {
+    match (&opts.mode, opts.plan_sink.clone()) {
         (Mode::Plan { .. }, Some(sink)) => tokio::spawn(send_to_plan(named, finished_rx, sink)),
         _ => tokio::spawn(acknowledge(named, finished_rx, tracker.clone())),
-    };
-
-    // One bounded channel per processing node.
-    let mut senders: HashMap<String, mpsc::Sender<Item>> = HashMap::new();
-    let mut receivers: HashMap<String, mpsc::Receiver<Item>> = HashMap::new();
-    for n in &p.nodes {
-        if let Built::Processor(_) = n.built {
-            let (tx, rx) = mpsc::channel(p.defaults.channel_capacity);
-            senders.insert(n.spec.name.clone(), tx);
-            receivers.insert(n.spec.name.clone(), rx);
-        }
     }
+}
 
-    // Each node's output ports, wired to its consumers' channels.
-    let mut node_stats = Vec::new();
-    let mut port_stats: Vec<IndexMap<&'static str, Arc<PortStats>>> = Vec::new();
-    let mut outputs = Vec::new();
-    let mut retries = Vec::new();
-    for (index, n) in p.nodes.iter().enumerate() {
-        let mut ports = IndexMap::new();
-        let mut stats = IndexMap::new();
-        for decl in n.kind.ports() {
-            let consumers: Vec<mpsc::Sender<Item>> =
-                p.dag.consumers(&n.spec.name, decl.name).filter_map(|to| senders.get(to).cloned()).collect();
-            let s = Arc::new(PortStats::default());
-            stats.insert(decl.name, s.clone());
-            ports.insert(decl.name, (consumers, s));
-        }
-        let r = Arc::new(AtomicU64::new(0));
-        outputs.push(Arc::new(Outputs::new(
+/// Wires every node's output ports to its consumers' bounded channels (one per processing
+/// node, shared by all its inputs) and starts one task per node.
+fn spawn_nodes(
+    p: &Pipeline,
+    opts: &RunOptions,
+    stats: &Arc<LiveStats>,
+    concurrency: &[usize],
+) -> JoinSet<Option<SourceError>> {
+    let spool =
+        Spool { threshold: p.defaults.spool_threshold_bytes, dir: p.defaults.spool_dir.as_ref().map(Into::into) };
+    let budget = ByteBudget::new(p.defaults.max_bytes_in_flight, p.defaults.spool_threshold_bytes);
+    let mut senders: HashMap<&str, mpsc::Sender<Item>> = HashMap::new();
+    let mut receivers: HashMap<&str, mpsc::Receiver<Item>> = HashMap::new();
+    for n in p.nodes.iter().filter(|n| matches!(n.built, Built::Processor(_))) {
+        let (tx, rx) = mpsc::channel(p.defaults.channel_capacity);
+        senders.insert(&n.spec.name, tx);
+        receivers.insert(&n.spec.name, rx);
+    }
+    let mut tasks = JoinSet::new();
+    for (i, n) in p.nodes.iter().enumerate() {
+        let ports = n
+            .kind
+            .ports()
+            .iter()
+            .map(|decl| {
+                let consumers =
+                    p.dag.consumers(&n.spec.name, decl.name).filter_map(|to| senders.get(to).cloned()).collect();
+                (decl.name, (consumers, stats.ports[i][decl.name].clone()))
+            })
+            .collect();
+        let out = Arc::new(Outputs::new(
             n.spec.name.clone(),
-            index,
+            i,
             ports,
             spool.clone(),
-            tracker.clone(),
-            r.clone(),
+            stats.tracker.clone(),
+            stats.nodes[i].retries.clone(),
             matches!(n.built, Built::Source(_)).then(|| budget.clone()),
-        )));
-        retries.push(r);
-        node_stats.push(Arc::new(NodeStats::default()));
-        port_stats.push(stats);
-    }
-    // Only the Outputs hold senders now: channels close as upstream nodes finish.
-    drop(senders);
-
-    let progress = start_progress(p, &opts, &node_stats, &port_stats, &tracker);
-
-    let mut tasks: JoinSet<Option<SourceError>> = JoinSet::new();
-    for (i, n) in p.nodes.iter().enumerate() {
-        let out = outputs[i].clone();
-        let name = n.spec.name.clone();
+        ));
         match &n.built {
             Built::Source(source) => {
-                let source = source.clone();
                 let ctx = SourceContext {
                     stop: opts.stop.clone(),
                     shard: opts.shard,
                     reprocess: opts.reprocess,
                     only: opts.only.clone(),
                 };
-                tasks.spawn(async move {
-                    let r = AssertUnwindSafe(source.run(&out, &ctx)).catch_unwind().await;
-                    match r {
-                        Ok(Ok(())) => None,
-                        Ok(Err(error)) => {
-                            tracing::error!(node = %name, %error, "source stopped early");
-                            Some(SourceError { node: name, error })
-                        }
-                        Err(_) => Some(SourceError { node: name, error: "the source panicked".into() }),
-                    }
-                });
+                tasks.spawn(run_source(n.spec.name.clone(), source.clone(), out, ctx));
             }
             Built::Processor(node) => {
-                let node = node.clone();
-                let Some(mut rx) = receivers.remove(&name) else { continue };
-                let stats = node_stats[i].clone();
-                let limit = Arc::new(Semaphore::new(concurrency[i]));
-                let mode = opts.mode;
-                tasks.spawn(async move {
-                    let mut running = JoinSet::new();
-                    loop {
-                        let Ok(permit) = limit.clone().acquire_owned().await else { break };
-                        let Some(item) = rx.recv().await else { break };
-                        stats.received.fetch_add(1, Ordering::Relaxed);
-                        let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                        stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
-                        let (node, out, stats, name) = (node.clone(), out.clone(), stats.clone(), name.clone());
-                        running.spawn(async move {
-                            // Kept so that a failure (or a panic) can be recorded against
-                            // the object; a clone shares the body, it copies nothing.
-                            let guard = item.clone();
-                            let r = match mode {
-                                Mode::Run => AssertUnwindSafe(node.process(item, &out)).catch_unwind().await,
-                                Mode::Plan { deep } => {
-                                    item.plan_visit(&name);
-                                    AssertUnwindSafe(node.preview(item, &out, deep)).catch_unwind().await
-                                }
-                            };
-                            let reason = match r {
-                                Ok(Ok(())) => None,
-                                Ok(Err(e)) => Some(e.reason),
-                                Err(_) => Some("internal error: the node panicked".to_string()),
-                            };
-                            if let Some(reason) = reason {
-                                stats.errors.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(node = %name, key = ?guard.source_key(), reason = ?reason, "item not processed");
-                                mark_failed(&guard, &name, &reason);
-                            }
-                            drop(guard);
-                            stats.in_flight.fetch_sub(1, Ordering::SeqCst);
-                            drop(permit);
-                        });
-                        while running.try_join_next().is_some() {}
-                    }
-                    while running.join_next().await.is_some() {}
-                    None
-                });
+                let Some(rx) = receivers.remove(n.spec.name.as_str()) else { continue };
+                let task = ProcessorTask {
+                    name: n.spec.name.clone(),
+                    node: node.clone(),
+                    out,
+                    rx,
+                    limit: Arc::new(Semaphore::new(concurrency[i])),
+                    stats: stats.nodes[i].clone(),
+                    mode: opts.mode,
+                };
+                tasks.spawn(task.run());
             }
         }
     }
-    // The tasks hold the only references to the outputs from here.
-    drop(outputs);
+    // Only the Outputs (held by the tasks) keep senders now: channels close as upstream
+    // nodes finish, and the run drains from sources to sinks.
+    tasks
+}
 
-    // Wait for the run to drain. Once stopped, in-flight items get `grace` to finish; then
-    // the rest is abandoned: tasks are aborted, their items dropped unacknowledged (writes
-    // are all-or-nothing, so nothing partial is left visible).
+/// A source's task: lists and emits until done or stopped. A panic is a source error.
+async fn run_source(
+    name: String,
+    source: Arc<dyn Source>,
+    out: Arc<Outputs>,
+    ctx: SourceContext,
+) -> Option<SourceError> {
+    match AssertUnwindSafe(source.run(&out, &ctx)).catch_unwind().await {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => {
+            tracing::error!(node = %name, %error, "source stopped early");
+            Some(SourceError { node: name, error })
+        }
+        Err(_) => Some(SourceError { node: name, error: "the source panicked".into() }),
+    }
+}
+
+/// A processing node's task.
+struct ProcessorTask {
+    name: String,
+    node: Arc<dyn Node>,
+    out: Arc<Outputs>,
+    rx: mpsc::Receiver<Item>,
+    /// The node's `concurrency` permits.
+    limit: Arc<Semaphore>,
+    stats: Arc<NodeStats>,
+    mode: Mode,
+}
+
+impl ProcessorTask {
+    /// Takes an item whenever one of the node's `concurrency` permits is free, and works
+    /// on each in its own tokio task; ends once its inputs closed and its items are done.
+    async fn run(mut self) -> Option<SourceError> {
+        let mode = self.mode;
+        let mut running = JoinSet::new();
+        loop {
+            let Ok(permit) = self.limit.clone().acquire_owned().await else { break };
+            let Some(item) = self.rx.recv().await else { break };
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            let now = self.stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            let (node, out, stats, name) = (self.node.clone(), self.out.clone(), self.stats.clone(), self.name.clone());
+            running.spawn(async move {
+                process_one(&name, node, &out, &stats, item, mode).await;
+                stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+                drop(permit);
+            });
+            while running.try_join_next().is_some() {}
+        }
+        while running.join_next().await.is_some() {}
+        None
+    }
+}
+
+/// One item through one node. A failure or a panic is recorded against its source object,
+/// which is then reported unprocessed: a panic fails closed.
+async fn process_one(name: &str, node: Arc<dyn Node>, out: &Outputs, stats: &NodeStats, item: Item, mode: Mode) {
+    // Kept so that a failure can be recorded against the object; a clone shares the body.
+    let guard = item.clone();
+    let r = match mode {
+        Mode::Run => AssertUnwindSafe(node.process(item, out)).catch_unwind().await,
+        Mode::Plan { deep } => {
+            item.plan_visit(name);
+            AssertUnwindSafe(node.preview(item, out, deep)).catch_unwind().await
+        }
+    };
+    let reason = match r {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.reason,
+        Err(_) => "internal error: the node panicked".to_string(),
+    };
+    stats.errors.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(node = %name, key = ?guard.source_key(), reason = ?reason, "item not processed");
+    mark_failed(&guard, name, &reason);
+}
+
+/// Waits for every task to end. Once stopped, items in flight get the grace period; then
+/// the rest is abandoned: tasks are aborted and their items dropped unacknowledged (writes
+/// are all-or-nothing, so nothing partial is left visible).
+async fn drain(mut tasks: JoinSet<Option<SourceError>>, opts: &RunOptions, tracker: &Tracker) -> Vec<SourceError> {
     let mut source_errors = Vec::new();
-    let mut stopped_at: Option<Instant> = None;
+    let mut grace_over = std::pin::pin!(async {
+        opts.stop.stopped().await;
+        tracing::warn!(
+            grace_secs = opts.grace.as_secs_f64(),
+            "stopping: listing ended, in-flight items have the grace period to finish"
+        );
+        tokio::time::sleep(opts.grace).await;
+    });
+    let mut abandoned = false;
     loop {
         tokio::select! {
             r = tasks.join_next() => match r {
@@ -304,87 +326,73 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
                 Some(Ok(Some(e))) => source_errors.push(e),
                 Some(_) => {}
             },
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                if !opts.stop.is_stopped() {
-                    continue;
-                }
-                let since = *stopped_at.get_or_insert_with(|| {
-                    tracing::warn!(grace_secs = opts.grace.as_secs_f64(), "stopping: listing ended, in-flight items have the grace period to finish");
-                    Instant::now()
-                });
-                if since.elapsed() >= opts.grace && !tracker.abandoning.load(Ordering::SeqCst) {
-                    tracing::warn!("grace period over: abandoning the items still in flight");
-                    tracker.abandoning.store(true, Ordering::SeqCst);
-                    tasks.abort_all();
-                }
+            () = &mut grace_over, if !abandoned => {
+                tracing::warn!("grace period over: abandoning the items still in flight");
+                tracker.abandoning.store(true, Ordering::SeqCst);
+                tasks.abort_all();
+                abandoned = true;
             }
         }
     }
-    // Every item is gone; close the acknowledgements and wait for the last of them.
-    if let Ok(mut t) = tracker.finished_tx.lock() {
-        t.take();
-    }
-    let _ = acker.await;
-    if let Some(p) = progress {
-        p.finish().await;
-    }
+    source_errors
+}
 
-    // Items are all finished; gather the facts.
+/// The run's report, after the end-of-run hooks (alerts; runs only, not plans).
+async fn report(
+    p: &Pipeline,
+    opts: &RunOptions,
+    stats: &LiveStats,
+    concurrency: &[usize],
+    source_errors: Vec<SourceError>,
+    started: Instant,
+) -> RunReport {
+    let tracker = &stats.tracker;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut nodes = Vec::new();
     let mut problems = 0;
     for (i, n) in p.nodes.iter().enumerate() {
         let mut ports = IndexMap::new();
         for decl in n.kind.ports() {
-            let s = &port_stats[i][decl.name];
-            let items = s.items.load(Ordering::Relaxed);
-            if decl.problem {
-                problems += items;
-            }
-            ports.insert(
-                decl.name.to_string(),
-                PortReport {
-                    items,
-                    bytes: s.bytes.load(Ordering::Relaxed),
-                    routed_to: p.dag.consumers(&n.spec.name, decl.name).map(String::from).collect(),
-                    problem: decl.problem,
-                },
-            );
+            let s = &stats.ports[i][decl.name];
+            problems += if decl.problem { load(&s.items) } else { 0 };
+            let routed_to = p.dag.consumers(&n.spec.name, decl.name).map(String::from).collect();
+            let port = PortReport { items: load(&s.items), bytes: load(&s.bytes), routed_to, problem: decl.problem };
+            ports.insert(decl.name.to_string(), port);
         }
-        let st = &node_stats[i];
+        let st = &stats.nodes[i];
         nodes.push(NodeReport {
             name: n.spec.name.clone(),
             kind: n.spec.kind.clone(),
             source: matches!(n.built, Built::Source(_)),
             concurrency: concurrency[i],
-            received: st.received.load(Ordering::Relaxed),
-            errors: st.errors.load(Ordering::Relaxed),
-            max_in_flight: st.max_in_flight.load(Ordering::Relaxed),
-            retries: retries[i].load(Ordering::Relaxed),
+            received: load(&st.received),
+            errors: load(&st.errors),
+            max_in_flight: load(&st.max_in_flight),
+            retries: load(&st.retries),
             ports,
         });
     }
     let items = ItemCounts {
-        from_sources: tracker.started.load(Ordering::Relaxed),
-        complete: tracker.complete.load(Ordering::Relaxed),
-        failed: tracker.failed.load(Ordering::Relaxed),
+        from_sources: load(&tracker.started),
+        complete: load(&tracker.complete),
+        failed: load(&tracker.failed),
         problems,
-        skipped_done: tracker.skipped_done.load(Ordering::Relaxed),
+        skipped_done: load(&tracker.skipped_done),
     };
-
-    let facts = RunFacts {
-        pipeline: p.name.clone(),
-        source_items: items.from_sources,
-        skipped_done: items.skipped_done,
-        failed_items: items.failed,
-        problem_items: problems,
-    };
-    // End-of-run hooks (alerts) belong to runs, not plans.
-    for n in p.nodes.iter().filter(|_| !planning) {
-        if let Built::Processor(x) = &n.built {
-            x.finish(&facts).await;
+    if !matches!(opts.mode, Mode::Plan { .. }) {
+        let facts = RunFacts {
+            pipeline: p.name.clone(),
+            source_items: items.from_sources,
+            skipped_done: items.skipped_done,
+            failed_items: items.failed,
+            problem_items: problems,
+        };
+        for n in &p.nodes {
+            if let Built::Processor(x) = &n.built {
+                x.finish(&facts).await;
+            }
         }
     }
-
     let interrupted = opts.stop.is_stopped();
     let outcome = if items.failed > 0
         || !source_errors.is_empty()
@@ -399,7 +407,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     };
     let mut failures = tracker.failures();
     failures.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(RunReport {
+    RunReport {
         pipeline: p.name.clone(),
         outcome,
         exit_code: outcome.exit_code(),
@@ -411,7 +419,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         interrupted,
         shard: opts.shard,
         peak_rss_bytes: crate::report::peak_rss_bytes(),
-    })
+    }
 }
 
 /// Runs every node's preflight check at once. A plan checks only what it uses: the
@@ -517,104 +525,4 @@ async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceive
         while acks.try_join_next().is_some() {}
     }
     while acks.join_next().await.is_some() {}
-}
-
-/// A running progress display; `finish` stops it.
-struct ProgressTask {
-    done: tokio::sync::oneshot::Sender<()>,
-    handle: tokio::task::JoinHandle<()>,
-}
-
-impl ProgressTask {
-    async fn finish(self) {
-        let _ = self.done.send(());
-        let _ = self.handle.await;
-    }
-}
-
-fn start_progress(
-    p: &Pipeline,
-    opts: &RunOptions,
-    node_stats: &[Arc<NodeStats>],
-    port_stats: &[IndexMap<&'static str, Arc<PortStats>>],
-    tracker: &Arc<Tracker>,
-) -> Option<ProgressTask> {
-    let mode = match opts.progress {
-        Progress::Auto if std::io::stderr().is_terminal() => Progress::Bars,
-        Progress::Auto => Progress::Log,
-        m => m,
-    };
-    if mode == Progress::Off {
-        return None;
-    }
-    let names: Vec<String> = p.nodes.iter().map(|n| n.spec.name.clone()).collect();
-    let sources: Vec<bool> = p.nodes.iter().map(|n| matches!(n.built, Built::Source(_))).collect();
-    let node_stats = node_stats.to_vec();
-    let port_stats = port_stats.to_vec();
-    let tracker = tracker.clone();
-    let (done, mut done_rx) = tokio::sync::oneshot::channel();
-
-    let line = move |i: usize| -> (u64, String) {
-        let st = &node_stats[i];
-        let ports: Vec<String> =
-            port_stats[i].iter().map(|(k, v)| format!("{k}={}", v.items.load(Ordering::Relaxed))).collect();
-        let count = if sources[i] {
-            port_stats[i].values().map(|v| v.items.load(Ordering::Relaxed)).sum()
-        } else {
-            st.received.load(Ordering::Relaxed)
-        };
-        (count, format!("in flight {}  {}", st.in_flight.load(Ordering::Relaxed), ports.join(" ")))
-    };
-
-    let handle = if mode == Progress::Bars {
-        let multi = indicatif::MultiProgress::new();
-        let style =
-            indicatif::ProgressStyle::with_template("{prefix:>16} {spinner} {pos:>9} items  {per_sec:>12}  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-        let bars: Vec<indicatif::ProgressBar> = names
-            .iter()
-            .map(|n| {
-                let b = multi.add(indicatif::ProgressBar::new_spinner());
-                b.set_style(style.clone());
-                b.set_prefix(n.clone());
-                b
-            })
-            .collect();
-        tokio::spawn(async move {
-            loop {
-                for (i, b) in bars.iter().enumerate() {
-                    let (count, msg) = line(i);
-                    b.set_position(count);
-                    b.set_message(msg);
-                    b.tick();
-                }
-                tokio::select! {
-                    _ = &mut done_rx => break,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-            }
-            for b in &bars {
-                b.finish();
-            }
-        })
-    } else {
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = &mut done_rx => break,
-                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-                }
-                for (i, n) in names.iter().enumerate() {
-                    let (count, msg) = line(i);
-                    tracing::info!(node = %n, items = count, "progress: {msg}");
-                }
-                tracing::info!(
-                    complete = tracker.complete.load(Ordering::Relaxed),
-                    failed = tracker.failed.load(Ordering::Relaxed),
-                    "progress: objects finished"
-                );
-            }
-        })
-    };
-    Some(ProgressTask { done, handle })
 }

@@ -25,6 +25,7 @@ pub mod redact;
 pub mod report;
 pub mod schema;
 pub mod spec;
+pub mod stats;
 pub mod store;
 pub mod template;
 

@@ -1,5 +1,6 @@
-//! Reading a saved plan (`plan --out`) for `run --plan`, streamed: the file is never held
-//! in memory whole. The header is checked as it is read (format, then the spec hash,
+//! Plan files (`plan --out`, `plan --format json`): written object by object as the plan
+//! is made ([`PlanWriter`]), and read back for `run --plan`, streamed ([`read_plan`]): the
+//! file is never held in memory whole. The header is checked as it is read (format, then the spec hash,
 //! which comes before the objects), so a plan made from another spec is refused before
 //! its objects are read; of each object only its source, key, size and ETag are kept, and
 //! only for objects the plan would process.
@@ -11,7 +12,43 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde::Deserialize;
 
 use crate::node::Planned;
-use crate::plan::{PlanStatus, PLAN_FORMAT};
+use crate::plan::{PlanHeader, PlanStatus, PlanTotals, PlannedObject, PLAN_FORMAT};
+
+/// Writes a plan as one JSON object: the header's fields, `objects` one at a time as they
+/// are planned, then `totals` and `objects_shown`. Each part is serialised by serde; write
+/// errors are returned, never dropped.
+pub struct PlanWriter<W: std::io::Write> {
+    out: W,
+    objects: u64,
+}
+
+impl<W: std::io::Write> PlanWriter<W> {
+    pub fn start(mut out: W, header: &PlanHeader) -> std::io::Result<Self> {
+        let head = serde_json::to_string(header)?;
+        // The header is an object: its closing brace gives way to `objects`.
+        out.write_all(head.strip_suffix('}').unwrap_or(&head).as_bytes())?;
+        out.write_all(b",\"objects\":[")?;
+        Ok(Self { out, objects: 0 })
+    }
+
+    pub fn object(&mut self, o: &PlannedObject) -> std::io::Result<()> {
+        if self.objects > 0 {
+            self.out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut self.out, o)?;
+        self.objects += 1;
+        Ok(())
+    }
+
+    /// Ends the plan; `shown` is how many objects it holds (all, in a saved plan).
+    pub fn finish(mut self, totals: &PlanTotals, shown: u64) -> std::io::Result<W> {
+        self.out.write_all(b"],\"totals\":")?;
+        serde_json::to_writer(&mut self.out, totals)?;
+        write!(self.out, ",\"objects_shown\":{shown}}}")?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
 
 /// Why a plan file cannot be used.
 #[derive(Debug, thiserror::Error)]

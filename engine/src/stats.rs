@@ -1,0 +1,84 @@
+//! Live counters of a run, per node and per port, that anyone may read while it runs: the
+//! CLI's progress display reads [`LiveStats::snapshot`]; the engine itself never prints.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use crate::load::Pipeline;
+use crate::node::{Built, PortStats, Tracker};
+
+/// Counters of one node.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    pub received: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
+    pub errors: AtomicU64,
+    pub retries: Arc<AtomicU64>,
+}
+
+/// The counters of a whole run, in the pipeline's node order.
+#[derive(Debug)]
+pub struct LiveStats {
+    pub(crate) names: Vec<String>,
+    pub(crate) sources: Vec<bool>,
+    pub(crate) nodes: Vec<Arc<NodeStats>>,
+    pub(crate) ports: Vec<IndexMap<&'static str, Arc<PortStats>>>,
+    pub(crate) tracker: Arc<Tracker>,
+}
+
+/// What the counters said at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct StatsSnapshot {
+    pub nodes: Vec<NodeSnapshot>,
+    /// Source objects finished: complete, and not processed.
+    pub complete: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NodeSnapshot {
+    pub name: String,
+    pub source: bool,
+    /// Items the node received (a source: items it sent).
+    pub items: u64,
+    /// Bytes the node sent on, all ports together.
+    pub bytes: u64,
+    pub in_flight: u64,
+    pub ports: Vec<(String, u64)>,
+}
+
+impl LiveStats {
+    /// Zeroed counters for every node and port of `p`.
+    pub fn new(p: &Pipeline) -> Arc<Self> {
+        Arc::new(Self {
+            names: p.nodes.iter().map(|n| n.spec.name.clone()).collect(),
+            sources: p.nodes.iter().map(|n| matches!(n.built, Built::Source(_))).collect(),
+            nodes: p.nodes.iter().map(|_| Arc::default()).collect(),
+            ports: p.nodes.iter().map(|n| n.kind.ports().iter().map(|d| (d.name, Arc::default())).collect()).collect(),
+            tracker: Arc::default(),
+        })
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let nodes = (0..self.names.len())
+            .map(|i| {
+                let ports: Vec<(String, u64)> =
+                    self.ports[i].iter().map(|(k, s)| (k.to_string(), load(&s.items))).collect();
+                let sent: u64 = ports.iter().map(|(_, n)| n).sum();
+                NodeSnapshot {
+                    name: self.names[i].clone(),
+                    source: self.sources[i],
+                    items: if self.sources[i] { sent } else { load(&self.nodes[i].received) },
+                    bytes: self.ports[i].values().map(|s| load(&s.bytes)).sum(),
+                    in_flight: load(&self.nodes[i].in_flight),
+                    ports,
+                }
+            })
+            .collect();
+        StatsSnapshot { nodes, complete: load(&self.tracker.complete), failed: load(&self.tracker.failed) }
+    }
+}

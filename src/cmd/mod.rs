@@ -1,0 +1,8 @@
+//! One file per command of the CLI.
+
+pub mod graph;
+pub mod plan;
+pub mod run;
+pub mod samples;
+pub mod schema;
+pub mod validate;

@@ -1,0 +1,103 @@
+//! `dqpipe run`: runs the pipeline to the end, prints the summary, writes the report.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dqpipe_engine::executor;
+use dqpipe_engine::node::{Planned, Stop};
+use dqpipe_engine::stats::LiveStats;
+use dqpipe_engine::Pipeline;
+
+use crate::exit::Exit;
+use crate::options::{load_with, Tuning};
+use crate::progress;
+
+#[derive(clap::Args)]
+pub struct Args {
+    spec: PathBuf,
+    #[command(flatten)]
+    tuning: Tuning,
+    /// Write the run report (JSON) to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Progress display: bars on a terminal, log lines otherwise.
+    #[arg(long, value_enum, default_value_t = progress::Mode::Auto)]
+    progress: progress::Mode,
+    /// After SIGTERM or Ctrl-C, how long items in flight may take before they are
+    /// abandoned (unprocessed, nothing partial written; a rerun does them).
+    #[arg(long, value_name = "SECONDS", env = "DQPIPE_GRACE_SECS", default_value_t = 20)]
+    grace_secs: u64,
+    /// Process exactly the objects of this saved plan (`plan --out`). Refused if the spec
+    /// or its variables changed; objects changed since planning are reported, not processed.
+    #[arg(long, value_name = "FILE")]
+    plan: Option<PathBuf>,
+}
+
+pub async fn run(args: Args) -> Exit {
+    let (p, mut opts) = match load_with(&args.spec, &args.tuning) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    if let Some(file) = &args.plan {
+        match read_plan(file, &p) {
+            Ok(planned) => opts.only = Some(Arc::new(planned)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", file.display());
+                return Exit::Invalid;
+            }
+        }
+    }
+    opts.grace = std::time::Duration::from_secs(args.grace_secs);
+    let stats = LiveStats::new(&p);
+    opts.stats = Some(stats.clone());
+    stop_on_signals(opts.stop.clone());
+    let display = progress::Display::start(stats, args.progress);
+    let result = executor::run(&p, opts).await;
+    if let Some(d) = display {
+        d.finish().await;
+    }
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    eprint!("{}", r.render_text());
+    if let Some(path) = &args.report {
+        let written = serde_json::to_vec_pretty(&r)
+            .map_err(|e| e.to_string())
+            .and_then(|j| std::fs::write(path, j).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("error: writing the report to {}: {e}", path.display());
+            return Exit::Error;
+        }
+    }
+    Exit::of_run(r.exit_code)
+}
+
+/// Reads a saved plan for `run --plan` (streamed), refusing one made from another spec.
+fn read_plan(file: &Path, p: &Pipeline) -> Result<Planned, String> {
+    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    dqpipe_engine::plan_file::read_plan(f, &p.spec_hash).map_err(|e| e.to_string())
+}
+
+/// SIGINT and SIGTERM stop the listing; items in flight finish and the summary is printed.
+fn stop_on_signals(stop: Stop) {
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::warn!("stop requested: no new objects; finishing those in flight");
+        stop.stop();
+    });
+}

@@ -1,0 +1,82 @@
+//! What several commands share: loading a spec (errors printed, exit 2) and the tuning
+//! flags that become the engine's run options.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use dqpipe_engine::executor::RunOptions;
+use dqpipe_engine::spec::MAX_CONCURRENCY;
+use dqpipe_engine::{load_pipeline, Pipeline};
+
+use crate::exit::Exit;
+
+#[derive(clap::Args)]
+pub struct Tuning {
+    /// `N` replaces the spec's default concurrency; `NODE=N` sets one node's. Repeatable.
+    #[arg(long, value_name = "N|NODE=N")]
+    pub concurrency: Vec<String>,
+    /// Take only this share of the objects, by a stable hash of each key: `2/4` is the
+    /// third of four. `/4` takes INDEX from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
+    #[arg(long, value_name = "INDEX/COUNT", env = "DQPIPE_SHARD")]
+    pub shard: Option<String>,
+    /// Process objects even when an earlier run recorded them as done.
+    #[arg(long)]
+    pub reprocess: bool,
+}
+
+/// Reads and checks a spec; its errors are printed.
+pub fn load(spec: &Path) -> Result<Pipeline, Exit> {
+    let registry = dqpipe_plugins::registry();
+    load_pipeline(spec, &registry, &|name| std::env::var(name).ok()).map_err(|e| {
+        eprintln!("{e}");
+        eprintln!("{} error{} in {}", e.0.len(), if e.0.len() == 1 { "" } else { "s" }, spec.display());
+        Exit::Invalid
+    })
+}
+
+/// The run options the flags ask for; a bad flag is printed.
+pub fn run_options(tuning: &Tuning) -> Result<RunOptions, Exit> {
+    let mut opts = RunOptions::default();
+    let mut nodes = HashMap::new();
+    let in_range = |n: &str| n.parse::<u64>().ok().filter(|n| (1..=MAX_CONCURRENCY).contains(n)).map(|n| n as usize);
+    for c in &tuning.concurrency {
+        let parsed = match c.split_once('=') {
+            Some((node, n)) => in_range(n).map(|n| {
+                nodes.insert(node.to_string(), n);
+            }),
+            None => in_range(c).map(|n| opts.default_concurrency = Some(n)),
+        };
+        if parsed.is_none() {
+            eprintln!("error: --concurrency {c:?}: expected a whole number from 1 to {MAX_CONCURRENCY}, or NODE=N");
+            return Err(Exit::Invalid);
+        }
+    }
+    opts.node_concurrency = nodes;
+    opts.reprocess = tuning.reprocess;
+    if let Some(shard) = &tuning.shard {
+        let spelled = match shard.strip_prefix('/') {
+            Some(count) => match std::env::var("JOB_COMPLETION_INDEX") {
+                Ok(i) => format!("{}/{count}", i.trim()),
+                Err(_) => {
+                    eprintln!("error: --shard /{count} takes its index from JOB_COMPLETION_INDEX, which is not set");
+                    return Err(Exit::Invalid);
+                }
+            },
+            None => shard.clone(),
+        };
+        match spelled.parse() {
+            Ok(s) => opts.shard = Some(s),
+            Err(e) => {
+                eprintln!("error: --shard {e}");
+                return Err(Exit::Invalid);
+            }
+        }
+    }
+    Ok(opts)
+}
+
+/// Loads the spec and reads the tuning flags.
+pub fn load_with(spec: &Path, tuning: &Tuning) -> Result<(Pipeline, RunOptions), Exit> {
+    let p = load(spec)?;
+    Ok((p, run_options(tuning)?))
+}
