@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use crate::api::{Registry, Role};
 use crate::error::ErrorSink;
-use crate::node::{Registry, Role};
-use crate::spec::NodeSpec;
+use crate::spec::{InputRef, NodeSpec};
 
 /// One wire: items leaving `from` on `port` go to `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,67 +36,10 @@ impl Dag {
         let before = errors.errors.len();
         let index: HashMap<&str, usize> = specs.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
         let mut edges = Vec::new();
-
         for spec in specs {
-            let kind = registry.kind(&spec.kind);
-            match kind {
-                None => errors.push(
-                    &spec.path.key("kind"),
-                    format!("unknown kind `{}`; the kinds are: {}", spec.kind, registry.kind_names().join(", ")),
-                ),
-                Some(k) if k.role() == Role::Source && !spec.inputs.is_empty() => errors
-                    .push(&spec.inputs[0].path, format!("a `{}` node is a source and takes no `input`", spec.kind)),
-                Some(k) if k.role() == Role::Processor && spec.inputs.is_empty() => errors.push(
-                    &spec.path,
-                    format!("missing `input`: a `{}` node needs the node (or `node.port`) it reads from", spec.kind),
-                ),
-                _ => {}
-            }
+            check_role(spec, registry, errors);
             for input in &spec.inputs {
-                let Some(&up) = index.get(input.node.as_str()) else {
-                    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                    errors.push(
-                        &input.path,
-                        format!("unknown node `{}`; the nodes are: {}", input.node, names.join(", ")),
-                    );
-                    continue;
-                };
-                let upstream = &specs[up];
-                let Some(up_kind) = registry.kind(&upstream.kind) else { continue };
-                let port_names: Vec<&str> = up_kind.ports().iter().map(|p| p.name).collect();
-                let port = match &input.port {
-                    Some(p) if port_names.contains(&p.as_str()) => p.clone(),
-                    Some(p) => {
-                        errors.push(
-                            &input.path,
-                            format!(
-                                "node `{}` ({}) has no port `{p}`; its ports are: {}",
-                                upstream.name,
-                                upstream.kind,
-                                port_names.join(", ")
-                            ),
-                        );
-                        continue;
-                    }
-                    None => match up_kind.default_port() {
-                        Some(p) => p.to_string(),
-                        None => {
-                            errors.push(
-                                &input.path,
-                                format!(
-                                    "node `{}` ({}) has several ports ({}); name one, e.g. `{}.{}`",
-                                    upstream.name,
-                                    upstream.kind,
-                                    port_names.join(", "),
-                                    upstream.name,
-                                    port_names.first().copied().unwrap_or("out")
-                                ),
-                            );
-                            continue;
-                        }
-                    },
-                };
-                let edge = Edge { from: upstream.name.clone(), port, to: spec.name.clone() };
+                let Some(edge) = resolve_input(spec, input, specs, &index, registry, errors) else { continue };
                 if edges.contains(&edge) {
                     errors.push(&input.path, format!("`{}` is listed twice", input_label(&edge)));
                 } else {
@@ -104,40 +47,8 @@ impl Dag {
                 }
             }
         }
-
-        // A port that must be routed may never drop items silently.
-        for spec in specs {
-            let Some(kind) = registry.kind(&spec.kind) else { continue };
-            for port in kind.ports().iter().filter(|p| p.must_route) {
-                if !edges.iter().any(|e| e.from == spec.name && e.port == port.name) {
-                    errors.push(
-                        &spec.path,
-                        format!(
-                            "output port `{}.{}` is not routed: its items ({}) must go somewhere; add a node with `input: {}.{}`",
-                            spec.name, port.name, port.doc, spec.name, port.name
-                        ),
-                    );
-                }
-            }
-        }
-
-        // Cycles.
-        let mut graph: DiGraph<usize, ()> = DiGraph::new();
-        let idx: Vec<NodeIndex> = (0..specs.len()).map(|i| graph.add_node(i)).collect();
-        for e in &edges {
-            graph.add_edge(idx[index[e.from.as_str()]], idx[index[e.to.as_str()]], ());
-        }
-        let order = match petgraph::algo::toposort(&graph, None) {
-            Ok(order) => order.into_iter().map(|n| graph[n]).collect::<Vec<_>>(),
-            Err(_) => {
-                for cycle in find_cycles(&graph) {
-                    let names: Vec<&str> = cycle.iter().map(|&n| specs[graph[n]].name.as_str()).collect();
-                    let first = &specs[graph[cycle[0]]];
-                    errors.push(&first.path, format!("cycle: {} -> {}", names.join(" -> "), names[0]));
-                }
-                return None;
-            }
-        };
+        check_routed(specs, &edges, registry, errors);
+        let order = flow_order(specs, &edges, &index, errors)?;
         if errors.errors.len() > before {
             return None;
         }
@@ -188,6 +99,106 @@ impl Dag {
                 writeln!(s, "    n{} -->|{}| n{}", pos[e.from.as_str()], mermaid_escape(&e.port), pos[e.to.as_str()]);
         }
         s
+    }
+}
+
+/// The kind exists; a source takes no input, a processor needs one.
+fn check_role(spec: &NodeSpec, registry: &Registry, errors: &mut ErrorSink<'_>) {
+    match registry.kind(&spec.kind) {
+        None => errors.push(
+            &spec.path.key("kind"),
+            format!("unknown kind `{}`; the kinds are: {}", spec.kind, registry.kind_names().join(", ")),
+        ),
+        Some(k) if k.role() == Role::Source && !spec.inputs.is_empty() => {
+            errors.push(&spec.inputs[0].path, format!("a `{}` node is a source and takes no `input`", spec.kind))
+        }
+        Some(k) if k.role() == Role::Processor && spec.inputs.is_empty() => errors.push(
+            &spec.path,
+            format!("missing `input`: a `{}` node needs the node (or `node.port`) it reads from", spec.kind),
+        ),
+        _ => {}
+    }
+}
+
+/// The edge an `input` names: an existing node, and one of its ports (named, or its only one).
+fn resolve_input(
+    spec: &NodeSpec,
+    input: &InputRef,
+    specs: &[NodeSpec],
+    index: &HashMap<&str, usize>,
+    registry: &Registry,
+    errors: &mut ErrorSink<'_>,
+) -> Option<Edge> {
+    let Some(&up) = index.get(input.node.as_str()) else {
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        errors.push(&input.path, format!("unknown node `{}`; the nodes are: {}", input.node, names.join(", ")));
+        return None;
+    };
+    let upstream = &specs[up];
+    let up_kind = registry.kind(&upstream.kind)?;
+    let port_names: Vec<&str> = up_kind.ports().iter().map(|p| p.name).collect();
+    let (name, kind, ports) = (&upstream.name, &upstream.kind, port_names.join(", "));
+    let port = match &input.port {
+        Some(p) if port_names.contains(&p.as_str()) => p.clone(),
+        Some(p) => {
+            errors.push(&input.path, format!("node `{name}` ({kind}) has no port `{p}`; its ports are: {ports}"));
+            return None;
+        }
+        None => match up_kind.default_port() {
+            Some(p) => p.to_string(),
+            None => {
+                let first = port_names.first().copied().unwrap_or("out");
+                errors.push(
+                    &input.path,
+                    format!("node `{name}` ({kind}) has several ports ({ports}); name one, e.g. `{name}.{first}`"),
+                );
+                return None;
+            }
+        },
+    };
+    Some(Edge { from: upstream.name.clone(), port, to: spec.name.clone() })
+}
+
+/// A port that must be routed may never drop items silently.
+fn check_routed(specs: &[NodeSpec], edges: &[Edge], registry: &Registry, errors: &mut ErrorSink<'_>) {
+    for spec in specs {
+        let Some(kind) = registry.kind(&spec.kind) else { continue };
+        for port in kind.ports().iter().filter(|p| p.must_route) {
+            if !edges.iter().any(|e| e.from == spec.name && e.port == port.name) {
+                errors.push(
+                    &spec.path,
+                    format!(
+                        "output port `{}.{}` is not routed: its items ({}) must go somewhere; add a node with `input: {}.{}`",
+                        spec.name, port.name, port.doc, spec.name, port.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The nodes in the order items flow (petgraph's topological sort), or every cycle.
+fn flow_order(
+    specs: &[NodeSpec],
+    edges: &[Edge],
+    index: &HashMap<&str, usize>,
+    errors: &mut ErrorSink<'_>,
+) -> Option<Vec<usize>> {
+    let mut graph: DiGraph<usize, ()> = DiGraph::new();
+    let idx: Vec<NodeIndex> = (0..specs.len()).map(|i| graph.add_node(i)).collect();
+    for e in edges {
+        graph.add_edge(idx[index[e.from.as_str()]], idx[index[e.to.as_str()]], ());
+    }
+    match petgraph::algo::toposort(&graph, None) {
+        Ok(order) => Some(order.into_iter().map(|n| graph[n]).collect()),
+        Err(_) => {
+            for cycle in find_cycles(&graph) {
+                let names: Vec<&str> = cycle.iter().map(|&n| specs[graph[n]].name.as_str()).collect();
+                let first = &specs[graph[cycle[0]]];
+                errors.push(&first.path, format!("cycle: {} -> {}", names.join(" -> "), names[0]));
+            }
+            None
+        }
     }
 }
 

@@ -16,106 +16,23 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::FutureExt;
-use indexmap::IndexMap;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::api::{Built, Item, Outputs, Processor, RunFacts, Source, SourceContext};
 use crate::body::Spool;
 use crate::load::Pipeline;
-use crate::node::{
-    mark_failed, Built, ByteBudget, Finished, Item, ItemFailure, Node, Outputs, Planned, RunFacts, Shard, Source,
-    SourceContext, Stop, Tracker,
-};
-use crate::plan::{PlanStatus, PlannedObject};
-use crate::report::{ItemCounts, NodeReport, Outcome, PortReport, RunReport, SourceError};
+pub use crate::options::{Mode, RunOptions, DEFAULT_GRACE};
+use crate::report::{ItemCounts, Outcome, RunReport, SourceError};
+use crate::runtime::acks::start_acknowledgements;
+use crate::runtime::outputs::{mark_failed, ByteBudget};
+use crate::runtime::preflight::preflight;
+pub use crate::runtime::preflight::RunError;
+use crate::runtime::tracker::Tracker;
 use crate::stats::{LiveStats, NodeStats};
-
-/// How to run.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Replaces the spec's default concurrency (nodes that set their own keep it).
-    pub default_concurrency: Option<usize>,
-    /// Per-node concurrency, over everything else.
-    pub node_concurrency: HashMap<String, usize>,
-    /// Counters to update as the run goes (a progress display reads them); the run makes
-    /// its own when none are given.
-    pub stats: Option<Arc<LiveStats>>,
-    /// Set to stop listing early; in-flight items finish within `grace`.
-    pub stop: Stop,
-    /// After a stop, how long in-flight items may take before they are abandoned
-    /// (unprocessed, no partial output, picked up by a rerun).
-    pub grace: Duration,
-    /// This process's share of the objects (`--shard INDEX/COUNT`).
-    pub shard: Option<Shard>,
-    /// Process objects even when an earlier run finished them.
-    pub reprocess: bool,
-    /// Run, or only show what a run would do.
-    pub mode: Mode,
-    /// `run --plan`: only the planned objects.
-    pub only: Option<Arc<Planned>>,
-    /// Where a plan sends each object as it is planned.
-    pub plan_sink: Option<mpsc::UnboundedSender<PlannedObject>>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Mode {
-    #[default]
-    Run,
-    /// Lists for real; nodes preview (no write, delete, scan or alert); `deep` lets them
-    /// read objects to resolve what depends on content.
-    Plan { deep: bool },
-}
-
-/// Under Kubernetes' default 30 s between SIGTERM and SIGKILL, with time left to write
-/// the report.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(20);
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        Self {
-            default_concurrency: None,
-            node_concurrency: HashMap::new(),
-            stats: None,
-            stop: Stop::default(),
-            grace: DEFAULT_GRACE,
-            shard: None,
-            reprocess: false,
-            mode: Mode::Run,
-            only: None,
-            plan_sink: None,
-        }
-    }
-}
-
-/// The run could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("preflight checks failed:\n{}", .0.iter().map(|(n, e)| format!("  {n}: {e}")).collect::<Vec<_>>().join("\n"))]
-    Preflight(Vec<(String, String)>),
-}
-
-impl Pipeline {
-    /// The concurrency each node runs with, after the options' overrides.
-    pub fn effective_concurrency(&self, opts: &RunOptions) -> Vec<usize> {
-        self.nodes
-            .iter()
-            .map(|n| match n.built {
-                Built::Source(_) => 1,
-                Built::Processor(_) => {
-                    let default = opts.default_concurrency.unwrap_or(self.defaults.concurrency);
-                    let default = match n.kind.cpu_bound() {
-                        true => default.min(std::thread::available_parallelism().map_or(1, |n| n.get())),
-                        false => default,
-                    };
-                    opts.node_concurrency.get(&n.spec.name).copied().or(n.spec.concurrency).unwrap_or(default).max(1)
-                }
-            })
-            .collect()
-    }
-}
 
 /// Runs the pipeline to the end and reports what happened: preflight, wiring, the nodes'
 /// tasks, the drain (with the stop and its grace period), acknowledgements, the report.
@@ -128,7 +45,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         r = preflight(p, planning) => r?,
         () = opts.stop.stopped() => {
             tracing::warn!("stopped during the preflight checks: nothing was processed");
-            return Ok(RunReport::stopped_before_start(p, &opts, started.elapsed().as_secs_f64()));
+            return Ok(RunReport::stopped_before_start(&p.name, opts.shard, started.elapsed().as_secs_f64()));
         }
     }
     let stats = opts.stats.clone().unwrap_or_else(|| LiveStats::new(p));
@@ -144,20 +61,6 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     }
     let _ = acker.await;
     Ok(report(p, &opts, &stats, &concurrency, source_errors, started).await)
-}
-
-/// Starts the task that takes finished objects: a plan hands them to the planner, a run
-/// acknowledges them to their sources.
-fn start_acknowledgements(p: &Pipeline, opts: &RunOptions, tracker: &Arc<Tracker>) -> tokio::task::JoinHandle<()> {
-    let (finished_tx, finished_rx) = mpsc::unbounded_channel();
-    if let Ok(mut t) = tracker.finished_tx.lock() {
-        *t = Some(finished_tx);
-    }
-    let named: Vec<(String, Built)> = p.nodes.iter().map(|n| (n.spec.name.clone(), n.built.clone())).collect();
-    match (&opts.mode, opts.plan_sink.clone()) {
-        (Mode::Plan { .. }, Some(sink)) => tokio::spawn(send_to_plan(named, finished_rx, sink)),
-        _ => tokio::spawn(acknowledge(named, finished_rx, tracker.clone())),
-    }
 }
 
 /// Wires every node's output ports to its consumers' bounded channels (one per processing
@@ -249,7 +152,7 @@ async fn run_source(
 /// A processing node's task.
 struct ProcessorTask {
     name: String,
-    node: Arc<dyn Node>,
+    node: Arc<dyn Processor>,
     out: Arc<Outputs>,
     rx: mpsc::Receiver<Item>,
     /// The node's `concurrency` permits.
@@ -285,7 +188,7 @@ impl ProcessorTask {
 
 /// One item through one node. A failure or a panic is recorded against its source object,
 /// which is then reported unprocessed: a panic fails closed.
-async fn process_one(name: &str, node: Arc<dyn Node>, out: &Outputs, stats: &NodeStats, item: Item, mode: Mode) {
+async fn process_one(name: &str, node: Arc<dyn Processor>, out: &Outputs, stats: &NodeStats, item: Item, mode: Mode) {
     // Kept so that a failure can be recorded against the object; a clone shares the body.
     let guard = item.clone();
     let r = match mode {
@@ -348,30 +251,7 @@ async fn report(
 ) -> RunReport {
     let tracker = &stats.tracker;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut nodes = Vec::new();
-    let mut problems = 0;
-    for (i, n) in p.nodes.iter().enumerate() {
-        let mut ports = IndexMap::new();
-        for decl in n.kind.ports() {
-            let s = &stats.ports[i][decl.name];
-            problems += if decl.problem { load(&s.items) } else { 0 };
-            let routed_to = p.dag.consumers(&n.spec.name, decl.name).map(String::from).collect();
-            let port = PortReport { items: load(&s.items), bytes: load(&s.bytes), routed_to, problem: decl.problem };
-            ports.insert(decl.name.to_string(), port);
-        }
-        let st = &stats.nodes[i];
-        nodes.push(NodeReport {
-            name: n.spec.name.clone(),
-            kind: n.spec.kind.clone(),
-            source: matches!(n.built, Built::Source(_)),
-            concurrency: concurrency[i],
-            received: load(&st.received),
-            errors: load(&st.errors),
-            max_in_flight: load(&st.max_in_flight),
-            retries: load(&st.retries),
-            ports,
-        });
-    }
+    let (nodes, problems) = stats.node_reports(p, concurrency);
     let items = ItemCounts {
         from_sources: load(&tracker.started),
         complete: load(&tracker.complete),
@@ -420,109 +300,4 @@ async fn report(
         shard: opts.shard,
         peak_rss_bytes: crate::report::peak_rss_bytes(),
     }
-}
-
-/// Runs every node's preflight check at once. A plan checks only what it uses: the
-/// sources' listings. A check that panics has failed (fail closed), never passed.
-async fn preflight(p: &Pipeline, planning: bool) -> Result<(), RunError> {
-    let mut checks = JoinSet::new();
-    let mut names = HashMap::new();
-    for n in &p.nodes {
-        let name = n.spec.name.clone();
-        let id = match &n.built {
-            Built::Source(s) => {
-                let s = s.clone();
-                checks.spawn(async move { s.preflight().await }).id()
-            }
-            Built::Processor(_) if planning => continue,
-            Built::Processor(x) => {
-                let x = x.clone();
-                checks.spawn(async move { x.preflight().await }).id()
-            }
-        };
-        names.insert(id, name);
-    }
-    let mut failed = Vec::new();
-    while let Some(r) = checks.join_next_with_id().await {
-        let (id, error) = match r {
-            Ok((_, Ok(()))) => continue,
-            Ok((id, Err(e))) => (id, e),
-            Err(e) => (e.id(), "internal error: the check panicked".to_string()),
-        };
-        failed.push((names.get(&id).cloned().unwrap_or_default(), error));
-    }
-    if failed.is_empty() {
-        return Ok(());
-    }
-    failed.sort();
-    Err(RunError::Preflight(failed))
-}
-
-/// In a plan, hands each object to the planner as it finishes; nothing is acknowledged.
-async fn send_to_plan(
-    nodes: Vec<(String, Built)>,
-    mut rx: mpsc::UnboundedReceiver<Finished>,
-    sink: mpsc::UnboundedSender<PlannedObject>,
-) {
-    while let Some(f) = rx.recv().await {
-        let (source, deletes) = match nodes.get(f.source) {
-            Some((name, Built::Source(s))) => (name.clone(), s.deletes_on_ack()),
-            Some((name, _)) => (name.clone(), false),
-            None => (String::new(), false),
-        };
-        let status = match (&f.failure, f.already_done) {
-            (_, true) => PlanStatus::Done,
-            (Some(_), _) => PlanStatus::Error,
-            (None, false) => PlanStatus::Process,
-        };
-        let _ = sink.send(PlannedObject {
-            source,
-            key: f.key,
-            size: f.listed.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
-            etag: f.listed.get("etag").and_then(|v| v.as_str()).map(String::from),
-            status,
-            delete_at_source: deletes && status != PlanStatus::Error,
-            route: f.trail.route,
-            writes: f.trail.writes,
-            notes: f.trail.notes,
-            error: f.failure.map(|x| format!("{}: {}", x.node, x.reason)),
-        });
-    }
-}
-
-/// Acknowledges finished objects to their sources (a done marker, a delete), and only then
-/// counts them complete. Up to 1,024 at once: sources batch their acknowledgements (one
-/// marker per few hundred objects), so most of these only wait for their batch.
-async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceiver<Finished>, tracker: Arc<Tracker>) {
-    let limit = Arc::new(Semaphore::new(1024));
-    let mut acks = JoinSet::new();
-    while let Some(f) = rx.recv().await {
-        let Some((name, Built::Source(source))) = nodes.get(f.source).cloned() else {
-            tracker.record_complete();
-            continue;
-        };
-        let Ok(permit) = limit.clone().acquire_owned().await else { break };
-        let tracker = tracker.clone();
-        acks.spawn(async move {
-            match AssertUnwindSafe(source.ack(&f.listed)).catch_unwind().await {
-                Ok(Ok(())) => tracker.record_complete(),
-                Ok(Err(e)) => {
-                    tracing::warn!(node = %name, key = ?f.key, error = ?e, "outputs written but not acknowledged");
-                    tracker.record_failure(ItemFailure {
-                        key: f.key,
-                        node: name,
-                        reason: format!("outputs are written, but recording the object as done failed: {e}"),
-                    });
-                }
-                Err(_) => tracker.record_failure(ItemFailure {
-                    key: f.key,
-                    node: name,
-                    reason: "internal error: acknowledging panicked".into(),
-                }),
-            }
-            drop(permit);
-        });
-        while acks.try_join_next().is_some() {}
-    }
-    while acks.join_next().await.is_some() {}
 }

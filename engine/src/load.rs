@@ -9,11 +9,11 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use crate::api::{BuildContext, Built, NodeKind, Registry};
 use crate::dag::Dag;
 use crate::error::{ErrorSink, SpecError, SpecErrors};
 use crate::interpolate::interpolate;
 use crate::locate::{LineIndex, Pos, SourceMap, SpecPath};
-use crate::node::{BuildContext, Built, NodeKind, Registry};
 use crate::schema::{check_ranges, config_schema};
 use crate::spec::{Defaults, InputRef, NodeSpec, SpecHeader, StoreSpec, COMMON_NODE_KEYS, MAX_CONCURRENCY};
 use crate::store::Store;
@@ -41,15 +41,6 @@ pub struct PipelineNode {
     pub built: Built,
 }
 
-impl PipelineNode {
-    pub fn concurrency(&self, defaults: &Defaults) -> usize {
-        match self.built {
-            Built::Source(_) => 1,
-            Built::Processor(_) => self.spec.concurrency.unwrap_or(defaults.concurrency),
-        }
-    }
-}
-
 /// Reads and checks `file`, looking variables up with `env`.
 pub fn load_pipeline(
     file: &Path,
@@ -71,30 +62,70 @@ pub fn load_pipeline_str(
 ) -> Result<Pipeline, SpecErrors> {
     let (mut doc, map) = parse(file, text)?;
     let mut errors = ErrorSink::new(file.to_path_buf(), &map);
-    let root = SpecPath::root();
-
     // 1. Environment interpolation in every string value.
     let mut env_vars = BTreeMap::new();
-    interpolate_value(&mut doc, &root, env, &mut errors, &mut env_vars);
-
+    interpolate_value(&mut doc, &SpecPath::root(), env, &mut errors, &mut env_vars);
     let spec_hash = {
         let bytes = serde_json::to_vec(&doc).unwrap_or_default();
         let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
         format!("sha256:{}", digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>())
     };
+    let built = build(doc, registry, &mut errors);
+    if !errors.is_empty() {
+        let secrets = secret_values(&env_vars, env);
+        for e in &mut errors.errors {
+            e.message = crate::redact::scrub(&e.message, &secrets);
+        }
+        return Err(SpecErrors(errors.errors));
+    }
+    let Some((header, stores, nodes, dag)) = built else {
+        return Err(one_error(file, None, "the pipeline's graph could not be built".into()));
+    };
+    Ok(Pipeline {
+        file: file.to_path_buf(),
+        name: header.name,
+        description: header.description,
+        defaults: header.defaults,
+        stores,
+        nodes,
+        dag,
+        env_vars,
+        spec_hash,
+    })
+}
 
-    // 2. The top level.
+type Stores = IndexMap<String, (StoreSpec, Arc<dyn Store>)>;
+
+/// 2-6: the top level, the stores, the nodes' common keys, the wiring, each kind's own
+/// settings. Errors are collected; `None` when there is no pipeline to return.
+fn build(
+    doc: Value,
+    registry: &Registry,
+    errors: &mut ErrorSink,
+) -> Option<(SpecHeader, Stores, Vec<PipelineNode>, Dag)> {
+    let header = read_header(doc, errors)?;
+    let stores = open_stores(&header, registry, errors);
+    let specs = split_nodes(&header, errors);
+    // Kinds, wiring, ports, cycles.
+    let dag = Dag::build(&specs, registry, errors);
+    let nodes = build_nodes(&header, &specs, dag.as_ref(), &stores, registry, errors);
+    Some((header, stores, nodes, dag?))
+}
+
+/// The top level, typed, and its checks.
+fn read_header(doc: Value, errors: &mut ErrorSink) -> Option<SpecHeader> {
+    let root = SpecPath::root();
     let header: SpecHeader = match serde_path_to_error::deserialize(doc) {
         Ok(h) => h,
         Err(e) => {
             let path = root.join_dotted(&e.path().to_string());
             let message = e.inner().to_string();
-            let path = match crate::node::unknown_field(&message) {
+            let path = match crate::api::kind::unknown_field(&message) {
                 Some(f) if !path.to_string().ends_with(&f) => path.key(&f),
                 _ => path,
             };
             errors.push(&path, message);
-            return Err(SpecErrors(errors.errors));
+            return None;
         }
     };
     if header.nodes.is_empty() {
@@ -111,11 +142,14 @@ pub fn load_pipeline_str(
     for (at, message) in check_ranges(&config_schema::<Defaults>().to_value(), &defaults) {
         errors.push(&root.key("defaults").join_dotted(&at), message);
     }
+    Some(header)
+}
 
-    // 3. Stores.
+/// Opens each store by its URL's scheme; no I/O.
+fn open_stores(header: &SpecHeader, registry: &Registry, errors: &mut ErrorSink) -> Stores {
     let mut stores = IndexMap::new();
     for (name, value) in &header.stores {
-        let path = root.key("stores").key(name);
+        let path = SpecPath::root().key("stores").key(name);
         let Value::Object(mut options) = value.clone() else {
             errors.push(&path, "a store is a mapping with at least `url`");
             continue;
@@ -146,26 +180,36 @@ pub fn load_pipeline_str(
             Err(e) => errors.push(&path.join_dotted(&e.path), e.message),
         }
     }
+    stores
+}
 
-    // 4. Nodes: common keys here, the rest is the kind's.
+/// The nodes' common keys (`kind`, `input`, `concurrency`, ...); the rest is the kind's.
+fn split_nodes(header: &SpecHeader, errors: &mut ErrorSink) -> Vec<NodeSpec> {
     let mut specs = Vec::new();
     for (name, value) in &header.nodes {
-        let path = root.key("nodes").key(name);
+        let path = SpecPath::root().key("nodes").key(name);
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             errors.push(&path, "node names are letters, digits, `_` and `-` (a `.` separates a node from its port)");
             continue;
         }
-        if let Some(spec) = split_node(name, value, &path, &mut errors) {
+        if let Some(spec) = split_node(name, value, &path, errors) {
             specs.push(spec);
         }
     }
+    specs
+}
 
-    // 5. Kinds, wiring, ports, cycles.
-    let dag = Dag::build(&specs, registry, &mut errors);
-
-    // 6. Each kind checks its own settings (also when the wiring has errors, so that one
-    //    pass reports everything), in the order items flow when the graph is sound.
-    let order: Vec<usize> = match &dag {
+/// Each kind checks its own settings (also when the wiring has errors, so that one pass
+/// reports everything), in the order items flow when the graph is sound.
+fn build_nodes(
+    header: &SpecHeader,
+    specs: &[NodeSpec],
+    dag: Option<&Dag>,
+    stores: &Stores,
+    registry: &Registry,
+    errors: &mut ErrorSink,
+) -> Vec<PipelineNode> {
+    let order: Vec<usize> = match dag {
         Some(d) => d.order.clone(),
         None => (0..specs.len()).collect(),
     };
@@ -181,35 +225,13 @@ pub fn load_pipeline_str(
         if !ranges.is_empty() {
             continue;
         }
-        let ctx =
-            BuildContext { pipeline: &header.name, node: &spec.name, defaults: &header.defaults, stores: &stores };
+        let ctx = BuildContext { pipeline: &header.name, node: &spec.name, defaults: &header.defaults, stores };
         match kind.build(&ctx, config) {
             Ok(built) => nodes.push(PipelineNode { spec: spec.clone(), kind: kind.clone(), built }),
             Err(e) => errors.push(&spec.path.join_dotted(&e.path), e.message),
         }
     }
-
-    if !errors.is_empty() {
-        let secrets = secret_values(&env_vars, env);
-        for e in &mut errors.errors {
-            e.message = crate::redact::scrub(&e.message, &secrets);
-        }
-    }
-    errors.into_result()?;
-    let Some(dag) = dag else {
-        return Err(one_error(file, None, "the pipeline's graph could not be built".into()));
-    };
-    Ok(Pipeline {
-        file: file.to_path_buf(),
-        name: header.name,
-        description: header.description,
-        defaults: header.defaults,
-        stores,
-        nodes,
-        dag,
-        env_vars,
-        spec_hash,
-    })
+    nodes
 }
 
 /// The values of the secret-named variables the spec uses (`SLACK_WEBHOOK`,

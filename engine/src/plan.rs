@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::executor::RunOptions;
 use crate::load::Pipeline;
 use crate::redact::{redact_url, redact_value};
 
@@ -75,7 +74,7 @@ pub struct PlannedObject {
     /// The nodes it would pass, in order.
     pub route: Vec<String>,
     /// Where it would be written.
-    pub writes: Vec<crate::node::PlannedWrite>,
+    pub writes: Vec<crate::api::PlannedWrite>,
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -93,8 +92,8 @@ pub enum PlanStatus {
 }
 
 impl StaticPlan {
-    pub fn new(p: &Pipeline, opts: &RunOptions, env_vars: &BTreeMap<String, Vec<String>>) -> Self {
-        let conc = p.effective_concurrency(opts);
+    /// `conc`: each node's concurrency ([`Pipeline::effective_concurrency`]).
+    pub fn new(p: &Pipeline, conc: &[usize], env_vars: &BTreeMap<String, Vec<String>>) -> Self {
         let stores = p
             .stores
             .iter()
@@ -111,7 +110,7 @@ impl StaticPlan {
             .map(|(i, n)| PlanNode {
                 name: n.spec.name.clone(),
                 kind: n.spec.kind.clone(),
-                source: matches!(n.built, crate::node::Built::Source(_)),
+                source: matches!(n.built, crate::api::Built::Source(_)),
                 concurrency: conc[i],
                 inputs: n
                     .spec
@@ -185,7 +184,7 @@ pub struct PlanHeader<'a> {
     pub spec_hash: &'a str,
     pub created_at: String,
     pub deep: bool,
-    pub shard: Option<crate::node::Shard>,
+    pub shard: Option<crate::api::Shard>,
     pub stores: &'a [PlanStore],
     pub nodes: &'a [PlanNode],
 }

@@ -11,7 +11,7 @@ use std::io::Read;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::node::Planned;
+use crate::api::Planned;
 use crate::plan::{PlanHeader, PlanStatus, PlanTotals, PlannedObject, PLAN_FORMAT};
 
 /// Writes a plan as one JSON object: the header's fields, `objects` one at a time as they

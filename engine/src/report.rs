@@ -4,7 +4,7 @@
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::node::ItemFailure;
+use crate::api::ItemFailure;
 
 /// How a run ended. The exit code contract (README, "Exit codes") follows from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,17 +45,17 @@ pub struct RunReport {
     /// Set when the run was asked to stop (SIGTERM, Ctrl-C).
     pub interrupted: bool,
     /// This process's share of the objects, when sharded.
-    pub shard: Option<crate::node::Shard>,
+    pub shard: Option<crate::api::Shard>,
     /// The process's peak resident memory (Linux `VmHWM`), when known.
     pub peak_rss_bytes: Option<u64>,
 }
 
 impl RunReport {
     /// A run stopped (SIGTERM) before any object moved: nothing processed, rerun.
-    pub fn stopped_before_start(p: &crate::load::Pipeline, opts: &crate::executor::RunOptions, secs: f64) -> Self {
+    pub fn stopped_before_start(pipeline: &str, shard: Option<crate::api::Shard>, secs: f64) -> Self {
         let outcome = Outcome::Incomplete;
         RunReport {
-            pipeline: p.name.clone(),
+            pipeline: pipeline.to_string(),
             outcome,
             exit_code: outcome.exit_code(),
             duration_seconds: secs,
@@ -64,7 +64,7 @@ impl RunReport {
             failures: Vec::new(),
             source_errors: Vec::new(),
             interrupted: true,
-            shard: opts.shard,
+            shard,
             peak_rss_bytes: peak_rss_bytes(),
         }
     }

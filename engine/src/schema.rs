@@ -5,7 +5,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema};
 use serde_json::{json, Value};
 
-use crate::node::{Registry, Role};
+use crate::api::{Registry, Role};
 use crate::spec::{SpecHeader, MAX_CONCURRENCY};
 
 /// A schema for one config type, with sub-schemas inlined so it can be merged.

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! The top level is typed here. A node's own settings depend on its kind and are typed by
-//! the kind (see [`crate::node::NodeKind`]); a store's settings depend on its URL scheme
+//! the kind (see [`crate::api::NodeKind`]); a store's settings depend on its URL scheme
 //! and are typed by the store opener. Every struct denies unknown fields.
 
 use indexmap::IndexMap;

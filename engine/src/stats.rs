@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+use crate::api::{Built, PortStats};
 use crate::load::Pipeline;
-use crate::node::{Built, PortStats, Tracker};
+use crate::report::{NodeReport, PortReport};
+use crate::runtime::tracker::Tracker;
 
 /// Counters of one node.
 #[derive(Debug, Default)]
@@ -60,6 +62,37 @@ impl LiveStats {
             ports: p.nodes.iter().map(|n| n.kind.ports().iter().map(|d| (d.name, Arc::default())).collect()).collect(),
             tracker: Arc::default(),
         })
+    }
+
+    /// Each node's part of the run report, and the items sent to problem ports.
+    pub(crate) fn node_reports(&self, p: &Pipeline, concurrency: &[usize]) -> (Vec<NodeReport>, u64) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut problems = 0;
+        let mut nodes = Vec::new();
+        for (i, n) in p.nodes.iter().enumerate() {
+            let mut ports = IndexMap::new();
+            for decl in n.kind.ports() {
+                let s = &self.ports[i][decl.name];
+                problems += if decl.problem { load(&s.items) } else { 0 };
+                let routed_to = p.dag.consumers(&n.spec.name, decl.name).map(String::from).collect();
+                let port =
+                    PortReport { items: load(&s.items), bytes: load(&s.bytes), routed_to, problem: decl.problem };
+                ports.insert(decl.name.to_string(), port);
+            }
+            let st = &self.nodes[i];
+            nodes.push(NodeReport {
+                name: n.spec.name.clone(),
+                kind: n.spec.kind.clone(),
+                source: self.sources[i],
+                concurrency: concurrency[i],
+                received: load(&st.received),
+                errors: load(&st.errors),
+                max_in_flight: load(&st.max_in_flight),
+                retries: load(&st.retries),
+                ports,
+            });
+        }
+        (nodes, problems)
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
 
-use crate::node::Meta;
+use crate::api::Meta;
 
 /// A compiled template. Cheap to clone.
 #[derive(Clone)]

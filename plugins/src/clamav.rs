@@ -22,10 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dqpipe_engine::body::Body;
-use dqpipe_engine::node::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role,
+use dqpipe_engine::api::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
 };
+use dqpipe_engine::body::Body;
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -464,7 +464,7 @@ struct Clamav {
 }
 
 #[async_trait]
-impl Node for Clamav {
+impl Processor for Clamav {
     async fn preflight(&self) -> Result<(), String> {
         self.scanner.ping(Duration::from_secs(self.cfg.timeout_secs.min(30))).await.map_err(|e| {
             format!("{e}. Start clamd (scripts/clamd-local does it on a laptop) or set the scanner address.")

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dqpipe_engine::node::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role,
+use dqpipe_engine::api::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
 };
 use dqpipe_engine::store::{Store, StoreErrorKind};
 use schemars::JsonSchema;
@@ -57,7 +57,7 @@ struct Fetch {
 }
 
 #[async_trait]
-impl Node for Fetch {
+impl Processor for Fetch {
     /// Reads only in `--deep` plans.
     async fn preview(&self, item: Item, out: &Outputs, deep: bool) -> Result<(), ItemError> {
         if deep {

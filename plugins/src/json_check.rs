@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dqpipe_engine::node::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role,
+use dqpipe_engine::api::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -62,7 +62,7 @@ struct JsonCheck {
 }
 
 #[async_trait]
-impl Node for JsonCheck {
+impl Processor for JsonCheck {
     async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
         let body = item
             .body

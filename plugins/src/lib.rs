@@ -22,7 +22,7 @@ pub mod stores;
 
 use std::sync::Arc;
 
-use dqpipe_engine::node::Registry;
+use dqpipe_engine::api::Registry;
 
 /// Every node kind and store scheme this build knows.
 pub fn registry() -> Registry {

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dqpipe_engine::node::{
+use dqpipe_engine::api::{
     parse_config, BuildContext, Built, ConfigError, Meta, NodeKind, Outputs, PortDecl, Role, Source, SourceContext,
 };
 use dqpipe_engine::store::{ObjectInfo, Store, StoreError, StoreErrorKind};

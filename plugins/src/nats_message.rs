@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use dqpipe_engine::body::Body;
-use dqpipe_engine::node::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role,
+use dqpipe_engine::api::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
 };
+use dqpipe_engine::body::Body;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -166,7 +166,7 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 #[async_trait]
-impl Node for NatsMessage {
+impl Processor for NatsMessage {
     /// Transforms in memory in `--deep` plans (the bytes were read); otherwise assumes the
     /// message parses and says that `msg_date` needs the content.
     async fn preview(&self, item: Item, out: &Outputs, deep: bool) -> Result<(), ItemError> {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use dqpipe_engine::body::Body;
-use dqpipe_engine::node::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role,
+use dqpipe_engine::api::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
 };
+use dqpipe_engine::body::Body;
 use dqpipe_engine::store::{PutOptions, Store, StoreErrorKind};
 use dqpipe_engine::template::KeyTemplate;
 use schemars::JsonSchema;
@@ -91,7 +91,7 @@ pub fn normalize_key(k: &str) -> String {
 }
 
 #[async_trait]
-impl Node for Put {
+impl Processor for Put {
     /// Asks the store about a key that is not there: wrong credentials or an unreachable
     /// endpoint stop the run before anything moves. (A HEAD, not a listing: write-only
     /// credentials are common for destinations.)

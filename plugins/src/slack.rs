@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dqpipe_engine::node::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Node, NodeKind, Outputs, PortDecl, Role, RunFacts,
+use dqpipe_engine::api::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
+    RunFacts,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -170,7 +171,7 @@ fn describe(item: &Item) -> (String, String) {
 }
 
 #[async_trait]
-impl Node for Slack {
+impl Processor for Slack {
     async fn preflight(&self) -> Result<(), String> {
         if !self.enabled() {
             tracing::info!("Slack alerts are off: webhook_url is empty");

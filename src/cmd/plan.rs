@@ -102,7 +102,7 @@ impl Outputs<'_> {
 
 /// Plans a run: lists for real, previews every node, prints (and saves) the result.
 async fn plan(p: &Pipeline, mut opts: RunOptions, args: &Args) -> Result<PlanTotals, String> {
-    let static_plan = StaticPlan::new(p, &opts, &p.env_vars);
+    let static_plan = StaticPlan::new(p, &p.effective_concurrency(&opts), &p.env_vars);
     let header = PlanHeader {
         format: PLAN_FORMAT,
         pipeline: &p.name,

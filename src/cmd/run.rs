@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dqpipe_engine::api::{Planned, Stop};
 use dqpipe_engine::executor;
-use dqpipe_engine::node::{Planned, Stop};
 use dqpipe_engine::stats::LiveStats;
 use dqpipe_engine::Pipeline;
 

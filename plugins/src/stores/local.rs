@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use dqpipe_engine::api::ConfigError;
 use dqpipe_engine::body::{Body, Spool};
-use dqpipe_engine::node::ConfigError;
 use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;

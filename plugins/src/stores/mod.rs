@@ -11,7 +11,7 @@ pub mod sftp;
 
 use std::sync::Arc;
 
-use dqpipe_engine::node::{parse_config, ConfigError, StoreOpener};
+use dqpipe_engine::api::{parse_config, ConfigError, StoreOpener};
 use dqpipe_engine::spec::StoreSpec;
 use dqpipe_engine::store::Store;
 use schemars::JsonSchema;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dqpipe_engine::api::ConfigError;
 use dqpipe_engine::body::{Body, Spool};
-use dqpipe_engine::node::ConfigError;
 use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;

@@ -1,0 +1,175 @@
+//! An item: one source object travelling through the pipeline, its metadata and bytes,
+//! and the lineage that ties every copy of it back to that object. What a node may do
+//! with an item, and how it says it could not.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::body::Body;
+
+/// An item's metadata: `key`, `name`, `size`, `etag`, ... plus what nodes add
+/// (`msg_date`, `signature`, `reason`). Templates read it.
+pub type Meta = serde_json::Map<String, serde_json::Value>;
+
+/// One object travelling through the pipeline.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub meta: Meta,
+    pub body: Option<Body>,
+    pub(crate) lineage: Arc<Lineage>,
+}
+
+impl Item {
+    /// The source key this item came from.
+    pub fn source_key(&self) -> &str {
+        &self.lineage.source_key
+    }
+    pub fn get_str(&self, k: &str) -> Option<&str> {
+        self.meta.get(k).and_then(|v| v.as_str())
+    }
+    pub fn key(&self) -> &str {
+        self.get_str("key").unwrap_or(&self.lineage.source_key)
+    }
+    pub fn name(&self) -> &str {
+        self.get_str("name").unwrap_or_else(|| self.key().rsplit('/').next().unwrap_or(""))
+    }
+    pub fn set(&mut self, k: &str, v: impl Into<serde_json::Value>) {
+        self.meta.insert(k.to_string(), v.into());
+    }
+
+    /// In a plan: this item would be written by `node` to `store` at `key`, or, when the
+    /// key needs values only the content gives, `Err(those variables)`.
+    pub fn plan_write(&self, node: &str, store: &str, key: Result<String, Vec<String>>) {
+        let (key, needs) = match key {
+            Ok(k) => (Some(k), Vec::new()),
+            Err(vars) => (None, vars),
+        };
+        if let Ok(mut t) = self.lineage.trail.lock() {
+            t.writes.push(PlannedWrite { node: node.to_string(), store: store.to_string(), key, needs });
+        }
+    }
+
+    /// In a plan: something worth knowing about this item's path ("not scanned in a plan").
+    pub fn plan_note(&self, note: impl Into<String>) {
+        if let Ok(mut t) = self.lineage.trail.lock() {
+            let note = note.into();
+            if !t.notes.contains(&note) {
+                t.notes.push(note);
+            }
+        }
+    }
+
+    pub(crate) fn plan_visit(&self, node: &str) {
+        if let Ok(mut t) = self.lineage.trail.lock() {
+            t.route.push(node.to_string());
+        }
+    }
+}
+
+/// Where an object went (or, in a plan, would go): the nodes it passed, what it was (or
+/// would be) written where, and notes.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Trail {
+    pub route: Vec<String>,
+    pub writes: Vec<PlannedWrite>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlannedWrite {
+    pub node: String,
+    pub store: String,
+    /// The destination key; `None` when it needs the content (see `needs`).
+    pub key: Option<String>,
+    /// Template variables only the content gives (`msg_date`): `plan --deep` resolves them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+}
+
+/// An item that did not get through: which object, where, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ItemFailure {
+    pub key: String,
+    pub node: String,
+    pub reason: String,
+}
+
+/// Why a node could not process an item. The item is then reported as unprocessed and
+/// the run as incomplete; nothing is sent on, so nothing unchecked reaches a sink.
+#[derive(Debug, Clone)]
+pub struct ItemError {
+    pub reason: String,
+}
+
+impl ItemError {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into() }
+    }
+}
+
+impl std::fmt::Display for ItemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// Returned when the downstream nodes are gone (the run is being torn down).
+#[derive(Debug)]
+pub struct Closed;
+
+/// Lets a node write `out.emit(port, item).await?`: an item that cannot be sent on is
+/// left unprocessed.
+impl From<Closed> for ItemError {
+    fn from(_: Closed) -> Self {
+        ItemError::new("run is shutting down")
+    }
+}
+
+/// Told when an object's last copy is gone (the runtime's tracker).
+pub(crate) trait OnDone: Send + Sync + std::fmt::Debug {
+    fn finished(&self, f: Finished);
+}
+
+/// Ties every copy of an item back to the source object it came from. When the last copy
+/// is dropped, every output of the object is durable (sinks send an item on only once it
+/// is written), so the object is finished: complete if no node failed it, and then
+/// acknowledged to its source ([`Source::ack`]).
+#[derive(Debug)]
+pub(crate) struct Lineage {
+    pub(crate) source_key: String,
+    /// The source node (its index in the pipeline) and the metadata it listed the object with.
+    pub(crate) source: usize,
+    pub(crate) listed: Meta,
+    pub(crate) failure: Mutex<Option<ItemFailure>>,
+    pub(crate) trail: Mutex<Trail>,
+    pub(crate) on_done: Arc<dyn OnDone>,
+    /// The object's share of `max_bytes_in_flight`, given back when the last copy goes.
+    pub(crate) admitted: std::sync::OnceLock<OwnedSemaphorePermit>,
+}
+
+impl Drop for Lineage {
+    fn drop(&mut self) {
+        let failure = self.failure.lock().map(|mut f| f.take()).unwrap_or(None);
+        let trail = self.trail.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        self.on_done.finished(Finished {
+            source: self.source,
+            key: std::mem::take(&mut self.source_key),
+            listed: std::mem::take(&mut self.listed),
+            failure,
+            trail,
+            already_done: false,
+        });
+    }
+}
+
+/// A source object whose last copy is gone (or, in a plan, one skipped as done).
+#[derive(Debug)]
+pub struct Finished {
+    pub source: usize,
+    pub key: String,
+    pub listed: Meta,
+    pub failure: Option<ItemFailure>,
+    pub trail: Trail,
+    pub already_done: bool,
+}

@@ -1,0 +1,155 @@
+//! A node kind: its name, ports and settings, and how it builds a runnable node from a
+//! spec's settings ([`NodeKind::build`]); the registry of kinds and store schemes.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+
+use crate::api::processor::Processor;
+use crate::api::source::Source;
+use crate::spec::{Defaults, StoreSpec};
+use crate::store::Store;
+use crate::template::KeyTemplate;
+
+/// An output port as a kind declares it.
+#[derive(Debug, Clone, Copy)]
+pub struct PortDecl {
+    pub name: &'static str,
+    /// Items on this port may never be dropped silently: validation requires a consumer.
+    pub must_route: bool,
+    /// Items on this port are problems (infected, unparseable): a run that routed any
+    /// ends with the "complete with problems" exit code.
+    pub problem: bool,
+    pub doc: &'static str,
+}
+
+/// Whether a kind produces items or processes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Processor,
+}
+
+/// A node kind: its name, its ports, its settings' schema, and how to build a node.
+pub trait NodeKind: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// One line for `--help`, the schema and the README.
+    fn summary(&self) -> &'static str;
+    fn role(&self) -> Role;
+    fn ports(&self) -> &'static [PortDecl];
+    /// True for kinds whose work is CPU, not waiting (parsing, transforming): unless the
+    /// spec sets the node's `concurrency`, it runs at most one item per CPU core, since
+    /// more would only hold more items in memory.
+    fn cpu_bound(&self) -> bool {
+        false
+    }
+    /// The port a bare `input: node` refers to; none when the kind has several ports and
+    /// the spec must name one (`scan.clean`).
+    fn default_port(&self) -> Option<&'static str> {
+        match self.ports() {
+            [one] => Some(one.name),
+            _ => None,
+        }
+    }
+    /// JSON Schema of the kind's own settings (see [`crate::schema::config_schema`]).
+    fn schema(&self) -> schemars::Schema;
+    /// Checks the settings and builds a runnable node. Does no I/O: plans build too.
+    fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError>;
+}
+
+/// What [`NodeKind::build`] returns.
+#[derive(Clone)]
+pub enum Built {
+    Source(Arc<dyn Source>),
+    Processor(Arc<dyn Processor>),
+}
+
+/// A problem in a node's or store's settings, at a path relative to the node or store.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    /// Dotted path below the node (`key`, `retry.attempts`); empty for the node itself.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+/// Deserializes a kind's settings, keeping the path of the first bad value.
+pub fn parse_config<T: DeserializeOwned>(config: serde_json::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(config).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        // For an unknown field, point at the field itself.
+        let path = match (path.as_str(), unknown_field(&message)) {
+            (".", Some(f)) => f,
+            (p, Some(f)) if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
+            (p, Some(f)) => format!("{p}.{f}"),
+            (".", None) => String::new(),
+            (p, None) => p.to_string(),
+        };
+        ConfigError { path, message }
+    })
+}
+
+pub(crate) fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// What a kind may use while building a node.
+pub struct BuildContext<'a> {
+    /// The pipeline's `name`.
+    pub pipeline: &'a str,
+    pub node: &'a str,
+    pub defaults: &'a Defaults,
+    pub stores: &'a IndexMap<String, (StoreSpec, Arc<dyn Store>)>,
+}
+
+impl BuildContext<'_> {
+    /// The store named `name`, or an error listing the ones that exist.
+    pub fn store(&self, field: &str, name: &str) -> Result<Arc<dyn Store>, ConfigError> {
+        self.stores.get(name).map(|(_, s)| s.clone()).ok_or_else(|| {
+            let known: Vec<&str> = self.stores.keys().map(|s| s.as_str()).collect();
+            ConfigError::at(
+                field,
+                format!(
+                    "unknown store `{name}`; the spec's stores are: {}",
+                    if known.is_empty() { "(none)".into() } else { known.join(", ") }
+                ),
+            )
+        })
+    }
+
+    /// Compiles a key template, or says what is wrong with it.
+    pub fn template(&self, field: &str, source: &str) -> Result<KeyTemplate, ConfigError> {
+        KeyTemplate::new(source).map_err(|e| ConfigError::at(field, format!("bad template {source:?}: {e}")))
+    }
+}
+
+/// Opens stores by URL scheme. Implemented by `dqpipe-plugins`.
+pub trait StoreOpener: Send + Sync {
+    /// Checks the store's settings and returns a handle. No I/O.
+    fn open(&self, spec: &StoreSpec) -> Result<Arc<dyn Store>, ConfigError>;
+    /// JSON Schema of a store entry.
+    fn schema(&self) -> schemars::Schema;
+}
+
+/// Every kind and store scheme the binary knows.
+pub struct Registry {
+    pub kinds: Vec<Arc<dyn NodeKind>>,
+    pub stores: Arc<dyn StoreOpener>,
+}
+
+impl Registry {
+    pub fn kind(&self, name: &str) -> Option<&Arc<dyn NodeKind>> {
+        self.kinds.iter().find(|k| k.name() == name)
+    }
+    pub fn kind_names(&self) -> Vec<&'static str> {
+        self.kinds.iter().map(|k| k.name()).collect()
+    }
+}

@@ -1,0 +1,19 @@
+//! What a plugin author reads: the contract between the engine and a node kind.
+//!
+//! A kind ([`NodeKind`], in `kind.rs`) is registered once; for each node of that kind in a
+//! spec, the engine hands it the node's settings and gets back something that runs: a
+//! [`Source`] (`source.rs`) that lists objects and starts one [`Item`] (`item.rs`) each, or a
+//! [`Processor`] (`processor.rs`) that takes one item at a time and sends it on through
+//! named output ports ([`Outputs::emit`]). An item that cannot be processed is an
+//! [`ItemError`]: the object is then reported unprocessed and nothing is sent on.
+
+pub mod item;
+pub mod kind;
+pub mod processor;
+pub mod source;
+
+pub use crate::runtime::outputs::{Outputs, PortStats};
+pub use item::{Closed, Item, ItemError, ItemFailure, Meta, PlannedWrite, Trail};
+pub use kind::{parse_config, BuildContext, Built, ConfigError, NodeKind, PortDecl, Registry, Role, StoreOpener};
+pub use processor::{Processor, RunFacts};
+pub use source::{Planned, Shard, Source, SourceContext, Stop};

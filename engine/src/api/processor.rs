@@ -1,0 +1,37 @@
+//! A processor: takes one item at a time (several at once, up to its concurrency) and
+//! sends it, or what it became, on through its output ports.
+
+use async_trait::async_trait;
+
+use crate::api::item::{Item, ItemError};
+use crate::runtime::outputs::Outputs;
+
+#[async_trait]
+pub trait Processor: Send + Sync {
+    async fn preflight(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Processes one item and sends it (or what it became) on. Several calls run at once,
+    /// up to the node's concurrency.
+    async fn process(&self, item: Item, out: &Outputs) -> Result<(), ItemError>;
+    /// What `process` would do, with no side effect: no write, no delete, no scan, no
+    /// alert. Reads are allowed only when `deep` (`plan --deep`). Sinks record their
+    /// destination with [`Item::plan_write`]; nodes that cannot know what they would decide
+    /// say what they assume with [`Item::plan_note`].
+    async fn preview(&self, item: Item, out: &Outputs, deep: bool) -> Result<(), ItemError>;
+    /// Called once after every item has finished.
+    async fn finish(&self, _facts: &RunFacts) {}
+}
+
+/// Facts about the whole run, for nodes that act at its end (alerts).
+#[derive(Debug, Clone, Default)]
+pub struct RunFacts {
+    pub pipeline: String,
+    /// Objects the sources produced.
+    pub source_items: u64,
+    /// Objects the sources skipped because an earlier run finished them.
+    pub skipped_done: u64,
+    pub failed_items: u64,
+    /// Items routed to problem ports (quarantine, dead letter).
+    pub problem_items: u64,
+}

@@ -1,0 +1,90 @@
+//! How to run a pipeline: the options `run` and `plan` take, and the concurrency each
+//! node runs with once they are applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::api::{Built, Planned, Shard, Stop};
+use crate::load::Pipeline;
+use crate::plan::PlannedObject;
+use crate::stats::LiveStats;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Replaces the spec's default concurrency (nodes that set their own keep it).
+    pub default_concurrency: Option<usize>,
+    /// Per-node concurrency, over everything else.
+    pub node_concurrency: HashMap<String, usize>,
+    /// Counters to update as the run goes (a progress display reads them); the run makes
+    /// its own when none are given.
+    pub stats: Option<Arc<LiveStats>>,
+    /// Set to stop listing early; in-flight items finish within `grace`.
+    pub stop: Stop,
+    /// After a stop, how long in-flight items may take before they are abandoned
+    /// (unprocessed, no partial output, picked up by a rerun).
+    pub grace: Duration,
+    /// This process's share of the objects (`--shard INDEX/COUNT`).
+    pub shard: Option<Shard>,
+    /// Process objects even when an earlier run finished them.
+    pub reprocess: bool,
+    /// Run, or only show what a run would do.
+    pub mode: Mode,
+    /// `run --plan`: only the planned objects.
+    pub only: Option<Arc<Planned>>,
+    /// Where a plan sends each object as it is planned.
+    pub plan_sink: Option<mpsc::UnboundedSender<PlannedObject>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Run,
+    /// Lists for real; nodes preview (no write, delete, scan or alert); `deep` lets them
+    /// read objects to resolve what depends on content.
+    Plan { deep: bool },
+}
+
+/// Under Kubernetes' default 30 s between SIGTERM and SIGKILL, with time left to write
+/// the report.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(20);
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            default_concurrency: None,
+            node_concurrency: HashMap::new(),
+            stats: None,
+            stop: Stop::default(),
+            grace: DEFAULT_GRACE,
+            shard: None,
+            reprocess: false,
+            mode: Mode::Run,
+            only: None,
+            plan_sink: None,
+        }
+    }
+}
+
+impl Pipeline {
+    /// The concurrency each node runs with, after the options' overrides.
+    pub fn effective_concurrency(&self, opts: &RunOptions) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .map(|n| match n.built {
+                Built::Source(_) => 1,
+                Built::Processor(_) => {
+                    let default = opts.default_concurrency.unwrap_or(self.defaults.concurrency);
+                    let default = match n.kind.cpu_bound() {
+                        true => default.min(std::thread::available_parallelism().map_or(1, |n| n.get())),
+                        false => default,
+                    };
+                    opts.node_concurrency.get(&n.spec.name).copied().or(n.spec.concurrency).unwrap_or(default).max(1)
+                }
+            })
+            .collect()
+    }
+}

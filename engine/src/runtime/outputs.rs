@@ -1,0 +1,172 @@
+//! A node's output ports ([`Outputs`]): the channels to its consumers, the counters of
+//! each port, and, for sources, the byte budget their new items wait for.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use indexmap::IndexMap;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::api::item::{Closed, Finished, Item, ItemFailure, Lineage, Meta, Trail};
+use crate::body::Spool;
+use crate::runtime::tracker::Tracker;
+
+/// Counters of one output port.
+#[derive(Debug, Default)]
+pub struct PortStats {
+    pub items: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// A node's output ports and where each leads. Shared by the node's concurrent tasks;
+/// the downstream channels close when the last copy is dropped.
+pub struct Outputs {
+    node: String,
+    /// The node's index in the pipeline (sources stamp it on their items).
+    index: usize,
+    ports: IndexMap<&'static str, Route>,
+    spool: Spool,
+    tracker: Arc<Tracker>,
+    retries: Arc<AtomicU64>,
+    /// Sources only: `max_bytes_in_flight`, in KiB permits.
+    budget: Option<ByteBudget>,
+}
+
+/// `defaults.max_bytes_in_flight` as a semaphore of KiB: a source's item takes its listed
+/// size (at most the spool threshold, at most the whole budget) before it is sent on.
+#[derive(Clone)]
+pub(crate) struct ByteBudget {
+    semaphore: Arc<Semaphore>,
+    total_kib: u32,
+    spool_threshold: u64,
+}
+
+impl ByteBudget {
+    pub(crate) fn new(max_bytes: u64, spool_threshold: u64) -> Self {
+        let total_kib = (max_bytes / 1024).clamp(1, u64::from(u32::MAX >> 4)) as u32;
+        Self { semaphore: Arc::new(Semaphore::new(total_kib as usize)), total_kib, spool_threshold }
+    }
+
+    /// The KiB an item takes: its listed `size` (1 KiB when unknown or smaller).
+    fn charge(&self, item: &Item) -> u32 {
+        let size = item.meta.get("size").and_then(|v| v.as_u64()).unwrap_or(0).min(self.spool_threshold);
+        (size.div_ceil(1024).max(1)).min(u64::from(self.total_kib)) as u32
+    }
+}
+
+struct Route {
+    consumers: Vec<mpsc::Sender<Item>>,
+    stats: Arc<PortStats>,
+}
+
+impl Outputs {
+    pub(crate) fn new(
+        node: String,
+        index: usize,
+        ports: IndexMap<&'static str, (Vec<mpsc::Sender<Item>>, Arc<PortStats>)>,
+        spool: Spool,
+        tracker: Arc<Tracker>,
+        retries: Arc<AtomicU64>,
+        budget: Option<ByteBudget>,
+    ) -> Self {
+        let ports = ports.into_iter().map(|(k, (consumers, stats))| (k, Route { consumers, stats })).collect();
+        Self { node, index, ports, spool, tracker, retries, budget }
+    }
+
+    /// Whether this is a plan (sources must not delete anything then).
+    pub fn planning(&self) -> bool {
+        self.tracker.planning.load(Ordering::Relaxed)
+    }
+
+    /// Counts retries of transient failures, for the run report.
+    pub fn retried(&self, n: usize) {
+        self.retries.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an object a source skipped because an earlier run finished it.
+    pub fn skipped_done(&self, source_key: &str, listed: Meta) {
+        self.tracker.skipped_done.fetch_add(1, Ordering::Relaxed);
+        if self.tracker.planning.load(Ordering::Relaxed) {
+            self.tracker.finish(Finished {
+                source: self.index,
+                key: source_key.to_string(),
+                listed,
+                failure: None,
+                trail: Trail::default(),
+                already_done: true,
+            });
+        }
+    }
+
+    /// Reports an object the source will not process, with the reason (it changed since
+    /// the plan was made, it is gone): counted unprocessed.
+    pub fn reject(&self, source_key: &str, listed: Meta, reason: &str) {
+        let item = self.new_item(source_key, listed);
+        mark_failed(&item, &self.node, reason);
+    }
+
+    /// Where bodies spool; nodes that read objects need it.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Starts a new item for a source object.
+    pub fn new_item(&self, source_key: &str, meta: Meta) -> Item {
+        self.tracker.started.fetch_add(1, Ordering::Relaxed);
+        Item {
+            meta: meta.clone(),
+            body: None,
+            lineage: Arc::new(Lineage {
+                source_key: source_key.to_string(),
+                source: self.index,
+                listed: meta,
+                failure: Mutex::new(None),
+                trail: Mutex::new(Trail::default()),
+                on_done: self.tracker.clone(),
+                admitted: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Sends an item out of `port`: to every consumer (a copy each), or nowhere if the
+    /// port is not routed, which ends the item's path there. Waits while consumers are
+    /// full (backpressure). A source's new item first waits for its share of
+    /// `max_bytes_in_flight`.
+    pub async fn emit(&self, port: &str, item: Item) -> Result<(), Closed> {
+        if let Some(budget) = &self.budget {
+            if item.lineage.admitted.get().is_none() {
+                let permit =
+                    budget.semaphore.clone().acquire_many_owned(budget.charge(&item)).await.map_err(|_| Closed)?;
+                let _ = item.lineage.admitted.set(permit);
+            }
+        }
+        let Some(route) = self.ports.get(port) else {
+            // A kind emitting on a port it did not declare is a bug in the kind.
+            mark_failed(&item, &self.node, &format!("internal error: undeclared port `{port}`"));
+            return Ok(());
+        };
+        route.stats.items.fetch_add(1, Ordering::Relaxed);
+        route.stats.bytes.fetch_add(item.body.as_ref().map(|b| b.len()).unwrap_or(0), Ordering::Relaxed);
+        if let Some((last, rest)) = route.consumers.split_last() {
+            for tx in rest {
+                tx.send(item.clone()).await.map_err(|_| Closed)?;
+            }
+            last.send(item).await.map_err(|_| Closed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Records that `node` could not process `item`; the source object is reported as failed
+/// when its last copy is dropped.
+pub(crate) fn mark_failed(item: &Item, node: &str, reason: &str) {
+    if let Ok(mut f) = item.lineage.failure.lock() {
+        if f.is_none() {
+            *f = Some(ItemFailure {
+                key: item.lineage.source_key.clone(),
+                node: node.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Counts source objects as they finish, and hands the finished ones over to be
+//! acknowledged to their sources.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use crate::api::item::{Finished, ItemFailure, OnDone};
+
+/// Counts source objects as they finish, and hands finished ones to the executor, which
+/// acknowledges them to their source before counting them complete.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pub started: AtomicU64,
+    pub complete: AtomicU64,
+    pub failed: AtomicU64,
+    /// Objects the sources skipped because an earlier run finished them.
+    pub skipped_done: AtomicU64,
+    /// Set when the run gives up on the items still in flight (shutdown grace period over):
+    /// an object finishing from then on is unprocessed, never acknowledged.
+    pub(crate) abandoning: std::sync::atomic::AtomicBool,
+    failures: Mutex<Vec<ItemFailure>>,
+    pub(crate) finished_tx: Mutex<Option<mpsc::UnboundedSender<Finished>>>,
+    /// Set in plans: objects skipped as done are reported one by one too.
+    pub(crate) planning: std::sync::atomic::AtomicBool,
+}
+
+impl OnDone for Tracker {
+    fn finished(&self, f: Finished) {
+        self.finish(f)
+    }
+}
+
+impl Tracker {
+    pub(crate) fn finish(&self, mut f: Finished) {
+        if f.failure.is_none() && self.abandoning.load(Ordering::SeqCst) {
+            f.failure = Some(ItemFailure {
+                key: f.key.clone(),
+                node: String::new(),
+                reason: "abandoned at shutdown (grace period over); a rerun processes it".into(),
+            });
+        }
+        let tx = self.finished_tx.lock().ok().and_then(|t| t.clone());
+        if self.planning.load(Ordering::Relaxed) {
+            // Plans count nothing here: the planner sees every object, failed or not.
+            if let Some(tx) = tx {
+                let _ = tx.send(f);
+            }
+            return;
+        }
+        match (f.failure.take(), tx) {
+            (Some(failure), _) => self.record_failure(failure),
+            (None, Some(tx)) => {
+                if let Err(mpsc::error::SendError(f)) = tx.send(f) {
+                    self.record_failure(ItemFailure {
+                        key: f.key,
+                        node: String::new(),
+                        reason: "finished after the run closed".into(),
+                    });
+                }
+            }
+            (None, None) => self.record_complete(),
+        }
+    }
+    pub(crate) fn record_complete(&self) {
+        self.complete.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn record_failure(&self, f: ItemFailure) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut v) = self.failures.lock() {
+            v.push(f);
+        }
+    }
+    pub fn failures(&self) -> Vec<ItemFailure> {
+        self.failures.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
