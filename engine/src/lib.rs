@@ -32,6 +32,7 @@ pub mod spec;
 pub mod stats;
 pub mod store;
 pub mod template;
+pub mod testing;
 
 pub use api::{Item, NodeKind, Registry};
 pub use error::{SpecError, SpecErrors};

@@ -1,0 +1,253 @@
+//! Test kinds and an in-memory store, so that the executor is tested in-process (with
+//! tokio's paused time) without a server, a process or a plugin crate. Also the smallest
+//! complete example of what a kind is: a config type, a `NodeKind`, a running part.
+//!
+//! - `numbers` (source): `count` items `k0`, `k1`, ... of `size` bytes (listed size);
+//!   records each acknowledgement in the [`Probe`].
+//! - `gate` (processor): counts items open at once; with `hold: true` each waits until
+//!   the test releases it ([`Probe::release`]); keys in `fail` fail, keys in `panic` panic.
+//! - `mem://NAME` stores: a map in memory ([`MemoryStore`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::api::{
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Meta, NodeKind, Outputs, PortDecl, Processor,
+    Registry, Role, Source, SourceContext, StoreOpener,
+};
+use crate::body::{Body, Spool};
+use crate::spec::StoreSpec;
+use crate::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
+
+/// What the test kinds saw, for the test to check.
+pub struct Probe {
+    /// Keys acknowledged to the source, in order.
+    pub acked: Mutex<Vec<String>>,
+    /// Items in a `gate` now, and the most at once.
+    pub open: AtomicUsize,
+    pub max_open: AtomicUsize,
+    /// Items a `gate` has received.
+    pub entered: AtomicUsize,
+    release: tokio::sync::Semaphore,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Self {
+            acked: Mutex::default(),
+            open: AtomicUsize::new(0),
+            max_open: AtomicUsize::new(0),
+            entered: AtomicUsize::new(0),
+            release: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+impl Probe {
+    /// Lets `n` held items go on.
+    pub fn release(&self, n: usize) {
+        self.release.add_permits(n);
+    }
+    pub fn acked(&self) -> Vec<String> {
+        self.acked.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// The test kinds and the `mem://` stores, sharing `probe`.
+pub fn registry(probe: Arc<Probe>) -> Registry {
+    Registry {
+        kinds: vec![Arc::new(NumbersKind(probe.clone())), Arc::new(GateKind(probe))],
+        stores: Arc::new(MemoryStores),
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NumbersConfig {
+    count: u64,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    panic_in_preflight: bool,
+}
+
+struct NumbersKind(Arc<Probe>);
+
+const OUT: &[PortDecl] = &[PortDecl { name: "out", must_route: false, problem: false, doc: "every item" }];
+
+impl NodeKind for NumbersKind {
+    fn name(&self) -> &'static str {
+        "numbers"
+    }
+    fn summary(&self) -> &'static str {
+        "Test source: `count` items of `size` bytes."
+    }
+    fn role(&self) -> Role {
+        Role::Source
+    }
+    fn ports(&self) -> &'static [PortDecl] {
+        OUT
+    }
+    fn schema(&self) -> schemars::Schema {
+        crate::schema::config_schema::<NumbersConfig>()
+    }
+    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
+        Ok(Built::Source(Arc::new(Numbers { cfg: parse_config(config)?, probe: self.0.clone() })))
+    }
+}
+
+struct Numbers {
+    cfg: NumbersConfig,
+    probe: Arc<Probe>,
+}
+
+#[async_trait]
+impl Source for Numbers {
+    async fn preflight(&self) -> Result<(), String> {
+        assert!(!self.cfg.panic_in_preflight, "a preflight check that panics");
+        Ok(())
+    }
+    async fn run(&self, out: &Outputs, ctx: &SourceContext) -> Result<(), String> {
+        for i in 0..self.cfg.count {
+            if ctx.stop.is_stopped() {
+                break;
+            }
+            let key = format!("k{i}");
+            let mut meta = Meta::new();
+            meta.insert("key".into(), key.clone().into());
+            meta.insert("size".into(), self.cfg.size.into());
+            out.emit("out", out.new_item(&key, meta)).await.map_err(|_| "closed".to_string())?;
+        }
+        Ok(())
+    }
+    async fn ack(&self, listed: &Meta) -> Result<(), String> {
+        let key = listed.get("key").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        self.probe.acked.lock().map_err(|e| e.to_string())?.push(key);
+        Ok(())
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GateConfig {
+    #[serde(default)]
+    hold: bool,
+    #[serde(default)]
+    fail: Vec<String>,
+    #[serde(default)]
+    panic: Vec<String>,
+}
+
+struct GateKind(Arc<Probe>);
+
+impl NodeKind for GateKind {
+    fn name(&self) -> &'static str {
+        "gate"
+    }
+    fn summary(&self) -> &'static str {
+        "Test processor: holds, fails or panics on items as told."
+    }
+    fn role(&self) -> Role {
+        Role::Processor
+    }
+    fn ports(&self) -> &'static [PortDecl] {
+        OUT
+    }
+    fn schema(&self) -> schemars::Schema {
+        crate::schema::config_schema::<GateConfig>()
+    }
+    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
+        Ok(Built::Processor(Arc::new(Gate { cfg: parse_config(config)?, probe: self.0.clone() })))
+    }
+}
+
+struct Gate {
+    cfg: GateConfig,
+    probe: Arc<Probe>,
+}
+
+#[async_trait]
+impl Processor for Gate {
+    async fn process(&self, item: Item, out: &Outputs) -> Result<(), ItemError> {
+        let p = &self.probe;
+        p.entered.fetch_add(1, Ordering::SeqCst);
+        let now = p.open.fetch_add(1, Ordering::SeqCst) + 1;
+        p.max_open.fetch_max(now, Ordering::SeqCst);
+        if self.cfg.hold {
+            if let Ok(permit) = p.release.acquire().await {
+                permit.forget();
+            }
+        }
+        p.open.fetch_sub(1, Ordering::SeqCst);
+        let key = item.key().to_string();
+        assert!(!self.cfg.panic.contains(&key), "a node that panics on {key}");
+        if self.cfg.fail.contains(&key) {
+            return Err(ItemError::new(format!("told to fail {key}")));
+        }
+        out.emit("out", item).await.map_err(ItemError::from)
+    }
+    async fn preview(&self, item: Item, out: &Outputs, _deep: bool) -> Result<(), ItemError> {
+        out.emit("out", item).await.map_err(ItemError::from)
+    }
+}
+
+/// Opens `mem://NAME` stores.
+struct MemoryStores;
+
+#[derive(Deserialize, JsonSchema)]
+struct NoOptions {}
+
+impl StoreOpener for MemoryStores {
+    fn open(&self, spec: &StoreSpec) -> Result<Arc<dyn Store>, ConfigError> {
+        match spec.url.strip_prefix("mem://") {
+            Some(name) => Ok(Arc::new(MemoryStore { name: name.to_string(), objects: Mutex::default() })),
+            None => Err(ConfigError::at("url", "test stores are `mem://NAME`")),
+        }
+    }
+    fn schema(&self) -> schemars::Schema {
+        crate::schema::config_schema::<NoOptions>()
+    }
+}
+
+/// A store in memory: key -> bytes.
+#[derive(Debug)]
+pub struct MemoryStore {
+    name: String,
+    objects: Mutex<BTreeMap<String, bytes::Bytes>>,
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn display_url(&self) -> String {
+        format!("mem://{}", self.name)
+    }
+    fn list<'a>(&'a self, prefix: &'a str, after: Option<String>) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
+        let objects = self.objects.lock().map(|m| m.clone()).unwrap_or_default();
+        let listed = objects
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix) && after.as_deref().is_none_or(|a| k.as_str() > a))
+            .map(|(key, b)| Ok(ObjectInfo { key, size: b.len() as u64, etag: None, last_modified: None }));
+        Box::pin(futures::stream::iter(listed.collect::<Vec<_>>()))
+    }
+    async fn get(&self, key: &str, _spool: &Spool) -> Result<Body, StoreError> {
+        let found = self.objects.lock().ok().and_then(|m| m.get(key).cloned());
+        found.map(Body::Memory).ok_or_else(|| StoreError::new(StoreErrorKind::NotFound, format!("{key}: not found")))
+    }
+    async fn put(&self, key: &str, body: &Body, _options: &PutOptions) -> Result<(), StoreError> {
+        let bytes = body.to_bytes(u64::MAX).await.map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
+        if let Ok(mut m) = self.objects.lock() {
+            m.insert(key.to_string(), bytes);
+        }
+        Ok(())
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let found = self.objects.lock().ok().and_then(|m| m.get(key).map(|b| b.len() as u64));
+        Ok(found.map(|size| ObjectInfo { key: key.to_string(), size, etag: None, last_modified: None }))
+    }
+}

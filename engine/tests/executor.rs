@@ -1,0 +1,162 @@
+//! The executor, in-process: test kinds (`dqpipe_engine::testing`), no server, no
+//! process, tokio's paused time. Each test states the bound it checks and where it comes
+//! from in the settings.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dqpipe_engine::executor::{self, RunError, RunOptions};
+use dqpipe_engine::load::load_pipeline_str;
+use dqpipe_engine::report::{Outcome, RunReport};
+use dqpipe_engine::stats::LiveStats;
+use dqpipe_engine::testing::{registry, Probe};
+use dqpipe_engine::Pipeline;
+
+/// A pipeline `numbers -> gate` with these settings.
+fn pipeline(probe: &Arc<Probe>, defaults: &str, numbers: &str, gate: &str) -> Pipeline {
+    let yaml = format!(
+        "version: 1\nname: t\ndefaults: {{ {defaults} }}\nnodes:\n  src: {{ kind: numbers, {numbers} }}\n  gate: {{ kind: gate, input: src, {gate} }}\n"
+    );
+    match load_pipeline_str(Path::new("t.yaml"), &yaml, &registry(probe.clone()), &|_| None) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Yields until `cond` holds (the other tasks run meanwhile; paused time never sleeps).
+async fn until(cond: impl Fn() -> bool) {
+    while !cond() {
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn run(p: &Pipeline, opts: RunOptions) -> RunReport {
+    executor::run(p, opts).await.expect("the run starts")
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_object_completes_and_is_acknowledged_once() {
+    let probe = Arc::new(Probe::default());
+    let p = pipeline(&probe, "concurrency: 8", "count: 500", "");
+    let r = run(&p, RunOptions::default()).await;
+    assert_eq!(r.outcome, Outcome::Complete);
+    assert_eq!((r.items.from_sources, r.items.complete, r.items.failed), (500, 500, 0));
+    let mut acked = probe.acked();
+    acked.sort();
+    acked.dedup();
+    assert_eq!(acked.len(), 500);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_works_on_at_most_its_concurrency() {
+    let probe = Arc::new(Probe::default());
+    let p = pipeline(&probe, "concurrency: 8", "count: 100", "hold: true, concurrency: 4");
+    let running = tokio::spawn({
+        let p = Arc::new(p);
+        async move { run(&p, RunOptions::default()).await }
+    });
+    until(|| probe.open.load(Ordering::SeqCst) == 4).await;
+    // More time passes; no fifth item enters while four are held.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(probe.entered.load(Ordering::SeqCst), 4);
+    probe.release(100);
+    let r = running.await.unwrap();
+    assert_eq!(r.items.complete, 100);
+    assert_eq!(probe.max_open.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_node_holds_back_the_source() {
+    let probe = Arc::new(Probe::default());
+    let p = Arc::new(pipeline(&probe, "channel_capacity: 2", "count: 1000", "hold: true, concurrency: 1"));
+    let stats = LiveStats::new(&p);
+    let opts = RunOptions { stats: Some(stats.clone()), ..RunOptions::default() };
+    let running = tokio::spawn({
+        let p = p.clone();
+        async move { run(&p, opts).await }
+    });
+    until(|| probe.open.load(Ordering::SeqCst) == 1).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // Sent by the source while the gate holds one item: that one, the channel's 2, and
+    // the one the source waits to send (counted when sent): at most 1 + 2 + 1.
+    let sent = stats.snapshot().nodes[0].items;
+    assert!(sent <= 4, "the source sent {sent} items past a held node");
+    probe.release(1000);
+    assert_eq!(running.await.unwrap().items.complete, 1000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_byte_budget_bounds_the_objects_in_flight() {
+    let probe = Arc::new(Probe::default());
+    // 4 KiB of 1 KiB objects: 4 in the pipeline at once, though the gate takes 32.
+    let p =
+        Arc::new(pipeline(&probe, "max_bytes_in_flight: 4096", "count: 64, size: 1024", "hold: true, concurrency: 32"));
+    let running = tokio::spawn({
+        let p = p.clone();
+        async move { run(&p, RunOptions::default()).await }
+    });
+    until(|| probe.open.load(Ordering::SeqCst) == 4).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(probe.entered.load(Ordering::SeqCst), 4);
+    probe.release(64);
+    assert_eq!(running.await.unwrap().items.complete, 64);
+    assert_eq!(probe.max_open.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_and_panicking_items_are_reported_and_never_acknowledged() {
+    let probe = Arc::new(Probe::default());
+    let p = pipeline(&probe, "", "count: 10", "fail: [k3], panic: [k7]");
+    let r = run(&p, RunOptions::default()).await;
+    assert_eq!(r.outcome, Outcome::Incomplete);
+    assert_eq!((r.items.complete, r.items.failed), (8, 2));
+    let reasons: Vec<(String, String)> = r.failures.iter().map(|f| (f.key.clone(), f.reason.clone())).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("k3".to_string(), "told to fail k3".to_string()),
+            ("k7".to_string(), "internal error: the node panicked".to_string())
+        ]
+    );
+    let acked = probe.acked();
+    assert!(!acked.contains(&"k3".to_string()) && !acked.contains(&"k7".to_string()), "{acked:?}");
+    assert_eq!(acked.len(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_gives_items_in_flight_the_grace_period_then_abandons_them() {
+    let probe = Arc::new(Probe::default());
+    let p = Arc::new(pipeline(&probe, "", "count: 1000", "hold: true, concurrency: 5"));
+    let opts = RunOptions { grace: Duration::from_secs(20), ..RunOptions::default() };
+    let stop = opts.stop.clone();
+    let running = tokio::spawn({
+        let p = p.clone();
+        async move { run(&p, opts).await }
+    });
+    until(|| probe.open.load(Ordering::SeqCst) == 5).await;
+    let stopped_at = tokio::time::Instant::now();
+    stop.stop();
+    let r = running.await.unwrap();
+    // Paused time: the run ended exactly when the grace period was over.
+    assert_eq!(stopped_at.elapsed(), Duration::from_secs(20));
+    assert!(r.interrupted);
+    assert_eq!(r.outcome, Outcome::Incomplete);
+    assert_eq!(r.items.complete, 0);
+    assert!(probe.acked().is_empty(), "an abandoned item was acknowledged");
+    assert!(r.failures.iter().any(|f| f.reason.contains("abandoned at shutdown")), "{:?}", r.failures);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_preflight_check_that_panics_fails_the_run() {
+    let probe = Arc::new(Probe::default());
+    let p = pipeline(&probe, "", "count: 1, panic_in_preflight: true", "");
+    match executor::run(&p, RunOptions::default()).await {
+        Err(RunError::Preflight(failed)) => {
+            assert_eq!(failed, vec![("src".to_string(), "internal error: the check panicked".to_string())])
+        }
+        Ok(r) => panic!("the run went on: {:?}", r.outcome),
+    }
+    assert!(probe.acked().is_empty());
+}
