@@ -159,3 +159,28 @@ fn schema_covers_every_kind() {
         .collect();
     assert_eq!(kinds, ["list", "fetch", "put", "clamav", "nats_message", "slack", "json_check"]);
 }
+
+#[test]
+fn writing_to_a_store_that_cannot_be_written_is_refused_by_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_ed25519");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", &key.to_string_lossy()])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let yaml = format!(
+        "{HEAD}  landing:\n    url: sftp://nats@127.0.0.1:2222/landing\n    sftp: {{ private_key_path: {}, insecure_accept_any_host_key: true }}\n  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  write: {{ kind: put, input: fetch, store: landing, key: \"{{{{ name }}}}\" }}\n",
+        key.display()
+    )
+    .replace("nodes:\n  landing:", "  landing:")
+    .replace("  list: {", "nodes:\n  list: {");
+    std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("nodes.write.store: store `landing` (sftp://nats@127.0.0.1:2222/landing) cannot be written to"),
+        "{err}"
+    );
+}

@@ -59,10 +59,23 @@ pub struct PutOptions {
     pub metadata: Vec<(String, String)>,
 }
 
+/// What a store can do beyond listing and reading; nodes that need more say so when they
+/// are built, so that `validate` refuses a spec that writes where nothing can be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Write,
+    Delete,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
     /// The store's URL with any secret removed, for plans and logs.
     fn display_url(&self) -> String;
+
+    /// Whether the store can write, or delete, objects. Both by default.
+    fn can(&self, _access: Access) -> bool {
+        true
+    }
 
     /// Lists objects whose key starts with `prefix`, page by page as the store gives them,
     /// in key order where the store has one, starting after `start_after` when given.

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use dqpipe_engine::api::{
     parse_config, BuildContext, Built, ConfigError, Meta, NodeKind, Outputs, PortDecl, Role, Source, SourceContext,
 };
-use dqpipe_engine::store::{ObjectInfo, Store, StoreError, StoreErrorKind};
+use dqpipe_engine::store::{Access, ObjectInfo, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;
@@ -123,10 +123,13 @@ impl NodeKind for ListKind {
     }
     fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
         let cfg: ListConfig = parse_config(config)?;
-        let store = ctx.store("store", &cfg.store)?;
+        let store = match cfg.delete_after_success {
+            true => ctx.store_that_can("store", &cfg.store, Access::Delete)?,
+            false => ctx.store("store", &cfg.store)?,
+        };
         let resume = match &cfg.resume {
             Some(r) => Some(DoneLog::new(
-                ctx.store("resume.store", &r.store)?,
+                ctx.store_that_can("resume.store", &r.store, Access::Write)?,
                 r.prefix
                     .clone()
                     .unwrap_or_else(|| format!("_dqpipe/done/{}", ctx.pipeline))

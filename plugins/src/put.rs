@@ -13,7 +13,7 @@ use dqpipe_engine::api::{
     parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
 };
 use dqpipe_engine::body::Body;
-use dqpipe_engine::store::{PutOptions, Store, StoreErrorKind};
+use dqpipe_engine::store::{Access, PutOptions, Store, StoreErrorKind};
 use dqpipe_engine::template::KeyTemplate;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -65,7 +65,7 @@ impl NodeKind for PutKind {
     }
     fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
         let cfg: PutConfig = parse_config(config)?;
-        let store = ctx.store("store", &cfg.store)?;
+        let store = ctx.store_that_can("store", &cfg.store, Access::Write)?;
         let key = ctx.template("key", &cfg.key)?;
         Ok(Built::Processor(Arc::new(Put { name: ctx.node.to_string(), cfg, store, key })))
     }

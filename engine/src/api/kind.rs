@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use crate::api::processor::Processor;
 use crate::api::source::Source;
 use crate::spec::{Defaults, StoreSpec};
-use crate::store::Store;
+use crate::store::{Access, Store};
 use crate::template::KeyTemplate;
 
 /// An output port as a kind declares it.
@@ -123,6 +123,20 @@ impl BuildContext<'_> {
                 ),
             )
         })
+    }
+
+    /// The store named `name`, which must allow `access` (a `put` needs a store it can
+    /// write to): checked when the spec is validated, not object by object at run time.
+    pub fn store_that_can(&self, field: &str, name: &str, access: Access) -> Result<Arc<dyn Store>, ConfigError> {
+        let store = self.store(field, name)?;
+        if store.can(access) {
+            return Ok(store);
+        }
+        let verb = match access {
+            Access::Write => "written to",
+            Access::Delete => "deleted from",
+        };
+        Err(ConfigError::at(field, format!("store `{name}` ({}) cannot be {verb}", store.display_url())))
     }
 
     /// Compiles a key template, or says what is wrong with it.

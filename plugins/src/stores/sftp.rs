@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dqpipe_engine::api::ConfigError;
 use dqpipe_engine::body::{Body, Spool};
-use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
+use dqpipe_engine::store::{Access, ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
@@ -302,6 +302,11 @@ impl HostKeyCheck {
 impl Store for SftpStore {
     fn display_url(&self) -> String {
         self.url.clone()
+    }
+
+    /// A source: read and delete, never written to in this build.
+    fn can(&self, access: Access) -> bool {
+        access == Access::Delete
     }
 
     /// The folder's files (not sub-folders), in name order; `prefix` filters names.
