@@ -11,14 +11,14 @@ use async_trait::async_trait;
 use dqpipe_engine::api::{
     parse_config, BuildContext, Built, ConfigError, Meta, NodeKind, Outputs, PortDecl, Role, Source, SourceContext,
 };
-use dqpipe_engine::store::{Access, ObjectInfo, Store, StoreError, StoreErrorKind};
+use dqpipe_engine::store::{Access, ObjectInfo, Store, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::resume::{done_id, DoneLog};
-use crate::retry::RetryPolicy;
+use crate::retry::{resumable_listing, RetryPolicy};
 
 /// Settings of a `list` node.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -213,51 +213,12 @@ impl List {
     }
 
     /// The listing, with transient failures retried from the last key seen.
-    pub fn walk<'a>(&'a self, out: Option<&'a Outputs>) -> BoxStream<'a, Result<ObjectInfo, String>> {
-        struct Walk<'a> {
-            listing: Option<BoxStream<'a, Result<ObjectInfo, StoreError>>>,
-            after: Option<String>,
-            delays: Box<dyn Iterator<Item = std::time::Duration> + Send + 'a>,
-            over: bool,
-        }
-        let start = Walk {
-            listing: None,
-            after: self.cfg.start_after.clone(),
-            delays: Box::new(self.cfg.retry.delays()),
-            over: false,
-        };
-        futures::stream::unfold(start, move |mut w| async move {
-            loop {
-                if w.over {
-                    return None;
-                }
-                let listing = w.listing.get_or_insert_with(|| self.store.list(&self.cfg.prefix, w.after.clone()));
-                match listing.next().await {
-                    None => return None,
-                    Some(Ok(o)) => {
-                        w.after = Some(o.key.clone());
-                        return Some((Ok(o), w));
-                    }
-                    Some(Err(e)) if e.kind == StoreErrorKind::Transient => {
-                        if let Some(d) = w.delays.next() {
-                            tracing::warn!(store = %self.store.display_url(), error = %e, "listing failed; retrying after the last key seen");
-                            if let Some(out) = out {
-                                out.retried(1);
-                            }
-                            w.listing = None;
-                            tokio::time::sleep(d).await;
-                            continue;
-                        }
-                        w.over = true;
-                        return Some((Err(format!("listing {}: {e}", self.store.display_url())), w));
-                    }
-                    Some(Err(e)) => {
-                        w.over = true;
-                        return Some((Err(format!("listing {}: {e}", self.store.display_url())), w));
-                    }
-                }
-            }
+    pub fn walk<'a>(&'a self, out: &'a Outputs) -> BoxStream<'a, Result<ObjectInfo, String>> {
+        let url = self.store.display_url();
+        resumable_listing(&*self.store, &self.cfg.prefix, self.cfg.start_after.clone(), &self.cfg.retry, || {
+            out.retried(1)
         })
+        .map(move |r| r.map_err(|e| format!("listing {url}: {e}")))
         .boxed()
     }
 }
@@ -322,7 +283,7 @@ impl Source for List {
         // fetched while the items of this one wait for room downstream.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<ObjectInfo, String>>(2_000);
         let produce = async {
-            let mut listing = self.walk(Some(out));
+            let mut listing = self.walk(out);
             if self.cfg.order == Order::Modified {
                 let mut all = Vec::new();
                 while let Some(o) = listing.next().await {

@@ -22,7 +22,7 @@ use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreErrorKind};
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
-use crate::retry::RetryPolicy;
+use crate::retry::{resumable_listing, RetryPolicy};
 
 /// At most this many objects per marker.
 pub const BATCH: usize = 256;
@@ -75,29 +75,14 @@ impl DoneLog {
     pub async fn read(&self) -> Result<HashSet<String>, String> {
         let prefix = format!("{}/", self.prefix);
         let mut keys = Vec::new();
-        let mut after: Option<String> = None;
-        let mut delays = self.retry.delays();
-        'pages: loop {
-            let mut listing = self.store.list(&prefix, after.clone());
-            while let Some(entry) = listing.next().await {
-                match entry {
-                    Ok(m) => {
-                        after = Some(m.key.clone());
-                        keys.push(m.key);
-                    }
-                    Err(e) if e.kind == StoreErrorKind::Transient => match delays.next() {
-                        Some(d) => {
-                            tokio::time::sleep(d).await;
-                            continue 'pages;
-                        }
-                        None => return Err(format!("listing done markers in {}: {e}", self.display())),
-                    },
-                    // No marker folder yet: nothing is done.
-                    Err(e) if e.kind == StoreErrorKind::NotFound && after.is_none() => break 'pages,
-                    Err(e) => return Err(format!("listing done markers in {}: {e}", self.display())),
-                }
+        let mut listing = resumable_listing(&*self.store, &prefix, None, &self.retry, || {});
+        while let Some(entry) = listing.next().await {
+            match entry {
+                Ok(m) => keys.push(m.key),
+                // No marker folder yet: nothing is done.
+                Err(e) if e.kind == StoreErrorKind::NotFound && keys.is_empty() => break,
+                Err(e) => return Err(format!("listing done markers in {}: {e}", self.display())),
             }
-            break;
         }
         let spool = Spool { threshold: u64::MAX, dir: None };
         let mut reads = futures::stream::iter(keys.into_iter().filter(|k| k.ends_with(".jsonl")).map(|key| {

@@ -156,3 +156,71 @@ impl RetryPolicy {
         }
     }
 }
+
+/// A store's listing that survives transient failures: after one, it lists again from
+/// the last key it gave, after the policy's next delay. A run of failures ends it with the
+/// last error once the attempts are used up or `deadline_secs` has passed since the run of
+/// failures began; a success starts afresh. Any other error ends it at once.
+pub fn resumable_listing<'a>(
+    store: &'a dyn dqpipe_engine::store::Store,
+    prefix: &'a str,
+    start_after: Option<String>,
+    policy: &'a RetryPolicy,
+    on_retry: impl Fn() + Send + Sync + 'a,
+) -> futures::stream::BoxStream<'a, Result<dqpipe_engine::store::ObjectInfo, dqpipe_engine::store::StoreError>> {
+    use dqpipe_engine::store::StoreErrorKind;
+    use futures::StreamExt;
+    struct Walk<'a> {
+        listing: Option<
+            futures::stream::BoxStream<'a, Result<dqpipe_engine::store::ObjectInfo, dqpipe_engine::store::StoreError>>,
+        >,
+        after: Option<String>,
+        /// The delays left in the current run of failures, and when it began.
+        failing: Option<(Box<dyn Iterator<Item = Duration> + Send + 'a>, tokio::time::Instant)>,
+        over: bool,
+    }
+    let start = Walk { listing: None, after: start_after, failing: None, over: false };
+    let deadline = Duration::from_secs(policy.deadline_secs.max(1));
+    let on_retry = Arc::new(on_retry);
+    futures::stream::unfold(start, move |mut w| {
+        let on_retry = on_retry.clone();
+        async move {
+            loop {
+                if w.over {
+                    return None;
+                }
+                let listing = w.listing.get_or_insert_with(|| store.list(prefix, w.after.clone()));
+                match listing.next().await {
+                    None => return None,
+                    Some(Ok(o)) => {
+                        w.after = Some(o.key.clone());
+                        w.failing = None;
+                        return Some((Ok(o), w));
+                    }
+                    Some(Err(e)) if e.kind == StoreErrorKind::Transient => {
+                        let (delays, since) = w
+                            .failing
+                            .get_or_insert_with(|| (Box::new(policy.delays()), tokio::time::Instant::now()));
+                        match delays.next().filter(|_| since.elapsed() < deadline) {
+                            Some(d) => {
+                                tracing::warn!(store = %store.display_url(), error = %e, "listing failed; retrying after the last key seen");
+                                on_retry();
+                                w.listing = None;
+                                tokio::time::sleep(d).await;
+                            }
+                            None => {
+                                w.over = true;
+                                return Some((Err(e), w));
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        w.over = true;
+                        return Some((Err(e), w));
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}

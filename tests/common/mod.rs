@@ -747,23 +747,27 @@ impl FakeClamd {
     }
 }
 
-/// An HTTP proxy in front of the S3 server that, for the first `broken` listing pages
-/// marked truncated, removes the continuation token (a server bug seen in the wild: the
-/// listing looks finished after one page). Everything else is forwarded as it is.
+/// An HTTP proxy in front of the S3 server that, for the listing pages marked truncated
+/// whose number (from 0, in the order asked for) is in `broken`, removes the continuation token (a server bug seen in the wild: the
+/// listing looks finished after one page), and with `empty` their objects too (a listing
+/// that makes no progress). Everything else is forwarded as it is.
 pub struct ListingProxy {
     pub port: u16,
     /// Pages it broke so far.
     pub broke: Arc<std::sync::atomic::AtomicUsize>,
+    /// Truncated listing pages it saw.
+    pub seen: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ListingProxy {
-    pub fn start(upstream: u16, broken: usize) -> ListingProxy {
+    pub fn start(upstream: u16, broken: std::ops::Range<usize>, empty: bool) -> ListingProxy {
         use std::io::{BufRead, BufReader, Write};
         use std::sync::atomic::Ordering;
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
         let port = listener.local_addr().unwrap().port();
         let broke = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = broke.clone();
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (counter, pages) = (broke.clone(), seen.clone());
         // Reads one HTTP message's head (lines up to the empty one) and its body.
         fn message(r: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
             let mut head = String::new();
@@ -810,7 +814,7 @@ impl ListingProxy {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                let counter = counter.clone();
+                let (counter, pages, broken) = (counter.clone(), pages.clone(), broken.clone());
                 std::thread::spawn(move || {
                     let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
                     let (Ok(mut client_w), Ok(mut server_w)) = (client.try_clone(), server.try_clone()) else {
@@ -825,14 +829,18 @@ impl ListingProxy {
                         }
                         let Some((mut rhead, mut rbody)) = message(&mut from_server) else { return };
                         let text = String::from_utf8_lossy(&rbody).into_owned();
-                        if listing
-                            && text.contains("<IsTruncated>true</IsTruncated>")
-                            && counter.load(Ordering::SeqCst) < broken
-                        {
+                        let truncated = listing && text.contains("<IsTruncated>true</IsTruncated>");
+                        if truncated && broken.contains(&pages.fetch_add(1, Ordering::SeqCst)) {
                             if let (Some(a), Some(b)) =
                                 (text.find("<NextContinuationToken>"), text.find("</NextContinuationToken>"))
                             {
-                                let cut = format!("{}{}", &text[..a], &text[b + "</NextContinuationToken>".len()..]);
+                                let mut cut =
+                                    format!("{}{}", &text[..a], &text[b + "</NextContinuationToken>".len()..]);
+                                while let (true, Some(a), Some(b)) =
+                                    (empty, cut.find("<Contents>"), cut.find("</Contents>"))
+                                {
+                                    cut.replace_range(a..b + "</Contents>".len(), "");
+                                }
                                 rhead = rhead
                                     .lines()
                                     .map(|l| {
@@ -854,7 +862,7 @@ impl ListingProxy {
                 });
             }
         });
-        ListingProxy { port, broke }
+        ListingProxy { port, broke, seen }
     }
 }
 
