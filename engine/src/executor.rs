@@ -28,7 +28,7 @@ use crate::load::Pipeline;
 pub use crate::options::{Mode, RunOptions, DEFAULT_GRACE};
 use crate::report::{ItemCounts, Outcome, RunReport, SourceError};
 use crate::runtime::acks::start_acknowledgements;
-use crate::runtime::outputs::{mark_failed, ByteBudget};
+use crate::runtime::outputs::{mark_failed, ByteBudget, Selection};
 use crate::runtime::preflight::preflight;
 pub use crate::runtime::preflight::RunError;
 use crate::runtime::tracker::Tracker;
@@ -100,16 +100,12 @@ fn spawn_nodes(
             spool.clone(),
             stats.tracker.clone(),
             stats.nodes[i].retries.clone(),
-            matches!(n.built, Built::Source(_)).then(|| budget.clone()),
+            matches!(n.built, Built::Source(_))
+                .then(|| (budget.clone(), Selection { shard: opts.shard, only: opts.only.clone() })),
         ));
         match &n.built {
             Built::Source(source) => {
-                let ctx = SourceContext {
-                    stop: opts.stop.clone(),
-                    shard: opts.shard,
-                    reprocess: opts.reprocess,
-                    only: opts.only.clone(),
-                };
+                let ctx = SourceContext { stop: opts.stop.clone(), reprocess: opts.reprocess };
                 tasks.spawn(run_source(n.spec.name.clone(), source.clone(), out, ctx));
             }
             Built::Processor(node) => {
@@ -140,7 +136,12 @@ async fn run_source(
     ctx: SourceContext,
 ) -> Option<SourceError> {
     match AssertUnwindSafe(source.run(&out, &ctx)).catch_unwind().await {
-        Ok(Ok(())) => None,
+        Ok(Ok(())) => {
+            if !ctx.stop.is_stopped() {
+                out.report_vanished();
+            }
+            None
+        }
         Ok(Err(error)) => {
             tracing::error!(node = %name, %error, "source stopped early");
             Some(SourceError { node: name, error })

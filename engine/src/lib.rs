@@ -28,6 +28,7 @@ pub mod redact;
 pub mod report;
 pub mod runtime;
 pub mod schema;
+pub mod selection;
 pub mod spec;
 pub mod stats;
 pub mod store;

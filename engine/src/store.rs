@@ -9,7 +9,7 @@ use futures::stream::BoxStream;
 use crate::body::{Body, Spool};
 
 /// One object as a listing sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectInfo {
     /// The key exactly as stored, relative to the store's root.
     pub key: String,

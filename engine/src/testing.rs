@@ -118,17 +118,18 @@ impl Source for Numbers {
             if ctx.stop.is_stopped() {
                 break;
             }
-            let key = format!("k{i}");
+            let listed = ObjectInfo { key: format!("k{i}"), size: self.cfg.size, ..ObjectInfo::default() };
+            if !out.offer(&listed) {
+                continue;
+            }
             let mut meta = Meta::new();
-            meta.insert("key".into(), key.clone().into());
-            meta.insert("size".into(), self.cfg.size.into());
-            out.emit("out", out.new_item(&key, meta)).await.map_err(|_| "closed".to_string())?;
+            meta.insert("key".into(), listed.key.clone().into());
+            out.emit("out", out.new_item(&listed, meta)).await.map_err(|_| "closed".to_string())?;
         }
         Ok(())
     }
-    async fn ack(&self, listed: &Meta) -> Result<(), String> {
-        let key = listed.get("key").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-        self.probe.acked.lock().map_err(|e| e.to_string())?.push(key);
+    async fn ack(&self, listed: &ObjectInfo) -> Result<(), String> {
+        self.probe.acked.lock().map_err(|e| e.to_string())?.push(listed.key.clone());
         Ok(())
     }
 }

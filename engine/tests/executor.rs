@@ -160,3 +160,39 @@ async fn a_preflight_check_that_panics_fails_the_run() {
     }
     assert!(probe.acked().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn shards_and_saved_plans_are_applied_by_the_engine_for_any_source() {
+    use dqpipe_engine::api::{Planned, Shard};
+    // The test source knows nothing of shards: four shards still split its objects.
+    let mut all = Vec::new();
+    for index in 0..4 {
+        let probe = Arc::new(Probe::default());
+        let p = pipeline(&probe, "", "count: 200", "");
+        let opts = RunOptions { shard: Some(Shard { index, count: 4 }), ..RunOptions::default() };
+        let r = run(&p, opts).await;
+        assert_eq!(r.items.complete as usize, probe.acked().len());
+        all.extend(probe.acked());
+    }
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 200, "the shards overlap or leave objects out");
+
+    // A saved plan: k1 as planned, k2 changed since (another size), k999 gone.
+    let probe = Arc::new(Probe::default());
+    let p = pipeline(&probe, "", "count: 10, size: 5", "");
+    let mut planned = Planned::default();
+    let objects = planned.objects.entry("src".to_string()).or_default();
+    objects.insert("k1".to_string(), (5, None));
+    objects.insert("k2".to_string(), (6, None));
+    objects.insert("k999".to_string(), (5, None));
+    let r = run(&p, RunOptions { only: Some(Arc::new(planned)), ..RunOptions::default() }).await;
+    assert_eq!(probe.acked(), vec!["k1".to_string()]);
+    let reasons: Vec<(&str, &str)> = r.failures.iter().map(|f| (f.key.as_str(), f.reason.as_str())).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].0 == "k2" && reasons[0].1.starts_with("changed since the plan was made (size 6 -> 5"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].0 == "k999" && reasons[1].1.starts_with("planned, but no longer listed"), "{reasons:?}");
+}

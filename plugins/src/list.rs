@@ -146,12 +146,11 @@ impl NodeKind for ListKind {
             ),
             None => None,
         };
-        Ok(Built::Source(Arc::new(List { name: ctx.node.to_string(), cfg, store, regex, resume })))
+        Ok(Built::Source(Arc::new(List { cfg, store, regex, resume })))
     }
 }
 
 pub struct List {
-    name: String,
     cfg: ListConfig,
     store: Arc<dyn Store>,
     regex: Option<regex::Regex>,
@@ -161,42 +160,23 @@ pub struct List {
 /// What a listing does with one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
-    /// Filtered out (suffix, regex, another shard's): not this run's business.
+    /// Filtered out (suffix, regex): not this run's business.
     Ignored,
     /// An earlier run finished it.
     Done,
-    /// `run --plan`: it is not what was planned.
-    Changed(String),
     Take,
 }
 
 impl List {
-    /// Whether this run takes the object. `done` holds the markers an earlier run left.
+    /// Whether this run takes the object, by the node's own filters and the markers an
+    /// earlier run left (`done`). The engine decides the rest ([`Outputs::offer`]: the
+    /// shard, a saved plan).
     pub fn select(&self, o: &ObjectInfo, ctx: &SourceContext, done: &HashSet<String>) -> Selection {
         if self.cfg.suffix.as_deref().is_some_and(|s| !o.key.ends_with(s)) {
             return Selection::Ignored;
         }
         if self.regex.as_ref().is_some_and(|r| !r.is_match(&name_of(&o.key))) {
             return Selection::Ignored;
-        }
-        if ctx.shard.is_some_and(|s| !s.owns(&o.key)) {
-            return Selection::Ignored;
-        }
-        if let Some(only) = &ctx.only {
-            let Some((size, etag)) = only.objects.get(&self.name).and_then(|m| m.get(&o.key)) else {
-                return Selection::Ignored;
-            };
-            if let Ok(mut seen) = only.seen.lock() {
-                seen.insert((self.name.clone(), o.key.clone()));
-            }
-            if *size != o.size || (etag.is_some() && *etag != o.etag) {
-                return Selection::Changed(format!(
-                    "changed since the plan was made (size {size} -> {}, etag {} -> {}); not processed: plan again",
-                    o.size,
-                    etag.as_deref().unwrap_or("-"),
-                    o.etag.as_deref().unwrap_or("-")
-                ));
-            }
         }
         if !ctx.reprocess && done.contains(&done_id(o)) {
             return Selection::Done;
@@ -318,10 +298,14 @@ impl Source for List {
                     break;
                 }
                 let o = o?;
-                match self.select(&o, ctx, &done) {
+                let selection = self.select(&o, ctx, &done);
+                if selection == Selection::Ignored || !out.offer(&o) {
+                    continue;
+                }
+                match selection {
                     Selection::Ignored => {}
                     Selection::Done => {
-                        out.skipped_done(&o.key, object_meta(&self.cfg.store, &o));
+                        out.skipped_done(&o);
                         // Delivered by an earlier run but not deleted then: only the delete.
                         if self.cfg.delete_after_success && !out.planning() {
                             if let Err(e) = self.store.delete_listed(&o).await {
@@ -329,9 +313,8 @@ impl Source for List {
                             }
                         }
                     }
-                    Selection::Changed(reason) => out.reject(&o.key, object_meta(&self.cfg.store, &o), &reason),
                     Selection::Take => {
-                        let item = out.new_item(&o.key, object_meta(&self.cfg.store, &o));
+                        let item = out.new_item(&o, object_meta(&self.cfg.store, &o));
                         if out.emit("out", item).await.is_err() {
                             break;
                         }
@@ -348,21 +331,6 @@ impl Source for List {
         };
         let ((), consumed) = tokio::join!(produce, consume);
         consumed?;
-        if let Some(only) = &ctx.only {
-            if !ctx.stop.is_stopped() {
-                let seen = only.seen.lock().map(|s| s.clone()).unwrap_or_default();
-                let planned = only.objects.get(&self.name).into_iter().flatten();
-                for (key, (size, etag)) in planned.filter(|(k, _)| !seen.contains(&(self.name.clone(), k.to_string())))
-                {
-                    let gone = ObjectInfo { key: key.clone(), size: *size, etag: etag.clone(), last_modified: None };
-                    out.reject(
-                        key,
-                        object_meta(&self.cfg.store, &gone),
-                        "planned, but no longer listed (deleted or moved since the plan was made)",
-                    );
-                }
-            }
-        }
         if count == 0 {
             tracing::warn!(store = %self.store.display_url(), prefix = %self.cfg.prefix, "listed zero objects to process");
         } else {
@@ -373,18 +341,12 @@ impl Source for List {
 
     /// Records the object as done (with `resume`), then deletes it at the source (with
     /// `delete_after_success`). Called only once every output of it is durable.
-    async fn ack(&self, listed: &Meta) -> Result<(), String> {
-        let info = ObjectInfo {
-            key: listed.get("key").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
-            size: listed.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
-            etag: listed.get("etag").and_then(|v| v.as_str()).map(String::from),
-            last_modified: None,
-        };
+    async fn ack(&self, info: &ObjectInfo) -> Result<(), String> {
         if let Some(log) = &self.resume {
-            log.record(&info).await?;
+            log.record(info).await?;
         }
         if self.cfg.delete_after_success {
-            self.store.delete_listed(&info).await.map_err(|e| format!("outputs are durable, but {e}"))?;
+            self.store.delete_listed(info).await.map_err(|e| format!("outputs are durable, but {e}"))?;
         }
         Ok(())
     }

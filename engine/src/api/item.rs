@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::Body;
+use crate::store::ObjectInfo;
 
 /// An item's metadata: `key`, `name`, `size`, `etag`, ... plus what nodes add
 /// (`msg_date`, `signature`, `reason`). Templates read it.
@@ -22,14 +23,18 @@ pub struct Item {
 
 impl Item {
     /// The source key this item came from.
+    /// The source object as it was listed: key, size, ETag.
+    pub fn listed(&self) -> &ObjectInfo {
+        &self.lineage.listed
+    }
     pub fn source_key(&self) -> &str {
-        &self.lineage.source_key
+        &self.lineage.listed.key
     }
     pub fn get_str(&self, k: &str) -> Option<&str> {
         self.meta.get(k).and_then(|v| v.as_str())
     }
     pub fn key(&self) -> &str {
-        self.get_str("key").unwrap_or(&self.lineage.source_key)
+        self.get_str("key").unwrap_or(&self.lineage.listed.key)
     }
     pub fn name(&self) -> &str {
         self.get_str("name").unwrap_or_else(|| self.key().rsplit('/').next().unwrap_or(""))
@@ -137,10 +142,9 @@ pub(crate) trait OnDone: Send + Sync + std::fmt::Debug {
 /// acknowledged to its source ([`Source::ack`]).
 #[derive(Debug)]
 pub(crate) struct Lineage {
-    pub(crate) source_key: String,
-    /// The source node (its index in the pipeline) and the metadata it listed the object with.
+    /// The source node (its index in the pipeline) and the object as it listed it.
     pub(crate) source: usize,
-    pub(crate) listed: Meta,
+    pub(crate) listed: ObjectInfo,
     pub(crate) failure: Mutex<Option<ItemFailure>>,
     pub(crate) trail: Mutex<Trail>,
     pub(crate) on_done: Arc<dyn OnDone>,
@@ -154,7 +158,6 @@ impl Drop for Lineage {
         let trail = self.trail.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
         self.on_done.finished(Finished {
             source: self.source,
-            key: std::mem::take(&mut self.source_key),
             listed: std::mem::take(&mut self.listed),
             failure,
             trail,
@@ -167,8 +170,8 @@ impl Drop for Lineage {
 #[derive(Debug)]
 pub struct Finished {
     pub source: usize,
-    pub key: String,
-    pub listed: Meta,
+    /// The object as its source listed it.
+    pub listed: ObjectInfo,
     pub failure: Option<ItemFailure>,
     pub trail: Trail,
     pub already_done: bool,

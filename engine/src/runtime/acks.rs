@@ -52,9 +52,9 @@ async fn send_to_plan(
         };
         let _ = sink.send(PlannedObject {
             source,
-            key: f.key,
-            size: f.listed.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
-            etag: f.listed.get("etag").and_then(|v| v.as_str()).map(String::from),
+            key: f.listed.key,
+            size: f.listed.size,
+            etag: f.listed.etag,
             status,
             delete_at_source: deletes && status != PlanStatus::Error,
             route: f.trail.route,
@@ -82,15 +82,15 @@ async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceive
             match AssertUnwindSafe(source.ack(&f.listed)).catch_unwind().await {
                 Ok(Ok(())) => tracker.record_complete(),
                 Ok(Err(e)) => {
-                    tracing::warn!(node = %name, key = ?f.key, error = ?e, "outputs written but not acknowledged");
+                    tracing::warn!(node = %name, key = ?f.listed.key, error = ?e, "outputs written but not acknowledged");
                     tracker.record_failure(ItemFailure {
-                        key: f.key,
+                        key: f.listed.key,
                         node: name,
                         reason: format!("outputs are written, but recording the object as done failed: {e}"),
                     });
                 }
                 Err(_) => tracker.record_failure(ItemFailure {
-                    key: f.key,
+                    key: f.listed.key,
                     node: name,
                     reason: "internal error: acknowledging panicked".into(),
                 }),

@@ -10,6 +10,8 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::api::item::{Closed, Finished, Item, ItemFailure, Lineage, Meta, Trail};
 use crate::body::Spool;
 use crate::runtime::tracker::Tracker;
+use crate::selection::{Planned, Shard};
+use crate::store::ObjectInfo;
 
 /// Counters of one output port.
 #[derive(Debug, Default)]
@@ -30,6 +32,16 @@ pub struct Outputs {
     retries: Arc<AtomicU64>,
     /// Sources only: `max_bytes_in_flight`, in KiB permits.
     budget: Option<ByteBudget>,
+    /// Sources only: which listed objects this run takes (shard, saved plan).
+    selection: Selection,
+}
+
+/// The objects a source's run takes, whatever the source: this process's shard, and with
+/// `run --plan` only the planned objects, unchanged since planning.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Selection {
+    pub(crate) shard: Option<Shard>,
+    pub(crate) only: Option<Arc<Planned>>,
 }
 
 /// `defaults.max_bytes_in_flight` as a semaphore of KiB: a source's item takes its listed
@@ -47,9 +59,9 @@ impl ByteBudget {
         Self { semaphore: Arc::new(Semaphore::new(total_kib as usize)), total_kib, spool_threshold }
     }
 
-    /// The KiB an item takes: its listed `size` (1 KiB when unknown or smaller).
+    /// The KiB an item takes: its listed size (1 KiB when unknown or smaller).
     fn charge(&self, item: &Item) -> u32 {
-        let size = item.meta.get("size").and_then(|v| v.as_u64()).unwrap_or(0).min(self.spool_threshold);
+        let size = item.listed().size.min(self.spool_threshold);
         (size.div_ceil(1024).max(1)).min(u64::from(self.total_kib)) as u32
     }
 }
@@ -67,10 +79,55 @@ impl Outputs {
         spool: Spool,
         tracker: Arc<Tracker>,
         retries: Arc<AtomicU64>,
-        budget: Option<ByteBudget>,
+        source: Option<(ByteBudget, Selection)>,
     ) -> Self {
         let ports = ports.into_iter().map(|(k, (consumers, stats))| (k, Route { consumers, stats })).collect();
-        Self { node, index, ports, spool, tracker, retries, budget }
+        let (budget, selection) = match source {
+            Some((b, s)) => (Some(b), s),
+            None => (None, Selection::default()),
+        };
+        Self { node, index, ports, spool, tracker, retries, budget, selection }
+    }
+
+    /// Sources call this for every object they list (after their own filters): whether
+    /// this run takes it. Another shard's object is not; with `run --plan`, neither is an
+    /// object the plan does not name, and one that changed since planning is reported
+    /// unprocessed with the reason.
+    pub fn offer(&self, listed: &ObjectInfo) -> bool {
+        if self.selection.shard.is_some_and(|s| !s.owns(&listed.key)) {
+            return false;
+        }
+        let Some(only) = &self.selection.only else { return true };
+        let Some((size, etag)) = only.objects.get(&self.node).and_then(|m| m.get(&listed.key)) else {
+            return false;
+        };
+        if let Ok(mut seen) = only.seen.lock() {
+            seen.insert((self.node.clone(), listed.key.clone()));
+        }
+        if *size != listed.size || (etag.is_some() && *etag != listed.etag) {
+            let reason = format!(
+                "changed since the plan was made (size {size} -> {}, etag {} -> {}); not processed: plan again",
+                listed.size,
+                etag.as_deref().unwrap_or("-"),
+                listed.etag.as_deref().unwrap_or("-")
+            );
+            self.reject(listed, &reason);
+            return false;
+        }
+        true
+    }
+
+    /// After a source's listing ended: the planned objects it did not list are reported
+    /// unprocessed (deleted or moved since planning).
+    pub(crate) fn report_vanished(&self) {
+        let Some(only) = &self.selection.only else { return };
+        let seen = only.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        for (key, (size, etag)) in only.objects.get(&self.node).into_iter().flatten() {
+            if !seen.contains(&(self.node.clone(), key.clone())) {
+                let gone = ObjectInfo { key: key.clone(), size: *size, etag: etag.clone(), last_modified: None };
+                self.reject(&gone, "planned, but no longer listed (deleted or moved since the plan was made)");
+            }
+        }
     }
 
     /// Whether this is a plan (sources must not delete anything then).
@@ -84,13 +141,12 @@ impl Outputs {
     }
 
     /// Counts an object a source skipped because an earlier run finished it.
-    pub fn skipped_done(&self, source_key: &str, listed: Meta) {
+    pub fn skipped_done(&self, listed: &ObjectInfo) {
         self.tracker.skipped_done.fetch_add(1, Ordering::Relaxed);
         if self.tracker.planning.load(Ordering::Relaxed) {
             self.tracker.finish(Finished {
                 source: self.index,
-                key: source_key.to_string(),
-                listed,
+                listed: listed.clone(),
                 failure: None,
                 trail: Trail::default(),
                 already_done: true,
@@ -100,8 +156,8 @@ impl Outputs {
 
     /// Reports an object the source will not process, with the reason (it changed since
     /// the plan was made, it is gone): counted unprocessed.
-    pub fn reject(&self, source_key: &str, listed: Meta, reason: &str) {
-        let item = self.new_item(source_key, listed);
+    pub fn reject(&self, listed: &ObjectInfo, reason: &str) {
+        let item = self.new_item(listed, Meta::new());
         mark_failed(&item, &self.node, reason);
     }
 
@@ -110,16 +166,15 @@ impl Outputs {
         &self.spool
     }
 
-    /// Starts a new item for a source object.
-    pub fn new_item(&self, source_key: &str, meta: Meta) -> Item {
+    /// Starts a new item for a source object, with the metadata templates will read.
+    pub fn new_item(&self, listed: &ObjectInfo, meta: Meta) -> Item {
         self.tracker.started.fetch_add(1, Ordering::Relaxed);
         Item {
-            meta: meta.clone(),
+            meta,
             body: None,
             lineage: Arc::new(Lineage {
-                source_key: source_key.to_string(),
                 source: self.index,
-                listed: meta,
+                listed: listed.clone(),
                 failure: Mutex::new(None),
                 trail: Mutex::new(Trail::default()),
                 on_done: self.tracker.clone(),
@@ -163,7 +218,7 @@ pub(crate) fn mark_failed(item: &Item, node: &str, reason: &str) {
     if let Ok(mut f) = item.lineage.failure.lock() {
         if f.is_none() {
             *f = Some(ItemFailure {
-                key: item.lineage.source_key.clone(),
+                key: item.lineage.listed.key.clone(),
                 node: node.to_string(),
                 reason: reason.to_string(),
             });

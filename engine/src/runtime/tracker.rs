@@ -36,7 +36,7 @@ impl Tracker {
     pub(crate) fn finish(&self, mut f: Finished) {
         if f.failure.is_none() && self.abandoning.load(Ordering::SeqCst) {
             f.failure = Some(ItemFailure {
-                key: f.key.clone(),
+                key: f.listed.key.clone(),
                 node: String::new(),
                 reason: "abandoned at shutdown (grace period over); a rerun processes it".into(),
             });
@@ -54,7 +54,7 @@ impl Tracker {
             (None, Some(tx)) => {
                 if let Err(mpsc::error::SendError(f)) = tx.send(f) {
                     self.record_failure(ItemFailure {
-                        key: f.key,
+                        key: f.listed.key,
                         node: String::new(),
                         reason: "finished after the run closed".into(),
                     });
