@@ -270,7 +270,10 @@ async fn report(
         };
         for n in &p.nodes {
             if let Built::Processor(x) = &n.built {
-                x.finish(&facts).await;
+                // A hook that panics is logged; the run's outcome stands.
+                if AssertUnwindSafe(x.finish(&facts)).catch_unwind().await.is_err() {
+                    tracing::error!(node = %n.spec.name, "internal error: the end-of-run hook panicked");
+                }
             }
         }
     }

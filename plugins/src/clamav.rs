@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Problem, Processor,
+    Role,
 };
 use dqpipe_engine::body::Body;
 use futures::StreamExt;
@@ -481,7 +482,8 @@ impl Processor for Clamav {
         let body =
             item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: clamav needs a fetch upstream"))?;
         if body.len() > self.cfg.max_bytes {
-            item.set("reason", format!("not scanned: {} bytes is over max_bytes ({})", body.len(), self.cfg.max_bytes));
+            let reason = format!("{} bytes is over max_bytes ({})", body.len(), self.cfg.max_bytes);
+            item.set_problem(Problem::Unscannable { reason });
             return out.emit("error", item).await.map_err(ItemError::from);
         }
         let name = item.name().to_string();
@@ -500,12 +502,11 @@ impl Processor for Clamav {
         let port = match verdict {
             Verdict::Clean => "clean",
             Verdict::Infected { signature } => {
-                item.set("reason", format!("infected: {signature}"));
-                item.set("signature", signature);
+                item.set_problem(Problem::Infected { signature });
                 "infected"
             }
             Verdict::Error { reason } => {
-                item.set("reason", format!("not scanned: {reason}"));
+                item.set_problem(Problem::Unscannable { reason });
                 "error"
             }
         };

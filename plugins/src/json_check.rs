@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Problem, Processor,
+    Role,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -81,7 +82,7 @@ impl Processor for JsonCheck {
         match verdict {
             Ok(()) => out.emit("ok", item).await,
             Err(reason) => {
-                item.set("reason", reason);
+                item.set_problem(Problem::Unparseable { reason });
                 out.emit("failed", item).await
             }
         }

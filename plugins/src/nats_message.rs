@@ -11,7 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Problem, Processor,
+    Role,
 };
 use dqpipe_engine::body::Body;
 use indexmap::IndexMap;
@@ -199,7 +200,7 @@ impl Processor for NatsMessage {
                 out.emit("ok", item).await
             }
             Err(reason) => {
-                item.set("reason", reason);
+                item.set_problem(Problem::Unparseable { reason });
                 out.emit("failed", item).await
             }
         }

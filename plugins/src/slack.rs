@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
-    RunFacts,
+    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Problem, Processor,
+    Role, RunFacts,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -156,12 +156,11 @@ impl Slack {
 fn describe(item: &Item) -> (String, String) {
     let name = item.name();
     let reason = item.get_str("reason").unwrap_or("no reason recorded");
-    let headline = if item.meta.contains_key("signature") {
-        format!("Virus detected: {name} quarantined")
-    } else if reason.starts_with("not scanned") {
-        format!("File could not be scanned: {name} quarantined")
-    } else {
-        format!("Failed to parse: {name}")
+    let headline = match &item.problem {
+        Some(Problem::Infected { .. }) => format!("Virus detected: {name} quarantined"),
+        Some(Problem::Unscannable { .. }) => format!("File could not be scanned: {name} quarantined"),
+        Some(Problem::Unparseable { .. }) => format!("Failed to parse: {name}"),
+        Some(Problem::Refused { .. }) | None => format!("Not delivered: {name}"),
     };
     let mut text = format!("Source key: {}\nReason: {reason}", item.source_key());
     if let Some(dest) = item.get_str("dest_key") {

@@ -18,11 +18,48 @@ pub type Meta = serde_json::Map<String, serde_json::Value>;
 pub struct Item {
     pub meta: Meta,
     pub body: Option<Body>,
+    /// Set by the node that sent the item to a problem port: what alerts say and route on.
+    pub problem: Option<Problem>,
     pub(crate) lineage: Arc<Lineage>,
 }
 
+/// Why an item went to a problem port (quarantine, dead letter). Alert nodes route on the
+/// kind, not on the reason's text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    /// The scanner found a signature.
+    Infected { signature: String },
+    /// The scanner answered, but could not scan it (too large, ...): not scanned.
+    Unscannable { reason: String },
+    /// Its content is not what the pipeline reads (not JSON, no message date, ...).
+    Unparseable { reason: String },
+    /// A store or template refused it for good (a key that cannot be written, ...).
+    Refused { reason: String },
+}
+
+impl Problem {
+    /// The reason as the item's `reason` field and reports give it.
+    pub fn reason(&self) -> String {
+        match self {
+            Problem::Infected { signature } => format!("infected: {signature}"),
+            Problem::Unscannable { reason } => format!("not scanned: {reason}"),
+            Problem::Unparseable { reason } | Problem::Refused { reason } => reason.clone(),
+        }
+    }
+}
+
 impl Item {
-    /// The source key this item came from.
+    /// Marks the item with its problem; templates and `.error.json` files read it as
+    /// `reason` (and `signature` for an infected item).
+    pub fn set_problem(&mut self, problem: Problem) {
+        self.set("reason", problem.reason());
+        if let Problem::Infected { signature } = &problem {
+            self.set("signature", signature.clone());
+        }
+        self.problem = Some(problem);
+    }
+
     /// The source object as it was listed: key, size, ETag.
     pub fn listed(&self) -> &ObjectInfo {
         &self.lineage.listed

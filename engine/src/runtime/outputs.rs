@@ -172,6 +172,7 @@ impl Outputs {
         Item {
             meta,
             body: None,
+            problem: None,
             lineage: Arc::new(Lineage {
                 source: self.index,
                 listed: listed.clone(),
