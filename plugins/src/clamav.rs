@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Problem, Processor,
-    Role,
+    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Problem, Processor, Role,
 };
 use dqpipe_engine::body::Body;
 use futures::StreamExt;
@@ -69,32 +68,20 @@ fn default_chunk() -> usize {
     64 * 1024
 }
 
-pub struct ClamavKind;
-
 const PORTS: &[PortDecl] = &[
     PortDecl { name: "clean", must_route: false, problem: false, doc: "clamd answered `stream: OK`" },
     PortDecl { name: "infected", must_route: true, problem: true, doc: "infected items, with `signature`" },
     PortDecl { name: "error", must_route: true, problem: true, doc: "items clamd could not scan, with `reason`" },
 ];
 
-impl NodeKind for ClamavKind {
-    fn name(&self) -> &'static str {
-        "clamav"
-    }
-    fn summary(&self) -> &'static str {
-        "Scans each item with clamd (INSTREAM) or the ClamAV REST front end; only `stream: OK` is clean."
-    }
-    fn role(&self) -> Role {
-        Role::Processor
-    }
-    fn ports(&self) -> &'static [PortDecl] {
-        PORTS
-    }
-    fn schema(&self) -> schemars::Schema {
-        dqpipe_engine::schema::config_schema::<ClamavConfig>()
-    }
-    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
-        let cfg: ClamavConfig = parse_config(config)?;
+impl KindConfig for ClamavConfig {
+    const NAME: &'static str = "clamav";
+    const SUMMARY: &'static str =
+        "Scans each item with clamd (INSTREAM) or the ClamAV REST front end; only `stream: OK` is clean.";
+    const ROLE: Role = Role::Processor;
+    const PORTS: &'static [PortDecl] = PORTS;
+    fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
+        let cfg = self;
         let scanner = Scanner::parse(&cfg.address).map_err(|e| ConfigError::at("address", e))?;
         if cfg.chunk_bytes == 0 {
             return Err(ConfigError::at("chunk_bytes", "must be at least 1"));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
+    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Processor, Role,
 };
 use dqpipe_engine::store::{Store, StoreErrorKind};
 use schemars::JsonSchema;
@@ -23,29 +23,17 @@ pub struct FetchConfig {
     pub retry: RetryPolicy,
 }
 
-pub struct FetchKind;
-
 const PORTS: &[PortDecl] =
     &[PortDecl { name: "out", must_route: false, problem: false, doc: "the item with its bytes" }];
 
-impl NodeKind for FetchKind {
-    fn name(&self) -> &'static str {
-        "fetch"
-    }
-    fn summary(&self) -> &'static str {
-        "Reads each item's object from the store it was listed in (streamed; large bodies spool to disk)."
-    }
-    fn role(&self) -> Role {
-        Role::Processor
-    }
-    fn ports(&self) -> &'static [PortDecl] {
-        PORTS
-    }
-    fn schema(&self) -> schemars::Schema {
-        dqpipe_engine::schema::config_schema::<FetchConfig>()
-    }
-    fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
-        let cfg: FetchConfig = parse_config(config)?;
+impl KindConfig for FetchConfig {
+    const NAME: &'static str = "fetch";
+    const SUMMARY: &'static str =
+        "Reads each item's object from the store it was listed in (streamed; large bodies spool to disk).";
+    const ROLE: Role = Role::Processor;
+    const PORTS: &'static [PortDecl] = PORTS;
+    fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {
+        let cfg = self;
         let stores = ctx.stores.iter().map(|(k, (_, s))| (k.clone(), s.clone())).collect();
         Ok(Built::Processor(Arc::new(Fetch { cfg, stores })))
     }

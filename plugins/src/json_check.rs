@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Problem, Processor,
-    Role,
+    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Problem, Processor, Role,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -26,34 +25,19 @@ fn default_max() -> u64 {
     64 * 1024 * 1024
 }
 
-pub struct JsonCheckKind;
-
 const PORTS: &[PortDecl] = &[
     PortDecl { name: "ok", must_route: false, problem: false, doc: "well-formed JSON, unchanged" },
     PortDecl { name: "failed", must_route: true, problem: true, doc: "anything else, with `reason`" },
 ];
 
-impl NodeKind for JsonCheckKind {
-    fn name(&self) -> &'static str {
-        "json_check"
-    }
-    fn summary(&self) -> &'static str {
-        "Passes well-formed JSON files unchanged; the rest go to `failed` with the reason."
-    }
-    fn role(&self) -> Role {
-        Role::Processor
-    }
-    fn ports(&self) -> &'static [PortDecl] {
-        PORTS
-    }
-    fn cpu_bound(&self) -> bool {
-        true
-    }
-    fn schema(&self) -> schemars::Schema {
-        dqpipe_engine::schema::config_schema::<JsonCheckConfig>()
-    }
-    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
-        let cfg: JsonCheckConfig = parse_config(config)?;
+impl KindConfig for JsonCheckConfig {
+    const NAME: &'static str = "json_check";
+    const SUMMARY: &'static str = "Passes well-formed JSON files unchanged; the rest go to `failed` with the reason.";
+    const ROLE: Role = Role::Processor;
+    const PORTS: &'static [PortDecl] = PORTS;
+    const CPU_BOUND: bool = true;
+    fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
+        let cfg = self;
         Ok(Built::Processor(Arc::new(JsonCheck { cfg })))
     }
 }

@@ -1,8 +1,9 @@
 //! dqpipe's node kinds and stores.
 //!
 //! Each node kind is one file: its user-facing config struct (the spec's contract, with
-//! docs), its `NodeKind` (ports, schema, build) and the running part. To add a kind, add a
-//! file beside these and list it in [`registry`].
+//! docs), which implements `KindConfig` (name, ports, build), and the running part. To
+//! add a kind, add a file beside these and one `kind::<TheConfig>()` line in [`registry`]
+//! (`tests/example_kind.rs` does it in one file).
 //!
 //! Follow one archive file through the NATS pipeline:
 //! [`list`] -> [`fetch`] -> [`clamav`] -> [`nats_message`] -> [`put`], with
@@ -22,19 +23,19 @@ pub mod stores;
 
 use std::sync::Arc;
 
-use dqpipe_engine::api::Registry;
+use dqpipe_engine::api::{kind, Registry};
 
 /// Every node kind and store scheme this build knows.
 pub fn registry() -> Registry {
     Registry {
         kinds: vec![
-            Arc::new(list::ListKind),
-            Arc::new(fetch::FetchKind),
-            Arc::new(put::PutKind),
-            Arc::new(clamav::ClamavKind),
-            Arc::new(nats_message::NatsMessageKind),
-            Arc::new(slack::SlackKind),
-            Arc::new(json_check::JsonCheckKind),
+            kind::<list::ListConfig>(),
+            kind::<fetch::FetchConfig>(),
+            kind::<put::PutConfig>(),
+            kind::<clamav::ClamavConfig>(),
+            kind::<nats_message::NatsMessageConfig>(),
+            kind::<slack::SlackConfig>(),
+            kind::<json_check::JsonCheckConfig>(),
         ],
         stores: Arc::new(stores::Opener),
     }

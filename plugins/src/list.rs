@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Meta, NodeKind, Outputs, PortDecl, Role, Source, SourceContext,
+    BuildContext, Built, ConfigError, KindConfig, Meta, Outputs, PortDecl, Role, Source, SourceContext,
 };
 use dqpipe_engine::store::{Access, ObjectInfo, Store, StoreErrorKind};
 use futures::stream::BoxStream;
@@ -100,29 +100,17 @@ pub struct ResumeConfig {
     pub prefix: Option<String>,
 }
 
-pub struct ListKind;
-
 const PORTS: &[PortDecl] =
     &[PortDecl { name: "out", must_route: false, problem: false, doc: "one item per listed object" }];
 
-impl NodeKind for ListKind {
-    fn name(&self) -> &'static str {
-        "list"
-    }
-    fn summary(&self) -> &'static str {
-        "Lists objects under a prefix in a store; one item per object (key, name, size, etag)."
-    }
-    fn role(&self) -> Role {
-        Role::Source
-    }
-    fn ports(&self) -> &'static [PortDecl] {
-        PORTS
-    }
-    fn schema(&self) -> schemars::Schema {
-        dqpipe_engine::schema::config_schema::<ListConfig>()
-    }
-    fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
-        let cfg: ListConfig = parse_config(config)?;
+impl KindConfig for ListConfig {
+    const NAME: &'static str = "list";
+    const SUMMARY: &'static str =
+        "Lists objects under a prefix in a store; one item per object (key, name, size, etag).";
+    const ROLE: Role = Role::Source;
+    const PORTS: &'static [PortDecl] = PORTS;
+    fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {
+        let cfg = self;
         let store = match cfg.delete_after_success {
             true => ctx.store_that_can("store", &cfg.store, Access::Delete)?,
             false => ctx.store("store", &cfg.store)?,

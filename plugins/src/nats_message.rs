@@ -11,8 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Problem, Processor,
-    Role,
+    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Problem, Processor, Role,
 };
 use dqpipe_engine::body::Body;
 use indexmap::IndexMap;
@@ -34,8 +33,6 @@ fn default_max() -> u64 {
     64 * 1024 * 1024
 }
 
-pub struct NatsMessageKind;
-
 const PORTS: &[PortDecl] = &[
     PortDecl { name: "ok", must_route: false, problem: false, doc: "the transformed message, with `msg_date`" },
     PortDecl {
@@ -46,27 +43,15 @@ const PORTS: &[PortDecl] = &[
     },
 ];
 
-impl NodeKind for NatsMessageKind {
-    fn name(&self) -> &'static str {
-        "nats_message"
-    }
-    fn summary(&self) -> &'static str {
-        "Transforms a NATS archive message (X400Message + ATS message) into the flat parsed record; sets `msg_date`."
-    }
-    fn role(&self) -> Role {
-        Role::Processor
-    }
-    fn ports(&self) -> &'static [PortDecl] {
-        PORTS
-    }
-    fn cpu_bound(&self) -> bool {
-        true
-    }
-    fn schema(&self) -> schemars::Schema {
-        dqpipe_engine::schema::config_schema::<NatsMessageConfig>()
-    }
-    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
-        let cfg: NatsMessageConfig = parse_config(config)?;
+impl KindConfig for NatsMessageConfig {
+    const NAME: &'static str = "nats_message";
+    const SUMMARY: &'static str =
+        "Transforms a NATS archive message (X400Message + ATS message) into the flat parsed record; sets `msg_date`.";
+    const ROLE: Role = Role::Processor;
+    const PORTS: &'static [PortDecl] = PORTS;
+    const CPU_BOUND: bool = true;
+    fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
+        let cfg = self;
         Ok(Built::Processor(Arc::new(NatsMessage { cfg })))
     }
 }

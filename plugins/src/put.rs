@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Processor, Role,
+    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Processor, Role,
 };
 use dqpipe_engine::body::Body;
 use dqpipe_engine::store::{Access, PutOptions, Store, StoreErrorKind};
@@ -42,29 +42,16 @@ pub struct PutConfig {
     pub retry: RetryPolicy,
 }
 
-pub struct PutKind;
-
 const PORTS: &[PortDecl] =
     &[PortDecl { name: "out", must_route: false, problem: false, doc: "the item once written, with `dest_key`" }];
 
-impl NodeKind for PutKind {
-    fn name(&self) -> &'static str {
-        "put"
-    }
-    fn summary(&self) -> &'static str {
-        "Writes each item to a store at a templated key; nothing partial is ever visible."
-    }
-    fn role(&self) -> Role {
-        Role::Processor
-    }
-    fn ports(&self) -> &'static [PortDecl] {
-        PORTS
-    }
-    fn schema(&self) -> schemars::Schema {
-        dqpipe_engine::schema::config_schema::<PutConfig>()
-    }
-    fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
-        let cfg: PutConfig = parse_config(config)?;
+impl KindConfig for PutConfig {
+    const NAME: &'static str = "put";
+    const SUMMARY: &'static str = "Writes each item to a store at a templated key; nothing partial is ever visible.";
+    const ROLE: Role = Role::Processor;
+    const PORTS: &'static [PortDecl] = PORTS;
+    fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {
+        let cfg = self;
         let store = ctx.store_that_can("store", &cfg.store, Access::Write)?;
         let key = ctx.template("key", &cfg.key)?;
         Ok(Built::Processor(Arc::new(Put { name: ctx.node.to_string(), cfg, store, key })))

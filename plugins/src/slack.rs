@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, NodeKind, Outputs, PortDecl, Problem, Processor,
-    Role, RunFacts,
+    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Problem, Processor, Role,
+    RunFacts,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -60,26 +60,13 @@ fn alert_retry() -> RetryPolicy {
     RetryPolicy { attempts: 3, initial_delay_ms: 500, max_delay_ms: 4_000, deadline_secs: 30, ..RetryPolicy::default() }
 }
 
-pub struct SlackKind;
-
-impl NodeKind for SlackKind {
-    fn name(&self) -> &'static str {
-        "slack"
-    }
-    fn summary(&self) -> &'static str {
-        "Posts an alert per problem item (up to a cap, then a summary) to a Slack incoming webhook; never fails the run."
-    }
-    fn role(&self) -> Role {
-        Role::Processor
-    }
-    fn ports(&self) -> &'static [PortDecl] {
-        &[]
-    }
-    fn schema(&self) -> schemars::Schema {
-        dqpipe_engine::schema::config_schema::<SlackConfig>()
-    }
-    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
-        let cfg: SlackConfig = parse_config(config)?;
+impl KindConfig for SlackConfig {
+    const NAME: &'static str = "slack";
+    const SUMMARY: &'static str = "Posts an alert per problem item (up to a cap, then a summary) to a Slack incoming webhook; never fails the run.";
+    const ROLE: Role = Role::Processor;
+    const PORTS: &'static [PortDecl] = &[];
+    fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
+        let cfg = self;
         let url = cfg.webhook_url.trim().to_string();
         if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
             return Err(ConfigError::at("webhook_url", "must be an http(s) URL (value not shown: it is a secret)"));

@@ -58,6 +58,53 @@ pub trait NodeKind: Send + Sync {
     fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError>;
 }
 
+/// A kind written as its config type and its running part: the config type names the
+/// kind, its ports and role, and builds the running node from itself. Registered with
+/// [`kind`]; the schema and the parsing of settings come from the type. (Kinds that need
+/// state of their own beside the settings implement [`NodeKind`] directly.)
+pub trait KindConfig: DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static {
+    const NAME: &'static str;
+    /// One line for `--help`, the schema and the README.
+    const SUMMARY: &'static str;
+    const ROLE: Role;
+    const PORTS: &'static [PortDecl];
+    /// See [`NodeKind::cpu_bound`].
+    const CPU_BOUND: bool = false;
+    /// Checks the settings and builds a runnable node. Does no I/O: plans build too.
+    fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError>;
+}
+
+/// The kind whose config type is `C`, for a [`Registry`].
+pub fn kind<C: KindConfig>() -> Arc<dyn NodeKind> {
+    Arc::new(Kind::<C>(std::marker::PhantomData))
+}
+
+struct Kind<C>(std::marker::PhantomData<fn() -> C>);
+
+impl<C: KindConfig> NodeKind for Kind<C> {
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+    fn summary(&self) -> &'static str {
+        C::SUMMARY
+    }
+    fn role(&self) -> Role {
+        C::ROLE
+    }
+    fn ports(&self) -> &'static [PortDecl] {
+        C::PORTS
+    }
+    fn cpu_bound(&self) -> bool {
+        C::CPU_BOUND
+    }
+    fn schema(&self) -> schemars::Schema {
+        crate::schema::config_schema::<C>()
+    }
+    fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
+        parse_config::<C>(config)?.build(ctx)
+    }
+}
+
 /// What [`NodeKind::build`] returns.
 #[derive(Clone)]
 pub enum Built {

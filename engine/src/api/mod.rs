@@ -15,6 +15,8 @@ pub mod source;
 pub use crate::runtime::outputs::{Outputs, PortStats};
 pub use crate::selection::{Planned, Shard};
 pub use item::{Closed, Item, ItemError, ItemFailure, Meta, PlannedWrite, Problem, Trail};
-pub use kind::{parse_config, BuildContext, Built, ConfigError, NodeKind, PortDecl, Registry, Role, StoreOpener};
+pub use kind::{
+    kind, parse_config, BuildContext, Built, ConfigError, KindConfig, NodeKind, PortDecl, Registry, Role, StoreOpener,
+};
 pub use processor::{Processor, RunFacts};
 pub use source::{Source, SourceContext, Stop};
