@@ -22,7 +22,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::api::{Built, Item, Outputs, Processor, RunFacts, Source, SourceContext};
+use crate::api::{Built, Context, Emitter, Item, Processor, RunFacts, Source, SourceContext};
 use crate::body::Spool;
 use crate::load::Pipeline;
 pub use crate::options::{Mode, RunOptions, DEFAULT_GRACE};
@@ -93,25 +93,29 @@ fn spawn_nodes(
                 (decl.name, (consumers, stats.ports[i][decl.name].clone()))
             })
             .collect();
-        let out = Arc::new(Outputs::new(
+        let cx = Context {
+            node: n.spec.name.clone(),
+            spool: spool.clone(),
+            retries: stats.nodes[i].retries.clone(),
+            planning: matches!(opts.mode, Mode::Plan { .. }),
+        };
+        let out = Arc::new(Emitter::new(
             n.spec.name.clone(),
             i,
             ports,
-            spool.clone(),
             stats.tracker.clone(),
-            stats.nodes[i].retries.clone(),
             matches!(n.built, Built::Source(_))
                 .then(|| (budget.clone(), Selection { shard: opts.shard, only: opts.only.clone() })),
         ));
         match &n.built {
             Built::Source(source) => {
                 let ctx = SourceContext { stop: opts.stop.clone(), reprocess: opts.reprocess };
-                tasks.spawn(run_source(n.spec.name.clone(), source.clone(), out, ctx));
+                tasks.spawn(run_source(source.clone(), out, cx, ctx));
             }
             Built::Processor(node) => {
                 let Some(rx) = receivers.remove(n.spec.name.as_str()) else { continue };
                 let task = ProcessorTask {
-                    name: n.spec.name.clone(),
+                    cx: Arc::new(cx),
                     node: node.clone(),
                     out,
                     rx,
@@ -123,19 +127,20 @@ fn spawn_nodes(
             }
         }
     }
-    // Only the Outputs (held by the tasks) keep senders now: channels close as upstream
+    // Only the Emitter (held by the tasks) keep senders now: channels close as upstream
     // nodes finish, and the run drains from sources to sinks.
     tasks
 }
 
 /// A source's task: lists and emits until done or stopped. A panic is a source error.
 async fn run_source(
-    name: String,
     source: Arc<dyn Source>,
-    out: Arc<Outputs>,
+    out: Arc<Emitter>,
+    cx: Context,
     ctx: SourceContext,
 ) -> Option<SourceError> {
-    match AssertUnwindSafe(source.run(&out, &ctx)).catch_unwind().await {
+    let name = cx.node.clone();
+    match AssertUnwindSafe(source.run(&out, &cx, &ctx)).catch_unwind().await {
         Ok(Ok(())) => {
             if !ctx.stop.is_stopped() {
                 out.report_vanished();
@@ -152,9 +157,9 @@ async fn run_source(
 
 /// A processing node's task.
 struct ProcessorTask {
-    name: String,
+    cx: Arc<Context>,
     node: Arc<dyn Processor>,
-    out: Arc<Outputs>,
+    out: Arc<Emitter>,
     rx: mpsc::Receiver<Item>,
     /// The node's `concurrency` permits.
     limit: Arc<Semaphore>,
@@ -174,9 +179,9 @@ impl ProcessorTask {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             let now = self.stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
-            let (node, out, stats, name) = (self.node.clone(), self.out.clone(), self.stats.clone(), self.name.clone());
+            let (node, out, stats, cx) = (self.node.clone(), self.out.clone(), self.stats.clone(), self.cx.clone());
             running.spawn(async move {
-                process_one(&name, node, &out, &stats, item, mode).await;
+                process_one(node, &out, &cx, &stats, item, mode).await;
                 stats.in_flight.fetch_sub(1, Ordering::SeqCst);
                 drop(permit);
             });
@@ -189,14 +194,15 @@ impl ProcessorTask {
 
 /// One item through one node. A failure or a panic is recorded against its source object,
 /// which is then reported unprocessed: a panic fails closed.
-async fn process_one(name: &str, node: Arc<dyn Processor>, out: &Outputs, stats: &NodeStats, item: Item, mode: Mode) {
+async fn process_one(node: Arc<dyn Processor>, out: &Emitter, cx: &Context, stats: &NodeStats, item: Item, mode: Mode) {
+    let name = cx.node();
     // Kept so that a failure can be recorded against the object; a clone shares the body.
     let guard = item.clone();
     let r = match mode {
-        Mode::Run => AssertUnwindSafe(node.process(item, out)).catch_unwind().await,
+        Mode::Run => AssertUnwindSafe(node.process(item, out, cx)).catch_unwind().await,
         Mode::Plan { deep } => {
             item.plan_visit(name);
-            AssertUnwindSafe(node.preview(item, out, deep)).catch_unwind().await
+            AssertUnwindSafe(node.preview(item, out, cx, deep)).catch_unwind().await
         }
     };
     let reason = match r {

@@ -18,8 +18,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::api::{
-    parse_config, BuildContext, Built, ConfigError, Item, ItemError, Meta, NodeKind, Outputs, PortDecl, Processor,
-    Registry, Role, Source, SourceContext, StoreOpener,
+    parse_config, BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, Meta, NodeKind, PortDecl,
+    Processor, Registry, Role, Source, SourceContext, StoreOpener,
 };
 use crate::body::{Body, Spool};
 use crate::spec::StoreSpec;
@@ -113,7 +113,7 @@ impl Source for Numbers {
         assert!(!self.cfg.panic_in_preflight, "a preflight check that panics");
         Ok(())
     }
-    async fn run(&self, out: &Outputs, ctx: &SourceContext) -> Result<(), String> {
+    async fn run(&self, out: &Emitter, _cx: &Context, ctx: &SourceContext) -> Result<(), String> {
         for i in 0..self.cfg.count {
             if ctx.stop.is_stopped() {
                 break;
@@ -175,7 +175,7 @@ struct Gate {
 
 #[async_trait]
 impl Processor for Gate {
-    async fn process(&self, item: Item, out: &Outputs) -> Result<(), ItemError> {
+    async fn process(&self, item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let p = &self.probe;
         p.entered.fetch_add(1, Ordering::SeqCst);
         let now = p.open.fetch_add(1, Ordering::SeqCst) + 1;
@@ -193,7 +193,7 @@ impl Processor for Gate {
         }
         out.emit("out", item).await.map_err(ItemError::from)
     }
-    async fn preview(&self, item: Item, out: &Outputs, _deep: bool) -> Result<(), ItemError> {
+    async fn preview(&self, item: Item, out: &Emitter, _cx: &Context, _deep: bool) -> Result<(), ItemError> {
         out.emit("out", item).await.map_err(ItemError::from)
     }
 }

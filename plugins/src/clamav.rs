@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Problem, Processor, Role,
+    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
 };
 use dqpipe_engine::body::Body;
 use futures::StreamExt;
@@ -460,12 +460,12 @@ impl Processor for Clamav {
     }
 
     /// Never scans: a plan assumes clean and says so.
-    async fn preview(&self, item: Item, out: &Outputs, _deep: bool) -> Result<(), ItemError> {
+    async fn preview(&self, item: Item, out: &Emitter, _cx: &Context, _deep: bool) -> Result<(), ItemError> {
         item.plan_note("not scanned in a plan: assumed clean (infected or unscannable would go to quarantine)");
         out.emit("clean", item).await.map_err(ItemError::from)
     }
 
-    async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
+    async fn process(&self, mut item: Item, out: &Emitter, cx: &Context) -> Result<(), ItemError> {
         let body =
             item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: clamav needs a fetch upstream"))?;
         if body.len() > self.cfg.max_bytes {
@@ -482,7 +482,7 @@ impl Processor for Clamav {
                 || self.scanner.scan(&self.sessions, &name, &body, self.cfg.chunk_bytes, timeout),
                 |_| true,
                 |e| format!("not scanned: {}", e.0),
-                || out.retried(1),
+                || cx.retried(1),
             )
             .await
             .map_err(ItemError::new)?;

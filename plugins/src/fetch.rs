@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Processor, Role,
+    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Processor, Role,
 };
 use dqpipe_engine::store::{Store, StoreErrorKind};
 use schemars::JsonSchema;
@@ -47,14 +47,14 @@ struct Fetch {
 #[async_trait]
 impl Processor for Fetch {
     /// Reads only in `--deep` plans.
-    async fn preview(&self, item: Item, out: &Outputs, deep: bool) -> Result<(), ItemError> {
+    async fn preview(&self, item: Item, out: &Emitter, cx: &Context, deep: bool) -> Result<(), ItemError> {
         if deep {
-            return self.process(item, out).await;
+            return self.process(item, out, cx).await;
         }
         out.emit("out", item).await.map_err(ItemError::from)
     }
 
-    async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
+    async fn process(&self, mut item: Item, out: &Emitter, cx: &Context) -> Result<(), ItemError> {
         let store_name = item.get_str("store").unwrap_or_default().to_string();
         let store = self.stores.get(&store_name).ok_or_else(|| {
             ItemError::new(format!(
@@ -66,13 +66,13 @@ impl Processor for Fetch {
             .cfg
             .retry
             .run(
-                || store.get(&key, out.spool()),
+                || store.get(&key, cx.spool()),
                 |e| e.kind == StoreErrorKind::Transient,
                 |e| match e.kind {
                     StoreErrorKind::NotFound => format!("object vanished since listing (not found): {e}"),
                     _ => format!("fetching: {e}"),
                 },
-                || out.retried(1),
+                || cx.retried(1),
             )
             .await
             .map_err(ItemError::new)?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Problem, Processor, Role,
+    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -48,7 +48,7 @@ struct JsonCheck {
 
 #[async_trait]
 impl Processor for JsonCheck {
-    async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
+    async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let body = item
             .body
             .clone()
@@ -74,9 +74,9 @@ impl Processor for JsonCheck {
     }
 
     /// Checks in `--deep` plans (the bytes were read); otherwise assumes well-formed.
-    async fn preview(&self, item: Item, out: &Outputs, deep: bool) -> Result<(), ItemError> {
+    async fn preview(&self, item: Item, out: &Emitter, cx: &Context, deep: bool) -> Result<(), ItemError> {
         if deep && item.body.is_some() {
-            return self.process(item, out).await;
+            return self.process(item, out, cx).await;
         }
         out.emit("ok", item).await.map_err(ItemError::from)
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, KindConfig, Meta, Outputs, PortDecl, Role, Source, SourceContext,
+    BuildContext, Built, ConfigError, Context, Emitter, KindConfig, Meta, PortDecl, Role, Source, SourceContext,
 };
 use dqpipe_engine::store::{Access, ObjectInfo, Store, StoreErrorKind};
 use futures::stream::BoxStream;
@@ -157,7 +157,7 @@ pub enum Selection {
 
 impl List {
     /// Whether this run takes the object, by the node's own filters and the markers an
-    /// earlier run left (`done`). The engine decides the rest ([`Outputs::offer`]: the
+    /// earlier run left (`done`). The engine decides the rest ([`Emitter::offer`]: the
     /// shard, a saved plan).
     pub fn select(&self, o: &ObjectInfo, ctx: &SourceContext, done: &HashSet<String>) -> Selection {
         if self.cfg.suffix.as_deref().is_some_and(|s| !o.key.ends_with(s)) {
@@ -181,10 +181,10 @@ impl List {
     }
 
     /// The listing, with transient failures retried from the last key seen.
-    pub fn walk<'a>(&'a self, out: &'a Outputs) -> BoxStream<'a, Result<ObjectInfo, String>> {
+    pub fn walk<'a>(&'a self, cx: &'a Context) -> BoxStream<'a, Result<ObjectInfo, String>> {
         let url = self.store.display_url();
         resumable_listing(&*self.store, &self.cfg.prefix, self.cfg.start_after.clone(), &self.cfg.retry, || {
-            out.retried(1)
+            cx.retried(1)
         })
         .map(move |r| r.map_err(|e| format!("listing {url}: {e}")))
         .boxed()
@@ -237,7 +237,7 @@ impl Source for List {
             .map(|_| ())
     }
 
-    async fn run(&self, out: &Outputs, ctx: &SourceContext) -> Result<(), String> {
+    async fn run(&self, out: &Emitter, cx: &Context, ctx: &SourceContext) -> Result<(), String> {
         if self.cfg.limit == Some(0) {
             // Zero means zero: nothing is taken, nothing deleted.
             tracing::warn!(store = %self.store.display_url(), "limit is 0: no object is taken in this run");
@@ -251,7 +251,7 @@ impl Source for List {
         // fetched while the items of this one wait for room downstream.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<ObjectInfo, String>>(2_000);
         let produce = async {
-            let mut listing = self.walk(out);
+            let mut listing = self.walk(cx);
             if self.cfg.order == Order::Modified {
                 let mut all = Vec::new();
                 while let Some(o) = listing.next().await {
@@ -295,7 +295,7 @@ impl Source for List {
                     Selection::Done => {
                         out.skipped_done(&o);
                         // Delivered by an earlier run but not deleted then: only the delete.
-                        if self.cfg.delete_after_success && !out.planning() {
+                        if self.cfg.delete_after_success && !cx.planning() {
                             if let Err(e) = self.store.delete_listed(&o).await {
                                 tracing::warn!(key = ?o.key, error = %e, "already delivered, but deleting it failed");
                             }

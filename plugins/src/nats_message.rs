@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Problem, Processor, Role,
+    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
 };
 use dqpipe_engine::body::Body;
 use indexmap::IndexMap;
@@ -155,15 +155,15 @@ fn type_name(v: &Value) -> &'static str {
 impl Processor for NatsMessage {
     /// Transforms in memory in `--deep` plans (the bytes were read); otherwise assumes the
     /// message parses and says that `msg_date` needs the content.
-    async fn preview(&self, item: Item, out: &Outputs, deep: bool) -> Result<(), ItemError> {
+    async fn preview(&self, item: Item, out: &Emitter, cx: &Context, deep: bool) -> Result<(), ItemError> {
         if deep && item.body.is_some() {
-            return self.process(item, out).await;
+            return self.process(item, out, cx).await;
         }
         item.plan_note("msg_date comes from the content: plan --deep reads it");
         out.emit("ok", item).await.map_err(ItemError::from)
     }
 
-    async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
+    async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let body = item
             .body
             .clone()

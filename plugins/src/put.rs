@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Processor, Role,
+    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Processor, Role,
 };
 use dqpipe_engine::body::Body;
 use dqpipe_engine::store::{Access, PutOptions, Store, StoreErrorKind};
@@ -95,7 +95,7 @@ impl Processor for Put {
     }
 
     /// Writes nothing: records the destination key, or the variables it still needs.
-    async fn preview(&self, mut item: Item, out: &Outputs, _deep: bool) -> Result<(), ItemError> {
+    async fn preview(&self, mut item: Item, out: &Emitter, _cx: &Context, _deep: bool) -> Result<(), ItemError> {
         let missing: Vec<String> =
             self.key.variables().into_iter().filter(|v| !item.meta.contains_key(v.as_str())).collect();
         if missing.is_empty() {
@@ -109,7 +109,7 @@ impl Processor for Put {
         out.emit("out", item).await.map_err(ItemError::from)
     }
 
-    async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
+    async fn process(&self, mut item: Item, out: &Emitter, cx: &Context) -> Result<(), ItemError> {
         let key = self.key_for(&item).map_err(|e| ItemError::new(format!("destination key: {e}")))?;
         if key.is_empty() {
             return Err(ItemError::new(format!("destination key template {:?} gave an empty key", self.key.source())));
@@ -124,9 +124,9 @@ impl Processor for Put {
             meta.insert("source_key".into(), item.source_key().into());
             let json =
                 serde_json::to_vec_pretty(&meta).map_err(|e| ItemError::new(format!("encoding the reason: {e}")))?;
-            self.write(&format!("{key}.error.json"), &Body::Memory(Bytes::from(json)), &opts, out).await?;
+            self.write(&format!("{key}.error.json"), &Body::Memory(Bytes::from(json)), &opts, cx).await?;
         }
-        self.write(&key, &body, &opts, out).await?;
+        self.write(&key, &body, &opts, cx).await?;
         item.set("dest_key", key);
         item.set("dest_store", self.cfg.store.clone());
         out.emit("out", item).await.map_err(ItemError::from)
@@ -134,14 +134,14 @@ impl Processor for Put {
 }
 
 impl Put {
-    async fn write(&self, key: &str, body: &Body, opts: &PutOptions, out: &Outputs) -> Result<(), ItemError> {
+    async fn write(&self, key: &str, body: &Body, opts: &PutOptions, cx: &Context) -> Result<(), ItemError> {
         self.cfg
             .retry
             .run(
                 || self.store.put(key, body, opts),
                 |e| e.kind == StoreErrorKind::Transient,
                 |e| format!("writing {key:?} to {}: {e}", self.store.display_url()),
-                || out.retried(1),
+                || cx.retried(1),
             )
             .await
             .map(|_| ())

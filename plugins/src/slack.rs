@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Problem, Processor, Role,
-    RunFacts,
+    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor,
+    Role, RunFacts,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -166,11 +166,11 @@ impl Processor for Slack {
     }
 
     /// Sends nothing in a plan.
-    async fn preview(&self, _item: Item, _out: &Outputs, _deep: bool) -> Result<(), ItemError> {
+    async fn preview(&self, _item: Item, _out: &Emitter, _cx: &Context, _deep: bool) -> Result<(), ItemError> {
         Ok(())
     }
 
-    async fn process(&self, item: Item, _out: &Outputs) -> Result<(), ItemError> {
+    async fn process(&self, item: Item, _out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         if !self.enabled() {
             return Ok(());
         }

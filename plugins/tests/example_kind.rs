@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::{
-    kind, BuildContext, Built, ConfigError, Item, ItemError, KindConfig, Outputs, PortDecl, Processor, Role,
+    kind, BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Processor, Role,
 };
 use dqpipe_engine::body::Body;
 use serde::Deserialize;
@@ -41,13 +41,13 @@ struct Upper {
 
 #[async_trait]
 impl Processor for Upper {
-    async fn process(&self, mut item: Item, out: &Outputs) -> Result<(), ItemError> {
+    async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let body = item.body.take().ok_or_else(|| ItemError::new("no bytes: fetch first"))?;
         let bytes = body.to_bytes(self.max_bytes).await.map_err(|e| ItemError::new(e.to_string()))?;
         item.body = Some(Body::Memory(Bytes::from(bytes.to_ascii_uppercase())));
         out.emit("out", item).await.map_err(ItemError::from)
     }
-    async fn preview(&self, item: Item, out: &Outputs, _deep: bool) -> Result<(), ItemError> {
+    async fn preview(&self, item: Item, out: &Emitter, _cx: &Context, _deep: bool) -> Result<(), ItemError> {
         out.emit("out", item).await.map_err(ItemError::from)
     }
 }

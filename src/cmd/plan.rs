@@ -66,7 +66,7 @@ pub async fn run(args: Args) -> Exit {
 }
 
 /// Where the plan goes: the screen (text, or JSON of the objects shown) and the file.
-struct Outputs<'a> {
+struct Emitter<'a> {
     shown: usize,
     count: usize,
     notes: Vec<String>,
@@ -79,7 +79,7 @@ enum Screen<'a> {
     Json(PlanWriter<std::io::StdoutLock<'a>>),
 }
 
-impl Outputs<'_> {
+impl Emitter<'_> {
     fn object(&mut self, o: &PlannedObject) -> Result<(), String> {
         for n in &o.notes {
             if !self.notes.contains(n) {
@@ -124,7 +124,7 @@ async fn plan(p: &Pipeline, mut opts: RunOptions, args: &Args) -> Result<PlanTot
         }
         Format::Json => Screen::Json(PlanWriter::start(screen, &header).map_err(|e| e.to_string())?),
     };
-    let mut out = Outputs {
+    let mut out = Emitter {
         shown: if args.all { usize::MAX } else { args.limit },
         count: 0,
         notes: Vec::new(),
@@ -159,7 +159,7 @@ fn start_file(path: &Path, header: &PlanHeader) -> Result<PlanWriter<std::io::Bu
 }
 
 /// The totals, on the screen and at the end of the file.
-fn finish(mut out: Outputs, totals: &PlanTotals) -> std::io::Result<()> {
+fn finish(mut out: Emitter, totals: &PlanTotals) -> std::io::Result<()> {
     if let Some(f) = out.file.take() {
         f.finish(totals, out.count as u64)?;
     }

@@ -4,16 +4,19 @@
 //! spec, the engine hands it the node's settings and gets back something that runs: a
 //! [`Source`] (`source.rs`) that lists objects and starts one [`Item`] (`item.rs`) each, or a
 //! [`Processor`] (`processor.rs`) that takes one item at a time and sends it on through
-//! named output ports ([`Outputs::emit`]). An item that cannot be processed is an
+//! named output ports ([`Emitter::emit`]), with a [`Context`] (`context.rs`: spool,
+//! retries, plan mode). An item that cannot be processed is an
 //! [`ItemError`]: the object is then reported unprocessed and nothing is sent on.
 
+pub mod context;
 pub mod item;
 pub mod kind;
 pub mod processor;
 pub mod source;
 
-pub use crate::runtime::outputs::{Outputs, PortStats};
+pub use crate::runtime::outputs::{Emitter, PortStats};
 pub use crate::selection::{Planned, Shard};
+pub use context::Context;
 pub use item::{Closed, Item, ItemError, ItemFailure, Meta, PlannedWrite, Problem, Trail};
 pub use kind::{
     kind, parse_config, BuildContext, Built, ConfigError, KindConfig, NodeKind, PortDecl, Registry, Role, StoreOpener,

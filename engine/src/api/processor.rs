@@ -3,8 +3,9 @@
 
 use async_trait::async_trait;
 
+use crate::api::context::Context;
 use crate::api::item::{Item, ItemError};
-use crate::runtime::outputs::Outputs;
+use crate::runtime::outputs::Emitter;
 
 #[async_trait]
 pub trait Processor: Send + Sync {
@@ -13,12 +14,12 @@ pub trait Processor: Send + Sync {
     }
     /// Processes one item and sends it (or what it became) on. Several calls run at once,
     /// up to the node's concurrency.
-    async fn process(&self, item: Item, out: &Outputs) -> Result<(), ItemError>;
+    async fn process(&self, item: Item, out: &Emitter, cx: &Context) -> Result<(), ItemError>;
     /// What `process` would do, with no side effect: no write, no delete, no scan, no
     /// alert. Reads are allowed only when `deep` (`plan --deep`). Sinks record their
     /// destination with [`Item::plan_write`]; nodes that cannot know what they would decide
     /// say what they assume with [`Item::plan_note`].
-    async fn preview(&self, item: Item, out: &Outputs, deep: bool) -> Result<(), ItemError>;
+    async fn preview(&self, item: Item, out: &Emitter, cx: &Context, deep: bool) -> Result<(), ItemError>;
     /// Called once after every item has finished.
     async fn finish(&self, _facts: &RunFacts) {}
 }

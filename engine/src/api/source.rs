@@ -3,7 +3,8 @@
 
 use async_trait::async_trait;
 
-use crate::runtime::outputs::Outputs;
+use crate::api::context::Context;
+use crate::runtime::outputs::Emitter;
 use crate::store::ObjectInfo;
 
 #[async_trait]
@@ -13,11 +14,11 @@ pub trait Source: Send + Sync {
     async fn preflight(&self) -> Result<(), String> {
         Ok(())
     }
-    /// Lists objects, and for each one that [`Outputs::offer`] takes (this shard's, the
-    /// plan's), produces an item with [`Outputs::new_item`] and [`Outputs::emit`], until
+    /// Lists objects, and for each one that [`Emitter::offer`] takes (this shard's, the
+    /// plan's), produces an item with [`Emitter::new_item`] and [`Emitter::emit`], until
     /// exhausted or until `ctx.stop` is set; unless `ctx.reprocess`, objects an earlier
-    /// run finished are counted with [`Outputs::skipped_done`] instead.
-    async fn run(&self, out: &Outputs, ctx: &SourceContext) -> Result<(), String>;
+    /// run finished are counted with [`Emitter::skipped_done`] instead.
+    async fn run(&self, out: &Emitter, cx: &Context, ctx: &SourceContext) -> Result<(), String>;
     /// Called once per object after every output of it is durable, before it is counted
     /// complete: record it as done, delete it at a source that deletes. An error leaves
     /// the object unprocessed (a rerun does it again). `listed` is the object as listed.

@@ -1,5 +1,6 @@
-//! A node's output ports ([`Outputs`]): the channels to its consumers, the counters of
-//! each port, and, for sources, the byte budget their new items wait for.
+//! A node's output ports ([`Emitter`]): the channels to its consumers, the counters of
+//! each port, and, for sources, the byte budget their new items wait for and the
+//! selection of the objects this run takes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,6 @@ use indexmap::IndexMap;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::api::item::{Closed, Finished, Item, ItemFailure, Lineage, Meta, Trail};
-use crate::body::Spool;
 use crate::runtime::tracker::Tracker;
 use crate::selection::{Planned, Shard};
 use crate::store::ObjectInfo;
@@ -22,14 +22,12 @@ pub struct PortStats {
 
 /// A node's output ports and where each leads. Shared by the node's concurrent tasks;
 /// the downstream channels close when the last copy is dropped.
-pub struct Outputs {
+pub struct Emitter {
     node: String,
     /// The node's index in the pipeline (sources stamp it on their items).
     index: usize,
     ports: IndexMap<&'static str, Route>,
-    spool: Spool,
     tracker: Arc<Tracker>,
-    retries: Arc<AtomicU64>,
     /// Sources only: `max_bytes_in_flight`, in KiB permits.
     budget: Option<ByteBudget>,
     /// Sources only: which listed objects this run takes (shard, saved plan).
@@ -71,14 +69,12 @@ struct Route {
     stats: Arc<PortStats>,
 }
 
-impl Outputs {
+impl Emitter {
     pub(crate) fn new(
         node: String,
         index: usize,
         ports: IndexMap<&'static str, (Vec<mpsc::Sender<Item>>, Arc<PortStats>)>,
-        spool: Spool,
         tracker: Arc<Tracker>,
-        retries: Arc<AtomicU64>,
         source: Option<(ByteBudget, Selection)>,
     ) -> Self {
         let ports = ports.into_iter().map(|(k, (consumers, stats))| (k, Route { consumers, stats })).collect();
@@ -86,7 +82,7 @@ impl Outputs {
             Some((b, s)) => (Some(b), s),
             None => (None, Selection::default()),
         };
-        Self { node, index, ports, spool, tracker, retries, budget, selection }
+        Self { node, index, ports, tracker, budget, selection }
     }
 
     /// Sources call this for every object they list (after their own filters): whether
@@ -130,16 +126,6 @@ impl Outputs {
         }
     }
 
-    /// Whether this is a plan (sources must not delete anything then).
-    pub fn planning(&self) -> bool {
-        self.tracker.planning.load(Ordering::Relaxed)
-    }
-
-    /// Counts retries of transient failures, for the run report.
-    pub fn retried(&self, n: usize) {
-        self.retries.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
     /// Counts an object a source skipped because an earlier run finished it.
     pub fn skipped_done(&self, listed: &ObjectInfo) {
         self.tracker.skipped_done.fetch_add(1, Ordering::Relaxed);
@@ -159,11 +145,6 @@ impl Outputs {
     pub fn reject(&self, listed: &ObjectInfo, reason: &str) {
         let item = self.new_item(listed, Meta::new());
         mark_failed(&item, &self.node, reason);
-    }
-
-    /// Where bodies spool; nodes that read objects need it.
-    pub fn spool(&self) -> &Spool {
-        &self.spool
     }
 
     /// Starts a new item for a source object, with the metadata templates will read.

@@ -1,0 +1,35 @@
+//! What a node may use while it works, beside the item and where to send it: where large
+//! bodies spool, a counter of retries for the report, whether this is a plan.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::body::Spool;
+
+/// One node's context, shared by its concurrent tasks.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub(crate) node: String,
+    pub(crate) spool: Spool,
+    pub(crate) retries: Arc<AtomicU64>,
+    pub(crate) planning: bool,
+}
+
+impl Context {
+    /// The node's name in the spec.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+    /// Where bodies spool; nodes that read objects need it.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+    /// Counts retries of transient failures, for the run report.
+    pub fn retried(&self, n: usize) {
+        self.retries.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    /// Whether this is a plan: no write, delete, scan or alert then.
+    pub fn planning(&self) -> bool {
+        self.planning
+    }
+}
