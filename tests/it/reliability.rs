@@ -2,8 +2,7 @@
 //! clamd, clamd stopping mid-run, SIGTERM with a grace period. Real s3s-fs, real clamd,
 //! a fault-injecting TCP proxy on 127.0.0.1.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests: the binary, a real clamd, a real HTTP listener.
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -272,11 +271,6 @@ impl S3Server {
         self.root.path().join(bucket)
     }
 
-    /// Environment for the test specs' S3 stores.
-    pub fn env(&self, c: &mut Command) {
-        c.env("S3_ENDPOINT", self.endpoint()).env("S3_KEY_ID", S3_KEY_ID).env("S3_SECRET", S3_SECRET);
-    }
-
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -310,7 +304,6 @@ pub enum Fault {
 pub struct FaultProxy {
     pub port: u16,
     pub pattern: Arc<Mutex<Vec<Fault>>>,
-    pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FaultProxy {
@@ -321,8 +314,8 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
         let port = listener.local_addr().expect("proxy address").port();
         let pattern = Arc::new(Mutex::new(pattern));
-        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (pat, conns) = (pattern.clone(), connections.clone());
+        let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pat = pattern.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(mut client) = client else { continue };
@@ -394,7 +387,7 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { port, pattern, connections }
+        FaultProxy { port, pattern }
     }
 
     pub fn set(&self, pattern: Vec<Fault>) {
@@ -755,8 +748,6 @@ pub struct ListingProxy {
     pub port: u16,
     /// Pages it broke so far.
     pub broke: Arc<std::sync::atomic::AtomicUsize>,
-    /// Truncated listing pages it saw.
-    pub seen: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ListingProxy {
@@ -766,8 +757,8 @@ impl ListingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
         let port = listener.local_addr().unwrap().port();
         let broke = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (counter, pages) = (broke.clone(), seen.clone());
+        let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = broke.clone();
         // Reads one HTTP message's head (lines up to the empty one) and its body.
         fn message(r: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
             let mut head = String::new();
@@ -862,7 +853,7 @@ impl ListingProxy {
                 });
             }
         });
-        ListingProxy { port, broke, seen }
+        ListingProxy { port, broke }
     }
 }
 

@@ -1,8 +1,7 @@
 //! Hostile input: keys that try to leave a store, keys a store cannot hold, documents that
 //! try to exhaust the parser or memory, and secrets that must never be printed.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 

@@ -1,8 +1,7 @@
 //! `dqpipe run` between local folders: many files byte-identical, and per-node concurrency
 //! as observed by a real HTTP listener (in-flight counts, not timings).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn copies_ten_thousand_files_byte_identical() {

@@ -1,8 +1,7 @@
 //! The NATS pipeline end to end on local folders, with a real clamd (Debian's
 //! clamav-daemon, the project's config and .ndb) and a real HTTP listener for Slack.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 

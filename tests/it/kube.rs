@@ -3,8 +3,7 @@
 //! container within the restricted Pod Security Standard; and sharding: four processes on
 //! one S3 source share it exactly.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,7 +1,6 @@
 //! Broken specs: each gives a non-zero exit and a message naming file:line:column.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn validate(yaml: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -2,8 +2,7 @@
 //! stored, several list pages, zero-byte and 50 MB objects, the NATS pipeline S3 -> S3 with
 //! the original job's variables and a real clamd, and the error cases an operator meets.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,8 +2,7 @@
 //! run then does item by item, a documented JSON shape, `--detailed-exitcode`, and
 //! `run --plan` with a stale plan.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -1,8 +1,7 @@
 //! Issue 14: inputs found by trying to break dqpipe. Each test reproduces one finding with
 //! the input that broke it, against the real binary.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 

@@ -1,8 +1,7 @@
 //! The live ingest: Debian's OpenSSH sshd (chrooted SFTP, a throwaway user and keys) on a
 //! loopback port, the real S3 server, real clamd, a real Slack listener.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::Command;

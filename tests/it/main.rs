@@ -1,0 +1,16 @@
+//! The integration tests, as one test binary (one link instead of one per file): each
+//! module runs the real `dqpipe` binary against real components started on 127.0.0.1
+//! (clamd, sshd, s3s-fs, moto, HTTP listeners), with the helpers in `common`.
+
+mod common;
+
+mod breaking;
+mod copy;
+mod hostile;
+mod kube;
+mod nats;
+mod plan;
+mod reliability;
+mod s3;
+mod sftp;
+mod spec_errors;
