@@ -37,6 +37,6 @@ pub fn registry() -> Registry {
             kind::<slack::SlackConfig>(),
             kind::<json_check::JsonCheckConfig>(),
         ],
-        stores: Arc::new(stores::Opener),
+        stores: Arc::new(stores::Opener::new()),
     }
 }
