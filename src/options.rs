@@ -75,8 +75,20 @@ pub fn run_options(tuning: &Tuning) -> Result<RunOptions, Exit> {
     Ok(opts)
 }
 
-/// Loads the spec and reads the tuning flags.
+/// Loads the spec and reads the tuning flags; `--concurrency NODE=N` must name a node.
 pub fn load_with(spec: &Path, tuning: &Tuning) -> Result<(Pipeline, RunOptions), Exit> {
     let p = load(spec)?;
-    Ok((p, run_options(tuning)?))
+    let opts = run_options(tuning)?;
+    let names: Vec<&str> = p.nodes.iter().map(|n| n.spec.name.as_str()).collect();
+    let mut unknown: Vec<&String> = opts.node_concurrency.keys().filter(|k| !names.contains(&k.as_str())).collect();
+    unknown.sort();
+    if let Some(node) = unknown.first() {
+        eprintln!(
+            "error: --concurrency {node}=...: {} has no node `{node}`; its nodes are: {}",
+            spec.display(),
+            names.join(", ")
+        );
+        return Err(Exit::Invalid);
+    }
+    Ok((p, opts))
 }

@@ -69,6 +69,15 @@ impl<'a> ErrorSink<'a> {
             message: message.into(),
         });
     }
+    /// An error at a given place (the second of two duplicate keys).
+    pub fn push_at(&mut self, pos: Pos, path: &SpecPath, message: impl Into<String>) {
+        self.errors.push(SpecError {
+            file: self.file.clone(),
+            pos: Some(pos),
+            path: if path.is_root() { String::new() } else { path.to_string() },
+            message: message.into(),
+        });
+    }
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }

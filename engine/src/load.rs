@@ -62,6 +62,17 @@ pub fn load_pipeline_str(
 ) -> Result<Pipeline, SpecErrors> {
     let (mut doc, map) = parse(file, text)?;
     let mut errors = ErrorSink::new(file.to_path_buf(), &map);
+    // YAML keeps the last of two equal keys; a spec never means that (a pasted node
+    // would replace the real one).
+    for (path, first, again) in &map.duplicates {
+        let message = format!(
+            "`{}` is written twice in this mapping (first at line {}, column {}); YAML would keep only this one: rename or remove one",
+            path.to_string().rsplit('.').next().unwrap_or_default(),
+            first.line,
+            first.column
+        );
+        errors.push_at(*again, path, message);
+    }
     // 1. Environment interpolation in every string value.
     let mut env_vars = BTreeMap::new();
     interpolate_value(&mut doc, &SpecPath::root(), env, &mut errors, &mut env_vars);

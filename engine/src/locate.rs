@@ -97,6 +97,8 @@ pub struct Pos {
 #[derive(Debug, Default)]
 pub struct SourceMap {
     positions: HashMap<SpecPath, Pos>,
+    /// Keys written twice in one mapping: the path, where it first was, where again.
+    pub duplicates: Vec<(SpecPath, Pos, Pos)>,
 }
 
 impl SourceMap {
@@ -168,7 +170,14 @@ impl SourceMap {
                                 Event::Scalar(s, ..) => s.to_string(),
                                 _ => String::from("?"),
                             };
-                            map.positions.entry(path.key(&k)).or_insert(pos);
+                            match map.positions.entry(path.key(&k)) {
+                                std::collections::hash_map::Entry::Occupied(first) => {
+                                    map.duplicates.push((path.key(&k), *first.get(), pos))
+                                }
+                                std::collections::hash_map::Entry::Vacant(v) => {
+                                    v.insert(pos);
+                                }
+                            }
                             *key = Some(k);
                             if matches!(ev, Event::MappingStart(..) | Event::SequenceStart(..)) {
                                 // A complex key: parse through it without recording.

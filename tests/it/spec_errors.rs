@@ -183,3 +183,48 @@ fn writing_to_a_store_that_cannot_be_written_is_refused_by_validate() {
         "{err}"
     );
 }
+
+#[test]
+fn a_key_written_twice_is_an_error_at_both_places() {
+    // A pasted second `write` node used to replace the real one silently.
+    let (code, err) = validate(&format!(
+        "{HEAD}  list: {{ kind: list, store: src }}\n  write: {{ kind: put, input: list, store: dst, key: \"a/{{{{ name }}}}\" }}\n  write: {{ kind: put, input: list, store: dst, key: \"b/{{{{ name }}}}\" }}\n"
+    ));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("p.yaml:9:3: nodes.write: `write` is written twice in this mapping (first at line 8, column 3)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_concurrency_for_a_node_that_does_not_exist_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dqpipe(dir.path())
+        .args(["plan", &repo().join("pipelines/nats-historical.yaml").to_string_lossy(), "--concurrency", "scna=4"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--concurrency scna=...") && err.contains("has no node `scna`") && err.contains("scan"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_report_that_cannot_be_written_does_not_change_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.json"), "{}").unwrap();
+    let out = dqpipe(dir.path())
+        .args(["run", &repo().join("pipelines/examples/copy.yaml").to_string_lossy(), "--progress", "off"])
+        .args(["--report", "no-such-folder/r.json"])
+        .env("SRC_URL", "file://./in")
+        .env("DST_URL", "file://./out")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("the run report could not be written"), "{err}");
+}
