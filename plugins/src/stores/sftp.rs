@@ -56,7 +56,11 @@ pub struct SftpStore {
     port: u16,
     /// The folder on the server; keys are relative to it.
     dir: String,
-    key: Arc<PrivateKey>,
+    /// The private key file and its passphrase: read when connecting (a preflight check),
+    /// not when the spec is validated, so that a spec repository can lint the spec
+    /// without the key.
+    key_path: String,
+    passphrase: Option<String>,
     known_hosts: Option<std::path::PathBuf>,
     insecure: bool,
     timeout: Duration,
@@ -112,12 +116,6 @@ impl SftpStore {
         }
         let key_path = non_empty(&opts.private_key_path)
             .ok_or_else(|| ConfigError::at("sftp.private_key_path", "an sftp:// store needs a private key file"))?;
-        let key = russh::keys::load_secret_key(key_path, non_empty(&opts.private_key_passphrase)).map_err(|e| {
-            ConfigError::at(
-                "sftp.private_key_path",
-                format!("cannot read the private key `{key_path}`: {e} (RSA or ed25519, OpenSSH or PEM format)"),
-            )
-        })?;
         let known_hosts = match (non_empty(&opts.known_hosts_path), opts.insecure_accept_any_host_key) {
             (_, true) => None,
             (Some(p), false) => Some(std::path::PathBuf::from(p)),
@@ -133,13 +131,26 @@ impl SftpStore {
             host: host.to_string(),
             port,
             dir: format!("/{}", dir.trim_matches('/')),
-            key: Arc::new(key),
+            key_path: key_path.to_string(),
+            passphrase: non_empty(&opts.private_key_passphrase).map(String::from),
             known_hosts,
             insecure: opts.insecure_accept_any_host_key,
             timeout: Duration::from_secs(opts.connect_timeout_secs.unwrap_or(20).max(1)),
             min_age: Duration::from_secs(opts.min_age_secs.unwrap_or(60)),
             session: Mutex::new(None),
         })
+    }
+
+    /// The private key, read from its file: a file missing or in another format is an
+    /// error of the store's settings (not retried).
+    fn private_key(&self) -> Result<Arc<PrivateKey>, StoreError> {
+        let key = russh::keys::load_secret_key(&self.key_path, self.passphrase.as_deref()).map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::AccessDenied,
+                format!("cannot read the private key `{}`: {e} (RSA or ed25519, OpenSSH or PEM format)", self.key_path),
+            )
+        })?;
+        Ok(Arc::new(key))
     }
 
     fn path(&self, key: &str) -> Result<String, StoreError> {
@@ -195,9 +206,10 @@ impl SftpStore {
                 ));
             }
         };
+        let key = self.private_key()?;
         let hash = ssh.best_supported_rsa_hash().await.ok().flatten().flatten();
         let auth = ssh
-            .authenticate_publickey(&self.user, PrivateKeyWithHashAlg::new(self.key.clone(), hash))
+            .authenticate_publickey(&self.user, PrivateKeyWithHashAlg::new(key, hash))
             .await
             .map_err(|e| StoreError::new(StoreErrorKind::Transient, format!("authenticating: {e}")))?;
         if !auth.success() {
