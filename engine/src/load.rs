@@ -15,7 +15,7 @@ use crate::error::{ErrorSink, SpecError, SpecErrors};
 use crate::interpolate::interpolate;
 use crate::locate::{LineIndex, Pos, SourceMap, SpecPath};
 use crate::schema::{check_ranges, config_schema};
-use crate::spec::{Defaults, InputRef, NodeSpec, SpecHeader, StoreSpec, COMMON_NODE_KEYS, MAX_CONCURRENCY};
+use crate::spec::{Defaults, NodeSpec, SpecHeader, StoreSpec};
 use crate::store::Store;
 
 /// A checked, built pipeline, ready to plan or run.
@@ -203,7 +203,7 @@ fn split_nodes(header: &SpecHeader, errors: &mut ErrorSink) -> Vec<NodeSpec> {
             errors.push(&path, "node names are letters, digits, `_` and `-` (a `.` separates a node from its port)");
             continue;
         }
-        if let Some(spec) = split_node(name, value, &path, errors) {
+        if let Some(spec) = NodeSpec::from_value(name, value, &path, errors) {
             specs.push(spec);
         }
     }
@@ -224,6 +224,7 @@ fn build_nodes(
         Some(d) => d.order.clone(),
         None => (0..specs.len()).collect(),
     };
+    let declared: Vec<String> = header.stores.keys().cloned().collect();
     let mut nodes = Vec::new();
     for i in order {
         let spec = &specs[i];
@@ -236,9 +237,16 @@ fn build_nodes(
         if !ranges.is_empty() {
             continue;
         }
-        let ctx = BuildContext { pipeline: &header.name, node: &spec.name, defaults: &header.defaults, stores };
+        let ctx = BuildContext {
+            pipeline: &header.name,
+            node: &spec.name,
+            defaults: &header.defaults,
+            stores,
+            declared_stores: &declared,
+        };
         match kind.build(&ctx, config) {
             Ok(built) => nodes.push(PipelineNode { spec: spec.clone(), kind: kind.clone(), built }),
+            Err(e) if e.consequential => {}
             Err(e) => errors.push(&spec.path.join_dotted(&e.path), e.message),
         }
     }
@@ -342,56 +350,4 @@ fn interpolate_value(
         }
         _ => {}
     }
-}
-
-/// Separates a node's common keys from its kind's settings.
-fn split_node(name: &str, value: &Value, path: &SpecPath, errors: &mut ErrorSink<'_>) -> Option<NodeSpec> {
-    let Value::Object(map) = value else {
-        errors.push(path, "a node is a mapping with at least `kind`");
-        return None;
-    };
-    let mut config = map.clone();
-    for k in COMMON_NODE_KEYS {
-        config.shift_remove(*k);
-    }
-    let kind = match map.get("kind") {
-        Some(Value::String(k)) => k.clone(),
-        Some(_) => {
-            errors.push(&path.key("kind"), "must be a string naming a node kind");
-            return None;
-        }
-        None => {
-            errors.push(path, "missing `kind`");
-            return None;
-        }
-    };
-    let mut inputs = Vec::new();
-    match map.get("input") {
-        None => {}
-        Some(Value::String(s)) => inputs.push(InputRef::parse(s, path.key("input"))),
-        Some(Value::Array(a)) => {
-            for (i, el) in a.iter().enumerate() {
-                match el {
-                    Value::String(s) => inputs.push(InputRef::parse(s, path.key("input").index(i))),
-                    _ => errors.push(&path.key("input").index(i), "must be a string: `node` or `node.port`"),
-                }
-            }
-        }
-        Some(_) => errors.push(&path.key("input"), "must be `node`, `node.port` or a list of them"),
-    }
-    let concurrency = match map.get("concurrency") {
-        None => None,
-        Some(v) => match v.as_u64() {
-            Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(n as usize),
-            _ => {
-                errors.push(
-                    &path.key("concurrency"),
-                    format!("{v} is out of range: use a whole number from 1 to {MAX_CONCURRENCY}"),
-                );
-                None
-            }
-        },
-    };
-    let description = map.get("description").and_then(|d| d.as_str()).map(String::from);
-    Some(NodeSpec { name: name.to_string(), kind, inputs, concurrency, description, config, path: path.clone() })
 }

@@ -20,6 +20,9 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use serde_json::Value;
+
+use crate::error::ErrorSink;
 use crate::locate::SpecPath;
 
 /// The keys at the top of a spec file.
@@ -127,5 +130,64 @@ impl InputRef {
             Some((node, port)) => Self { node: node.to_string(), port: Some(port.to_string()), path },
             None => Self { node: s.to_string(), port: None, path },
         }
+    }
+}
+
+impl NodeSpec {
+    /// Separates a node's common keys from its kind's settings.
+    pub(crate) fn from_value(
+        name: &str,
+        value: &Value,
+        path: &SpecPath,
+        errors: &mut ErrorSink<'_>,
+    ) -> Option<NodeSpec> {
+        let Value::Object(map) = value else {
+            errors.push(path, "a node is a mapping with at least `kind`");
+            return None;
+        };
+        let mut config = map.clone();
+        for k in COMMON_NODE_KEYS {
+            config.shift_remove(*k);
+        }
+        let kind = match map.get("kind") {
+            Some(Value::String(k)) => k.clone(),
+            Some(_) => {
+                errors.push(&path.key("kind"), "must be a string naming a node kind");
+                return None;
+            }
+            None => {
+                errors.push(path, "missing `kind`");
+                return None;
+            }
+        };
+        let mut inputs = Vec::new();
+        match map.get("input") {
+            None => {}
+            Some(Value::String(s)) => inputs.push(InputRef::parse(s, path.key("input"))),
+            Some(Value::Array(a)) => {
+                for (i, el) in a.iter().enumerate() {
+                    match el {
+                        Value::String(s) => inputs.push(InputRef::parse(s, path.key("input").index(i))),
+                        _ => errors.push(&path.key("input").index(i), "must be a string: `node` or `node.port`"),
+                    }
+                }
+            }
+            Some(_) => errors.push(&path.key("input"), "must be `node`, `node.port` or a list of them"),
+        }
+        let concurrency = match map.get("concurrency") {
+            None => None,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(n as usize),
+                _ => {
+                    errors.push(
+                        &path.key("concurrency"),
+                        format!("{v} is out of range: use a whole number from 1 to {MAX_CONCURRENCY}"),
+                    );
+                    None
+                }
+            },
+        };
+        let description = map.get("description").and_then(|d| d.as_str()).map(String::from);
+        Some(NodeSpec { name: name.to_string(), kind, inputs, concurrency, description, config, path: path.clone() })
     }
 }

@@ -118,11 +118,13 @@ pub struct ConfigError {
     /// Dotted path below the node (`key`, `retry.attempts`); empty for the node itself.
     pub path: String,
     pub message: String,
+    /// Follows from an error already reported (a store that failed to open): not shown.
+    pub consequential: bool,
 }
 
 impl ConfigError {
     pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self { path: path.into(), message: message.into(), consequential: false }
     }
 }
 
@@ -139,7 +141,7 @@ pub fn parse_config<T: DeserializeOwned>(config: serde_json::Value) -> Result<T,
             (".", None) => String::new(),
             (p, None) => p.to_string(),
         };
-        ConfigError { path, message }
+        ConfigError { path, message, consequential: false }
     })
 }
 
@@ -155,21 +157,28 @@ pub struct BuildContext<'a> {
     pub node: &'a str,
     pub defaults: &'a Defaults,
     pub stores: &'a IndexMap<String, (StoreSpec, Arc<dyn Store>)>,
+    /// Every store the spec names, opened or not.
+    pub declared_stores: &'a [String],
 }
 
 impl BuildContext<'_> {
-    /// The store named `name`, or an error listing the ones that exist.
+    /// The store named `name`, or an error listing the ones that exist. A store the spec
+    /// declares but that failed to open is already reported: that error is consequential.
     pub fn store(&self, field: &str, name: &str) -> Result<Arc<dyn Store>, ConfigError> {
-        self.stores.get(name).map(|(_, s)| s.clone()).ok_or_else(|| {
-            let known: Vec<&str> = self.stores.keys().map(|s| s.as_str()).collect();
-            ConfigError::at(
-                field,
-                format!(
-                    "unknown store `{name}`; the spec's stores are: {}",
-                    if known.is_empty() { "(none)".into() } else { known.join(", ") }
-                ),
-            )
-        })
+        if let Some((_, s)) = self.stores.get(name) {
+            return Ok(s.clone());
+        }
+        if self.declared_stores.iter().any(|d| d == name) {
+            return Err(ConfigError { consequential: true, ..ConfigError::at(field, "store failed to open") });
+        }
+        let known: Vec<&str> = self.stores.keys().map(|s| s.as_str()).collect();
+        Err(ConfigError::at(
+            field,
+            format!(
+                "unknown store `{name}`; the spec's stores are: {}",
+                if known.is_empty() { "(none)".into() } else { known.join(", ") }
+            ),
+        ))
     }
 
     /// The store named `name`, which must allow `access` (a `put` needs a store it can

@@ -151,5 +151,5 @@ impl StoreOpener for Opener {
 /// An error in a scheme's table, placed under the table (`s3.endpoint`).
 fn nested(table: &str, e: ConfigError) -> ConfigError {
     let path = if e.path.is_empty() { table.to_string() } else { format!("{table}.{}", e.path) };
-    ConfigError { path, message: e.message }
+    ConfigError { path, ..e }
 }
