@@ -34,6 +34,7 @@ pub mod stats;
 pub mod store;
 pub mod template;
 pub mod testing;
+mod trust;
 
 pub use api::{Item, NodeKind, Registry};
 pub use error::{SpecError, SpecErrors};

@@ -105,7 +105,7 @@ pub fn load_pipeline_str(
     })
 }
 
-type Stores = IndexMap<String, (StoreSpec, Arc<dyn Store>)>;
+pub(crate) type Stores = IndexMap<String, (StoreSpec, Arc<dyn Store>)>;
 
 /// 2-6: the top level, the stores, the nodes' common keys, the wiring, each kind's own
 /// settings. Errors are collected; `None` when there is no pipeline to return.
@@ -176,6 +176,14 @@ fn open_stores(header: &SpecHeader, registry: &Registry, errors: &mut ErrorSink)
                 continue;
             }
         };
+        let trusted = match options.remove("trusted") {
+            None => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => {
+                errors.push(&path.key("trusted"), "must be true or false");
+                continue;
+            }
+        };
         let ranges = check_ranges(&registry.stores.schema().to_value(), &Value::Object(options.clone()));
         for (at, message) in &ranges {
             errors.push(&path.join_dotted(at), message.clone());
@@ -183,7 +191,7 @@ fn open_stores(header: &SpecHeader, registry: &Registry, errors: &mut ErrorSink)
         if !ranges.is_empty() {
             continue;
         }
-        let spec = StoreSpec { name: name.clone(), url, options, path: path.clone() };
+        let spec = StoreSpec { name: name.clone(), url, trusted, options, path: path.clone() };
         match registry.stores.open(&spec) {
             Ok(store) => {
                 stores.insert(name.clone(), (spec, store));
@@ -225,6 +233,7 @@ fn build_nodes(
         None => (0..specs.len()).collect(),
     };
     let declared: Vec<String> = header.stores.keys().cloned().collect();
+    let mut writes = std::collections::HashMap::new();
     let mut nodes = Vec::new();
     for i in order {
         let spec = &specs[i];
@@ -243,12 +252,25 @@ fn build_nodes(
             defaults: &header.defaults,
             stores,
             declared_stores: &declared,
+            writes: Default::default(),
         };
         match kind.build(&ctx, config) {
-            Ok(built) => nodes.push(PipelineNode { spec: spec.clone(), kind: kind.clone(), built }),
+            Ok(built) => {
+                if matches!(built, Built::Processor(_)) {
+                    writes.insert(spec.name.clone(), ctx.writes.take());
+                }
+                nodes.push(PipelineNode { spec: spec.clone(), kind: kind.clone(), built })
+            }
             Err(e) if e.consequential => {}
             Err(e) => errors.push(&spec.path.join_dotted(&e.path), e.message),
         }
+    }
+    if let Some(dag) = dag {
+        let clean_ports = nodes.iter().filter_map(|n| Some((n.spec.name.clone(), n.kind.clean_port()?))).collect();
+        let sources: Vec<String> =
+            nodes.iter().filter(|n| matches!(n.built, Built::Source(_))).map(|n| n.spec.name.clone()).collect();
+        let trusted: Vec<String> = stores.iter().filter(|(_, (s, _))| s.trusted).map(|(n, _)| n.clone()).collect();
+        crate::trust::check_trusted_writes(dag, specs, &trusted, &writes, &clean_ports, &sources, errors);
     }
     nodes
 }

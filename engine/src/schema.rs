@@ -62,7 +62,12 @@ pub fn spec_schema(registry: &Registry) -> Value {
         })
         .collect();
     root["properties"]["nodes"]["additionalProperties"] = json!({ "oneOf": kinds });
-    root["properties"]["stores"]["additionalProperties"] = registry.stores.schema().to_value();
+    let mut store = registry.stores.schema().to_value();
+    store["properties"]["trusted"] = json!({
+        "type": "boolean",
+        "description": "Only what a scanner passed as clean may be written here: validate refuses a path into this store that bypasses a scan."
+    });
+    root["properties"]["stores"]["additionalProperties"] = store;
     root
 }
 

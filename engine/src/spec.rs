@@ -94,6 +94,9 @@ impl Default for Defaults {
 pub struct StoreSpec {
     pub name: String,
     pub url: String,
+    /// `trusted: true`: only what a scanner passed as clean may be written here
+    /// (checked by `validate`, see `trust.rs`).
+    pub trusted: bool,
     /// Everything but `url`, checked by the opener of the URL's scheme.
     pub options: serde_json::Map<String, serde_json::Value>,
     pub path: SpecPath,

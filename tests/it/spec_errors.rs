@@ -256,3 +256,24 @@ fn a_store_that_fails_to_open_gives_one_error_not_one_per_node() {
     assert!(!err.contains("unknown store"), "a consequential error: {err}");
     assert!(err.contains("1 error in p.yaml"), "{err}");
 }
+
+#[test]
+fn a_trusted_store_reached_without_a_scan_is_refused_with_the_path() {
+    let spec = |write_input: &str| {
+        format!(
+            "version: 1\nname: t\nstores:\n  src: {{ url: \"file://./in\" }}\n  internal: {{ url: \"file://./out\", trusted: true }}\n  q: {{ url: \"file://./q\" }}\nnodes:\n  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  scan: {{ kind: clamav, input: fetch, address: \"tcp://127.0.0.1:3310\" }}\n  quarantine: {{ kind: put, input: [scan.infected, scan.error], store: q, key: \"{{{{ key }}}}\" }}\n  write: {{ kind: put, input: {write_input}, store: internal, key: \"{{{{ name }}}}\" }}\n"
+        )
+    };
+    let (code, err) = validate(&spec("scan.clean"));
+    assert_eq!(code, 0, "{err}");
+    // A second input straight from fetch bypasses the scan.
+    let (code, err) = validate(&spec("[scan.clean, fetch]"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("p.yaml:12:51: nodes.write.store: store `internal` is trusted")
+            && err.contains("items reach `write` by list -> fetch -> write without a scan"),
+        "{err}"
+    );
+    // The quarantine may take what was not scanned clean: it is not trusted.
+    assert!(!err.contains("nodes.quarantine"), "{err}");
+}

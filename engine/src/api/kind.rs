@@ -52,6 +52,11 @@ pub trait NodeKind: Send + Sync {
             _ => None,
         }
     }
+    /// The port on which a scanner sends what it found clean: the only way into a store
+    /// marked `trusted`. None for kinds that do not scan.
+    fn clean_port(&self) -> Option<&'static str> {
+        None
+    }
     /// JSON Schema of the kind's own settings (see [`crate::schema::config_schema`]).
     fn schema(&self) -> schemars::Schema;
     /// Checks the settings and builds a runnable node. Does no I/O: plans build too.
@@ -70,6 +75,8 @@ pub trait KindConfig: DeserializeOwned + schemars::JsonSchema + Send + Sync + 's
     const PORTS: &'static [PortDecl];
     /// See [`NodeKind::cpu_bound`].
     const CPU_BOUND: bool = false;
+    /// See [`NodeKind::clean_port`].
+    const CLEAN_PORT: Option<&'static str> = None;
     /// Checks the settings and builds a runnable node. Does no I/O: plans build too.
     fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError>;
 }
@@ -96,6 +103,9 @@ impl<C: KindConfig> NodeKind for Kind<C> {
     }
     fn cpu_bound(&self) -> bool {
         C::CPU_BOUND
+    }
+    fn clean_port(&self) -> Option<&'static str> {
+        C::CLEAN_PORT
     }
     fn schema(&self) -> schemars::Schema {
         crate::schema::config_schema::<C>()
@@ -159,6 +169,9 @@ pub struct BuildContext<'a> {
     pub stores: &'a IndexMap<String, (StoreSpec, Arc<dyn Store>)>,
     /// Every store the spec names, opened or not.
     pub declared_stores: &'a [String],
+    /// The stores this node asked to write to ([`BuildContext::store_that_can`]), for
+    /// the trusted-store check.
+    pub(crate) writes: std::cell::RefCell<Vec<String>>,
 }
 
 impl BuildContext<'_> {
@@ -186,6 +199,9 @@ impl BuildContext<'_> {
     pub fn store_that_can(&self, field: &str, name: &str, access: Access) -> Result<Arc<dyn Store>, ConfigError> {
         let store = self.store(field, name)?;
         if store.can(access) {
+            if access == Access::Write {
+                self.writes.borrow_mut().push(name.to_string());
+            }
             return Ok(store);
         }
         let verb = match access {
