@@ -184,6 +184,9 @@ pub struct PlanHeader<'a> {
     pub spec_hash: &'a str,
     pub created_at: String,
     pub deep: bool,
+    /// Made with `--reprocess`: objects earlier runs finished are planned too, and
+    /// `run --plan` processes them.
+    pub reprocess: bool,
     pub shard: Option<crate::api::Shard>,
     pub stores: &'a [PlanStore],
     pub nodes: &'a [PlanNode],

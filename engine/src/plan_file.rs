@@ -120,6 +120,7 @@ impl<'de> Visitor<'de> for PlanVisitor<'_> {
                     }
                     hash_ok = true;
                 }
+                "reprocess" => planned.reprocess = map.next_value()?,
                 "objects" if format_ok && hash_ok => map.next_value_seed(Objects(&mut planned))?,
                 "objects" => return Err(A::Error::custom("`objects` comes before `format` and `spec_hash`")),
                 _ => {

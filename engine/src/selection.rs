@@ -10,6 +10,8 @@ pub struct Planned {
     pub objects: std::collections::HashMap<String, std::collections::HashMap<String, (u64, Option<String>)>>,
     /// (source, key) met by this run's listings, to report planned objects that are gone.
     pub seen: Mutex<std::collections::HashSet<(String, String)>>,
+    /// The plan was made with `--reprocess`: its objects are processed even if done.
+    pub reprocess: bool,
 }
 
 /// One of `count` disjoint shares of the objects, by a stable hash of the key.

@@ -110,6 +110,7 @@ async fn plan(p: &Pipeline, mut opts: RunOptions, args: &Args) -> Result<PlanTot
         spec_hash: &p.spec_hash,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         deep: args.deep,
+        reprocess: opts.reprocess,
         shard: opts.shard,
         stores: &static_plan.stores,
         nodes: &static_plan.nodes,

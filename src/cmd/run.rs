@@ -40,7 +40,11 @@ pub async fn run(args: Args) -> Exit {
     };
     if let Some(file) = &args.plan {
         match read_plan(file, &p) {
-            Ok(planned) => opts.only = Some(Arc::new(planned)),
+            Ok(planned) => {
+                // A plan made with --reprocess planned finished objects too: run them.
+                opts.reprocess |= planned.reprocess;
+                opts.only = Some(Arc::new(planned));
+            }
             Err(e) => {
                 eprintln!("error: {}: {e}", file.display());
                 return Exit::Invalid;

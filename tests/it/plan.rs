@@ -132,6 +132,7 @@ fn the_json_shape_is_the_documented_one() {
             "spec_hash",
             "created_at",
             "deep",
+            "reprocess",
             "shard",
             "stores",
             "nodes",
@@ -215,4 +216,35 @@ fn run_with_a_saved_plan_does_exactly_the_plan_and_reports_what_changed() {
     // The new object was not in the plan: not processed.
     assert_eq!(files_under(&dir.path().join("var/internal")).len(), 38);
     assert!(!files_under(&dir.path().join("var/internal")).iter().any(|f| f.contains("0000000000000NEW")));
+}
+
+#[test]
+fn a_plan_made_with_reprocess_is_run_with_reprocess() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    for n in 0..5 {
+        std::fs::write(dir.path().join(format!("in/{n}.json")), "{}").unwrap();
+    }
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "version: 1\nname: t\nstores:\n  src: { url: file://./in }\n  dst: { url: file://./out }\nnodes:\n  list: { kind: list, store: src, resume: { store: dst } }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ name }}\" }\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = dqpipe(dir.path())
+            .args(["run", "p.yaml", "--progress", "off", "--report", "r.json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        read_json(&dir.path().join("r.json"))
+    };
+    assert_eq!(run(&[])["items"]["complete"], 5);
+    // Everything is done now; a plan made with --reprocess plans all five again...
+    let out = dqpipe(dir.path()).args(["plan", "p.yaml", "--reprocess", "--out", "again.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Plan: 5 objects to process"), "{}", stdout(&out));
+    // ...and the run of that plan processes them, not skips them as done.
+    let r = run(&["--plan", "again.json"]);
+    assert_eq!((r["items"]["complete"].as_u64(), r["items"]["skipped_done"].as_u64()), (Some(5), Some(0)), "{r}");
 }
