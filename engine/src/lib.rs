@@ -18,6 +18,7 @@ pub mod body;
 pub mod dag;
 pub mod error;
 pub mod executor;
+mod fields;
 pub mod interpolate;
 pub mod load;
 pub mod locate;

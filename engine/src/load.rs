@@ -234,6 +234,7 @@ fn build_nodes(
     };
     let declared: Vec<String> = header.stores.keys().cloned().collect();
     let mut writes = std::collections::HashMap::new();
+    let mut templates = std::collections::HashMap::new();
     let mut nodes = Vec::new();
     for i in order {
         let spec = &specs[i];
@@ -253,24 +254,32 @@ fn build_nodes(
             stores,
             declared_stores: &declared,
             writes: Default::default(),
+            templates: Default::default(),
         };
         match kind.build(&ctx, config) {
             Ok(built) => {
                 if matches!(built, Built::Processor(_)) {
                     writes.insert(spec.name.clone(), ctx.writes.take());
                 }
+                templates.insert(spec.name.clone(), ctx.templates.take());
                 nodes.push(PipelineNode { spec: spec.clone(), kind: kind.clone(), built })
             }
             Err(e) if e.consequential => {}
             Err(e) => errors.push(&spec.path.join_dotted(&e.path), e.message),
         }
     }
-    if let Some(dag) = dag {
+    // Whole-graph checks need every node built: a node that failed has its error already.
+    if let (Some(dag), true) = (dag, nodes.len() == specs.len()) {
         let clean_ports = nodes.iter().filter_map(|n| Some((n.spec.name.clone(), n.kind.clean_port()?))).collect();
         let sources: Vec<String> =
             nodes.iter().filter(|n| matches!(n.built, Built::Source(_))).map(|n| n.spec.name.clone()).collect();
         let trusted: Vec<String> = stores.iter().filter(|(_, (s, _))| s.trusted).map(|(n, _)| n.clone()).collect();
         crate::trust::check_trusted_writes(dag, specs, &trusted, &writes, &clean_ports, &sources, errors);
+        let sets = nodes
+            .iter()
+            .map(|n| (n.spec.name.clone(), n.kind.ports().iter().map(|p| (p.name, p.sets)).collect()))
+            .collect();
+        crate::fields::check_templates(dag, specs, &templates, &sets, errors);
     }
     nodes
 }

@@ -79,7 +79,8 @@ struct NumbersConfig {
 
 struct NumbersKind(Arc<Probe>);
 
-const OUT: &[PortDecl] = &[PortDecl { name: "out", must_route: false, problem: false, doc: "every item" }];
+const OUT: &[PortDecl] =
+    &[PortDecl { name: "out", must_route: false, problem: false, sets: &["key"], doc: "every item" }];
 
 impl NodeKind for NumbersKind {
     fn name(&self) -> &'static str {

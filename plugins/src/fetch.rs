@@ -24,7 +24,7 @@ pub struct FetchConfig {
 }
 
 const PORTS: &[PortDecl] =
-    &[PortDecl { name: "out", must_route: false, problem: false, doc: "the item with its bytes" }];
+    &[PortDecl { name: "out", must_route: false, problem: false, sets: &[], doc: "the item with its bytes" }];
 
 impl KindConfig for FetchConfig {
     const NAME: &'static str = "fetch";

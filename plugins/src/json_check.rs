@@ -26,8 +26,14 @@ fn default_max() -> u64 {
 }
 
 const PORTS: &[PortDecl] = &[
-    PortDecl { name: "ok", must_route: false, problem: false, doc: "well-formed JSON, unchanged" },
-    PortDecl { name: "failed", must_route: true, problem: true, doc: "anything else, with `reason`" },
+    PortDecl { name: "ok", must_route: false, problem: false, sets: &[], doc: "well-formed JSON, unchanged" },
+    PortDecl {
+        name: "failed",
+        must_route: true,
+        problem: true,
+        sets: &["reason"],
+        doc: "anything else, with `reason`",
+    },
 ];
 
 impl KindConfig for JsonCheckConfig {

@@ -100,8 +100,13 @@ pub struct ResumeConfig {
     pub prefix: Option<String>,
 }
 
-const PORTS: &[PortDecl] =
-    &[PortDecl { name: "out", must_route: false, problem: false, doc: "one item per listed object" }];
+const PORTS: &[PortDecl] = &[PortDecl {
+    name: "out",
+    must_route: false,
+    problem: false,
+    sets: crate::list::LISTED_FIELDS,
+    doc: "one item per listed object",
+}];
 
 impl KindConfig for ListConfig {
     const NAME: &'static str = "list";
@@ -197,6 +202,9 @@ pub fn name_of(key: &str) -> String {
     let last = key.rsplit('/').next().unwrap_or(key);
     percent_encoding::percent_decode_str(last).decode_utf8_lossy().into_owned()
 }
+
+/// The fields every listed item starts with (see [`object_meta`]).
+pub const LISTED_FIELDS: &[&str] = &["store", "key", "name", "size", "etag", "last_modified", "run_date"];
 
 /// The metadata every listed item starts with.
 pub fn object_meta(store: &str, o: &ObjectInfo) -> Meta {

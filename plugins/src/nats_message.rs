@@ -34,11 +34,18 @@ fn default_max() -> u64 {
 }
 
 const PORTS: &[PortDecl] = &[
-    PortDecl { name: "ok", must_route: false, problem: false, doc: "the transformed message, with `msg_date`" },
+    PortDecl {
+        name: "ok",
+        must_route: false,
+        problem: false,
+        sets: &["msg_date"],
+        doc: "the transformed message, with `msg_date`",
+    },
     PortDecl {
         name: "failed",
         must_route: true,
         problem: true,
+        sets: &["reason"],
         doc: "files that are not valid NATS messages, with `reason`",
     },
 ];

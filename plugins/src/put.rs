@@ -42,8 +42,13 @@ pub struct PutConfig {
     pub retry: RetryPolicy,
 }
 
-const PORTS: &[PortDecl] =
-    &[PortDecl { name: "out", must_route: false, problem: false, doc: "the item once written, with `dest_key`" }];
+const PORTS: &[PortDecl] = &[PortDecl {
+    name: "out",
+    must_route: false,
+    problem: false,
+    sets: &["dest_key", "dest_store"],
+    doc: "the item once written, with `dest_key`",
+}];
 
 impl KindConfig for PutConfig {
     const NAME: &'static str = "put";

@@ -29,7 +29,7 @@ impl KindConfig for UpperConfig {
     const SUMMARY: &'static str = "Upper-cases each item's bytes.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] =
-        &[PortDecl { name: "out", must_route: false, problem: false, doc: "upper-cased" }];
+        &[PortDecl { name: "out", must_route: false, problem: false, sets: &[], doc: "upper-cased" }];
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
         Ok(Built::Processor(Arc::new(Upper { max_bytes: self.max_bytes })))
     }

@@ -277,3 +277,36 @@ fn a_trusted_store_reached_without_a_scan_is_refused_with_the_path() {
     // The quarantine may take what was not scanned clean: it is not trusted.
     assert!(!err.contains("nodes.quarantine"), "{err}");
 }
+
+/// The NATS pipeline with `from` replaced by `to` once.
+fn nats_with(dir: &std::path::Path, from: &str, to: &str) -> (i32, String) {
+    let text = std::fs::read_to_string(nats_pipeline()).unwrap();
+    assert!(text.contains(from), "{from}");
+    std::fs::write(dir.join("n.yaml"), text.replacen(from, to, 1)).unwrap();
+    let out = dqpipe(dir).args(["validate", "n.yaml"]).output().unwrap();
+    (out.status.code().unwrap_or(-1), stderr(&out))
+}
+
+#[test]
+fn a_template_variable_that_no_path_sets_is_caught_by_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    // A typo: every object would be fetched, scanned and transformed, then fail.
+    let (code, err) = nats_with(dir.path(), "parsed_{{ name }}", "parsed_{{ nme }}");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("n.yaml:")
+            && err.contains("nodes.write.key: `{{ nme }}` is not set on items that reach `write` by list -> fetch -> scan.clean -> transform.ok -> write; did you mean `name`?"),
+        "{err}"
+    );
+    // msg_date comes from the transform: quarantined items never had one.
+    let (code, err) = nats_with(
+        dir.path(),
+        "store: quarantine\n    key: \"{{ key }}\"",
+        "store: quarantine\n    key: \"{{ msg_date }}/{{ key }}\"",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("nodes.quarantine.key: `{{ msg_date }}` is not set on items that reach `quarantine` by list -> fetch -> scan."),
+        "{err}"
+    );
+}

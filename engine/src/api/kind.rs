@@ -21,6 +21,9 @@ pub struct PortDecl {
     /// Items on this port are problems (infected, unparseable): a run that routed any
     /// ends with the "complete with problems" exit code.
     pub problem: bool,
+    /// The item fields this port's items have that they did not have before (`msg_date`,
+    /// `reason`): `validate` checks every template against the fields that reach it.
+    pub sets: &'static [&'static str],
     pub doc: &'static str,
 }
 
@@ -172,6 +175,8 @@ pub struct BuildContext<'a> {
     /// The stores this node asked to write to ([`BuildContext::store_that_can`]), for
     /// the trusted-store check.
     pub(crate) writes: std::cell::RefCell<Vec<String>>,
+    /// The templates this node compiled ([`BuildContext::template`]): field, variables.
+    pub(crate) templates: std::cell::RefCell<Vec<(String, Vec<String>)>>,
 }
 
 impl BuildContext<'_> {
@@ -212,8 +217,12 @@ impl BuildContext<'_> {
     }
 
     /// Compiles a key template, or says what is wrong with it.
+    /// The variables it reads are checked against the fields that reach the node.
     pub fn template(&self, field: &str, source: &str) -> Result<KeyTemplate, ConfigError> {
-        KeyTemplate::new(source).map_err(|e| ConfigError::at(field, format!("bad template {source:?}: {e}")))
+        let t =
+            KeyTemplate::new(source).map_err(|e| ConfigError::at(field, format!("bad template {source:?}: {e}")))?;
+        self.templates.borrow_mut().push((field.to_string(), t.variables()));
+        Ok(t)
     }
 }
 

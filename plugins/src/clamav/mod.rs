@@ -71,9 +71,21 @@ fn default_chunk() -> usize {
 }
 
 const PORTS: &[PortDecl] = &[
-    PortDecl { name: "clean", must_route: false, problem: false, doc: "clamd answered `stream: OK`" },
-    PortDecl { name: "infected", must_route: true, problem: true, doc: "infected items, with `signature`" },
-    PortDecl { name: "error", must_route: true, problem: true, doc: "items clamd could not scan, with `reason`" },
+    PortDecl { name: "clean", must_route: false, problem: false, sets: &[], doc: "clamd answered `stream: OK`" },
+    PortDecl {
+        name: "infected",
+        must_route: true,
+        problem: true,
+        sets: &["reason", "signature"],
+        doc: "infected items, with `signature`",
+    },
+    PortDecl {
+        name: "error",
+        must_route: true,
+        problem: true,
+        sets: &["reason"],
+        doc: "items clamd could not scan, with `reason`",
+    },
 ];
 
 impl KindConfig for ClamavConfig {
