@@ -38,9 +38,14 @@ fn names_that_decode_to_paths_never_leave_the_store() {
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     // Names are URL-decoded (as the original job did): these decode to `../../escape.json`,
-    // `/etc/dqpipe-escape.json` and a name with a NUL and a newline.
-    for name in ["%2E%2E%2F%2E%2E%2Fescape.json", "%2Fetc%2Fdqpipe-escape.json", "nul%00and%0Anewline.json", "ok.json"]
-    {
+    // `/etc/dqpipe-escape.json`, `sub/c.json` and a name with a NUL and a newline.
+    for name in [
+        "%2E%2E%2F%2E%2E%2Fescape.json",
+        "%2Fetc%2Fdqpipe-escape.json",
+        "sub%2Fc.json",
+        "nul%00and%0Anewline.json",
+        "ok.json",
+    ] {
         std::fs::write(src.join(name), b"{}").unwrap();
     }
     let long = format!("{}.json", "é".repeat(120)); // 244 bytes: allowed
@@ -54,17 +59,22 @@ fn names_that_decode_to_paths_never_leave_the_store() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    // Nothing outside the destination folder; the absolute name lands inside it.
+    // Nothing outside the destination folder, and no name turned into a deeper path.
     assert!(!dir.path().join("escape.json").exists() && !dir.path().join("deep/escape.json").exists());
     assert!(!Path::new("/etc/dqpipe-escape.json").exists());
     let mut written = files_under(&dst);
     written.sort();
-    let mut expected = vec!["etc/dqpipe-escape.json".to_string(), "ok.json".to_string(), long.clone()];
+    let mut expected = vec!["ok.json".to_string(), long.clone()];
     expected.sort();
     assert_eq!(written, expected);
     let f = failures(&read_json(&dir.path().join("r.json")));
-    assert_eq!(f.len(), 2, "{f:?}");
-    assert!(f.iter().any(|(k, r)| k.starts_with("%2E%2E") && r.contains("`..` segment")), "{f:?}");
+    assert_eq!(f.len(), 4, "{f:?}");
+    for refused in ["%2E%2E", "%2Fetc", "sub%2Fc.json"] {
+        assert!(
+            f.iter().any(|(k, r)| k.starts_with(refused) && r.contains("holds a path separator")),
+            "{refused}: {f:?}"
+        );
+    }
     assert!(f.iter().any(|(k, r)| k.starts_with("nul%00") && r.contains("control character")), "{f:?}");
     // Control characters are escaped in the summary, never printed raw.
     assert!(!stderr(&out).contains("nul\0and\nnewline"));
