@@ -9,6 +9,8 @@ use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
 };
 use schemars::JsonSchema;
+
+use crate::parse::parse_body;
 use serde::Deserialize;
 
 /// Settings of a `json_check` node.
@@ -16,13 +18,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct JsonCheckConfig {
     /// Files larger than this fail without being parsed.
-    #[serde(default = "default_max")]
+    #[serde(default = "crate::parse::default_max_bytes")]
     #[schemars(range(min = 1, max = 4294967296u64))]
     pub max_bytes: u64,
-}
-
-fn default_max() -> u64 {
-    64 * 1024 * 1024
 }
 
 const PORTS: &[PortDecl] = &[
@@ -43,8 +41,7 @@ impl KindConfig for JsonCheckConfig {
     const PORTS: &'static [PortDecl] = PORTS;
     const CPU_BOUND: bool = true;
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
-        let cfg = self;
-        Ok(Built::Processor(Arc::new(JsonCheck { cfg })))
+        Ok(Built::Processor(Arc::new(JsonCheck { cfg: self })))
     }
 }
 
@@ -55,20 +52,10 @@ struct JsonCheck {
 #[async_trait]
 impl Processor for JsonCheck {
     async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
-        let body = item
-            .body
-            .clone()
-            .ok_or_else(|| ItemError::new("the item has no bytes: json_check needs a fetch upstream"))?;
-        let verdict = match body.to_bytes(self.cfg.max_bytes).await {
-            Err(e) => Err(format!("not parsed: {e}")),
-            Ok(bytes) => tokio::task::spawn_blocking(move || {
-                serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
-                    .map(|_| ())
-                    .map_err(|e| format!("not JSON: {e}"))
-            })
-            .await
-            .unwrap_or_else(|_| Err("internal error: the check panicked".into())),
-        };
+        let verdict = parse_body(&item, "json_check", self.cfg.max_bytes, |bytes| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map(|_| ()).map_err(|e| format!("not JSON: {e}"))
+        })
+        .await?;
         match verdict {
             Ok(()) => out.emit("ok", item).await,
             Err(reason) => {

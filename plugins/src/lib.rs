@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod json_check;
 pub mod list;
 pub mod nats_message;
+mod parse;
 pub mod put;
 pub mod resume;
 pub mod retry;

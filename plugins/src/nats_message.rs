@@ -16,6 +16,8 @@ use dqpipe_engine::api::{
 use dqpipe_engine::body::Body;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
+
+use crate::parse::parse_body;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -24,13 +26,9 @@ use serde_json::Value;
 #[serde(deny_unknown_fields)]
 pub struct NatsMessageConfig {
     /// Files larger than this are dead-lettered without being parsed.
-    #[serde(default = "default_max")]
+    #[serde(default = "crate::parse::default_max_bytes")]
     #[schemars(range(min = 1, max = 4294967296u64))]
     pub max_bytes: u64,
-}
-
-fn default_max() -> u64 {
-    64 * 1024 * 1024
 }
 
 const PORTS: &[PortDecl] = &[
@@ -58,8 +56,7 @@ impl KindConfig for NatsMessageConfig {
     const PORTS: &'static [PortDecl] = PORTS;
     const CPU_BOUND: bool = true;
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
-        let cfg = self;
-        Ok(Built::Processor(Arc::new(NatsMessage { cfg })))
+        Ok(Built::Processor(Arc::new(NatsMessage { cfg: self })))
     }
 }
 
@@ -171,20 +168,9 @@ impl Processor for NatsMessage {
     }
 
     async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
-        let body = item
-            .body
-            .clone()
-            .ok_or_else(|| ItemError::new("the item has no bytes: nats_message needs a fetch upstream"))?;
-        let result = match body.to_bytes(self.cfg.max_bytes).await {
-            Err(e) => Err(format!("not parsed: {e}")),
-            Ok(bytes) => {
-                let name = item.name().to_string();
-                // Parsing is CPU work: keep it off the I/O threads.
-                tokio::task::spawn_blocking(move || transform(&bytes, &name))
-                    .await
-                    .unwrap_or_else(|_| Err("internal error: the transform panicked".into()))
-            }
-        };
+        let name = item.name().to_string();
+        let result =
+            parse_body(&item, "nats_message", self.cfg.max_bytes, move |bytes| transform(&bytes, &name)).await?;
         match result {
             Ok(t) => {
                 item.set("msg_date", t.msg_date);

@@ -72,18 +72,16 @@ pub struct Put {
 
 impl Put {
     /// The destination key of an item, as `run` would write it. A variable without a
-    /// value is named with the spec field; a value that is not a key (`key`, `dest_key`)
-    /// but holds a path separator (a name decoded from `sub%2Fc.json`) is refused: it
-    /// would write below the folder the template names.
+    /// value is named with the spec field. `name` is one segment of a key: a name that
+    /// holds a path separator once decoded (`sub%2Fc.json`) is refused, as it would write
+    /// below the folder the template names. (`key` and `run_date` are paths by design.)
     pub fn key_for(&self, item: &Item) -> Result<String, String> {
         for var in self.key.variables() {
             match item.meta.get(&var) {
                 None | Some(serde_json::Value::Null) => {
                     return Err(format!("`{{{{ {var} }}}}` has no value for this item (nodes.{}.key)", self.name))
                 }
-                Some(serde_json::Value::String(v))
-                    if !matches!(var.as_str(), "key" | "dest_key") && (v.contains('/') || v.contains('\\')) =>
-                {
+                Some(serde_json::Value::String(v)) if var == "name" && (v.contains('/') || v.contains('\\')) => {
                     return Err(format!(
                         "`{var}` is {v:?}, which holds a path separator (nodes.{}.key): refused, it would write \
                          below the folder the template names",
