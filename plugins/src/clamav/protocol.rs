@@ -140,15 +140,12 @@ impl Scanner {
         chunk: usize,
     ) -> Result<Verdict, Unreachable> {
         let number = session.sent + 1;
-        // After the stream's terminator, a `zPING` in the same write: clamd reads a session's
-        // commands in order, so its `PONG` proves it read the whole stream, terminator
-        // included. Bytes accepted by the socket prove nothing (a 1 MiB item fits in the
-        // kernel's buffers of a scanner that stopped reading after 64 KiB). An `OK` counts
-        // only with that proof; a reply that arrives before the last byte was even sent is
-        // believed only when it is not OK (infected, the size limit).
+        // A reply that arrives before the last byte was even sent is believed only when it
+        // is not OK (infected, the size limit): the scanner did not see the whole item.
         let sent_all = std::sync::atomic::AtomicBool::new(false);
+        let mut replies = Replies::default();
         let (mut rd, mut wr) = tokio::io::split(session.conn);
-        let (sent, replies, early) = {
+        let (sent, first, early) = {
             let send = async {
                 wr.write_all(b"zINSTREAM\0").await?;
                 let mut reader = body.reader().await?;
@@ -162,61 +159,42 @@ impl Scanner {
                     wr.write_all(&buf[..n]).await?;
                 }
                 wr.write_all(&[0, 0, 0, 0]).await?;
-                wr.write_all(b"zPING\0").await?;
                 wr.flush().await?;
                 sent_all.store(true, std::sync::atomic::Ordering::SeqCst);
                 Ok::<(), std::io::Error>(())
             };
             let recv = async {
-                let mut replies = Replies::default();
-                let verdict = replies.next(&mut rd).await?;
-                if !sent_all.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Ok((verdict, None, true));
-                }
-                let pong = match verdict {
-                    Some(_) => replies.next(&mut rd).await?,
-                    None => None,
-                };
-                Ok::<_, std::io::Error>((verdict, pong, false))
+                let verdict = replies.next(&mut rd).await;
+                (verdict, !sent_all.load(std::sync::atomic::Ordering::SeqCst))
             };
             tokio::pin!(send, recv);
             tokio::select! {
                 biased;
-                sent = &mut send => (sent, recv.await.map(|(v, p, _)| (v, p)), false),
-                r = &mut recv => (Ok(()), r.map(|(v, p, _)| (v, p)), true),
+                sent = &mut send => { let (v, _) = recv.await; (sent, v, false) }
+                (v, early) = &mut recv => (Ok(()), v, early),
             }
         };
         let describe = self.describe();
-        let (first, second) = match (replies, sent) {
-            (Ok((Some(v), pong)), sent) => (v, if sent.is_ok() { pong } else { None }),
+        let first = match (first, sent) {
+            (Ok(Some(v)), Ok(())) => v,
+            (Ok(Some(v)), Err(_)) if early => v,
             (_, Err(e)) => {
                 return Err(Unreachable(format!("{describe} closed the connection while the item was sent: {e}")))
             }
-            (Ok((None, _)), Ok(())) => {
+            (Ok(None), Ok(())) => {
                 return Err(Unreachable(format!("{describe} closed the connection before a complete reply")))
             }
             (Err(e), Ok(())) => return Err(Unreachable(format!("reading {describe}'s reply: {e}"))),
         };
         // In a session every reply is `<command number>: <reply>`.
-        let numbered = |r: &str, n: u64| match r.split_once(": ") {
-            Some((k, rest)) if k.parse::<u64>() == Ok(n) => Some(rest.to_string()),
-            _ => None,
-        };
-        // clamd may answer the PING before the scan's verdict: replies are matched by number.
-        let (verdict, pong) = match &second {
-            Some(b) if numbered(&first, number + 1).is_some() => (b.clone(), Some(first.clone())),
-            _ => (first.clone(), second.clone()),
-        };
-        let Some(r) = numbered(&verdict, number) else {
+        let Some(r) = numbered(&first, number) else {
             return Err(Unreachable(format!(
-                "{describe} answered {verdict:?} to command {number}: out of step, not a verdict"
+                "{describe} answered {first:?} to command {number}: out of step, not a verdict"
             )));
         };
-        let confirmed = pong.as_deref().and_then(|p| numbered(p, number + 1)).as_deref() == Some("PONG");
         match parse_reply(&r) {
-            Verdict::Clean if early || !confirmed => Err(Unreachable(format!(
-                "{describe} answered {r:?} without having read the whole item (no answer to the command sent \
-                 after it): not a verdict on it"
+            Verdict::Clean if early => Err(Unreachable(format!(
+                "{describe} answered {r:?} before the whole item was sent: not a verdict on it"
             ))),
             // An error about the item itself (over StreamMaxLength) is a verdict on it:
             // quarantine. Any other error is clamd's trouble (shutting down, out of
@@ -224,14 +202,43 @@ impl Scanner {
             Verdict::Error { reason } if !r.contains("size limit exceeded") => {
                 Err(Unreachable(format!("{describe} could not scan: {reason}")))
             }
+            verdict @ Verdict::Error { .. } => Ok(verdict),
+            verdict if early => Ok(verdict),
             verdict => {
-                // The session is kept only when it is known to be in step.
-                if confirmed && !early {
-                    sessions.put(Session { conn: rd.unsplit(wr), sent: number + 1 });
+                // Then a `zPING`: clamd reads a session's commands in order, so its `PONG`
+                // proves it read the whole stream, terminator included. Bytes the socket
+                // accepted prove nothing (a 1 MiB item fits in the kernel's buffers of a
+                // scanner that stopped reading after 64 KiB). An OK counts only with that
+                // proof. (Sent after the verdict, not with the stream: two replies back to
+                // back meet clamd's Nagle and our delayed ACK, 40 ms a scan.)
+                let mut conn = rd.unsplit(wr);
+                let pong = async {
+                    conn.write_all(b"zPING\0").await?;
+                    replies.next(&mut conn).await
+                };
+                let confirmed =
+                    matches!(pong.await, Ok(Some(p)) if numbered(&p, number + 1).as_deref() == Some("PONG"));
+                match (confirmed, verdict) {
+                    (true, v) => {
+                        sessions.put(Session { conn, sent: number + 1 });
+                        Ok(v)
+                    }
+                    (false, Verdict::Clean) => Err(Unreachable(format!(
+                        "{describe} answered {r:?} without having read the whole item (no answer to the command \
+                         sent after it): not a verdict on it"
+                    ))),
+                    (false, v) => Ok(v),
                 }
-                Ok(verdict)
             }
         }
+    }
+}
+
+/// `<n>: <reply>` when the reply is numbered `n` (every reply in a session is).
+fn numbered(reply: &str, n: u64) -> Option<String> {
+    match reply.split_once(": ") {
+        Some((k, rest)) if k.parse::<u64>() == Ok(n) => Some(rest.to_string()),
+        _ => None,
     }
 }
 
