@@ -72,6 +72,10 @@ pub fn redact_value(
     let from_secret_var = env_vars.get(path).is_some_and(|vars| vars.iter().any(|v| is_secret_name(v)));
     let field = path.rsplit('.').next().unwrap_or(path);
     match value {
+        // An empty secret hides nothing, and says something: alerts are off.
+        Value::String(s) if s.trim().is_empty() && (from_secret_var || is_secret_name(field)) => {
+            Value::String(if field.contains("webhook") { "(off)" } else { "(not set)" }.into())
+        }
         Value::String(_) | Value::Number(_) if from_secret_var || is_secret_name(field) => {
             Value::String(REDACTED.into())
         }

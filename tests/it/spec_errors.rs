@@ -122,6 +122,12 @@ fn secrets_never_appear_in_plans() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stdout(&out).contains("very-secret-token") && !stderr(&out).contains("very-secret-token"));
     assert!(stdout(&out).contains("webhook_url: \"<redacted>\""), "{}", stdout(&out));
+    // Without a webhook, the plan says alerts are off rather than hiding an empty value.
+    let out = dqpipe(dir.path())
+        .args(["plan", &repo().join("pipelines/nats-historical.yaml").to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("webhook_url: \"(off)\""), "{}", stdout(&out));
 }
 
 #[test]
