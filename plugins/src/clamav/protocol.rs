@@ -177,7 +177,6 @@ impl Scanner {
         let describe = self.describe();
         let first = match (first, sent) {
             (Ok(Some(v)), Ok(())) => v,
-            (Ok(Some(v)), Err(_)) if early => v,
             (_, Err(e)) => {
                 return Err(Unreachable(format!("{describe} closed the connection while the item was sent: {e}")))
             }
