@@ -82,6 +82,7 @@ fn spawn_nodes(
         receivers.insert(&n.spec.name, rx);
     }
     let mut tasks = JoinSet::new();
+    let run_id: Arc<str> = opts.run_id.as_str().into();
     for (i, n) in p.nodes.iter().enumerate() {
         let ports = n
             .kind
@@ -98,6 +99,8 @@ fn spawn_nodes(
             spool: spool.clone(),
             retries: stats.nodes[i].retries.clone(),
             planning: matches!(opts.mode, Mode::Plan { .. }),
+            run_id: run_id.clone(),
+            reprocess: opts.reprocess,
         };
         let out = Arc::new(Emitter::new(
             n.spec.name.clone(),
@@ -205,14 +208,15 @@ async fn process_one(node: Arc<dyn Processor>, out: &Emitter, cx: &Context, stat
             AssertUnwindSafe(node.preview(item, out, cx, deep)).catch_unwind().await
         }
     };
-    let reason = match r {
+    let (reason, permanent) = match r {
         Ok(Ok(())) => return,
-        Ok(Err(e)) => e.reason,
-        Err(_) => "internal error: the node panicked".to_string(),
+        Ok(Err(e)) => (e.reason, e.permanent),
+        Err(_) => ("internal error: the node panicked".to_string(), false),
     };
     stats.errors.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(node = %name, key = ?guard.source_key(), reason = ?reason, "item not processed");
-    mark_failed(&guard, name, &reason);
+    let what = if permanent { "item refused" } else { "item not processed" };
+    tracing::warn!(node = %name, key = ?guard.source_key(), reason = ?reason, "{what}");
+    mark_failed(&guard, name, &reason, permanent);
 }
 
 /// Waits for every task to end. Once stopped, items in flight get the grace period; then
@@ -263,6 +267,7 @@ async fn report(
         from_sources: load(&tracker.started),
         complete: load(&tracker.complete),
         failed: load(&tracker.failed),
+        refused: load(&tracker.refused),
         problems,
         skipped_done: load(&tracker.skipped_done),
     };
@@ -272,6 +277,7 @@ async fn report(
             source_items: items.from_sources,
             skipped_done: items.skipped_done,
             failed_items: items.failed,
+            refused_items: items.refused,
             problem_items: problems,
         };
         for n in &p.nodes {
@@ -287,10 +293,10 @@ async fn report(
     let outcome = if items.failed > 0
         || !source_errors.is_empty()
         || interrupted
-        || items.complete + items.failed != items.from_sources
+        || items.complete + items.failed + items.refused != items.from_sources
     {
         Outcome::Incomplete
-    } else if problems > 0 {
+    } else if problems > 0 || items.refused > 0 {
         Outcome::CompleteWithProblems
     } else {
         Outcome::Complete

@@ -31,6 +31,10 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
     /// Process objects even when an earlier run finished them.
     pub reprocess: bool,
+    /// Recorded with every object the run writes, so that a second object of the same run
+    /// that maps to the same key is refused even under `reprocess`. By default the start
+    /// time and the process id: `20261128T132005Z-4242`.
+    pub run_id: String,
     /// Run, or only show what a run would do.
     pub mode: Mode,
     /// `run --plan`: only the planned objects.
@@ -62,11 +66,18 @@ impl Default for RunOptions {
             grace: DEFAULT_GRACE,
             shard: None,
             reprocess: false,
+            run_id: new_run_id(),
             mode: Mode::Run,
             only: None,
             plan_sink: None,
         }
     }
+}
+
+/// The start time (UTC, to the second) and the process id: unique per process, and
+/// readable in an object's metadata.
+pub fn new_run_id() -> String {
+    format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id())
 }
 
 impl Pipeline {

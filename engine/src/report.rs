@@ -13,7 +13,8 @@ pub enum Outcome {
     /// Every object reached the end of its path; none was a problem.
     Complete,
     /// Every object reached the end of its path; some went to a problem port
-    /// (quarantine, dead letter).
+    /// (quarantine, dead letter), or were refused for good with nowhere to go (left at
+    /// their source; a rerun cannot help until someone acts).
     CompleteWithProblems,
     /// Some objects were not processed (a node failed them, a source failed, or the run
     /// was stopped). A rerun picks them up.
@@ -59,7 +60,7 @@ impl RunReport {
             outcome,
             exit_code: outcome.exit_code(),
             duration_seconds: secs,
-            items: ItemCounts { from_sources: 0, complete: 0, failed: 0, problems: 0, skipped_done: 0 },
+            items: ItemCounts { from_sources: 0, complete: 0, failed: 0, refused: 0, problems: 0, skipped_done: 0 },
             nodes: Vec::new(),
             failures: Vec::new(),
             source_errors: Vec::new(),
@@ -84,8 +85,12 @@ pub struct ItemCounts {
     pub from_sources: u64,
     /// Objects every copy of which reached the end of its path.
     pub complete: u64,
-    /// Objects a node could not process.
+    /// Objects a node could not process for a transient reason: a rerun processes them.
     pub failed: u64,
+    /// Objects refused for good and routed nowhere (a key the store refuses, a destination
+    /// another object wrote): left at their source, listed in `failures` with
+    /// `permanent: true`.
+    pub refused: u64,
     /// Items sent to problem ports (quarantine, dead letter).
     pub problems: u64,
     /// Objects skipped because an earlier run finished them (resume).
@@ -153,10 +158,12 @@ impl RunReport {
         let shard = self.shard.map(|x| format!(" (shard {x})")).unwrap_or_default();
         let _ = writeln!(
             s,
-            "Objects{shard}: {} listed, {} complete, {} failed, {} routed to problem ports, {} skipped as already done",
+            "Objects{shard}: {} listed, {} complete, {} failed, {} refused, {} routed to problem ports, {} skipped as \
+             already done",
             self.items.from_sources,
             self.items.complete,
             self.items.failed,
+            self.items.refused,
             self.items.problems,
             self.items.skipped_done
         );
@@ -165,7 +172,8 @@ impl RunReport {
         }
         const SHOWN: usize = 20;
         for f in self.failures.iter().take(SHOWN) {
-            let _ = writeln!(s, "  unprocessed: {} at `{}`: {}", f.key.escape_debug(), f.node, f.reason.escape_debug());
+            let what = if f.permanent { "refused" } else { "unprocessed" };
+            let _ = writeln!(s, "  {what}: {} at `{}`: {}", f.key.escape_debug(), f.node, f.reason.escape_debug());
         }
         if self.failures.len() > SHOWN {
             let _ = writeln!(s, "  ... and {} more (see --report)", self.failures.len() - SHOWN);
@@ -178,6 +186,9 @@ impl RunReport {
             "Outcome: {} (exit code {})",
             match self.outcome {
                 Outcome::Complete => "complete",
+                Outcome::CompleteWithProblems if self.items.refused > 0 => {
+                    "PROBLEMS: refused objects are left at their source (a rerun refuses them again until fixed)"
+                }
                 Outcome::CompleteWithProblems => "complete, with quarantined or dead-lettered items",
                 Outcome::Incomplete => "INCOMPLETE: rerun to process what is missing",
             },

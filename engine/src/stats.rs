@@ -73,8 +73,9 @@ impl LiveStats {
             let mut ports = IndexMap::new();
             for decl in n.kind.ports() {
                 let s = &self.ports[i][decl.name];
-                problems += if decl.problem { load(&s.items) } else { 0 };
-                let routed_to = p.dag.consumers(&n.spec.name, decl.name).map(String::from).collect();
+                let routed_to: Vec<String> = p.dag.consumers(&n.spec.name, decl.name).map(String::from).collect();
+                // An unrouted problem port's items are counted as refused objects instead.
+                problems += if decl.problem && !routed_to.is_empty() { load(&s.items) } else { 0 };
                 let port =
                     PortReport { items: load(&s.items), bytes: load(&s.bytes), routed_to, problem: decl.problem };
                 ports.insert(decl.name.to_string(), port);

@@ -57,6 +57,19 @@ pub struct PutOptions {
     pub content_type: Option<String>,
     /// Metadata stored with the object (S3 user metadata; ignored by stores without it).
     pub metadata: Vec<(String, String)>,
+    /// What the object is written from, recorded with it (see [`Store::origin`]).
+    pub origin: Option<Origin>,
+}
+
+/// What a written object was written from, recorded with it (S3 user metadata, extended
+/// attributes on a local file): `put` refuses to replace an object written from another
+/// source object, so two sources that map to one key never overwrite each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The source object's key, as its source listed it.
+    pub source_key: String,
+    /// The run that wrote it (`Context::run_id`).
+    pub run: String,
 }
 
 /// What a store can do beyond listing and reading; nodes that need more say so when they
@@ -93,6 +106,12 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// An object's listing information, or `None` when it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+
+    /// The origin recorded with an object when it was written; `None` when it does not
+    /// exist, was written by something else, or the store records none (read-only stores).
+    async fn origin(&self, _key: &str) -> Result<Option<Origin>, StoreError> {
+        Ok(None)
+    }
 
     /// Deletes an object only if it is still as it was listed (same size, and same ETag
     /// where both are known): a file that changed since (still being uploaded, replaced)

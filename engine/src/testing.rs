@@ -5,7 +5,8 @@
 //! - `numbers` (source): `count` items `k0`, `k1`, ... of `size` bytes (listed size);
 //!   records each acknowledgement in the [`Probe`].
 //! - `gate` (processor): counts items open at once; with `hold: true` each waits until
-//!   the test releases it ([`Probe::release`]); keys in `fail` fail, keys in `panic` panic.
+//!   the test releases it ([`Probe::release`]); keys in `fail` fail, keys in `refuse`
+//!   are refused for good, keys in `panic` panic.
 //! - `mem://NAME` stores: a map in memory ([`MemoryStore`]).
 
 use std::collections::BTreeMap;
@@ -144,6 +145,8 @@ struct GateConfig {
     fail: Vec<String>,
     #[serde(default)]
     panic: Vec<String>,
+    #[serde(default)]
+    refuse: Vec<String>,
 }
 
 struct GateKind(Arc<Probe>);
@@ -191,6 +194,9 @@ impl Processor for Gate {
         assert!(!self.cfg.panic.contains(&key), "a node that panics on {key}");
         if self.cfg.fail.contains(&key) {
             return Err(ItemError::new(format!("told to fail {key}")));
+        }
+        if self.cfg.refuse.contains(&key) {
+            return Err(ItemError::refused(format!("told to refuse {key}")));
         }
         out.emit("out", item).await.map_err(ItemError::from)
     }

@@ -126,6 +126,26 @@ async fn failed_and_panicking_items_are_reported_and_never_acknowledged() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn refused_items_end_the_run_with_problems_and_stay_at_their_source() {
+    let probe = Arc::new(Probe::default());
+    let p = pipeline(&probe, "", "count: 10", "refuse: [k2, k5]");
+    let r = run(&p, RunOptions::default()).await;
+    // Refused for good: no rerun helps, so not "incomplete" (exit 4, retried by the Job)
+    // but problems (exit 3); their objects are not acknowledged.
+    assert_eq!((r.outcome, r.exit_code), (Outcome::CompleteWithProblems, 3));
+    assert_eq!((r.items.complete, r.items.failed, r.items.refused), (8, 0, 2));
+    assert!(r.failures.iter().all(|f| f.permanent && f.reason.starts_with("told to refuse")), "{:?}", r.failures);
+    let acked = probe.acked();
+    assert!(!acked.contains(&"k2".to_string()) && !acked.contains(&"k5".to_string()), "{acked:?}");
+    assert_eq!(acked.len(), 8);
+
+    // With a transient failure beside them, the run is incomplete: a rerun is worth it.
+    let p = pipeline(&probe, "", "count: 10", "refuse: [k2], fail: [k3]");
+    let r = run(&p, RunOptions::default()).await;
+    assert_eq!((r.outcome, r.items.failed, r.items.refused), (Outcome::Incomplete, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stop_gives_items_in_flight_the_grace_period_then_abandons_them() {
     let probe = Arc::new(Probe::default());
     let p = Arc::new(pipeline(&probe, "", "count: 1000", "hold: true, concurrency: 5"));

@@ -75,7 +75,7 @@ impl Processor for Fetch {
                 || cx.retried(1),
             )
             .await
-            .map_err(ItemError::new)?;
+            .map_err(crate::retry::GaveUp::into_item_error)?;
         item.body = Some(got);
         out.emit("out", item).await.map_err(ItemError::from)
     }

@@ -4,21 +4,30 @@
 //! A write is complete when visible (local stores write a temporary file and rename it;
 //! S3 puts are atomic). With `with_reason: true` the item's metadata, reason included, is
 //! written first beside it as `<key>.error.json`, then the object itself.
+//!
+//! Nothing is overwritten by another source object. Every write records the source key
+//! and the run with the object ([`Origin`]); before writing, `put` refuses a key that is
+//! being written from another object of this run, or that holds an object written from
+//! another source key (by this run, or by an earlier one unless `--reprocess`). Objects
+//! without a record (written by something else, such as the job dqpipe replaces) are
+//! replaced. A refused item goes out of `refused` with its reason; unrouted, its object is
+//! left at the source and counted refused (exit 3).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Processor, Role,
+    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
 };
 use dqpipe_engine::body::Body;
-use dqpipe_engine::store::{Access, PutOptions, Store, StoreErrorKind};
+use dqpipe_engine::store::{Access, Origin, PutOptions, Store, StoreErrorKind};
 use dqpipe_engine::template::KeyTemplate;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::retry::RetryPolicy;
+use crate::retry::{GaveUp, RetryPolicy};
 
 /// Settings of a `put` node.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -42,13 +51,24 @@ pub struct PutConfig {
     pub retry: RetryPolicy,
 }
 
-const PORTS: &[PortDecl] = &[PortDecl {
-    name: "out",
-    must_route: false,
-    problem: false,
-    sets: &["dest_key", "dest_store"],
-    doc: "the item once written, with `dest_key`",
-}];
+const PORTS: &[PortDecl] = &[
+    PortDecl {
+        name: "out",
+        must_route: false,
+        problem: false,
+        sets: &["dest_key", "dest_store"],
+        doc: "the item once written, with `dest_key`",
+    },
+    PortDecl {
+        name: "refused",
+        must_route: false,
+        problem: true,
+        sets: &["reason"],
+        doc: "items that cannot be written for good, with `reason`: a key the store refuses, a template \
+              without a value, a destination written from another source object. Unrouted, their objects \
+              are left at the source and the run ends with exit 3",
+    },
+];
 
 impl KindConfig for PutConfig {
     const NAME: &'static str = "put";
@@ -59,7 +79,8 @@ impl KindConfig for PutConfig {
         let cfg = self;
         let store = ctx.store_that_can("store", &cfg.store, Access::Write)?;
         let key = ctx.template("key", &cfg.key)?;
-        Ok(Built::Processor(Arc::new(Put { name: ctx.node.to_string(), cfg, store, key })))
+        let writing = Mutex::default();
+        Ok(Built::Processor(Arc::new(Put { name: ctx.node.to_string(), cfg, store, key, writing })))
     }
 }
 
@@ -68,6 +89,10 @@ pub struct Put {
     cfg: PutConfig,
     store: Arc<dyn Store>,
     key: KeyTemplate,
+    /// The keys being written now, each with the source key writing it and how many
+    /// copies of that object are at it. The store's record cannot tell of a write still in
+    /// flight; once written, the record does. So this holds at most `concurrency` keys.
+    writing: Mutex<HashMap<String, (String, usize)>>,
 }
 
 impl Put {
@@ -79,7 +104,7 @@ impl Put {
         for var in self.key.variables() {
             match item.meta.get(&var) {
                 None | Some(serde_json::Value::Null) => {
-                    return Err(format!("`{{{{ {var} }}}}` has no value for this item (nodes.{}.key)", self.name))
+                    return Err(format!("`{{{{ {var} }}}}` has no value for this item (nodes.{}.key)", self.name));
                 }
                 Some(serde_json::Value::String(v)) if var == "name" && (v.contains('/') || v.contains('\\')) => {
                     return Err(format!(
@@ -122,7 +147,7 @@ impl Processor for Put {
         let missing: Vec<String> =
             self.key.variables().into_iter().filter(|v| !item.meta.contains_key(v.as_str())).collect();
         if missing.is_empty() {
-            let key = self.key_for(&item).map_err(|e| ItemError::new(format!("destination key: {e}")))?;
+            let key = self.key_for(&item).map_err(|e| ItemError::refused(format!("destination key: {e}")))?;
             item.plan_write(&self.name, &self.cfg.store, Ok(key.clone()));
             item.set("dest_key", key);
         } else {
@@ -132,31 +157,107 @@ impl Processor for Put {
         out.emit("out", item).await.map_err(ItemError::from)
     }
 
+    /// Writes the item, or refuses it for good (out of `refused`); a transient failure
+    /// leaves its object for a rerun.
     async fn process(&self, mut item: Item, out: &Emitter, cx: &Context) -> Result<(), ItemError> {
-        let key = self.key_for(&item).map_err(|e| ItemError::new(format!("destination key: {e}")))?;
+        match self.deliver(&item, cx).await {
+            Ok(key) => {
+                item.set("dest_key", key);
+                item.set("dest_store", self.cfg.store.clone());
+                out.emit("out", item).await.map_err(ItemError::from)
+            }
+            Err(e) if e.permanent => {
+                item.set_problem(Problem::Refused { reason: format!("{}: {}", self.name, e.reason) });
+                out.emit("refused", item).await.map_err(ItemError::from)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Put {
+    /// Writes the item (and its reason) where the template says; returns the key.
+    async fn deliver(&self, item: &Item, cx: &Context) -> Result<String, ItemError> {
+        let key = self.key_for(item).map_err(|e| ItemError::refused(format!("destination key: {e}")))?;
         if key.is_empty() {
-            return Err(ItemError::new(format!("destination key template {:?} gave an empty key", self.key.source())));
+            let e = format!("destination key template {:?} gave an empty key", self.key.source());
+            return Err(ItemError::refused(e));
         }
         let body = item
             .body
             .clone()
             .ok_or_else(|| ItemError::new("the item has no bytes: put needs a fetch (or transform) upstream"))?;
-        let opts = PutOptions { content_type: self.cfg.content_type.clone(), metadata: Vec::new() };
+        let source = item.source_key();
+        let reason_key = format!("{key}.error.json");
+        let keys: Vec<&str> = if self.cfg.with_reason { vec![&reason_key, &key] } else { vec![&key] };
+        let _claim = self.claim(&keys, source)?;
+        for k in &keys {
+            self.check_origin(k, source, cx).await?;
+        }
+        let origin = Origin { source_key: source.to_string(), run: cx.run_id().to_string() };
+        let opts =
+            PutOptions { content_type: self.cfg.content_type.clone(), metadata: Vec::new(), origin: Some(origin) };
         if self.cfg.with_reason {
             let mut meta = item.meta.clone();
-            meta.insert("source_key".into(), item.source_key().into());
+            meta.insert("source_key".into(), source.into());
             let json =
                 serde_json::to_vec_pretty(&meta).map_err(|e| ItemError::new(format!("encoding the reason: {e}")))?;
-            self.write(&format!("{key}.error.json"), &Body::Memory(Bytes::from(json)), &opts, cx).await?;
+            self.write(&reason_key, &Body::Memory(Bytes::from(json)), &opts, cx).await?;
         }
         self.write(&key, &body, &opts, cx).await?;
-        item.set("dest_key", key);
-        item.set("dest_store", self.cfg.store.clone());
-        out.emit("out", item).await.map_err(ItemError::from)
+        Ok(key)
     }
-}
 
-impl Put {
+    /// Marks `keys` as being written from `source`, until the returned claim is dropped;
+    /// refused if another source object of this run is writing one of them.
+    fn claim<'a>(&'a self, keys: &[&str], source: &str) -> Result<Claim<'a>, ItemError> {
+        let mut writing = self.writing.lock().map_err(|_| ItemError::new("internal error: a put task panicked"))?;
+        for k in keys {
+            if let Some((other, _)) = writing.get(*k).filter(|(other, _)| other != source) {
+                return Err(ItemError::refused(format!(
+                    "destination {k:?} is being written from {other:?} in this run; refused, not overwritten: two \
+                     source objects map to one key"
+                )));
+            }
+        }
+        for k in keys {
+            writing.entry(k.to_string()).or_insert_with(|| (source.to_string(), 0)).1 += 1;
+        }
+        Ok(Claim { put: self, keys: keys.iter().map(|k| k.to_string()).collect() })
+    }
+
+    /// Refuses a key that holds an object written from another source key: by this run
+    /// always, by an earlier run unless `--reprocess`.
+    async fn check_origin(&self, key: &str, source: &str, cx: &Context) -> Result<(), ItemError> {
+        let found = self
+            .cfg
+            .retry
+            .run(
+                || self.store.origin(key),
+                |e| e.kind == StoreErrorKind::Transient,
+                |e| format!("checking {key:?} in {}: {e}", self.store.display_url()),
+                || cx.retried(1),
+            )
+            .await
+            .map_err(GaveUp::into_item_error)?;
+        let Some(origin) = found.filter(|o| o.source_key != source) else { return Ok(()) };
+        let other = &origin.source_key;
+        if origin.run == cx.run_id() {
+            Err(ItemError::refused(format!(
+                "destination {key:?} was written from {other:?} earlier in this run; refused, not overwritten: two \
+                 source objects map to one key"
+            )))
+        } else if !cx.reprocess() {
+            Err(ItemError::refused(format!(
+                "destination {key:?} holds the object written from {other:?} by run {}; refused, not overwritten: \
+                 two source objects map to one key (`run --reprocess` replaces it)",
+                origin.run
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
     async fn write(&self, key: &str, body: &Body, opts: &PutOptions, cx: &Context) -> Result<(), ItemError> {
         self.cfg
             .retry
@@ -167,7 +268,26 @@ impl Put {
                 || cx.retried(1),
             )
             .await
-            .map(|_| ())
-            .map_err(ItemError::new)
+            .map_err(GaveUp::into_item_error)
+    }
+}
+
+/// Keys a task is writing; given back when the write is over, whatever its outcome.
+struct Claim<'a> {
+    put: &'a Put,
+    keys: Vec<String>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let Ok(mut writing) = self.put.writing.lock() else { return };
+        for k in &self.keys {
+            if let Some(entry) = writing.get_mut(k) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    writing.remove(k);
+                }
+            }
+        }
     }
 }

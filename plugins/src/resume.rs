@@ -163,7 +163,7 @@ impl DoneLog {
             rand::random::<u32>()
         );
         let body = Body::Memory(Bytes::from(batch.lines.join("\n") + "\n"));
-        let opts = PutOptions { content_type: Some("application/x-ndjson".into()), metadata: Vec::new() };
+        let opts = PutOptions { content_type: Some("application/x-ndjson".into()), ..Default::default() };
         let result = self
             .retry
             .run(
@@ -173,7 +173,8 @@ impl DoneLog {
                 || {},
             )
             .await
-            .map(|_| ());
+            .map(|_| ())
+            .map_err(String::from);
         for w in batch.waiters {
             let _ = w.send(result.clone());
         }

@@ -58,6 +58,36 @@ impl Default for RetryPolicy {
     }
 }
 
+/// An operation that failed for good or ran out of retries: the message for the report,
+/// and the last error, which says what kind of failure it was (`None` when the deadline
+/// ended it).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct GaveUp<E> {
+    pub message: String,
+    pub last: Option<E>,
+}
+
+impl GaveUp<dqpipe_engine::store::StoreError> {
+    /// A store failure as an item's: a key the store refuses, or will not let us read or
+    /// write, is refused for good (exit 3); anything else may pass, and a rerun tries again
+    /// (exit 4).
+    pub fn into_item_error(self) -> dqpipe_engine::api::ItemError {
+        use dqpipe_engine::store::StoreErrorKind::{AccessDenied, InvalidKey};
+        match self.last.map(|e| e.kind) {
+            Some(InvalidKey | AccessDenied) => dqpipe_engine::api::ItemError::refused(self.message),
+            _ => dqpipe_engine::api::ItemError::new(self.message),
+        }
+    }
+}
+
+/// Callers that only report the failure use its message.
+impl<E> From<GaveUp<E>> for String {
+    fn from(e: GaveUp<E>) -> String {
+        e.message
+    }
+}
+
 impl RetryPolicy {
     /// The delays between attempts, for loops that retry by hand (a listing resumed after
     /// its last key): exponential with jitter, `attempts - 1` of them.
@@ -104,6 +134,7 @@ impl RetryPolicy {
             || {},
         )
         .await
+        .map_err(String::from)
     }
 
     /// Runs `op` until it succeeds, fails with a non-transient error, runs out of attempts
@@ -115,7 +146,7 @@ impl RetryPolicy {
         transient: impl Fn(&E) -> bool,
         describe: impl Fn(&E) -> String,
         on_retry: impl Fn(),
-    ) -> Result<T, String>
+    ) -> Result<T, GaveUp<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -138,20 +169,18 @@ impl RetryPolicy {
                     self.exhausted_in_a_row.fetch_add(1, Ordering::Relaxed);
                 }
                 let n = retries.load(Ordering::Relaxed);
-                if open && transient(&e) {
-                    Err(format!(
-                        "{} (not retried: the last {BREAKER_AFTER} operations failed the same way)",
-                        describe(&e)
-                    ))
+                let message = if open && transient(&e) {
+                    format!("{} (not retried: the last {BREAKER_AFTER} operations failed the same way)", describe(&e))
                 } else if n > 0 {
-                    Err(format!("{} (after {} retries)", describe(&e), n))
+                    format!("{} (after {} retries)", describe(&e), n)
                 } else {
-                    Err(describe(&e))
-                }
+                    describe(&e)
+                };
+                Err(GaveUp { message, last: Some(e) })
             }
             Err(_) => {
                 self.exhausted_in_a_row.fetch_add(1, Ordering::Relaxed);
-                Err(format!("gave up after {} s of retries", self.deadline_secs))
+                Err(GaveUp { message: format!("gave up after {} s of retries", self.deadline_secs), last: None })
             }
         }
     }

@@ -195,6 +195,15 @@ impl Processor for Slack {
             );
             self.post(&message(&format!("{}: {more} more problem files", facts.pipeline), &text)).await;
         }
+        if facts.refused_items > 0 {
+            let n = facts.refused_items;
+            let text = format!(
+                "{n} files were refused for good with nowhere to route them (a key the store refuses, a destination \
+                 written from another file): they are left where they were listed, and every run refuses them again \
+                 until someone acts. See the run report's failures."
+            );
+            self.post(&message(&format!("{}: {n} files refused", facts.pipeline), &text)).await;
+        }
         if self.cfg.alert_on_zero_items && facts.source_items == 0 && facts.skipped_done == 0 {
             let text = format!("Pipeline {} listed no files to process.", facts.pipeline);
             self.post(&message("Pulling zero files!", &text)).await;

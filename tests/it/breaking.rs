@@ -210,16 +210,6 @@ fn secret_values_never_appear_in_validation_errors() {
     assert!(!err.contains(secret) && !err.contains("EXAMPLEKEY"), "{err}");
 }
 
-const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
-
-/// An archive file of `size` bytes that starts with the EICAR test signature.
-fn infected_file(path: &Path, size: usize) {
-    let mut bytes = EICAR.as_bytes().to_vec();
-    bytes.resize(size, b' ');
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
 fn local_nats_run(dir: &Path, clamd: &str) -> (std::process::Output, serde_json::Value) {
     let out = dqpipe(dir)
         .args(["run", &nats_pipeline(), "--progress", "off", "--report", "r.json"])
@@ -504,7 +494,8 @@ fn keys_are_read_exactly_from_a_second_s3_implementation() {
     .unwrap();
     let out = dqpipe(dir.path()).args(["run", "p.yaml", "--progress", "off", "--report", "r.json"]).output().unwrap();
     let report = read_json(&dir.path().join("r.json"));
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // Keys the client cannot address are refused for good (exit 3), not retried.
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     // The plain key is copied with its own bytes; the other object is not read as it.
     assert_eq!(files_under(&dir.path().join("out")), vec!["conf/a.json"]);
     assert_eq!(std::fs::read_to_string(dir.path().join("out/conf/a.json")).unwrap(), "{\"which\":\"plain\"}");
@@ -513,7 +504,7 @@ fn keys_are_read_exactly_from_a_second_s3_implementation() {
         |k: &str| failures.iter().find(|f| f["key"] == k).unwrap_or_else(|| panic!("{k:?} not reported: {report}"));
     assert!(by_key("/conf/a.json")["reason"].as_str().unwrap().contains("cannot be addressed exactly"), "{report}");
     // The CR key is listed and reported as it is, not as `cr\nkey.json` (object_store's
-    // paths refuse control characters, so its fetch fails alone).
+    // paths refuse control characters, so its fetch is refused alone).
     assert_eq!(by_key("cr\rkey.json")["node"], "fetch", "{report}");
     assert!(failures.iter().all(|f| f["key"] != "cr\nkey.json"), "{report}");
     assert_eq!(report["items"]["complete"], 1, "{report}");

@@ -58,7 +58,10 @@ fn names_that_decode_to_paths_never_leave_the_store() {
         .env("DST_URL", format!("file://{}", dst.display()))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // Refused for good, not "incomplete": no rerun can write these names (exit 3, which
+    // the Job does not retry; exit 4 would be retried for ever).
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("4 refused"), "{}", stderr(&out));
     // Nothing outside the destination folder, and no name turned into a deeper path.
     assert!(!dir.path().join("escape.json").exists() && !dir.path().join("deep/escape.json").exists());
     assert!(!Path::new("/etc/dqpipe-escape.json").exists());
@@ -81,7 +84,7 @@ fn names_that_decode_to_paths_never_leave_the_store() {
 }
 
 #[test]
-fn keys_s3_cannot_hold_fail_alone() {
+fn keys_s3_cannot_hold_are_refused_alone() {
     let s3 = S3Server::start(&["dst"]);
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
@@ -91,6 +94,10 @@ fn keys_s3_cannot_hold_fail_alone() {
     std::fs::write(src.join(&deep).join("too-long.json"), b"{}").unwrap();
     for i in 0..20 {
         std::fs::write(src.join(format!("f{i}.json")), b"{}").unwrap();
+    }
+    // Control characters S3 keys cannot carry through the client: TAB, DEL, U+0085 (NEL).
+    for name in ["tab\there.json", "del\u{7f}.json", "nel\u{85}.json"] {
+        std::fs::write(src.join(name), b"{}").unwrap();
     }
     let spec = copy_spec(dir.path(), "{{ key }}");
     let out = dqpipe(dir.path())
@@ -102,15 +109,20 @@ fn keys_s3_cannot_hold_fail_alone() {
         .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "a key S3 cannot hold is refused for good: {}", stderr(&out));
     assert_eq!(files_under(&s3.bucket_dir("dst").join("in")).len(), 20);
-    let f = failures(&read_json(&dir.path().join("r.json")));
-    assert_eq!(f.len(), 1);
-    assert!(f[0].1.contains("over S3's 1024 bytes"), "{f:?}");
+    let report = read_json(&dir.path().join("r.json"));
+    assert_eq!(report["items"]["refused"], 4, "{report}");
+    let f = failures(&report);
+    assert_eq!(f.len(), 4);
+    assert!(f.iter().any(|(k, r)| k.ends_with("too-long.json") && r.contains("over S3's 1024 bytes")), "{f:?}");
+    for name in ["tab\there.json", "del\u{7f}.json", "nel\u{85}.json"] {
+        assert!(f.iter().any(|(k, r)| k == name && r.contains("control character")), "{name:?}: {f:?}");
+    }
 }
 
 #[test]
-fn a_key_with_a_control_character_in_s3_fails_alone() {
+fn a_key_with_a_control_character_in_s3_is_refused_alone() {
     let s3 = S3Server::start(&["archive"]);
     let folder = s3.bucket_dir("archive").join("in");
     std::fs::create_dir_all(&folder).unwrap();
@@ -129,7 +141,8 @@ fn a_key_with_a_control_character_in_s3_fails_alone() {
         .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // Listed, but the client cannot address it exactly: refused for good (exit 3).
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(files_under(&dir.path().join("out")).len(), 10);
     let f = failures(&read_json(&dir.path().join("r.json")));
     assert_eq!(f.len(), 1, "{f:?}");

@@ -5,6 +5,7 @@
 mod common;
 
 mod breaking;
+mod collisions;
 mod copy;
 mod hostile;
 mod kube;

@@ -1,5 +1,6 @@
 //! What a node may use while it works, beside the item and where to send it: where large
-//! bodies spool, a counter of retries for the report, whether this is a plan.
+//! bodies spool, a counter of retries for the report, whether this is a plan, which run
+//! this is.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,6 +14,8 @@ pub struct Context {
     pub(crate) spool: Spool,
     pub(crate) retries: Arc<AtomicU64>,
     pub(crate) planning: bool,
+    pub(crate) run_id: Arc<str>,
+    pub(crate) reprocess: bool,
 }
 
 impl Context {
@@ -31,5 +34,15 @@ impl Context {
     /// Whether this is a plan: no write, delete, scan or alert then.
     pub fn planning(&self) -> bool {
         self.planning
+    }
+    /// This run's identity (`RunOptions::run_id`), recorded with what
+    /// it writes.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+    /// `--reprocess`: objects earlier runs finished are processed, and replace what they
+    /// wrote, again.
+    pub fn reprocess(&self) -> bool {
+        self.reprocess
     }
 }

@@ -135,18 +135,31 @@ pub struct ItemFailure {
     pub key: String,
     pub node: String,
     pub reason: String,
+    /// Refused for good (a key the store refuses, a destination another object wrote):
+    /// a rerun cannot help until someone acts. Otherwise transient: a rerun processes it.
+    pub permanent: bool,
 }
 
-/// Why a node could not process an item. The item is then reported as unprocessed and
-/// the run as incomplete; nothing is sent on, so nothing unchecked reaches a sink.
+/// Why a node could not process an item; nothing is sent on, so nothing unchecked reaches
+/// a sink, and the source object is not acknowledged (it stays for the next run).
 #[derive(Debug, Clone)]
 pub struct ItemError {
     pub reason: String,
+    /// See [`ItemError::refused`].
+    pub permanent: bool,
 }
 
 impl ItemError {
+    /// A transient failure (a timeout, a 5xx, a scanner down): the run is incomplete
+    /// (exit 4) and a rerun processes the object.
     pub fn new(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into() }
+        Self { reason: reason.into(), permanent: false }
+    }
+    /// A permanent one (bad content, a key the store refuses, a template without a
+    /// value): no rerun can help, so the run ends with problems (exit 3), not
+    /// "incomplete". Kinds with a problem port send such items there instead.
+    pub fn refused(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), permanent: true }
     }
 }
 

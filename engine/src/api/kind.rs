@@ -47,12 +47,13 @@ pub trait NodeKind: Send + Sync {
     fn cpu_bound(&self) -> bool {
         false
     }
-    /// The port a bare `input: node` refers to; none when the kind has several ports and
-    /// the spec must name one (`scan.clean`).
+    /// The port a bare `input: node` refers to: the only port, or else the one named `out`
+    /// (a `put`'s written items, beside its `refused`); none when the spec must name one
+    /// (`scan.clean`).
     fn default_port(&self) -> Option<&'static str> {
         match self.ports() {
             [one] => Some(one.name),
-            _ => None,
+            ports => ports.iter().find(|p| p.name == "out").map(|p| p.name),
         }
     }
     /// The port on which a scanner sends what it found clean: the only way into a store

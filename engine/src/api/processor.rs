@@ -32,7 +32,10 @@ pub struct RunFacts {
     pub source_items: u64,
     /// Objects the sources skipped because an earlier run finished them.
     pub skipped_done: u64,
+    /// Objects not processed for a transient reason (a rerun processes them).
     pub failed_items: u64,
+    /// Objects refused for good and left at their source (see `ItemCounts::refused`).
+    pub refused_items: u64,
     /// Items routed to problem ports (quarantine, dead letter).
     pub problem_items: u64,
 }

@@ -87,12 +87,14 @@ async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceive
                         key: f.listed.key,
                         node: name,
                         reason: format!("outputs are written, but recording the object as done failed: {e}"),
+                        permanent: false,
                     });
                 }
                 Err(_) => tracker.record_failure(ItemFailure {
                     key: f.listed.key,
                     node: name,
                     reason: "internal error: acknowledging panicked".into(),
+                    permanent: false,
                 }),
             }
             drop(permit);

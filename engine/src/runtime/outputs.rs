@@ -144,7 +144,7 @@ impl Emitter {
     /// the plan was made, it is gone): counted unprocessed.
     pub fn reject(&self, listed: &ObjectInfo, reason: &str) {
         let item = self.new_item(listed, Meta::new());
-        mark_failed(&item, &self.node, reason);
+        mark_failed(&item, &self.node, reason, false);
     }
 
     /// Starts a new item for a source object, with the metadata templates will read.
@@ -179,11 +179,18 @@ impl Emitter {
         }
         let Some(route) = self.ports.get(port) else {
             // A kind emitting on a port it did not declare is a bug in the kind.
-            mark_failed(&item, &self.node, &format!("internal error: undeclared port `{port}`"));
+            mark_failed(&item, &self.node, &format!("internal error: undeclared port `{port}`"), false);
             return Ok(());
         };
         route.stats.items.fetch_add(1, Ordering::Relaxed);
         route.stats.bytes.fetch_add(item.body.as_ref().map(|b| b.len()).unwrap_or(0), Ordering::Relaxed);
+        if route.consumers.is_empty() {
+            if let Some(problem) = &item.problem {
+                // A problem with nowhere to go (an unrouted `refused` port) is kept: the
+                // object is refused, left at its source, never acknowledged as done.
+                mark_failed(&item, &self.node, &problem.reason(), true);
+            }
+        }
         if let Some((last, rest)) = route.consumers.split_last() {
             for tx in rest {
                 tx.send(item.clone()).await.map_err(|_| Closed)?;
@@ -194,15 +201,16 @@ impl Emitter {
     }
 }
 
-/// Records that `node` could not process `item`; the source object is reported as failed
-/// when its last copy is dropped.
-pub(crate) fn mark_failed(item: &Item, node: &str, reason: &str) {
+/// Records that `node` could not process `item` (for good if `permanent`); the source
+/// object is reported as failed, or refused, when its last copy is dropped.
+pub(crate) fn mark_failed(item: &Item, node: &str, reason: &str, permanent: bool) {
     if let Ok(mut f) = item.lineage.failure.lock() {
         if f.is_none() {
             *f = Some(ItemFailure {
                 key: item.lineage.listed.key.clone(),
                 node: node.to_string(),
                 reason: reason.to_string(),
+                permanent,
             });
         }
     }

@@ -14,7 +14,11 @@ use crate::api::item::{Finished, ItemFailure, OnDone};
 pub struct Tracker {
     pub started: AtomicU64,
     pub complete: AtomicU64,
+    /// Objects a node failed for a transient reason: a rerun processes them.
     pub failed: AtomicU64,
+    /// Objects refused for good with nowhere to route them: left at the source, not
+    /// acknowledged; no rerun helps until someone acts (see `ItemFailure::permanent`).
+    pub refused: AtomicU64,
     /// Objects the sources skipped because an earlier run finished them.
     pub skipped_done: AtomicU64,
     /// Set when the run gives up on the items still in flight (shutdown grace period over):
@@ -39,6 +43,7 @@ impl Tracker {
                 key: f.listed.key.clone(),
                 node: String::new(),
                 reason: "abandoned at shutdown (grace period over); a rerun processes it".into(),
+                permanent: false,
             });
         }
         let tx = self.finished_tx.lock().ok().and_then(|t| t.clone());
@@ -57,6 +62,7 @@ impl Tracker {
                         key: f.listed.key,
                         node: String::new(),
                         reason: "finished after the run closed".into(),
+                        permanent: false,
                     });
                 }
             }
@@ -67,7 +73,8 @@ impl Tracker {
         self.complete.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn record_failure(&self, f: ItemFailure) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
+        let counter = if f.permanent { &self.refused } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut v) = self.failures.lock() {
             v.push(f);
         }

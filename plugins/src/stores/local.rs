@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::ConfigError;
 use dqpipe_engine::body::{Body, Spool};
-use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
+use dqpipe_engine::store::{ObjectInfo, Origin, PutOptions, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;
@@ -46,7 +46,14 @@ pub struct LocalStore {
     fsync: bool,
     /// Folders this process has written into and cleared of stale temporary files.
     swept: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Set once the file system has refused extended attributes (warned once).
+    no_xattrs: std::sync::atomic::AtomicBool,
 }
+
+/// The extended attributes that hold a file's [`Origin`], set on the temporary file before
+/// it is renamed into place, so a file is never visible without them.
+const XATTR_SOURCE_KEY: &str = "user.dqpipe.source_key";
+const XATTR_RUN: &str = "user.dqpipe.run";
 
 /// Files are written as `.dqpipe-tmp-<host>-<pid>-<n>` and renamed into place; a process
 /// killed in between leaves one behind, which the next run that writes into that folder
@@ -101,7 +108,13 @@ impl LocalStore {
         if path.is_empty() {
             return Err(ConfigError::at("url", "a file:// URL needs a folder: `file://./var/in` or `file:///data/in`"));
         }
-        Ok(Self { url: url.to_string(), root: PathBuf::from(path), fsync: opts.fsync, swept: Default::default() })
+        Ok(Self {
+            url: url.to_string(),
+            root: PathBuf::from(path),
+            fsync: opts.fsync,
+            swept: Default::default(),
+            no_xattrs: Default::default(),
+        })
     }
 
     /// The file for `key`, refusing keys that would leave the root or that a file system
@@ -235,7 +248,7 @@ impl Store for LocalStore {
             .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("reading {key:?}: {e}")))
     }
 
-    async fn put(&self, key: &str, body: &Body, _options: &PutOptions) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, body: &Body, options: &PutOptions) -> Result<(), StoreError> {
         let path = self.path_of(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error(key, "creating the folder for", e))?;
@@ -263,6 +276,9 @@ impl Store for LocalStore {
                     }
                 }
             }
+            if let Some(origin) = &options.origin {
+                self.record_origin(&tmp, origin).await?;
+            }
             tokio::fs::rename(&tmp, &path).await
         };
         if let Err(e) = write.await {
@@ -277,6 +293,23 @@ impl Store for LocalStore {
         tokio::fs::remove_file(&path).await.map_err(|e| io_error(key, "deleting", e))
     }
 
+    async fn origin(&self, key: &str) -> Result<Option<Origin>, StoreError> {
+        let path = self.path_of(key)?;
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Origin>> {
+            let attr = |name| xattr::get(&path, name).map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()));
+            match attr(XATTR_SOURCE_KEY) {
+                Ok(Some(source_key)) => Ok(Some(Origin { source_key, run: attr(XATTR_RUN)?.unwrap_or_default() })),
+                Ok(None) => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound || unsupported(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        match read.await {
+            Ok(r) => r.map_err(|e| io_error(key, "reading the origin of", e)),
+            Err(e) => Err(StoreError::new(StoreErrorKind::Other, format!("reading the origin of {key:?}: {e}"))),
+        }
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let path = self.path_of(key)?;
         match tokio::fs::metadata(&path).await {
@@ -286,6 +319,40 @@ impl Store for LocalStore {
             Err(e) => Err(io_error(key, "reading", e)),
         }
     }
+}
+
+impl LocalStore {
+    /// Records the origin on the temporary file. A file system without user extended
+    /// attributes (some network mounts) is warned about once and written to without them:
+    /// there, objects from two sources that map to one key are not told apart.
+    async fn record_origin(&self, tmp: &Path, origin: &Origin) -> std::io::Result<()> {
+        if self.no_xattrs.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let (tmp, o) = (tmp.to_path_buf(), origin.clone());
+        let set = tokio::task::spawn_blocking(move || {
+            xattr::set(&tmp, XATTR_SOURCE_KEY, o.source_key.as_bytes())?;
+            xattr::set(&tmp, XATTR_RUN, o.run.as_bytes())
+        });
+        match set.await.map_err(std::io::Error::other)? {
+            Err(e) if unsupported(&e) => {
+                if !self.no_xattrs.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        store = %self.url,
+                        "this file system keeps no extended attributes: written files do not record their source, \
+                         so two source objects that map to one key are not told apart across runs"
+                    );
+                }
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+/// The file system does not keep user extended attributes.
+fn unsupported(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(95) // EOPNOTSUPP
 }
 
 #[cfg(test)]

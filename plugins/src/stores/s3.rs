@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::ConfigError;
 use dqpipe_engine::body::{Body, Spool};
-use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
+use dqpipe_engine::store::{ObjectInfo, Origin, PutOptions, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
@@ -120,6 +120,10 @@ struct ListContents {
 }
 
 /// Query values: everything but unreserved characters is percent-encoded (SigV4's rule).
+/// The user metadata (`x-amz-meta-...`) that holds a written object's [`Origin`].
+const META_SOURCE_KEY: &str = "dqpipe-source-key";
+const META_RUN: &str = "dqpipe-run";
+
 const QUERY: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
@@ -595,6 +599,13 @@ impl Store for S3Store {
         for (k, v) in &options.metadata {
             attributes.insert(Attribute::Metadata(Cow::Owned(k.clone())), v.clone().into());
         }
+        if let Some(o) = &options.origin {
+            // User metadata travels in HTTP headers: ASCII only, so the key is
+            // percent-encoded.
+            let source = percent_encoding::utf8_percent_encode(&o.source_key, QUERY).to_string();
+            attributes.insert(Attribute::Metadata(Cow::Borrowed(META_SOURCE_KEY)), source.into());
+            attributes.insert(Attribute::Metadata(Cow::Borrowed(META_RUN)), o.run.clone().into());
+        }
         let what = format!("writing {key:?}");
         if body.len() > self.multipart_threshold {
             return self.put_multipart(&path, body, attributes).await.map_err(|e| self.error(&what, e));
@@ -605,6 +616,22 @@ impl Store for S3Store {
             .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("{what}: {e}")))?;
         let opts = object_store::PutOptions { attributes, ..Default::default() };
         self.client.put_opts(&path, PutPayload::from(bytes), opts).await.map(|_| ()).map_err(|e| self.error(&what, e))
+    }
+
+    async fn origin(&self, key: &str) -> Result<Option<Origin>, StoreError> {
+        let path = self.path(key)?;
+        let opts = GetOptions { head: true, ..Default::default() };
+        match self.client.get_opts(&path, opts).await {
+            Ok(r) => {
+                let meta = |name| r.attributes.get(&Attribute::Metadata(Cow::Borrowed(name))).map(|v| v.to_string());
+                Ok(meta(META_SOURCE_KEY).map(|k| Origin {
+                    source_key: percent_encoding::percent_decode_str(&k).decode_utf8_lossy().into_owned(),
+                    run: meta(META_RUN).unwrap_or_default(),
+                }))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(&format!("checking {key:?}"), e)),
+        }
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {

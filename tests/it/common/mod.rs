@@ -921,3 +921,13 @@ impl Drop for MotoServer {
         let _ = self.child.wait();
     }
 }
+
+pub const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+/// An archive file of `size` bytes that starts with the EICAR test signature.
+pub fn infected_file(path: &Path, size: usize) {
+    let mut bytes = EICAR.as_bytes().to_vec();
+    bytes.resize(size, b' ');
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
