@@ -6,8 +6,8 @@
 //! written first beside it as `<key>.error.json`, then the object itself.
 //!
 //! Nothing is overwritten by another source object. Every write records the source key
-//! and the run with the object ([`Origin`]); before writing, `put` refuses a key that is
-//! being written from another object of this run, or that holds an object written from
+//! and the run with the object ([`Origin`]); before writing, `put` waits for a key another
+//! object of this run is writing, then refuses a key that holds an object written from
 //! another source key (by this run, or by an earlier one unless `--reprocess`). Objects
 //! without a record (written by something else, such as the job dqpipe replaces) are
 //! replaced. A refused item goes out of `refused` with its reason; unrouted, its object is
@@ -79,8 +79,8 @@ impl KindConfig for PutConfig {
         let cfg = self;
         let store = ctx.store_that_can("store", &cfg.store, Access::Write)?;
         let key = ctx.template("key", &cfg.key)?;
-        let writing = Mutex::default();
-        Ok(Built::Processor(Arc::new(Put { name: ctx.node.to_string(), cfg, store, key, writing })))
+        let (writing, released) = (Mutex::default(), tokio::sync::Notify::new());
+        Ok(Built::Processor(Arc::new(Put { name: ctx.node.to_string(), cfg, store, key, writing, released })))
     }
 }
 
@@ -93,6 +93,8 @@ pub struct Put {
     /// copies of that object are at it. The store's record cannot tell of a write still in
     /// flight; once written, the record does. So this holds at most `concurrency` keys.
     writing: Mutex<HashMap<String, (String, usize)>>,
+    /// Told when keys are released, to the items waiting for one of them.
+    released: tokio::sync::Notify,
 }
 
 impl Put {
@@ -190,7 +192,7 @@ impl Put {
         let source = item.source_key();
         let reason_key = format!("{key}.error.json");
         let keys: Vec<&str> = if self.cfg.with_reason { vec![&reason_key, &key] } else { vec![&key] };
-        let _claim = self.claim(&keys, source)?;
+        let _claim = self.claim(&keys, source).await?;
         for k in &keys {
             self.check_origin(k, source, cx).await?;
         }
@@ -208,22 +210,27 @@ impl Put {
         Ok(key)
     }
 
-    /// Marks `keys` as being written from `source`, until the returned claim is dropped;
-    /// refused if another source object of this run is writing one of them.
-    fn claim<'a>(&'a self, keys: &[&str], source: &str) -> Result<Claim<'a>, ItemError> {
-        let mut writing = self.writing.lock().map_err(|_| ItemError::new("internal error: a put task panicked"))?;
-        for k in keys {
-            if let Some((other, _)) = writing.get(*k).filter(|(other, _)| other != source) {
-                return Err(ItemError::refused(format!(
-                    "destination {k:?} is being written from {other:?} in this run; refused, not overwritten: two \
-                     source objects map to one key"
-                )));
+    /// Marks `keys` as being written from `source`, until the returned claim is dropped.
+    /// A key another source object of this run is writing is waited for: once that write
+    /// is over, the store's record says whether it was written (and this one is refused)
+    /// or not. All keys are taken at once or none, so two items never wait for each other.
+    async fn claim<'a>(&'a self, keys: &[&str], source: &str) -> Result<Claim<'a>, ItemError> {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            {
+                let mut writing =
+                    self.writing.lock().map_err(|_| ItemError::new("internal error: a put task panicked"))?;
+                if keys.iter().all(|k| writing.get(*k).is_none_or(|(other, _)| other == source)) {
+                    for k in keys {
+                        writing.entry(k.to_string()).or_insert_with(|| (source.to_string(), 0)).1 += 1;
+                    }
+                    return Ok(Claim { put: self, keys: keys.iter().map(|k| k.to_string()).collect() });
+                }
             }
+            released.await;
         }
-        for k in keys {
-            writing.entry(k.to_string()).or_insert_with(|| (source.to_string(), 0)).1 += 1;
-        }
-        Ok(Claim { put: self, keys: keys.iter().map(|k| k.to_string()).collect() })
     }
 
     /// Refuses a key that holds an object written from another source key: by this run
@@ -280,14 +287,16 @@ struct Claim<'a> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        let Ok(mut writing) = self.put.writing.lock() else { return };
-        for k in &self.keys {
-            if let Some(entry) = writing.get_mut(k) {
-                entry.1 -= 1;
-                if entry.1 == 0 {
-                    writing.remove(k);
+        if let Ok(mut writing) = self.put.writing.lock() {
+            for k in &self.keys {
+                if let Some(entry) = writing.get_mut(k) {
+                    entry.1 -= 1;
+                    if entry.1 == 0 {
+                        writing.remove(k);
+                    }
                 }
             }
         }
+        self.put.released.notify_waiters();
     }
 }
