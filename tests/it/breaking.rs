@@ -210,16 +210,6 @@ fn secret_values_never_appear_in_validation_errors() {
     assert!(!err.contains(secret) && !err.contains("EXAMPLEKEY"), "{err}");
 }
 
-fn local_nats_run(dir: &Path, clamd: &str) -> (std::process::Output, serde_json::Value) {
-    let out = dqpipe(dir)
-        .args(["run", &nats_pipeline(), "--progress", "off", "--report", "r.json"])
-        .env("CLAMD_ADDRESS", clamd)
-        .output()
-        .unwrap();
-    let report = read_json(&dir.join("r.json"));
-    (out, report)
-}
-
 #[test]
 fn a_scanner_answering_ok_before_the_whole_item_was_sent_passes_nothing() {
     for hang_up in [true, false] {
@@ -233,7 +223,7 @@ fn a_scanner_answering_ok_before_the_whole_item_was_sent_passes_nothing() {
             infected_file(&archive.join("one-mib.json"), 1 << 20);
         }
         infected_file(&archive.join("twenty-mb.json"), 20_000_000);
-        let (out, report) = local_nats_run(dir.path(), &fake.address);
+        let Ran { out, report } = TestRun::nats(dir.path(), &fake.address).run();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(4), "hang_up {hang_up}: {err}");
         assert!(fake.scans.load(std::sync::atomic::Ordering::SeqCst) > 0, "the fake scanner was never asked");
@@ -413,20 +403,6 @@ fn a_listing_page_marked_truncated_without_a_token_is_not_the_end() {
     assert!(errors[0]["error"].as_str().unwrap().contains("truncated but gave no continuation token"), "{report}");
 }
 
-fn local_ingest(dir: &Path, sshd: &Sshd, clamd: &str) -> (std::process::Output, serde_json::Value) {
-    let out = dqpipe(dir)
-        .args(["run", &repo().join("pipelines/nats-sftp-ingest.yaml").to_string_lossy(), "--progress", "off"])
-        .args(["--report", "r.json"])
-        .env("SFTP_URL", sshd.url())
-        .env("SFTP_KEY_PATH", sshd.file("id_ed25519"))
-        .env("SFTP_KNOWN_HOSTS", sshd.file("known_hosts"))
-        .env("CLAMD_ADDRESS", clamd)
-        .output()
-        .unwrap();
-    let report = read_json(&dir.join("r.json"));
-    (out, report)
-}
-
 #[test]
 fn an_sftp_file_still_being_uploaded_is_neither_taken_nor_deleted() {
     let clamd = Clamd::start("25M");
@@ -438,7 +414,7 @@ fn an_sftp_file_still_being_uploaded_is_neither_taken_nor_deleted() {
 
     // Just written (480 of 627 bytes, say): too young to be stable, left alone.
     std::fs::write(&landed, &full[..full.len() / 2]).unwrap();
-    let (out, report) = local_ingest(dir.path(), &sshd, &clamd.tcp());
+    let Ran { out, report } = TestRun::sftp_ingest(dir.path(), &sshd, "id_ed25519", &clamd.tcp()).run();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(report["items"]["from_sources"], 0, "{report}");
     assert!(landed.exists(), "a file being uploaded was deleted");
@@ -454,7 +430,7 @@ fn an_sftp_file_still_being_uploaded_is_neither_taken_nor_deleted() {
         let mut f = std::fs::OpenOptions::new().append(true).open(&grow).unwrap();
         f.write_all(rest.as_bytes()).unwrap();
     })));
-    let (out, report) = local_ingest(dir.path(), &sshd, &scanner.address);
+    let Ran { out, report } = TestRun::sftp_ingest(dir.path(), &sshd, "id_ed25519", &scanner.address).run();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(landed.exists(), "a file that changed since listing was deleted");
     assert_eq!(std::fs::read_to_string(&landed).unwrap(), full);
@@ -463,7 +439,7 @@ fn an_sftp_file_still_being_uploaded_is_neither_taken_nor_deleted() {
 
     // Complete and settled: the next run takes the whole file and deletes it.
     settle_files(&sshd.landing());
-    let (out, _) = local_ingest(dir.path(), &sshd, &clamd.tcp());
+    let out = TestRun::sftp_ingest(dir.path(), &sshd, "id_ed25519", &clamd.tcp()).run().out;
     assert!(matches!(out.status.code(), Some(0 | 3)), "{}", stderr(&out));
     assert!(!landed.exists(), "the settled file was not taken");
     let delivered: Vec<String> =
@@ -570,7 +546,7 @@ fn a_rest_scanner_answering_ok_and_hanging_up_mid_file_passes_nothing() {
     });
     let dir = tempfile::tempdir().unwrap();
     infected_file(&dir.path().join("var/archive/twenty-mb.json"), 20_000_000);
-    let (out, report) = local_nats_run(dir.path(), &url);
+    let Ran { out, report } = TestRun::nats(dir.path(), &url).run();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(answered.load(std::sync::atomic::Ordering::SeqCst) > 0, "the fake scanner was never asked");
     for store in ["internal", "quarantine", "dead-letter"] {

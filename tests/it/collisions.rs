@@ -18,14 +18,8 @@ fn message(path: &Path, arcid: &str) {
 }
 
 fn run(dir: &Path, clamd: &Clamd, extra: &[&str]) -> (std::process::Output, serde_json::Value) {
-    let out = dqpipe(dir)
-        .args(["run", &nats_pipeline(), "--progress", "off", "--report", "r.json"])
-        .args(extra)
-        .env("CLAMD_ADDRESS", clamd.tcp())
-        .output()
-        .unwrap();
-    let report = read_json(&dir.join("r.json"));
-    (out, report)
+    let ran = TestRun::nats(dir, &clamd.tcp()).args(extra).run();
+    (ran.out, ran.report)
 }
 
 /// The reason the dead letter recorded for `key`.
@@ -158,15 +152,8 @@ nodes:
 "#,
     )
     .unwrap();
-    let out = dqpipe(dir)
-        .args(["run", "copy.yaml", "--progress", "off", "--report", "r.json"])
-        .args(extra)
-        .env("S3_ENDPOINT", s3.endpoint())
-        .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-        .output()
-        .unwrap();
-    (out, read_json(&dir.join("r.json")))
+    let ran = TestRun::new(dir, "copy.yaml").s3(s3).args(extra).run();
+    (ran.out, ran.report)
 }
 
 #[test]

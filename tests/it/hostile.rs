@@ -52,12 +52,11 @@ fn names_that_decode_to_paths_never_leave_the_store() {
     std::fs::write(src.join(&long), b"{}").unwrap();
     let dst = dir.path().join("deep/dst");
     let spec = copy_spec(dir.path(), "{{ name }}");
-    let out = dqpipe(dir.path())
-        .args(["run", &spec, "--progress", "off", "--report", "r.json"])
-        .env("SRC_URL", format!("file://{}", src.display()))
-        .env("DST_URL", format!("file://{}", dst.display()))
-        .output()
-        .unwrap();
+    let out = TestRun::new(dir.path(), &spec)
+        .env("SRC_URL", &format!("file://{}", src.display()))
+        .env("DST_URL", &format!("file://{}", dst.display()))
+        .run()
+        .out;
     // Refused for good, not "incomplete": no rerun can write these names (exit 3, which
     // the Job does not retry; exit 4 would be retried for ever).
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -100,20 +99,15 @@ fn keys_s3_cannot_hold_are_refused_alone() {
         std::fs::write(src.join(name), b"{}").unwrap();
     }
     let spec = copy_spec(dir.path(), "{{ key }}");
-    let out = dqpipe(dir.path())
-        .args(["run", &spec, "--progress", "off", "--report", "r.json"])
-        .env("SRC_URL", format!("file://{}", src.display()))
+    let ran = TestRun::new(dir.path(), &spec)
+        .env("SRC_URL", &format!("file://{}", src.display()))
         .env("DST_URL", "s3://dst/in")
-        .env("S3_ENDPOINT", s3.endpoint())
-        .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3), "a key S3 cannot hold is refused for good: {}", stderr(&out));
+        .s3(&s3)
+        .run();
+    assert_eq!(ran.code(), Some(3), "a key S3 cannot hold is refused for good: {}", ran.stderr());
     assert_eq!(files_under(&s3.bucket_dir("dst").join("in")).len(), 20);
-    let report = read_json(&dir.path().join("r.json"));
-    assert_eq!(report["items"]["refused"], 4, "{report}");
-    let f = failures(&report);
+    assert_eq!(ran.report["items"]["refused"], 4, "{}", ran.report);
+    let f = failures(&ran.report);
     assert_eq!(f.len(), 4);
     assert!(f.iter().any(|(k, r)| k.ends_with("too-long.json") && r.contains("over S3's 1024 bytes")), "{f:?}");
     for name in ["tab\there.json", "del\u{7f}.json", "nel\u{85}.json"] {
@@ -132,15 +126,12 @@ fn a_key_with_a_control_character_in_s3_is_refused_alone() {
     }
     let dir = tempfile::tempdir().unwrap();
     let spec = copy_spec(dir.path(), "{{ key }}");
-    let out = dqpipe(dir.path())
-        .args(["run", &spec, "--progress", "off", "--report", "r.json"])
+    let out = TestRun::new(dir.path(), &spec)
         .env("SRC_URL", "s3://archive/in")
         .env("DST_URL", "file://./out")
-        .env("S3_ENDPOINT", s3.endpoint())
-        .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-        .output()
-        .unwrap();
+        .s3(&s3)
+        .run()
+        .out;
     // Listed, but the client cannot address it exactly: refused for good (exit 3).
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(files_under(&dir.path().join("out")).len(), 10);
@@ -161,11 +152,7 @@ fn hostile_documents_are_dead_lettered_or_quarantined_not_crashed_on() {
     // 30 MB, over the scan's max_bytes (25 MiB): to quarantine unscanned, never in memory.
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(30_000_000));
     std::fs::write(archive.join("huge.json"), big).unwrap();
-    let out = dqpipe(dir.path())
-        .args(["run", &nats_pipeline(), "--progress", "off", "--report", "r.json"])
-        .env("CLAMD_ADDRESS", clamd.tcp())
-        .output()
-        .unwrap();
+    let out = TestRun::nats(dir.path(), &clamd.tcp()).run().out;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let mut dead = files_under(&dir.path().join("var/dead-letter"));
     dead.retain(|f| !f.ends_with(".error.json"));

@@ -5,21 +5,12 @@ use crate::common::*;
 
 use std::path::Path;
 
-fn pipeline() -> String {
-    repo().join("pipelines/nats-historical.yaml").to_string_lossy().into_owned()
-}
-
 fn run_nats(dir: &Path, clamd: &str, hook: Option<&str>) -> std::process::Output {
-    let mut c = dqpipe(dir);
-    c.args(["run", &pipeline(), "--report", "report.json"]).env("CLAMD_ADDRESS", clamd);
-    if let Some(h) = hook {
-        c.env("SLACK_WEBHOOK", h);
-    }
-    c.output().unwrap()
+    TestRun::nats(dir, clamd).env("SLACK_WEBHOOK", hook.unwrap_or("")).report("report.json").run().out
 }
 
 fn report(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+    read_json(&dir.join("report.json"))
 }
 
 fn reason(dir: &Path, store: &str, name: &str) -> String {

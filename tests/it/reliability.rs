@@ -18,10 +18,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// The NATS pipeline S3 -> S3 through `endpoint` and `clamd`, writing `report`.
 fn nats_run(dir: &Path, endpoint: &str, clamd: &str, report: &str) -> Command {
-    let mut c = dqpipe(dir);
-    nats_s3_env(&mut c, endpoint, clamd);
-    c.args(["run", &nats_pipeline(), "--progress", "off", "--report", report]);
-    c
+    TestRun::nats_s3(dir, endpoint, clamd).report(report).into_command()
 }
 
 /// The S3 buckets hold exactly what the local reference run made: every clean file once

@@ -8,12 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn ingest(dir: &Path, sshd: &Sshd, s3_endpoint: &str, clamd: &str, key: &str) -> Command {
-    let mut c = dqpipe(dir);
-    c.args(["run", &repo().join("pipelines/nats-sftp-ingest.yaml").to_string_lossy(), "--progress", "off"])
-        .args(["--report", "r.json"])
-        .env("SFTP_URL", sshd.url())
-        .env("SFTP_KEY_PATH", sshd.file(key))
-        .env("SFTP_KNOWN_HOSTS", sshd.file("known_hosts"))
+    TestRun::sftp_ingest(dir, sshd, key, clamd)
         .env("DQ_URL", "s3://dq-bucket")
         .env("DQ_PREFIX", "nats")
         .env("SECURE_URL", "s3://secure/nats")
@@ -22,8 +17,7 @@ fn ingest(dir: &Path, sshd: &Sshd, s3_endpoint: &str, clamd: &str, key: &str) ->
         .env("S3_ENDPOINT", s3_endpoint)
         .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-        .env("CLAMD_ADDRESS", clamd);
-    c
+        .into_command()
 }
 
 fn today() -> String {

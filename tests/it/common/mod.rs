@@ -45,6 +45,95 @@ pub fn dqpipe(dir: &Path) -> Command {
     c
 }
 
+/// `dqpipe run SPEC --progress off --report r.json` in a folder: the one way the tests
+/// run a pipeline. Settings are added with [`TestRun::env`], [`TestRun::arg`] and
+/// [`TestRun::report`] (another report file); [`TestRun::run`] waits for it and reads its
+/// report; [`TestRun::into_command`] gives the command to tests that spawn and signal it.
+pub struct TestRun {
+    cmd: Command,
+    dir: PathBuf,
+    report: String,
+}
+
+impl TestRun {
+    pub fn new(dir: &Path, spec: &str) -> TestRun {
+        let mut cmd = dqpipe(dir);
+        cmd.args(["run", spec, "--progress", "off"]);
+        TestRun { cmd, dir: dir.to_path_buf(), report: "r.json".into() }
+    }
+    /// `pipelines/nats-historical.yaml` on the local folders under `dir/var`, scanning
+    /// with the clamd at `clamd`.
+    pub fn nats(dir: &Path, clamd: &str) -> TestRun {
+        TestRun::new(dir, &nats_pipeline()).env("CLAMD_ADDRESS", clamd)
+    }
+    /// `pipelines/nats-historical.yaml` with the original job's Secret for the test S3
+    /// server ([`nats_s3_env`]), through `endpoint`.
+    pub fn nats_s3(dir: &Path, endpoint: &str, clamd: &str) -> TestRun {
+        let mut run = TestRun::new(dir, &nats_pipeline());
+        nats_s3_env(&mut run.cmd, endpoint, clamd);
+        run
+    }
+    /// `pipelines/nats-sftp-ingest.yaml` from `sshd`'s landing folder, logging in with
+    /// its key file `key`, to the local folders under `dir/var` unless told otherwise.
+    pub fn sftp_ingest(dir: &Path, sshd: &Sshd, key: &str, clamd: &str) -> TestRun {
+        TestRun::new(dir, &repo().join("pipelines/nats-sftp-ingest.yaml").to_string_lossy())
+            .env("SFTP_URL", &sshd.url())
+            .env("SFTP_KEY_PATH", &sshd.file(key))
+            .env("SFTP_KNOWN_HOSTS", &sshd.file("known_hosts"))
+            .env("CLAMD_ADDRESS", clamd)
+    }
+    /// The test S3 server's endpoint and keys, for the spec's S3 stores.
+    pub fn s3(self, s3: &S3Server) -> TestRun {
+        self.env("S3_ENDPOINT", &s3.endpoint())
+            .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    }
+    pub fn env(mut self, name: &str, value: &str) -> TestRun {
+        self.cmd.env(name, value);
+        self
+    }
+    pub fn arg(mut self, arg: &str) -> TestRun {
+        self.cmd.arg(arg);
+        self
+    }
+    pub fn args(self, args: &[&str]) -> TestRun {
+        args.iter().fold(self, |run, a| run.arg(a))
+    }
+    /// The report file, in the run's folder (`r.json` unless set).
+    pub fn report(mut self, file: &str) -> TestRun {
+        self.report = file.to_string();
+        self
+    }
+    pub fn into_command(mut self) -> Command {
+        self.cmd.args(["--report", &self.report]);
+        self.cmd
+    }
+    pub fn run(self) -> Ran {
+        let (dir, report) = (self.dir.clone(), self.report.clone());
+        let out = self.into_command().output().unwrap();
+        let report = std::fs::read(dir.join(report))
+            .ok()
+            .map(|b| serde_json::from_slice(&b).expect("the report is JSON"))
+            .unwrap_or(serde_json::Value::Null);
+        Ran { out, report }
+    }
+}
+
+/// What a [`TestRun`] printed, its exit code and its report (`null` if none was written).
+pub struct Ran {
+    pub out: Output,
+    pub report: serde_json::Value,
+}
+
+impl Ran {
+    pub fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+    pub fn stderr(&self) -> String {
+        stderr(&self.out)
+    }
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
