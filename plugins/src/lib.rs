@@ -16,6 +16,7 @@ pub mod list;
 pub mod nats_message;
 mod parse;
 pub mod put;
+pub mod pyjson;
 pub mod resume;
 pub mod retry;
 pub mod samples;

@@ -4,7 +4,8 @@
 //! The output is built in an insertion-ordered map (serde_json with `preserve_order`); a
 //! later write to an existing key replaces the value and keeps its position. Numbers keep
 //! their original text (serde_json's `arbitrary_precision`), so a 20-digit integer stays an
-//! integer. JSON is written compact.
+//! integer. JSON is written compact, or with `json_style: python` exactly as the job dqpipe
+//! replaces wrote it (Python's `json.dumps` with default arguments: `pyjson.rs`).
 
 use std::sync::Arc;
 
@@ -29,6 +30,21 @@ pub struct NatsMessageConfig {
     #[serde(default = "crate::parse::default_max_bytes")]
     #[schemars(range(min = 1, max = 4294967296u64))]
     pub max_bytes: u64,
+    /// How the record is written: `compact` (no spaces, UTF-8, numbers as in the input), or
+    /// `python`: byte for byte what Python's `json.dumps(record)` writes (`", "` and `": "`,
+    /// non-ASCII as `\uXXXX`, floats as Python's `repr`), for the record and for the
+    /// `X400Message` string inside it. It also reads what Python reads and serde_json does
+    /// not: lone surrogate escapes, and nesting to 1,000 levels.
+    #[serde(default)]
+    pub json_style: JsonStyle,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonStyle {
+    #[default]
+    Compact,
+    Python,
 }
 
 const PORTS: &[PortDecl] = &[
@@ -107,7 +123,10 @@ pub fn transform(input: &[u8], name: &str) -> Result<Transformed, String> {
         .and_then(|x| x.get("envelope"))
         .and_then(|e| e.get("messageDeliveryTime"))
         .ok_or("no X400Message.envelope.messageDeliveryTime")?;
-    let msg_date = partition_date(delivery)?;
+    let Value::String(delivery_text) = delivery else {
+        return Err(format!("messageDeliveryTime is {}, not a string", type_name(delivery)));
+    };
+    let msg_date = partition_date(delivery_text)?;
     out.insert("messageReceievedTime", Out::Value(delivery));
     // 3. and 4.
     out.insert("filename", Out::Str(name));
@@ -128,11 +147,85 @@ enum Out<'a> {
     Owned(String),
 }
 
-/// `YYMMDDhhmm[ss]Z` -> `20YY-MM-DD`, if the first six characters are a calendar date.
-fn partition_date(v: &Value) -> Result<String, String> {
-    let Value::String(s) = v else {
-        return Err(format!("messageDeliveryTime is {}, not a string", type_name(v)));
+/// The transform in the `python` style: the same steps as [`transform`] over the tree
+/// Python's `json.loads` would build, written as `json.dumps` writes it.
+pub fn transform_python(input: &[u8], name: &str) -> Result<Transformed, String> {
+    use crate::pyjson::{self, Json};
+    enum PyOut<'a> {
+        Value(&'a Json),
+        Text(&'a [u8]),
+        Owned(Vec<u8>),
+    }
+    let doc = pyjson::parse(input)?;
+    let Json::Object(top) = &doc.0 else {
+        return Err(format!("the top level is {}, not a JSON object", py_type_name(&doc.0)));
     };
+    let mut out: IndexMap<&[u8], PyOut<'_>> = IndexMap::new();
+    for (k, v) in top {
+        if String::from_utf8_lossy(k).to_lowercase() == "x400message" {
+            let mut s = Vec::with_capacity(input.len() + input.len() / 4);
+            pyjson::write(&mut s, v)?;
+            out.insert(k, PyOut::Owned(s));
+        } else {
+            let Json::Object(fields) = v else {
+                let k = String::from_utf8_lossy(k);
+                return Err(format!("top-level `{k}` is {}, not an object", py_type_name(v)));
+            };
+            for (f, fv) in fields {
+                out.insert(f, PyOut::Value(fv));
+            }
+            out.insert(b"MessageType", PyOut::Text(k));
+        }
+    }
+    fn field<'a>(v: Option<&'a Json>, name: &str) -> Option<&'a Json> {
+        match v {
+            Some(Json::Object(m)) => m.get(name.as_bytes()),
+            _ => None,
+        }
+    }
+    let delivery = field(field(top.get(&b"X400Message"[..]), "envelope"), "messageDeliveryTime")
+        .ok_or("no X400Message.envelope.messageDeliveryTime")?;
+    let Json::Str(delivery_text) = delivery else {
+        return Err(format!("messageDeliveryTime is {}, not a string", py_type_name(delivery)));
+    };
+    let msg_date = partition_date(&String::from_utf8_lossy(delivery_text))?;
+    out.insert(b"messageReceievedTime", PyOut::Value(delivery));
+    out.insert(b"filename", PyOut::Text(name.as_bytes()));
+    out.insert(b"entirejson", PyOut::Value(&doc.0));
+    // ASCII only: the input about twice, escapes making it longer.
+    let mut json = Vec::with_capacity(input.len() * 3 + 4096);
+    json.push(b'{');
+    for (i, (k, v)) in out.iter().enumerate() {
+        if i > 0 {
+            json.extend_from_slice(b", ");
+        }
+        pyjson::write_str(&mut json, k);
+        json.extend_from_slice(b": ");
+        match v {
+            PyOut::Value(v) => pyjson::write(&mut json, v)?,
+            PyOut::Text(t) => pyjson::write_str(&mut json, t),
+            PyOut::Owned(t) => pyjson::write_str(&mut json, t),
+        }
+    }
+    json.push(b'}');
+    json.shrink_to_fit();
+    Ok(Transformed { json, msg_date })
+}
+
+fn py_type_name(v: &crate::pyjson::Json) -> &'static str {
+    use crate::pyjson::Json;
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Int(_) | Json::Float(_) => "a number",
+        Json::Str(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// `YYMMDDhhmm[ss]Z` -> `20YY-MM-DD`, if the first six characters are a calendar date.
+fn partition_date(s: &str) -> Result<String, String> {
     let head: String = s.chars().take(6).collect();
     if head.len() != 6 || !head.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("messageDeliveryTime {s:?} does not start with a date YYMMDD"));
@@ -169,8 +262,12 @@ impl Processor for NatsMessage {
 
     async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let name = item.name().to_string();
-        let result =
-            parse_body(&item, "nats_message", self.cfg.max_bytes, move |bytes| transform(&bytes, &name)).await?;
+        let style = self.cfg.json_style;
+        let result = parse_body(&item, "nats_message", self.cfg.max_bytes, move |bytes| match style {
+            JsonStyle::Compact => transform(&bytes, &name),
+            JsonStyle::Python => transform_python(&bytes, &name),
+        })
+        .await?;
         match result {
             Ok(t) => {
                 item.set("msg_date", t.msg_date);
@@ -190,10 +287,11 @@ impl Processor for NatsMessage {
 mod tests {
     use std::path::PathBuf;
 
-    /// Every case in tests/golden/nats: exact output bytes and partition, or the reason.
-    #[test]
-    fn golden_files() {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/nats");
+    use super::Transformed;
+
+    /// Every case in `tests/golden/<set>`: exact output bytes and partition, or the reason.
+    fn golden(set: &str, transform: fn(&[u8], &str) -> Result<Transformed, String>) -> usize {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(set);
         let mut cases = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -203,7 +301,7 @@ mod tests {
             };
             cases += 1;
             let input = std::fs::read(&path).unwrap();
-            let result = super::transform(&input, &format!("{case}.json"));
+            let result = transform(&input, &format!("{case}.json"));
             let expected = dir.join(format!("{case}.expected.json"));
             if expected.exists() {
                 let t = result.unwrap_or_else(|e| panic!("{case}: {e}"));
@@ -219,6 +317,39 @@ mod tests {
                 assert!(err.contains(want.trim()), "{case}: {err}");
             }
         }
-        assert_eq!(cases, 12);
+        cases
+    }
+
+    #[test]
+    fn golden_files() {
+        assert_eq!(golden("nats", super::transform), 12);
+    }
+
+    /// Outputs Python's `json.dumps` wrote (scripts/golden-nats-python), byte for byte.
+    #[test]
+    fn golden_files_in_the_python_style() {
+        assert_eq!(golden("nats-python", super::transform_python), 14);
+    }
+
+    /// 1,000 levels on a thread with a 128 KiB stack (tokio's blocking threads have 2 MiB):
+    /// parsing, writing and dropping use explicit stacks.
+    #[test]
+    fn deep_nesting_needs_no_deep_stack() {
+        let depth = crate::pyjson::MAX_DEPTH - 2; // the top level and the message hold two
+        let doc = format!(
+            "{{\"X400Message\": {{\"envelope\": {{\"messageDeliveryTime\": \"190103061432Z\"}}}}, \"FPL\": {{\"D\": {}{}}}}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let t = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || super::transform_python(doc.as_bytes(), "deep.json").map(|t| t.json.len()))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(t.is_ok(), "{t:?}");
+        let deeper = format!("{{\"FPL\": {}{}}}", "[".repeat(depth + 10), "]".repeat(depth + 10));
+        let err = super::transform_python(deeper.as_bytes(), "deeper.json").unwrap_err();
+        assert!(err.contains("nested deeper than 1000 levels"), "{err}");
     }
 }

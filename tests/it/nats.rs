@@ -234,3 +234,47 @@ async fn clamd_sessions_are_reused_and_survive_a_restart() {
     assert!(matches!(scan(eicar).await, Ok(Verdict::Infected { .. })));
     assert_eq!(sessions.idle(), 1);
 }
+
+/// `json_style: python` against Python itself: 5,000 randomly built archive files (unicode
+/// raw and escaped, lone surrogates, float and integer spellings, repeated keys; see
+/// scripts/golden-nats-python), each record compared byte for byte with what Python's
+/// `json.dumps` writes, and the files Python cannot write dead-lettered.
+#[test]
+fn python_style_is_byte_identical_to_python_on_5000_random_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = std::process::Command::new("python3")
+        .arg(repo().join("scripts/golden-nats-python"))
+        .args(["random", "5000", "20261128"])
+        .arg(dir.path().join("r"))
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    std::fs::write(
+        dir.path().join("py.yaml"),
+        r#"version: 1
+name: python-style
+stores:
+  archive: { url: "file://./r/archive" }
+  out: { url: "file://./out" }
+  dead: { url: "file://./dead" }
+nodes:
+  list: { kind: list, store: archive }
+  fetch: { kind: fetch, input: list }
+  transform: { kind: nats_message, input: fetch, json_style: python }
+  write: { kind: put, input: transform.ok, store: out, key: "msg_date={{ msg_date }}/parsed_{{ name }}" }
+  dead: { kind: put, input: transform.failed, store: dead, key: "{{ name }}" }
+"#,
+    )
+    .unwrap();
+    let ran = TestRun::new(dir.path(), "py.yaml").run();
+    let failed = files_under(&dir.path().join("r/failed"));
+    assert_eq!(ran.code(), Some(if failed.is_empty() { 0 } else { 3 }), "{}", ran.stderr());
+    let mut dead = files_under(&dir.path().join("dead"));
+    dead.sort();
+    let mut failed = failed;
+    failed.sort();
+    assert_eq!(dead, failed, "dead-lettered here / failed in Python");
+    assert!(failed.len() < 500, "the generator should build mostly valid files: {}", failed.len());
+    assert_same_files(&dir.path().join("r/expected"), &dir.path().join("out"));
+    assert!(files_under(&dir.path().join("out")).len() > 4500);
+}
