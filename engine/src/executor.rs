@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,12 +22,14 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::api::{Built, Context, Emitter, Item, Processor, RunFacts, Source, SourceContext};
+use crate::api::{Built, Context, Emitter, Item, Processor, Source, SourceContext};
 use crate::body::Spool;
 use crate::load::Pipeline;
 pub use crate::options::{Mode, RunOptions, DEFAULT_GRACE};
-use crate::report::{ItemCounts, Outcome, RunReport, SourceError};
+use crate::report::{RunReport, SourceError};
 use crate::runtime::acks::start_acknowledgements;
+use crate::runtime::end::{report, Ended};
+use crate::runtime::halt::Halt;
 use crate::runtime::outputs::{mark_failed, ByteBudget, Selection};
 use crate::runtime::preflight::preflight;
 pub use crate::runtime::preflight::RunError;
@@ -42,7 +44,12 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     // Everything a node needs must answer before any item moves. A stop (SIGTERM) during
     // the checks ends the run at once, with a report and nothing processed.
     tokio::select! {
-        r = preflight(p, planning) => r?,
+        r = preflight(p, planning) => if let Err(e) = r {
+            if !planning {
+                crate::runtime::end::did_not_start(p, &e).await;
+            }
+            return Err(e);
+        },
         () = opts.stop.stopped() => {
             tracing::warn!("stopped during the preflight checks: nothing was processed");
             return Ok(RunReport::stopped_before_start(&p.name, opts.shard, started.elapsed().as_secs_f64()));
@@ -53,14 +60,16 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     tracker.planning.store(planning, Ordering::Relaxed);
     let acker = start_acknowledgements(p, &opts, &tracker);
     let concurrency = p.effective_concurrency(&opts);
-    let tasks = spawn_nodes(p, &opts, &stats, &concurrency);
+    let halt = Arc::new(Halt::new(opts.stop.clone()));
+    let tasks = spawn_nodes(p, &opts, &stats, &concurrency, &halt);
     let source_errors = drain(tasks, &opts, &tracker).await;
     // Every item is gone; close the acknowledgements and wait for the last of them.
     if let Ok(mut t) = tracker.finished_tx.lock() {
         t.take();
     }
     let _ = acker.await;
-    Ok(report(p, &opts, &stats, &concurrency, source_errors, started).await)
+    let ended = Ended { source_errors, halted: halt.reason(), started };
+    Ok(report(p, &opts, &stats, &concurrency, ended).await)
 }
 
 /// Wires every node's output ports to its consumers' bounded channels (one per processing
@@ -70,6 +79,7 @@ fn spawn_nodes(
     opts: &RunOptions,
     stats: &Arc<LiveStats>,
     concurrency: &[usize],
+    halt: &Arc<Halt>,
 ) -> JoinSet<Option<SourceError>> {
     let spool =
         Spool { threshold: p.defaults.spool_threshold_bytes, dir: p.defaults.spool_dir.as_ref().map(Into::into) };
@@ -124,6 +134,7 @@ fn spawn_nodes(
                     rx,
                     limit: Arc::new(Semaphore::new(concurrency[i])),
                     stats: stats.nodes[i].clone(),
+                    halt: halt.clone(),
                     mode: opts.mode,
                 };
                 tasks.spawn(task.run());
@@ -167,6 +178,7 @@ struct ProcessorTask {
     /// The node's `concurrency` permits.
     limit: Arc<Semaphore>,
     stats: Arc<NodeStats>,
+    halt: Arc<Halt>,
     mode: Mode,
 }
 
@@ -183,8 +195,10 @@ impl ProcessorTask {
             let now = self.stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
             let (node, out, stats, cx) = (self.node.clone(), self.out.clone(), self.stats.clone(), self.cx.clone());
+            let halt = self.halt.clone();
             running.spawn(async move {
-                process_one(node, &out, &cx, &stats, item, mode).await;
+                let failure = process_one(node, &out, &cx, &stats, item, mode).await;
+                halt.record(cx.node(), &stats.failing_in_a_row, failure.as_deref());
                 stats.in_flight.fetch_sub(1, Ordering::SeqCst);
                 drop(permit);
             });
@@ -196,8 +210,16 @@ impl ProcessorTask {
 }
 
 /// One item through one node. A failure or a panic is recorded against its source object,
-/// which is then reported unprocessed: a panic fails closed.
-async fn process_one(node: Arc<dyn Processor>, out: &Emitter, cx: &Context, stats: &NodeStats, item: Item, mode: Mode) {
+/// which is then reported unprocessed: a panic fails closed. Returns the reason of a
+/// transient failure (or a panic).
+async fn process_one(
+    node: Arc<dyn Processor>,
+    out: &Emitter,
+    cx: &Context,
+    stats: &NodeStats,
+    item: Item,
+    mode: Mode,
+) -> Option<String> {
     let name = cx.node();
     // Kept so that a failure can be recorded against the object; a clone shares the body.
     let guard = item.clone();
@@ -209,7 +231,7 @@ async fn process_one(node: Arc<dyn Processor>, out: &Emitter, cx: &Context, stat
         }
     };
     let (reason, permanent) = match r {
-        Ok(Ok(())) => return,
+        Ok(Ok(())) => return None,
         Ok(Err(e)) => (e.reason, e.permanent),
         Err(_) => ("internal error: the node panicked".to_string(), false),
     };
@@ -217,6 +239,7 @@ async fn process_one(node: Arc<dyn Processor>, out: &Emitter, cx: &Context, stat
     let what = if permanent { "item refused" } else { "item not processed" };
     tracing::warn!(node = %name, key = ?guard.source_key(), reason = ?reason, "{what}");
     mark_failed(&guard, name, &reason, permanent);
+    (!permanent).then_some(reason)
 }
 
 /// Waits for every task to end. Once stopped, items in flight get the grace period; then
@@ -249,71 +272,4 @@ async fn drain(mut tasks: JoinSet<Option<SourceError>>, opts: &RunOptions, track
         }
     }
     source_errors
-}
-
-/// The run's report, after the end-of-run hooks (alerts; runs only, not plans).
-async fn report(
-    p: &Pipeline,
-    opts: &RunOptions,
-    stats: &LiveStats,
-    concurrency: &[usize],
-    source_errors: Vec<SourceError>,
-    started: Instant,
-) -> RunReport {
-    let tracker = &stats.tracker;
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let (nodes, problems) = stats.node_reports(p, concurrency);
-    let items = ItemCounts {
-        from_sources: load(&tracker.started),
-        complete: load(&tracker.complete),
-        failed: load(&tracker.failed),
-        refused: load(&tracker.refused),
-        problems,
-        skipped_done: load(&tracker.skipped_done),
-    };
-    if !matches!(opts.mode, Mode::Plan { .. }) {
-        let facts = RunFacts {
-            pipeline: p.name.clone(),
-            source_items: items.from_sources,
-            skipped_done: items.skipped_done,
-            failed_items: items.failed,
-            refused_items: items.refused,
-            problem_items: problems,
-        };
-        for n in &p.nodes {
-            if let Built::Processor(x) = &n.built {
-                // A hook that panics is logged; the run's outcome stands.
-                if AssertUnwindSafe(x.finish(&facts)).catch_unwind().await.is_err() {
-                    tracing::error!(node = %n.spec.name, "internal error: the end-of-run hook panicked");
-                }
-            }
-        }
-    }
-    let interrupted = opts.stop.is_stopped();
-    let outcome = if items.failed > 0
-        || !source_errors.is_empty()
-        || interrupted
-        || items.complete + items.failed + items.refused != items.from_sources
-    {
-        Outcome::Incomplete
-    } else if problems > 0 || items.refused > 0 {
-        Outcome::CompleteWithProblems
-    } else {
-        Outcome::Complete
-    };
-    let mut failures = tracker.failures();
-    failures.sort_by(|a, b| a.key.cmp(&b.key));
-    RunReport {
-        pipeline: p.name.clone(),
-        outcome,
-        exit_code: outcome.exit_code(),
-        duration_seconds: started.elapsed().as_secs_f64(),
-        items,
-        nodes,
-        failures,
-        source_errors,
-        interrupted,
-        shard: opts.shard,
-        peak_rss_bytes: crate::report::peak_rss_bytes(),
-    }
 }

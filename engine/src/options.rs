@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
     /// Process objects even when an earlier run finished them.
     pub reprocess: bool,
+    /// Where the report goes (`--report`), for alerts to say.
+    pub report_location: Option<String>,
     /// Recorded with every object the run writes, so that a second object of the same run
     /// that maps to the same key is refused even under `reprocess`. By default the start
     /// time and the process id: `20261128T132005Z-4242`.
@@ -67,6 +69,7 @@ impl Default for RunOptions {
             shard: None,
             reprocess: false,
             run_id: new_run_id(),
+            report_location: None,
             mode: Mode::Run,
             only: None,
             plan_sink: None,

@@ -34,17 +34,28 @@ impl Outcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub pipeline: String,
+    /// This run's identity, also recorded with every object it wrote.
+    pub run_id: String,
+    /// dqpipe's version.
+    pub version: String,
     pub outcome: Outcome,
     pub exit_code: i32,
     pub duration_seconds: f64,
     pub items: ItemCounts,
     pub nodes: Vec<NodeReport>,
+    /// Why objects were not done, grouped by node and reason (keys and quoted values
+    /// left out), most frequent first, with a few example keys; and why the run stopped
+    /// early, or a source stopped.
+    pub causes: Vec<Cause>,
     /// Every object that was not processed, with the node and the reason.
     pub failures: Vec<ItemFailure>,
     /// Sources that stopped early (a listing that failed part way).
     pub source_errors: Vec<SourceError>,
     /// Set when the run was asked to stop (SIGTERM, Ctrl-C).
     pub interrupted: bool,
+    /// Set when the run stopped itself: a node failed every object for a while (a
+    /// dependency down), so the rest was left for the rerun.
+    pub halted: Option<String>,
     /// This process's share of the objects, when sharded.
     pub shard: Option<crate::api::Shard>,
     /// The process's peak resident memory (Linux `VmHWM`), when known.
@@ -57,14 +68,18 @@ impl RunReport {
         let outcome = Outcome::Incomplete;
         RunReport {
             pipeline: pipeline.to_string(),
+            run_id: String::new(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
             outcome,
             exit_code: outcome.exit_code(),
             duration_seconds: secs,
             items: ItemCounts { from_sources: 0, complete: 0, failed: 0, refused: 0, problems: 0, skipped_done: 0 },
             nodes: Vec::new(),
+            causes: Vec::new(),
             failures: Vec::new(),
             source_errors: Vec::new(),
             interrupted: true,
+            halted: None,
             shard,
             peak_rss_bytes: peak_rss_bytes(),
         }
@@ -95,6 +110,66 @@ pub struct ItemCounts {
     pub problems: u64,
     /// Objects skipped because an earlier run finished them (resume).
     pub skipped_done: u64,
+}
+
+/// Objects that failed at one node for one reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cause {
+    /// The node (empty for the run itself).
+    pub node: String,
+    /// The reason, with quoted values (keys, names) shown as `"…"`.
+    pub reason: String,
+    pub count: u64,
+    /// Up to three of the objects' keys.
+    pub examples: Vec<String>,
+}
+
+/// Groups failures by node and reason, quoted values (keys, names) left out, most
+/// frequent first.
+pub fn causes(failures: &[ItemFailure]) -> Vec<Cause> {
+    let mut groups: IndexMap<(String, String), Cause> = IndexMap::new();
+    for f in failures {
+        let reason = unquoted(&f.reason);
+        let c = groups.entry((f.node.clone(), reason.clone())).or_insert_with(|| Cause {
+            node: f.node.clone(),
+            reason,
+            count: 0,
+            examples: Vec::new(),
+        });
+        c.count += 1;
+        if c.examples.len() < 3 {
+            c.examples.push(f.key.clone());
+        }
+    }
+    let mut out: Vec<Cause> = groups.into_values().collect();
+    out.sort_by_key(|c| std::cmp::Reverse(c.count));
+    out
+}
+
+/// `reading "a.json": not found` -> `reading "…": not found`.
+fn unquoted(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in reason.chars() {
+        match (quoted, c) {
+            (true, '\\') if !escaped => escaped = true,
+            (true, '"') if !escaped => {
+                out.push_str("…\"");
+                quoted = false;
+            }
+            (true, _) => escaped = false,
+            (false, '"') => {
+                out.push('"');
+                quoted = true;
+            }
+            (false, c) => out.push(c),
+        }
+    }
+    if quoted {
+        out.push('…');
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,16 +245,27 @@ impl RunReport {
         for e in &self.source_errors {
             let _ = writeln!(s, "Source `{}` stopped early: {}", e.node, e.error);
         }
-        const SHOWN: usize = 20;
-        for f in self.failures.iter().take(SHOWN) {
+        // Many failures are read by cause; a few, object by object.
+        let shown = if self.failures.len() > 20 { 5 } else { 20 };
+        if self.failures.len() > 20 {
+            let _ = writeln!(s, "Causes:");
+            for c in self.causes.iter().filter(|c| !c.examples.is_empty()).take(5) {
+                let node = if c.node.is_empty() { String::new() } else { format!("at `{}`: ", c.node) };
+                let _ = writeln!(s, "  {} objects {node}{}", c.count, c.reason.escape_debug());
+            }
+        }
+        for f in self.failures.iter().take(shown) {
             let what = if f.permanent { "refused" } else { "unprocessed" };
             let _ = writeln!(s, "  {what}: {} at `{}`: {}", f.key.escape_debug(), f.node, f.reason.escape_debug());
         }
-        if self.failures.len() > SHOWN {
-            let _ = writeln!(s, "  ... and {} more (see --report)", self.failures.len() - SHOWN);
+        if self.failures.len() > shown {
+            let _ = writeln!(s, "  ... and {} more (see --report)", self.failures.len() - shown);
         }
         if self.interrupted {
             let _ = writeln!(s, "The run was interrupted.");
+        }
+        if let Some(why) = &self.halted {
+            let _ = writeln!(s, "The run stopped early: {why}. A rerun processes what is left.");
         }
         let _ = writeln!(
             s,

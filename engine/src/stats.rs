@@ -19,6 +19,8 @@ pub struct NodeStats {
     pub max_in_flight: AtomicU64,
     pub errors: AtomicU64,
     pub retries: Arc<AtomicU64>,
+    /// Items that failed for a transient reason since the node's last success.
+    pub failing_in_a_row: AtomicU64,
 }
 
 /// The counters of a whole run, in the pipeline's node order.

@@ -193,7 +193,7 @@ impl Processor for Gate {
         let key = item.key().to_string();
         assert!(!self.cfg.panic.contains(&key), "a node that panics on {key}");
         if self.cfg.fail.contains(&key) {
-            return Err(ItemError::new(format!("told to fail {key}")));
+            return Err(ItemError::new(format!("told to fail {key:?}")));
         }
         if self.cfg.refuse.contains(&key) {
             return Err(ItemError::refused(format!("told to refuse {key}")));

@@ -116,7 +116,7 @@ async fn failed_and_panicking_items_are_reported_and_never_acknowledged() {
     assert_eq!(
         reasons,
         vec![
-            ("k3".to_string(), "told to fail k3".to_string()),
+            ("k3".to_string(), "told to fail \"k3\"".to_string()),
             ("k7".to_string(), "internal error: the node panicked".to_string())
         ]
     );
@@ -143,6 +143,26 @@ async fn refused_items_end_the_run_with_problems_and_stay_at_their_source() {
     let p = pipeline(&probe, "", "count: 10", "refuse: [k2], fail: [k3]");
     let r = run(&p, RunOptions::default()).await;
     assert_eq!((r.outcome, r.items.failed, r.items.refused), (Outcome::Incomplete, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_fails_every_object_stops_the_run_early() {
+    let probe = Arc::new(Probe::default());
+    // The first 100 of 10,000 fail (a dependency down): the 50th failure in a row stops the
+    // listing, so the run ends long before the source's end, incomplete, saying why.
+    let failing: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let p = pipeline(&probe, "channel_capacity: 4", "count: 10000", &format!("fail: [{}]", failing.join(", ")));
+    let r = run(&p, RunOptions::default()).await;
+    assert_eq!(r.outcome, Outcome::Incomplete);
+    assert!(!r.interrupted, "stopped by itself, not by a signal");
+    let halted = r.halted.clone().unwrap_or_default();
+    assert!(halted.starts_with("50 objects in a row failed at `gate`, the last one: told to fail \"k"), "{halted}");
+    // What was listed is accounted for: the failures, and the ones that got through.
+    assert!(r.items.from_sources < 10_000, "{:?}", r.items);
+    assert_eq!(r.items.complete + r.items.failed, r.items.from_sources);
+    assert_eq!(r.causes[0].reason, format!("stopped early: {halted}"));
+    assert_eq!(r.causes[1].node, "gate");
+    assert!(r.causes[1].count >= 50 && r.causes[1].examples.len() == 3, "{:?}", r.causes);
 }
 
 #[tokio::test(start_paused = true)]

@@ -3,7 +3,8 @@
 //! "Priority: High" field.
 //!
 //! One message per problem item up to `max_messages` per run, then one summary of the
-//! rest; an alert when a run found zero objects. An empty webhook URL disables alerts (with
+//! rest; an alert when a run found zero objects; one at the end of a run that is not clean,
+//! with its outcome and causes. An empty webhook URL disables alerts (with
 //! a log line). A failing webhook is logged and never fails the pipeline. The URL is a
 //! secret: it is never logged.
 
@@ -38,6 +39,11 @@ pub struct SlackConfig {
     /// already done by an earlier run count as found).
     #[serde(default = "yes")]
     pub alert_on_zero_items: bool,
+    /// At the end of any run that is not clean (exit 1: could not start; 3: problems; 4:
+    /// incomplete), one message with the outcome, the counts per route, the top causes
+    /// and where the report is.
+    #[serde(default = "yes")]
+    pub alert_on_unclean_run: bool,
     /// Time allowed for one webhook call.
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 3600))]
@@ -105,6 +111,19 @@ pub fn message(headline: &str, error_text: &str) -> serde_json::Value {
     })
 }
 
+/// An HTTP client error with its causes: `error sending request: tcp connect error:
+/// Connection refused (os error 111)`.
+fn cause_of(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        next = c.source();
+    }
+    text
+}
+
 /// Why a webhook call failed; `transient` ones are retried.
 struct PostError {
     transient: bool,
@@ -116,16 +135,20 @@ impl Slack {
         let attempt = || async {
             let resp = self.client.post(&self.url).json(body).send().await.map_err(|e| PostError {
                 transient: true,
-                // without_url: the URL is the secret.
-                message: e.without_url().to_string(),
+                // without_url: the URL is the secret. The root cause tells a refused
+                // connection from a DNS failure or a timeout.
+                message: cause_of(&e.without_url()),
             })?;
             let status = resp.status();
             if status.is_success() {
                 Ok(())
             } else {
+                // Slack says why in the body (`no_service`, `invalid_payload`, ...).
+                let said = resp.text().await.unwrap_or_default();
+                let said: String = said.chars().take(200).collect();
                 Err(PostError {
                     transient: status.is_server_error() || status.as_u16() == 429,
-                    message: format!("HTTP {status}"),
+                    message: format!("HTTP {status}: {}", said.trim()),
                 })
             }
         };
@@ -137,6 +160,45 @@ impl Slack {
     fn enabled(&self) -> bool {
         !self.url.is_empty()
     }
+}
+
+/// The end-of-run alert of a run that is not clean: outcome, counts, causes, report.
+fn run_alert(facts: &RunFacts) -> (String, String) {
+    use dqpipe_engine::report::Outcome;
+    let p = &facts.pipeline;
+    let headline = match facts.outcome {
+        None => format!("{p}: the run could not start (exit 1)"),
+        Some(Outcome::Incomplete) => {
+            format!("{p}: INCOMPLETE, some files were not processed (exit 4): it needs a rerun")
+        }
+        Some(_) => format!("{p}: finished with problems (exit {})", facts.exit_code),
+    };
+    let mut text = String::new();
+    if facts.outcome.is_some() {
+        text.push_str(&format!(
+            "{} files listed, {} skipped as done; {} not processed (a rerun takes them), {} refused (left where they \
+             are until someone acts)",
+            facts.source_items, facts.skipped_done, facts.failed_items, facts.refused_items
+        ));
+        let routes: Vec<String> = facts.problem_routes.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        if !routes.is_empty() {
+            text.push_str(&format!("; problem routes: {}", routes.join(", ")));
+        }
+        text.push('\n');
+    }
+    for c in facts.causes.iter().take(5) {
+        let node = if c.node.is_empty() { String::new() } else { format!("{}: ", c.node) };
+        let count = if c.examples.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} files, e.g. {})", c.count, c.examples.join(", "))
+        };
+        text.push_str(&format!("Cause: {node}{}{count}\n", c.reason));
+    }
+    if let Some(r) = &facts.report {
+        text.push_str(&format!("Report: {r}\n"));
+    }
+    (headline, text.trim_end().to_string())
 }
 
 /// The alert text for one problem item.
@@ -195,16 +257,12 @@ impl Processor for Slack {
             );
             self.post(&message(&format!("{}: {more} more problem files", facts.pipeline), &text)).await;
         }
-        if facts.refused_items > 0 {
-            let n = facts.refused_items;
-            let text = format!(
-                "{n} files were refused for good with nowhere to route them (a key the store refuses, a destination \
-                 written from another file): they are left where they were listed, and every run refuses them again \
-                 until someone acts. See the run report's failures."
-            );
-            self.post(&message(&format!("{}: {n} files refused", facts.pipeline), &text)).await;
+        if self.cfg.alert_on_unclean_run && facts.exit_code != 0 {
+            let (headline, text) = run_alert(facts);
+            self.post(&message(&headline, &text)).await;
         }
-        if self.cfg.alert_on_zero_items && facts.source_items == 0 && facts.skipped_done == 0 {
+        if self.cfg.alert_on_zero_items && facts.outcome.is_some() && facts.source_items == 0 && facts.skipped_done == 0
+        {
             let text = format!("Pipeline {} listed no files to process.", facts.pipeline);
             self.post(&message("Pulling zero files!", &text)).await;
         }

@@ -52,6 +52,8 @@ pub async fn run(args: Args) -> Exit {
         }
     }
     opts.grace = std::time::Duration::from_secs(args.grace_secs);
+    opts.report_location =
+        args.report.as_ref().map(|r| std::path::absolute(r).unwrap_or(r.clone()).display().to_string());
     let stats = LiveStats::new(&p);
     opts.stats = Some(stats.clone());
     stop_on_signals(opts.stop.clone());

@@ -134,9 +134,16 @@ fn end_to_end_thousand_files() {
         assert!(r.contains("not valid JSON") || r.contains("date") || r.contains("messageDeliveryTime"), "{n}: {r}");
     }
 
-    // Six alerts, in the original's format, naming the files; the URL never printed.
+    // Six alerts, in the original's format, naming the files, then one for the run (it
+    // had problems); the URL never printed.
     let alerts = listener.received();
-    assert_eq!(alerts.len(), 6, "{alerts:?}");
+    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    let run_alert = alerts.iter().find(|a| a["text"] == "nats-historical: finished with problems (exit 3)").unwrap();
+    let text = run_alert["attachments"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("1000 files listed, 0 skipped as done; 0 not processed"), "{text}");
+    assert!(text.contains("problem routes: scan.infected 3, transform.failed 3"), "{text}");
+    let report_path = dir.path().join("report.json");
+    assert!(text.ends_with(&format!("Report: {}", report_path.display())), "{text}");
     for a in &alerts {
         assert_eq!(a["attachments"][0]["color"], "#B22222");
         assert_eq!(a["attachments"][0]["fields"][0]["title"], "Priority");
@@ -180,6 +187,23 @@ fn webhook_that_hangs_or_fails_does_not_fail_the_run() {
         assert!(stderr(&out).contains("Slack alert not delivered"), "{}", stderr(&out));
         assert_eq!(files_under(&dir.path().join("var/internal")).len(), 2);
     }
+}
+
+/// The night's failure that needs a person: a run that cannot start (clamd unreachable)
+/// says so once, with the cause, to the webhook.
+#[test]
+fn a_run_that_cannot_start_alerts_with_the_cause() {
+    let listener = Listener::start(Answer::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    dqpipe(dir.path()).args(["samples", "--out", "var/archive", "--count", "3"]).output().unwrap();
+    let nobody = format!("tcp://127.0.0.1:{}", free_port());
+    let out = run_nats(dir.path(), &nobody, Some(&listener.url));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let alerts = listener.received();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["text"], "nats-historical: the run could not start (exit 1)");
+    let text = alerts[0]["attachments"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with(&format!("Cause: scan: cannot connect to clamd at {nobody}")), "{text}");
 }
 
 #[test]

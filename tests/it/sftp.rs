@@ -81,15 +81,20 @@ fn files_are_delivered_twice_then_deleted_and_problems_set_aside() {
     assert_eq!((quarantined.len(), failed.len()), (2, 2));
     // Every handled file is gone from the server; the one that does not match stays.
     assert_eq!(files_under(&sshd.landing()), vec!["README.txt"]);
-    assert_eq!(hook.received().len(), 4);
-    // One headline per kind of problem: the 2 infected files, the 2 unreadable ones.
+    assert_eq!(hook.received().len(), 5);
+    // One headline per kind of problem: the 2 infected files, the 2 unreadable ones; then
+    // the run's own (it had problems).
     let mut headlines: Vec<String> = hook
         .received()
         .iter()
         .map(|m| m["text"].as_str().unwrap_or("").split(':').next().unwrap_or("").to_string())
         .collect();
     headlines.sort();
-    assert_eq!(headlines, ["Failed to parse", "Failed to parse", "Virus detected", "Virus detected"]);
+    assert_eq!(
+        headlines,
+        ["Failed to parse", "Failed to parse", "Virus detected", "Virus detected", "nats-sftp-ingest"]
+    );
+    assert!(hook.received()[4]["text"].as_str().unwrap().ends_with("finished with problems (exit 3)"));
 
     // The next run finds nothing: "Pulling zero files!".
     let again = ingest(dir.path(), &sshd, &s3.endpoint(), &clamd.tcp(), "id_ed25519")

@@ -38,4 +38,15 @@ pub struct RunFacts {
     pub refused_items: u64,
     /// Items routed to problem ports (quarantine, dead letter).
     pub problem_items: u64,
+    /// How the run ended; `None` when it could not start (a preflight check failed).
+    pub outcome: Option<crate::report::Outcome>,
+    /// The exit code of the run (1 when it could not start).
+    pub exit_code: i32,
+    /// Items per routed problem port (`scan.infected`), those that had any.
+    pub problem_routes: Vec<(String, u64)>,
+    /// Why objects were not done, grouped, most frequent first (and why the run stopped
+    /// early or could not start).
+    pub causes: Vec<crate::report::Cause>,
+    /// Where the run's report is written, when it is.
+    pub report: Option<String>,
 }

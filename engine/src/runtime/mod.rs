@@ -4,6 +4,8 @@
 //! (`crate::executor`) runs the phases with them.
 
 pub mod acks;
+pub mod end;
+pub mod halt;
 pub mod outputs;
 pub mod preflight;
 pub mod tracker;
