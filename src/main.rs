@@ -5,6 +5,7 @@ mod cmd;
 mod exit;
 mod options;
 mod progress;
+mod say;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            say::error(format!("cannot start the runtime: {e}"));
             return Exit::Error.into();
         }
     };
@@ -77,6 +78,7 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    say::use_json(matches!(format, LogFormat::Json));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -28,8 +28,8 @@ pub struct Tuning {
 pub fn load(spec: &Path) -> Result<Pipeline, Exit> {
     let registry = dqpipe_plugins::registry();
     load_pipeline(spec, &registry, &|name| std::env::var(name).ok()).map_err(|e| {
-        eprintln!("{e}");
-        eprintln!("{} error{} in {}", e.0.len(), if e.0.len() == 1 { "" } else { "s" }, spec.display());
+        crate::say::error(&e);
+        crate::say::note(format!("{} error{} in {}", e.0.len(), if e.0.len() == 1 { "" } else { "s" }, spec.display()));
         Exit::Invalid
     })
 }
@@ -47,7 +47,9 @@ pub fn run_options(tuning: &Tuning) -> Result<RunOptions, Exit> {
             None => in_range(c).map(|n| opts.default_concurrency = Some(n)),
         };
         if parsed.is_none() {
-            eprintln!("error: --concurrency {c:?}: expected a whole number from 1 to {MAX_CONCURRENCY}, or NODE=N");
+            crate::say::error(format!(
+                "--concurrency {c:?}: expected a whole number from 1 to {MAX_CONCURRENCY}, or NODE=N"
+            ));
             return Err(Exit::Invalid);
         }
     }
@@ -58,7 +60,9 @@ pub fn run_options(tuning: &Tuning) -> Result<RunOptions, Exit> {
             Some(count) => match std::env::var("JOB_COMPLETION_INDEX") {
                 Ok(i) => format!("{}/{count}", i.trim()),
                 Err(_) => {
-                    eprintln!("error: --shard /{count} takes its index from JOB_COMPLETION_INDEX, which is not set");
+                    crate::say::error(format!(
+                        "--shard /{count} takes its index from JOB_COMPLETION_INDEX, which is not set"
+                    ));
                     return Err(Exit::Invalid);
                 }
             },
@@ -67,7 +71,7 @@ pub fn run_options(tuning: &Tuning) -> Result<RunOptions, Exit> {
         match spelled.parse() {
             Ok(s) => opts.shard = Some(s),
             Err(e) => {
-                eprintln!("error: --shard {e}");
+                crate::say::error(format!("--shard {e}"));
                 return Err(Exit::Invalid);
             }
         }
@@ -83,11 +87,11 @@ pub fn load_with(spec: &Path, tuning: &Tuning) -> Result<(Pipeline, RunOptions),
     let mut unknown: Vec<&String> = opts.node_concurrency.keys().filter(|k| !names.contains(&k.as_str())).collect();
     unknown.sort();
     if let Some(node) = unknown.first() {
-        eprintln!(
-            "error: --concurrency {node}=...: {} has no node `{node}`; its nodes are: {}",
+        crate::say::error(format!(
+            "--concurrency {node}=...: {} has no node `{node}`; its nodes are: {}",
             spec.display(),
             names.join(", ")
-        );
+        ));
         return Err(Exit::Invalid);
     }
     Ok((p, opts))

@@ -21,6 +21,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::api::{Built, Context, Emitter, Item, Processor, Source, SourceContext};
 use crate::body::Spool;
@@ -123,7 +124,7 @@ fn spawn_nodes(
         match &n.built {
             Built::Source(source) => {
                 let ctx = SourceContext { stop: opts.stop.clone(), reprocess: opts.reprocess };
-                tasks.spawn(run_source(source.clone(), out, cx, ctx));
+                tasks.spawn(run_source(source.clone(), out, cx, ctx).in_current_span());
             }
             Built::Processor(node) => {
                 let Some(rx) = receivers.remove(n.spec.name.as_str()) else { continue };
@@ -137,7 +138,7 @@ fn spawn_nodes(
                     halt: halt.clone(),
                     mode: opts.mode,
                 };
-                tasks.spawn(task.run());
+                tasks.spawn(task.run().in_current_span());
             }
         }
     }
@@ -196,12 +197,15 @@ impl ProcessorTask {
             self.stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
             let (node, out, stats, cx) = (self.node.clone(), self.out.clone(), self.stats.clone(), self.cx.clone());
             let halt = self.halt.clone();
-            running.spawn(async move {
-                let failure = process_one(node, &out, &cx, &stats, item, mode).await;
-                halt.record(cx.node(), &stats.failing_in_a_row, failure.as_deref());
-                stats.in_flight.fetch_sub(1, Ordering::SeqCst);
-                drop(permit);
-            });
+            running.spawn(
+                async move {
+                    let failure = process_one(node, &out, &cx, &stats, item, mode).await;
+                    halt.record(cx.node(), &stats.failing_in_a_row, failure.as_deref());
+                    stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    drop(permit);
+                }
+                .in_current_span(),
+            );
             while running.try_join_next().is_some() {}
         }
         while running.join_next().await.is_some() {}
@@ -237,7 +241,7 @@ async fn process_one(
     };
     stats.errors.fetch_add(1, Ordering::Relaxed);
     let what = if permanent { "item refused" } else { "item not processed" };
-    tracing::warn!(node = %name, key = ?guard.source_key(), reason = ?reason, "{what}");
+    tracing::warn!(node = %name, key = %guard.source_key().escape_debug(), reason = %reason.escape_debug(), "{what}");
     mark_failed(&guard, name, &reason, permanent);
     (!permanent).then_some(reason)
 }

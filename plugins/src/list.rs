@@ -305,7 +305,7 @@ impl Source for List {
                         // Delivered by an earlier run but not deleted then: only the delete.
                         if self.cfg.delete_after_success && !cx.planning() {
                             if let Err(e) = self.store.delete_listed(&o).await {
-                                tracing::warn!(key = ?o.key, error = %e, "already delivered, but deleting it failed");
+                                tracing::warn!(key = %o.key.escape_debug(), error = %e, "already delivered, but deleting it failed");
                             }
                         }
                     }

@@ -59,7 +59,7 @@ pub async fn run(args: Args) -> Exit {
         }
         Ok(_) => Exit::Ok,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::say::error(e);
             Exit::Error
         }
     }

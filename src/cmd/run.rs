@@ -46,7 +46,7 @@ pub async fn run(args: Args) -> Exit {
                 opts.only = Some(Arc::new(planned));
             }
             Err(e) => {
-                eprintln!("error: {}: {e}", file.display());
+                crate::say::error(format!("{}: {e}", file.display()));
                 return Exit::Invalid;
             }
         }
@@ -58,18 +58,21 @@ pub async fn run(args: Args) -> Exit {
     opts.stats = Some(stats.clone());
     stop_on_signals(opts.stop.clone());
     let display = progress::Display::start(stats, args.progress);
-    let result = executor::run(&p, opts).await;
+    // Every log line of the run carries the pipeline, the run id and the shard.
+    let shard = opts.shard.map(|s| s.to_string()).unwrap_or_default();
+    let span = tracing::info_span!("run", pipeline = %p.name, run_id = %opts.run_id, shard = %shard);
+    let result = tracing::Instrument::instrument(executor::run(&p, opts), span).await;
     if let Some(d) = display {
         d.finish().await;
     }
     let r = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::say::error(e);
             return Exit::Error;
         }
     };
-    eprint!("{}", r.render_text());
+    crate::say::summary(&r);
     if let Some(path) = &args.report {
         let written = serde_json::to_vec_pretty(&r)
             .map_err(|e| e.to_string())

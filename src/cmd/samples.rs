@@ -45,7 +45,7 @@ pub fn run(a: Args) -> Exit {
             Exit::Ok
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::say::error(e);
             Exit::Error
         }
     }

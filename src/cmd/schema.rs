@@ -10,7 +10,7 @@ pub fn run() -> Exit {
             Exit::Ok
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::say::error(e);
             Exit::Error
         }
     }

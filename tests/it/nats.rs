@@ -302,3 +302,35 @@ nodes:
     assert_same_files(&dir.path().join("r/expected"), &dir.path().join("out"));
     assert!(files_under(&dir.path().join("out")).len() > 4500);
 }
+
+/// `--log-format json`: every line of a run's stderr is a JSON object, the summary too
+/// (its figures as JSON values, not text), and the log lines of the run carry the
+/// pipeline, the run id and the shard; keys are not quoted twice.
+#[test]
+fn every_line_of_a_json_log_is_json() {
+    let clamd = Clamd::start("25M");
+    let dir = tempfile::tempdir().unwrap();
+    dqpipe(dir.path()).args(["samples", "--out", "var/archive", "--count", "5", "--malformed", "2"]).output().unwrap();
+    let ran = TestRun::nats(dir.path(), &clamd.tcp()).args(["--log-format", "json", "--shard", "0/1"].as_slice()).run();
+    assert_eq!(ran.code(), Some(3), "{}", ran.stderr());
+    let lines: Vec<serde_json::Value> = ran
+        .stderr()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["fields"]["message"], "run summary", "{summary}");
+    assert_eq!(summary["fields"]["exit_code"], 3);
+    assert_eq!(summary["fields"]["items"]["complete"], 5);
+    assert_eq!(summary["fields"]["run_id"], ran.report["run_id"]);
+    let run_lines: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("span").is_some()).collect();
+    assert!(!run_lines.is_empty(), "{lines:?}");
+    for l in run_lines {
+        assert_eq!(l["span"]["pipeline"], "nats-historical", "{l}");
+        assert_eq!(l["span"]["shard"], "0/1", "{l}");
+        assert_eq!(l["span"]["run_id"], ran.report["run_id"], "{l}");
+        if let Some(key) = l["fields"]["key"].as_str() {
+            assert!(!key.starts_with('"'), "double-encoded: {l}");
+        }
+    }
+}

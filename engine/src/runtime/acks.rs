@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::api::item::Finished;
 use crate::api::{Built, ItemFailure};
@@ -28,8 +29,8 @@ pub(crate) fn start_acknowledgements(
     }
     let named: Vec<(String, Built)> = p.nodes.iter().map(|n| (n.spec.name.clone(), n.built.clone())).collect();
     match (&opts.mode, opts.plan_sink.clone()) {
-        (Mode::Plan { .. }, Some(sink)) => tokio::spawn(send_to_plan(named, finished_rx, sink)),
-        _ => tokio::spawn(acknowledge(named, finished_rx, tracker.clone())),
+        (Mode::Plan { .. }, Some(sink)) => tokio::spawn(send_to_plan(named, finished_rx, sink).in_current_span()),
+        _ => tokio::spawn(acknowledge(named, finished_rx, tracker.clone()).in_current_span()),
     }
 }
 
@@ -82,7 +83,7 @@ async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceive
             match AssertUnwindSafe(source.ack(&f.listed)).catch_unwind().await {
                 Ok(Ok(())) => tracker.record_complete(),
                 Ok(Err(e)) => {
-                    tracing::warn!(node = %name, key = ?f.listed.key, error = ?e, "outputs written but not acknowledged");
+                    tracing::warn!(node = %name, key = %f.listed.key.escape_debug(), error = %e.escape_debug(), "outputs written but not acknowledged");
                     tracker.record_failure(ItemFailure {
                         key: f.listed.key,
                         node: name,
@@ -98,7 +99,7 @@ async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceive
                 }),
             }
             drop(permit);
-        });
+        }.in_current_span());
         while acks.try_join_next().is_some() {}
     }
     while acks.join_next().await.is_some() {}

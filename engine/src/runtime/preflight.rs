@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::api::Built;
 use crate::load::Pipeline;
@@ -24,12 +25,12 @@ pub(crate) async fn preflight(p: &Pipeline, planning: bool) -> Result<(), RunErr
         let id = match &n.built {
             Built::Source(s) => {
                 let s = s.clone();
-                checks.spawn(async move { s.preflight().await }).id()
+                checks.spawn(async move { s.preflight().await }.in_current_span()).id()
             }
             Built::Processor(_) if planning => continue,
             Built::Processor(x) => {
                 let x = x.clone();
-                checks.spawn(async move { x.preflight().await }).id()
+                checks.spawn(async move { x.preflight().await }.in_current_span()).id()
             }
         };
         names.insert(id, name);
