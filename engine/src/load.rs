@@ -14,7 +14,7 @@ use crate::dag::Dag;
 use crate::error::{ErrorSink, SpecError, SpecErrors};
 use crate::interpolate::interpolate;
 use crate::locate::{LineIndex, Pos, SourceMap, SpecPath};
-use crate::schema::{check_ranges, config_schema};
+use crate::schema::{check_ranges, coerce_scalars, config_schema};
 use crate::spec::{Defaults, NodeSpec, SpecHeader, StoreSpec};
 use crate::store::Store;
 
@@ -85,6 +85,10 @@ pub fn load_pipeline_str(
     if !errors.is_empty() {
         let secrets = secret_values(&env_vars, env);
         for e in &mut errors.errors {
+            // A value from the environment: say which variable to fix.
+            if let Some(vars) = env_vars.get(&e.path) {
+                e.message = format!("{} (the value comes from {})", e.message, vars.join(", "));
+            }
             e.message = crate::redact::scrub(&e.message, &secrets);
         }
         return Err(SpecErrors(errors.errors));
@@ -124,8 +128,13 @@ fn build(
 }
 
 /// The top level, typed, and its checks.
-fn read_header(doc: Value, errors: &mut ErrorSink) -> Option<SpecHeader> {
+fn read_header(mut doc: Value, errors: &mut ErrorSink) -> Option<SpecHeader> {
     let root = SpecPath::root();
+    if let Some(defaults) = doc.get_mut("defaults") {
+        for (at, message) in coerce_scalars(&config_schema::<Defaults>().to_value(), defaults) {
+            errors.push(&root.key("defaults").join_dotted(&at), message);
+        }
+    }
     let header: SpecHeader = match serde_path_to_error::deserialize(doc) {
         Ok(h) => h,
         Err(e) => {
@@ -179,12 +188,16 @@ fn open_stores(header: &SpecHeader, registry: &Registry, errors: &mut ErrorSink)
         let trusted = match options.remove("trusted") {
             None => false,
             Some(Value::Bool(b)) => b,
+            Some(Value::String(s)) if matches!(s.trim(), "true" | "false") => s.trim() == "true",
             Some(_) => {
                 errors.push(&path.key("trusted"), "must be true or false");
                 continue;
             }
         };
-        let ranges = check_ranges(&registry.stores.schema().to_value(), &Value::Object(options.clone()));
+        let mut typed = Value::Object(options);
+        let mut ranges = coerce_scalars(&registry.stores.schema().to_value(), &mut typed);
+        ranges.extend(check_ranges(&registry.stores.schema().to_value(), &typed));
+        let Value::Object(options) = typed else { continue };
         for (at, message) in &ranges {
             errors.push(&path.join_dotted(at), message.clone());
         }
@@ -239,8 +252,9 @@ fn build_nodes(
     for i in order {
         let spec = &specs[i];
         let Some(kind) = registry.kind(&spec.kind) else { continue };
-        let config = Value::Object(spec.config.clone());
-        let ranges = check_ranges(&kind.schema().to_value(), &config);
+        let mut config = Value::Object(spec.config.clone());
+        let mut ranges = coerce_scalars(&kind.schema().to_value(), &mut config);
+        ranges.extend(check_ranges(&kind.schema().to_value(), &config));
         for (at, message) in &ranges {
             errors.push(&spec.path.join_dotted(at), message.clone());
         }
@@ -256,13 +270,16 @@ fn build_nodes(
             writes: Default::default(),
             templates: Default::default(),
         };
+        // Plans show the settings as the node reads them (`"5"` from the environment as 5).
+        let mut typed = spec.clone();
+        typed.config = config.as_object().cloned().unwrap_or_default();
         match kind.build(&ctx, config) {
             Ok(built) => {
                 if matches!(built, Built::Processor(_)) {
                     writes.insert(spec.name.clone(), ctx.writes.take());
                 }
                 templates.insert(spec.name.clone(), ctx.templates.take());
-                nodes.push(PipelineNode { spec: spec.clone(), kind: kind.clone(), built })
+                nodes.push(PipelineNode { spec: typed, kind: kind.clone(), built })
             }
             Err(e) if e.consequential => {}
             Err(e) => errors.push(&spec.path.join_dotted(&e.path), e.message),

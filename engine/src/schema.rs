@@ -117,6 +117,69 @@ fn walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<(String, String
     }
 }
 
+/// Turns strings into the numbers and booleans the schema asks for, where they parse:
+/// `concurrency: "${SCAN_CONCURRENCY:-8}"` is 8 once interpolated. A string that does not
+/// parse is left for the reader and reported here, with the type expected. Returns
+/// (dotted path, message) pairs.
+pub fn coerce_scalars(schema: &Value, value: &mut Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    coerce(schema, value, "", &mut out);
+    out.dedup();
+    out
+}
+
+fn coerce(schema: &Value, value: &mut Value, path: &str, out: &mut Vec<(String, String)>) {
+    for branch in ["anyOf", "oneOf", "allOf"] {
+        for s in schema[branch].as_array().into_iter().flatten() {
+            coerce(s, value, path, out);
+        }
+    }
+    if let (Some(props), Some(obj)) = (schema["properties"].as_object(), value.as_object_mut()) {
+        for (k, v) in obj.iter_mut() {
+            if let Some(s) = props.get(k) {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                coerce(s, v, &p, out);
+            }
+        }
+    }
+    let Value::String(text) = value else { return };
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => return,
+    };
+    if types.contains(&"string") {
+        return;
+    }
+    let t = text.trim();
+    let parsed = if types.contains(&"integer") {
+        t.parse::<u64>().map(Value::from).or_else(|_| t.parse::<i64>().map(Value::from)).ok()
+    } else if types.contains(&"number") {
+        t.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
+    } else if types.contains(&"boolean") {
+        match t {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            _ => None,
+        }
+    } else {
+        return;
+    };
+    match parsed {
+        Some(v) => *value = v,
+        None => {
+            let expected = if types.contains(&"integer") {
+                "a whole number"
+            } else if types.contains(&"number") {
+                "a number"
+            } else {
+                "true or false"
+            };
+            out.push((path.to_string(), format!("must be {expected}, not {:?}", text)));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +193,16 @@ mod tests {
         assert!(errors[0].1.contains("from 1 to 4096"), "{}", errors[0].1);
         assert!(check_ranges(&schema, &json!({"concurrency": 8, "channel_capacity": 16})).is_empty());
         assert_eq!(check_ranges(&schema, &json!({"channel_capacity": "0"})).len(), 1);
+    }
+
+    #[test]
+    fn strings_become_the_numbers_and_booleans_the_schema_asks_for() {
+        let schema = config_schema::<crate::spec::Defaults>().to_value();
+        let mut v = json!({"concurrency": " 8", "channel_capacity": "16"});
+        assert!(coerce_scalars(&schema, &mut v).is_empty());
+        assert_eq!(v, json!({"concurrency": 8, "channel_capacity": 16}));
+        let mut v = json!({"concurrency": "x"});
+        let errors = coerce_scalars(&schema, &mut v);
+        assert_eq!(errors, vec![("concurrency".to_string(), "must be a whole number, not \"x\"".to_string())]);
     }
 }

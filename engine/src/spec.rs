@@ -179,7 +179,8 @@ impl NodeSpec {
         }
         let concurrency = match map.get("concurrency") {
             None => None,
-            Some(v) => match v.as_u64() {
+            // A number, or a string holding one (`"${SCAN_CONCURRENCY:-8}"`).
+            Some(v) => match v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
                 Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(n as usize),
                 _ => {
                     errors.push(

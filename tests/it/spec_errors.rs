@@ -55,10 +55,7 @@ fn an_unknown_field() {
 fn a_wrong_type() {
     let (code, err) = validate(&format!("{HEAD}  list: {{ kind: list, store: src, limit: many }}\n"));
     assert_eq!(code, 2);
-    assert!(
-        err.contains("p.yaml:7:35: nodes.list.limit: invalid value: string \"many\", expected a whole number"),
-        "{err}"
-    );
+    assert!(err.contains("p.yaml:7:35: nodes.list.limit: must be a whole number, not \"many\""), "{err}");
 }
 
 #[test]
@@ -313,6 +310,28 @@ fn a_template_variable_that_no_path_sets_is_caught_by_validate() {
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("nodes.quarantine.key: `{{ msg_date }}` is not set on items that reach `quarantine` by list -> fetch -> scan."),
+        "{err}"
+    );
+}
+
+/// Numbers and booleans from the environment: a string whose interpolated value parses as
+/// the type a setting takes is that value; one that does not is refused at its place,
+/// naming the variable to fix.
+#[test]
+fn numbers_and_booleans_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = "version: 1\nname: t\ndefaults:\n  concurrency: \"${CONC:-4}\"\nstores:\n  src: { url: \"file://./in\" }\n  dst: { url: \"file://./out\", trusted: \"${TRUSTED:-false}\", file: { fsync: \"${FSYNC:-true}\" } }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list, concurrency: \"${FETCH_CONCURRENCY:-16}\", retry: { attempts: \"${ATTEMPTS:-3}\" } }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ key }}\" }\n";
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let ok = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    let plan = dqpipe(dir.path()).args(["plan", "p.yaml"]).env("ATTEMPTS", "5").output().unwrap();
+    assert!(stdout(&plan).contains(r#"retry: {"attempts":5}"#), "{}", stdout(&plan));
+
+    let bad = dqpipe(dir.path()).args(["validate", "p.yaml"]).env("ATTEMPTS", "many").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = stderr(&bad);
+    assert!(
+        err.contains("p.yaml:10:88: nodes.fetch.retry.attempts: must be a whole number, not \"many\" (the value comes from ATTEMPTS)"),
         "{err}"
     );
 }
