@@ -9,6 +9,13 @@
 //! specs, or do not report which variables a value used, which the planner needs to redact
 //! values that came from the environment.
 
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::error::ErrorSink;
+use crate::locate::SpecPath;
+
 /// A value after interpolation, with the names of the variables it used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interpolated {
@@ -146,6 +153,39 @@ fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>, vars: &mut Vec<St
     Err(format!(
         "`${{{body}}}`: unknown operator `{op}`; use `${{{name}}}`, `${{{name}:-default}}`, `${{{name}:+alternative}}` or `${{{name}:?message}}`"
     ))
+}
+
+/// Interpolates every string of a spec document in place; the variables each value used
+/// are recorded by its path, errors are placed at it.
+pub(crate) fn interpolate_value(
+    v: &mut Value,
+    path: &SpecPath,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut ErrorSink<'_>,
+    env_vars: &mut BTreeMap<String, Vec<String>>,
+) {
+    match v {
+        Value::String(s) => match interpolate(s, env) {
+            Ok(i) => {
+                if !i.vars.is_empty() {
+                    env_vars.insert(path.to_string(), i.vars);
+                }
+                *s = i.value;
+            }
+            Err(msg) => errors.push(path, msg),
+        },
+        Value::Array(a) => {
+            for (i, el) in a.iter_mut().enumerate() {
+                interpolate_value(el, &path.index(i), env, errors, env_vars);
+            }
+        }
+        Value::Object(m) => {
+            for (k, el) in m.iter_mut() {
+                interpolate_value(el, &path.key(k), env, errors, env_vars);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]

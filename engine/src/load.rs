@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::api::{BuildContext, Built, NodeKind, Registry};
 use crate::dag::Dag;
 use crate::error::{ErrorSink, SpecError, SpecErrors};
-use crate::interpolate::interpolate;
+use crate::interpolate::interpolate_value;
 use crate::locate::{LineIndex, Pos, SourceMap, SpecPath};
 use crate::schema::{check_ranges, coerce_scalars, config_schema};
 use crate::spec::{Defaults, NodeSpec, SpecHeader, StoreSpec};
@@ -366,36 +366,5 @@ fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),
-    }
-}
-
-fn interpolate_value(
-    v: &mut Value,
-    path: &SpecPath,
-    env: &dyn Fn(&str) -> Option<String>,
-    errors: &mut ErrorSink<'_>,
-    env_vars: &mut BTreeMap<String, Vec<String>>,
-) {
-    match v {
-        Value::String(s) => match interpolate(s, env) {
-            Ok(i) => {
-                if !i.vars.is_empty() {
-                    env_vars.insert(path.to_string(), i.vars);
-                }
-                *s = i.value;
-            }
-            Err(msg) => errors.push(path, msg),
-        },
-        Value::Array(a) => {
-            for (i, el) in a.iter_mut().enumerate() {
-                interpolate_value(el, &path.index(i), env, errors, env_vars);
-            }
-        }
-        Value::Object(m) => {
-            for (k, el) in m.iter_mut() {
-                interpolate_value(el, &path.key(k), env, errors, env_vars);
-            }
-        }
-        _ => {}
     }
 }
