@@ -107,7 +107,12 @@ fn check_role(spec: &NodeSpec, registry: &Registry, errors: &mut ErrorSink<'_>) 
     match registry.kind(&spec.kind) {
         None => errors.push(
             &spec.path.key("kind"),
-            format!("unknown kind `{}`; the kinds are: {}", spec.kind, registry.kind_names().join(", ")),
+            format!(
+                "unknown kind `{}`{}; the kinds are: {}",
+                spec.kind,
+                crate::suggest::did_you_mean(&spec.kind, &registry.kind_names()),
+                registry.kind_names().join(", ")
+            ),
         ),
         Some(k) if k.role() == Role::Source && !spec.inputs.is_empty() => {
             errors.push(&spec.inputs[0].path, format!("a `{}` node is a source and takes no `input`", spec.kind))
@@ -131,7 +136,8 @@ fn resolve_input(
 ) -> Option<Edge> {
     let Some(&up) = index.get(input.node.as_str()) else {
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        errors.push(&input.path, format!("unknown node `{}`; the nodes are: {}", input.node, names.join(", ")));
+        let hint = crate::suggest::did_you_mean(&input.node, &names);
+        errors.push(&input.path, format!("unknown node `{}`{hint}; the nodes are: {}", input.node, names.join(", ")));
         return None;
     };
     let upstream = &specs[up];
@@ -141,7 +147,8 @@ fn resolve_input(
     let port = match &input.port {
         Some(p) if port_names.contains(&p.as_str()) => p.clone(),
         Some(p) => {
-            errors.push(&input.path, format!("node `{name}` ({kind}) has no port `{p}`; its ports are: {ports}"));
+            let hint = crate::suggest::did_you_mean(p, &port_names);
+            errors.push(&input.path, format!("node `{name}` ({kind}) has no port `{p}`{hint}; its ports are: {ports}"));
             return None;
         }
         None => match up_kind.default_port() {

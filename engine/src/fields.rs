@@ -33,7 +33,7 @@ pub(crate) fn check_templates(
                     continue;
                 };
                 let known: Vec<&str> = have.iter().copied().collect();
-                let hint = match crate::fields::closest(var, &known) {
+                let hint = match crate::suggest::closest(var, &known) {
                     Some(k) => format!("did you mean `{k}`? "),
                     None => String::new(),
                 };
@@ -75,23 +75,4 @@ fn paths_into(dag: &Dag, node: &str, sets: &PortFields) -> Vec<(Vec<String>, BTr
         }
     }
     done
-}
-
-/// The known name nearest to `word` by edit distance, if it is near (a typo).
-pub(crate) fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
-    let d = |a: &str, b: &str| -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut prev = row[0];
-            row[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let cur = row[j + 1];
-                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
-                prev = cur;
-            }
-        }
-        row[b.len()]
-    };
-    known.iter().copied().map(|k| (d(word, k), k)).filter(|(dist, _)| *dist <= 2).min().map(|(_, k)| k)
 }

@@ -33,6 +33,7 @@ pub mod selection;
 pub mod spec;
 pub mod stats;
 pub mod store;
+pub mod suggest;
 pub mod template;
 pub mod testing;
 mod trust;

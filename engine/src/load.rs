@@ -140,6 +140,7 @@ fn read_header(mut doc: Value, errors: &mut ErrorSink) -> Option<SpecHeader> {
         Err(e) => {
             let path = root.join_dotted(&e.path().to_string());
             let message = e.inner().to_string();
+            let message = crate::suggest::unknown_field(&message, &[]).unwrap_or(message);
             let path = match crate::api::kind::unknown_field(&message) {
                 Some(f) if !path.to_string().ends_with(&f) => path.key(&f),
                 _ => path,
@@ -282,7 +283,10 @@ fn build_nodes(
                 nodes.push(PipelineNode { spec: typed, kind: kind.clone(), built })
             }
             Err(e) if e.consequential => {}
-            Err(e) => errors.push(&spec.path.join_dotted(&e.path), e.message),
+            Err(e) => {
+                let message = crate::suggest::unknown_field(&e.message, crate::spec::COMMON_NODE_KEYS);
+                errors.push(&spec.path.join_dotted(&e.path), message.unwrap_or(e.message));
+            }
         }
     }
     // Whole-graph checks need every node built: a node that failed has its error already.

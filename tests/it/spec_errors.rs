@@ -335,3 +335,21 @@ fn numbers_and_booleans_come_from_the_environment() {
         "{err}"
     );
 }
+
+/// Typos get the nearest name and, for fields, every field allowed there (the node's
+/// common ones included).
+#[test]
+fn typos_are_answered_with_the_nearest_name() {
+    let (code, err) = validate(&format!(
+        "{HEAD}  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list, concurency: 4 }}\n  write: {{ kind: put, input: fetch, store: dts, key: \"{{{{ key }}}}\" }}\n  more: {{ kind: fech, input: lst }}\n"
+    ));
+    assert_eq!(code, 2, "{err}");
+    for want in [
+        "p.yaml:8:38: nodes.fetch.concurency: unknown field `concurency` (did you mean `concurrency`?); the fields here are: kind, input, concurrency, description, retry",
+        "p.yaml:9:37: nodes.write.store: unknown store `dts` (did you mean `dst`?); the spec's stores are: src, dst",
+        "nodes.more.kind: unknown kind `fech` (did you mean `fetch`?)",
+        "nodes.more.input: unknown node `lst` (did you mean `list`?)",
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+}

@@ -194,7 +194,8 @@ impl BuildContext<'_> {
         Err(ConfigError::at(
             field,
             format!(
-                "unknown store `{name}`; the spec's stores are: {}",
+                "unknown store `{name}`{}; the spec's stores are: {}",
+                crate::suggest::did_you_mean(name, &known),
                 if known.is_empty() { "(none)".into() } else { known.join(", ") }
             ),
         ))
