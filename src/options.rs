@@ -24,10 +24,27 @@ pub struct Tuning {
     pub reprocess: bool,
 }
 
+/// A variable of the spec: from the environment, or else, when `DQPIPE_ENV_DIR` is set,
+/// from the file of that name in that folder, without its final newline. A Kubernetes
+/// Secret mounted as a volume is such a folder (one file per key), so secrets need not sit
+/// in the process environment. Names are letters, digits and `_`: never a path.
+pub fn lookup(name: &str) -> Option<String> {
+    if let Ok(v) = std::env::var(name) {
+        return Some(v);
+    }
+    let dir = std::env::var_os("DQPIPE_ENV_DIR")?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return None;
+    }
+    let text = std::fs::read_to_string(Path::new(&dir).join(name)).ok()?;
+    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    Some(text.to_string())
+}
+
 /// Reads and checks a spec; its errors are printed.
 pub fn load(spec: &Path) -> Result<Pipeline, Exit> {
     let registry = dqpipe_plugins::registry();
-    load_pipeline(spec, &registry, &|name| std::env::var(name).ok()).map_err(|e| {
+    load_pipeline(spec, &registry, &lookup).map_err(|e| {
         crate::say::error(&e);
         crate::say::note(format!("{} error{} in {}", e.0.len(), if e.0.len() == 1 { "" } else { "s" }, spec.display()));
         Exit::Invalid

@@ -40,7 +40,7 @@ use crate::stats::{LiveStats, NodeStats};
 /// Runs the pipeline to the end and reports what happened: preflight, wiring, the nodes'
 /// tasks, the drain (with the stop and its grace period), acknowledgements, the report.
 pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> {
-    let started = Instant::now();
+    let (started, started_at) = (Instant::now(), chrono::Utc::now());
     let planning = matches!(opts.mode, Mode::Plan { .. });
     // Everything a node needs must answer before any item moves. A stop (SIGTERM) during
     // the checks ends the run at once, with a report and nothing processed.
@@ -69,7 +69,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         t.take();
     }
     let _ = acker.await;
-    let ended = Ended { source_errors, halted: halt.reason(), started };
+    let ended = Ended { source_errors, halted: halt.reason(), started, started_at };
     Ok(report(p, &opts, &stats, &concurrency, ended).await)
 }
 

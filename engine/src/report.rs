@@ -38,6 +38,11 @@ pub struct RunReport {
     pub run_id: String,
     /// dqpipe's version.
     pub version: String,
+    /// SHA-256 of the spec after interpolation (as `plan` files record it).
+    pub spec_hash: String,
+    /// When the run started and ended (RFC 3339, UTC).
+    pub started_at: String,
+    pub ended_at: String,
     pub outcome: Outcome,
     pub exit_code: i32,
     pub duration_seconds: f64,
@@ -66,10 +71,14 @@ impl RunReport {
     /// A run stopped (SIGTERM) before any object moved: nothing processed, rerun.
     pub fn stopped_before_start(pipeline: &str, shard: Option<crate::api::Shard>, secs: f64) -> Self {
         let outcome = Outcome::Incomplete;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         RunReport {
             pipeline: pipeline.to_string(),
             run_id: String::new(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            spec_hash: String::new(),
+            started_at: now.clone(),
+            ended_at: now,
             outcome,
             exit_code: outcome.exit_code(),
             duration_seconds: secs,

@@ -69,6 +69,12 @@ fn every_container_meets_the_restricted_standard() {
         let docs = documents(&render(overlay, dir.path()));
         let crons: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "CronJob").collect();
         assert_eq!(crons.len(), 2, "{overlay}: nats-historical and nats-sftp-ingest");
+        // Least privilege: each CronJob has its own identity (and IAM role).
+        let accounts: std::collections::BTreeSet<String> = crons
+            .iter()
+            .map(|c| c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"].to_string())
+            .collect();
+        assert_eq!(accounts.len(), 2, "{overlay}: {accounts:?}");
         for cron in crons {
             let job = &cron["spec"]["jobTemplate"]["spec"];
             let pod = &job["template"]["spec"];
@@ -89,10 +95,16 @@ fn every_container_meets_the_restricted_standard() {
                 assert!(sc["runAsUser"].as_u64().is_some_and(|u| u > 0), "{overlay}/{name}: a numeric non-root UID");
                 assert!(c["resources"]["requests"]["memory"].is_string(), "{overlay}/{name}: memory request");
                 assert!(c["resources"]["limits"]["memory"].is_string(), "{overlay}/{name}: memory limit");
+                // Secrets are mounted as files (DQPIPE_ENV_DIR), never put in the
+                // environment (checkov CKV_K8S_35).
+                let from = c["envFrom"].as_array().into_iter().flatten();
+                assert!(from.clone().all(|f| f.get("secretRef").is_none()), "{overlay}/{name}: secret in env");
             }
             // clamd is a native sidecar that must answer PING before dqpipe starts.
             let clamd = &pod["initContainers"][0];
             assert_eq!(clamd["restartPolicy"], "Always");
+            // Rebuilt nightly under one tag for fresh signatures: always pulled.
+            assert_eq!(clamd["imagePullPolicy"], "Always");
             assert!(clamd["startupProbe"]["exec"]["command"].to_string().contains("--ping"));
         }
     }
@@ -110,6 +122,16 @@ fn every_container_meets_the_restricted_standard() {
         (Some("Indexed"), Some(4), Some(4))
     );
     assert!(job["template"]["spec"]["containers"][0]["args"].to_string().contains("--shard=/4"));
+    // One shard exiting 3 (problems, alerted) ends its index only; the others finish.
+    let rules = job["podFailurePolicy"]["rules"].as_array().unwrap();
+    let action = |code: u64| {
+        rules
+            .iter()
+            .find(|r| r["onExitCodes"]["values"].as_array().unwrap().contains(&code.into()))
+            .map(|r| &r["action"])
+    };
+    assert_eq!(action(3), Some(&serde_json::json!("FailIndex")));
+    assert_eq!(action(2), Some(&serde_json::json!("FailJob")));
 }
 
 #[test]

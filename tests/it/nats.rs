@@ -156,6 +156,12 @@ fn end_to_end_thousand_files() {
     assert!(!stderr(&out).contains("/services/T000"));
 
     let r = report(dir.path());
+    // Which run, of which spec, by which dqpipe, when.
+    assert!(r["spec_hash"].as_str().unwrap().starts_with("sha256:"), "{r}");
+    assert_eq!(r["version"], env!("CARGO_PKG_VERSION"));
+    let (start, end) = (r["started_at"].as_str().unwrap(), r["ended_at"].as_str().unwrap());
+    assert!(start.ends_with('Z') && start < end, "{start} {end}");
+    assert!(!r["run_id"].as_str().unwrap().is_empty());
     assert_eq!(r["items"]["from_sources"], 1000);
     assert_eq!(r["items"]["complete"], 1000);
     assert_eq!(r["items"]["problems"], 6);

@@ -353,3 +353,36 @@ fn typos_are_answered_with_the_nearest_name() {
         assert!(err.contains(want), "{want}\n{err}");
     }
 }
+
+/// `DQPIPE_ENV_DIR`: a variable the environment does not set is read from the file of
+/// that name (a Kubernetes Secret mounted as a volume), its final newline dropped; a
+/// secret read so is redacted in plans like one from the environment.
+#[test]
+fn variables_can_come_from_files_of_a_mounted_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("DST_URL"), "file://./from-a-file\n").unwrap();
+    std::fs::write(secrets.join("SLACK_WEBHOOK"), "http://127.0.0.1:9/services/T0/B0/hush-hush\n").unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "version: 1\nname: t\nstores:\n  src: { url: \"file://./in\" }\n  dst: { url: \"${DST_URL}\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ key }}\" }\n  alert: { kind: slack, input: write, webhook_url: \"${SLACK_WEBHOOK}\" }\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    let unset = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
+    assert_eq!(unset.status.code(), Some(2), "without the folder, DST_URL is unset");
+    let plan = dqpipe(dir.path()).args(["plan", "p.yaml"]).env("DQPIPE_ENV_DIR", &secrets).output().unwrap();
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    let text = stdout(&plan);
+    assert!(text.contains("file://./from-a-file\n\nNodes"), "the final newline is dropped: {text}");
+    assert!(!text.contains("hush-hush") && text.contains("<redacted>"), "{text}");
+    // The environment wins over the folder.
+    let plan = dqpipe(dir.path())
+        .args(["plan", "p.yaml"])
+        .env("DQPIPE_ENV_DIR", &secrets)
+        .env("DST_URL", "file://./from-the-environment")
+        .output()
+        .unwrap();
+    assert!(stdout(&plan).contains("file://./from-the-environment"), "{}", stdout(&plan));
+}

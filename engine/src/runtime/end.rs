@@ -19,6 +19,7 @@ pub(crate) struct Ended {
     /// Why the run stopped itself early (a dependency down), if it did.
     pub(crate) halted: Option<String>,
     pub(crate) started: Instant,
+    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The run's report, once the end-of-run hooks (alerts; runs only, not plans) were told.
@@ -68,6 +69,9 @@ pub(crate) async fn report(
         pipeline: p.name.clone(),
         run_id: opts.run_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        spec_hash: p.spec_hash.clone(),
+        started_at: ended.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ended_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         outcome,
         exit_code: outcome.exit_code(),
         duration_seconds: ended.started.elapsed().as_secs_f64(),
