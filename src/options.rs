@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use dqpipe_engine::error::SpecErrors;
 use dqpipe_engine::executor::RunOptions;
 use dqpipe_engine::spec::MAX_CONCURRENCY;
 use dqpipe_engine::{load_pipeline, Pipeline};
@@ -41,10 +42,14 @@ pub fn lookup(name: &str) -> Option<String> {
     Some(text.to_string())
 }
 
+/// Reads and checks a spec.
+pub fn check(spec: &Path) -> Result<Pipeline, SpecErrors> {
+    load_pipeline(spec, &dqpipe_plugins::registry(), &lookup)
+}
+
 /// Reads and checks a spec; its errors are printed.
 pub fn load(spec: &Path) -> Result<Pipeline, Exit> {
-    let registry = dqpipe_plugins::registry();
-    load_pipeline(spec, &registry, &lookup).map_err(|e| {
+    check(spec).map_err(|e| {
         crate::say::error(&e);
         crate::say::note(format!("{} error{} in {}", e.0.len(), if e.0.len() == 1 { "" } else { "s" }, spec.display()));
         Exit::Invalid

@@ -1,21 +1,90 @@
-//! `dqpipe validate`: checks a spec without I/O; every error as `file:line:column`.
+//! `dqpipe validate`: checks specs without I/O; every error as `file:line:column`, or as
+//! one JSON record per problem (`--format json`) for editors and CI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use dqpipe_engine::error::SpecError;
 
 use crate::exit::Exit;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The pipeline spec (.yaml, .yml or .toml).
-    spec: PathBuf,
+    /// Pipeline specs (.yaml, .yml or .toml), or folders: every spec under them.
+    #[arg(required = true)]
+    specs: Vec<PathBuf>,
+    /// `text`, or `json`: one JSON object per problem, a line each (file, line, column,
+    /// severity, path, message).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 pub fn run(args: Args) -> Exit {
-    match crate::options::load(&args.spec) {
-        Ok(p) => {
-            println!("{}: valid ({} nodes, {} stores)", args.spec.display(), p.nodes.len(), p.stores.len());
-            Exit::Ok
+    let mut files = Vec::new();
+    for s in &args.specs {
+        if s.is_dir() {
+            specs_under(s, &mut files);
+        } else {
+            files.push(s.clone());
         }
-        Err(e) => e,
+    }
+    if files.is_empty() {
+        crate::say::error(format!("no spec (.yaml, .yml, .toml) under {}", args.specs[0].display()));
+        return Exit::Invalid;
+    }
+    let mut invalid = 0;
+    for file in &files {
+        match (crate::options::check(file), args.format) {
+            (Ok(p), Format::Text) => {
+                println!("{}: valid ({} nodes, {} stores)", file.display(), p.nodes.len(), p.stores.len())
+            }
+            (Ok(_), Format::Json) => {}
+            (Err(e), Format::Text) => {
+                invalid += 1;
+                crate::say::error(&e);
+                let n = e.0.len();
+                crate::say::note(format!("{n} error{} in {}", if n == 1 { "" } else { "s" }, file.display()));
+            }
+            (Err(e), Format::Json) => {
+                invalid += 1;
+                e.0.iter().for_each(|e| println!("{}", record(e)));
+            }
+        }
+    }
+    if invalid > 0 {
+        Exit::Invalid
+    } else {
+        Exit::Ok
+    }
+}
+
+fn record(e: &SpecError) -> serde_json::Value {
+    serde_json::json!({
+        "file": e.file.display().to_string(),
+        "line": e.pos.map(|p| p.line),
+        "column": e.pos.map(|p| p.column),
+        "severity": "error",
+        "path": e.path,
+        "message": e.message,
+    })
+}
+
+/// The specs in a folder and below, in name order (hidden folders skipped).
+fn specs_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if p.is_dir() && !hidden {
+            specs_under(&p, out);
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "toml")) {
+            out.push(p);
+        }
     }
 }

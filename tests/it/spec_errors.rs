@@ -386,3 +386,50 @@ fn variables_can_come_from_files_of_a_mounted_secret() {
         .unwrap();
     assert!(stdout(&plan).contains("file://./from-the-environment"), "{}", stdout(&plan));
 }
+
+/// `validate` takes files and folders, and `--format json` prints one record per problem.
+#[test]
+fn validate_takes_folders_and_prints_json_records() {
+    let shipped = dqpipe(&repo()).args(["validate", "pipelines/"]).env("HOME", "/root").output().unwrap();
+    assert_eq!(shipped.status.code(), Some(0), "{}", stderr(&shipped));
+    assert!(stdout(&shipped).lines().count() >= 4, "{}", stdout(&shipped));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("specs/more")).unwrap();
+    std::fs::write(dir.path().join("specs/good.yaml"), format!("{HEAD}  list: {{ kind: list, store: src }}\n"))
+        .unwrap();
+    std::fs::write(
+        dir.path().join("specs/more/bad.yaml"),
+        format!("{HEAD}  list: {{ kind: list, store: scr }}\n  f: {{ kind: fetch, input: lst }}\n"),
+    )
+    .unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "specs", "--format", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let records: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    for r in &records {
+        assert_eq!(r["file"], "specs/more/bad.yaml");
+        assert_eq!(r["severity"], "error");
+        assert!(r["line"].as_u64().is_some() && r["column"].as_u64().is_some(), "{r}");
+    }
+    assert!(records.iter().any(|r| r["path"] == "nodes.list.store" && r["line"] == 7), "{records:?}");
+    assert!(records.iter().any(|r| r["path"] == "nodes.f.input" && r["message"].as_str().unwrap().contains("`list`")));
+}
+
+/// YAML anchors and merge keys: settings written once and shared; a key written beside
+/// the merge wins over the merged one. The NATS spec states its S3 settings once.
+#[test]
+fn merge_keys_share_settings_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = "version: 1\nname: t\nstores:\n  src: { url: \"s3://src-bucket\", s3: { <<: &s3 { region: eu-west-2, endpoint: \"http://127.0.0.1:9\" }, request_timeout_secs: 5 } }\n  dst: { url: \"s3://dst-bucket\", s3: { <<: *s3, region: eu-west-1 } }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ key }}\" }\n";
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let plan = dqpipe(dir.path()).args(["plan", "p.yaml"]).output().unwrap();
+    let text = stdout(&plan);
+    let line = |store: &str| text.lines().find(|l| l.trim_start().starts_with(store)).unwrap_or_default().to_string();
+    assert!(line("src").contains(r#""region":"eu-west-2""#) && line("src").contains("127.0.0.1:9"), "{text}");
+    assert!(line("dst").contains(r#""region":"eu-west-1""#) && line("dst").contains("127.0.0.1:9"), "{text}");
+
+    let shipped = std::fs::read_to_string(repo().join("pipelines/nats-historical.yaml")).unwrap();
+    assert_eq!(shipped.matches("region:").count(), 1);
+    assert_eq!(shipped.matches("endpoint:").count(), 1);
+}
