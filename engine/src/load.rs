@@ -24,6 +24,7 @@ pub struct Pipeline {
     pub name: String,
     pub description: Option<String>,
     pub defaults: Defaults,
+    pub metrics: crate::spec::Metrics,
     pub stores: IndexMap<String, (StoreSpec, Arc<dyn Store>)>,
     /// In topological order: every node comes after its inputs.
     pub nodes: Vec<PipelineNode>,
@@ -101,6 +102,7 @@ pub fn load_pipeline_str(
         name: header.name,
         description: header.description,
         defaults: header.defaults,
+        metrics: header.metrics,
         stores,
         nodes,
         dag,

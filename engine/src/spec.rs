@@ -46,6 +46,18 @@ pub struct SpecHeader {
     /// The nodes, by name. Each names its `kind` and its `input` (one or several upstream
     /// nodes, `node` or `node.port`).
     pub nodes: IndexMap<String, serde_json::Value>,
+    /// Where the run's figures go at its end.
+    #[serde(default)]
+    pub metrics: Metrics,
+}
+
+/// The run's metrics, pushed at its end (the way batch jobs report to Prometheus).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// A Prometheus Pushgateway (`http://pushgateway:9091`); empty: no push. The run's
+    /// figures go to the group `job=<pipeline>` (and `shard=<index>` when sharded).
+    pub pushgateway: String,
 }
 
 /// The most items one node may work on at once (`concurrency`, `--concurrency`).

@@ -59,20 +59,28 @@ pub async fn run(args: Args) -> Exit {
     stop_on_signals(opts.stop.clone());
     let display = progress::Display::start(stats, args.progress);
     // Every log line of the run carries the pipeline, the run id and the shard.
-    let shard = opts.shard.map(|s| s.to_string()).unwrap_or_default();
-    let span = tracing::info_span!("run", pipeline = %p.name, run_id = %opts.run_id, shard = %shard);
+    let shard = opts.shard;
+    let shard_text = shard.map(|s| s.to_string()).unwrap_or_default();
+    let span = tracing::info_span!("run", pipeline = %p.name, run_id = %opts.run_id, shard = %shard_text);
     let result = tracing::Instrument::instrument(executor::run(&p, opts), span).await;
     if let Some(d) = display {
         d.finish().await;
     }
+    let gateway = p.metrics.pushgateway.trim();
     let r = match result {
         Ok(r) => r,
         Err(e) => {
             crate::say::error(e);
+            if !gateway.is_empty() {
+                crate::metrics::push_not_started(gateway, &p.name, shard).await;
+            }
             return Exit::Error;
         }
     };
     crate::say::summary(&r);
+    if !gateway.is_empty() {
+        crate::metrics::push(gateway, &r).await;
+    }
     if let Some(path) = &args.report {
         let written = serde_json::to_vec_pretty(&r)
             .map_err(|e| e.to_string())

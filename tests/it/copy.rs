@@ -126,3 +126,50 @@ fn max_bytes_in_flight_bounds_the_objects_in_the_pipeline() {
     assert_eq!(distinct.len(), 25);
     assert_eq!(*listener.max_open.lock().unwrap(), 3);
 }
+
+/// `metrics: { pushgateway: URL }`: at the end of a run its figures are pushed to Debian's
+/// real Pushgateway, and a scrape reads them; the time of the last complete run stays
+/// when a later run fails.
+#[test]
+fn a_run_pushes_its_figures_to_a_pushgateway() {
+    let gateway = Pushgateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    for i in 0..3 {
+        std::fs::write(dir.path().join(format!("in/f{i}.json")), b"{}").unwrap();
+    }
+    let spec = "version: 1\nname: pushed\nmetrics: { pushgateway: \"${PUSHGATEWAY_URL}\" }\nstores:\n  src: { url: \"file://./in\" }\n  dst: { url: \"file://./out\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ key }}\" }\n";
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml").env("PUSHGATEWAY_URL", &gateway.url()).run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    let scraped = gateway.scrape();
+    let value = |metric: &str, labels: &[&str]| -> Option<f64> {
+        scraped
+            .lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|x| l.contains(x)))
+            .find(|l| l.contains("job=\"pushed\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    assert_eq!(value("dqpipe_objects", &["state=\"complete\""]), Some(3.0), "{scraped}");
+    assert_eq!(value("dqpipe_objects", &["state=\"failed\""]), Some(0.0), "{scraped}");
+    assert_eq!(value("dqpipe_port_items", &["node=\"write\"", "port=\"out\""]), Some(3.0), "{scraped}");
+    assert_eq!(value("dqpipe_run_exit_code", &[]), Some(0.0), "{scraped}");
+    let success = value("dqpipe_run_last_success_timestamp_seconds", &[]).expect("a last success time");
+
+    // A run that cannot start (its destination is a file, not a folder: the preflight
+    // check fails) says so; the time of the last success stays.
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("out"), b"not a folder").unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml").env("PUSHGATEWAY_URL", &gateway.url()).run();
+    assert_eq!(ran.code(), Some(1), "{}", ran.stderr());
+    let scraped = gateway.scrape();
+    let value = |metric: &str, labels: &[&str]| -> Option<f64> {
+        scraped
+            .lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|x| l.contains(x)))
+            .find(|l| l.contains("job=\"pushed\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    assert_eq!(value("dqpipe_run_exit_code", &[]), Some(1.0), "{scraped}");
+    assert_eq!(value("dqpipe_run_last_success_timestamp_seconds", &[]), Some(success), "{scraped}");
+}

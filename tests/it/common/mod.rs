@@ -1020,3 +1020,59 @@ pub fn infected_file(path: &Path, size: usize) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
 }
+
+/// Debian's prometheus-pushgateway (scripts/test installs it) on a loopback port, its
+/// data in memory; stopped on drop.
+pub struct Pushgateway {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl Pushgateway {
+    pub fn start() -> Pushgateway {
+        let bin = ["/usr/bin/prometheus-pushgateway", "prometheus-pushgateway"]
+            .into_iter()
+            .find(|b| Path::new(b).exists())
+            .unwrap_or("prometheus-pushgateway");
+        let port = free_port();
+        let mut child = Command::new(bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start `{bin}` ({e}); scripts/test installs it (prometheus-pushgateway)")
+            });
+        // Waits on the event that matters, its port accepting connections (polled), bounded.
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Pushgateway { port, child };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("prometheus-pushgateway did not listen on 127.0.0.1:{port} within 30 s");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What a Prometheus scrape of it reads: `/metrics`, in the text format.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    }
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
