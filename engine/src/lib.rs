@@ -19,6 +19,7 @@ pub mod dag;
 pub mod error;
 pub mod executor;
 mod fields;
+mod hints;
 pub mod interpolate;
 pub mod load;
 pub mod locate;

@@ -342,18 +342,17 @@ fn parse(file: &Path, text: &str) -> Result<(Value, SourceMap), SpecErrors> {
             // key on a scalar) have no location of their own: they are placed at its start.
             let invalid = |e: serde_norway::Error| {
                 let pos = e.location().map(|l| Pos { line: l.line(), column: l.column() });
-                one_error(
-                    file,
-                    pos.or(Some(Pos { line: 1, column: 1 })),
-                    format!("invalid YAML: {}", strip_position(&e.to_string())),
-                )
+                let (pos, message) = crate::hints::yaml(text, pos, &strip_position(&e.to_string()));
+                one_error(file, pos.or(Some(Pos { line: 1, column: 1 })), format!("invalid YAML: {message}"))
             };
             match serde_norway::from_str::<serde_norway::Value>(text) {
                 // Merge keys (`<<: *s3`): settings written once and shared.
                 Ok(mut yaml) => {
                     yaml.apply_merge().map_err(invalid)?;
-                    let at_start = Some(Pos { line: 1, column: 1 });
-                    serde_json::to_value(yaml).map_err(|e| one_error(file, at_start, format!("invalid YAML: {e}")))?
+                    serde_json::to_value(yaml).map_err(|e| {
+                        let (pos, message) = crate::hints::yaml(text, None, &e.to_string());
+                        one_error(file, pos.or(Some(Pos { line: 1, column: 1 })), format!("invalid YAML: {message}"))
+                    })?
                 }
                 // Equal keys in one mapping: read as before (the last wins), so that the
                 // check of duplicate keys names both places.
@@ -363,7 +362,7 @@ fn parse(file: &Path, text: &str) -> Result<(Value, SourceMap), SpecErrors> {
         }
         "toml" => toml::from_str(text).map_err(|e| {
             let pos = e.span().map(|s| LineIndex::new(text).pos(s.start)).or(Some(Pos { line: 1, column: 1 }));
-            one_error(file, pos, format!("invalid TOML: {}", e.message()))
+            one_error(file, pos, format!("invalid TOML: {}", crate::hints::toml(text, pos, e.message())))
         })?,
         _ => {
             return Err(one_error(

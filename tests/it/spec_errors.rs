@@ -433,3 +433,29 @@ fn merge_keys_share_settings_written_once() {
     assert_eq!(shipped.matches("region:").count(), 1);
     assert_eq!(shipped.matches("endpoint:").count(), 1);
 }
+
+/// The raw parser errors people meet most, in plain words at the line of the mistake.
+#[test]
+fn syntax_mistakes_are_named_in_plain_words_at_their_line() {
+    let cases = [
+        ("tab.yaml", "version: 1\nname: t\nnodes:\n\tlist: { kind: list }\n", "tab.yaml:4:1: invalid YAML: a tab in the indentation"),
+        (
+            "colon.yaml",
+            "version: 1\nname: t\nnodes:\n  list:\n    kind list\n    store: src\n",
+            "colon.yaml:5:5: invalid YAML: `kind list` has no `:` after its key: write `kind: list`",
+        ),
+        (
+            "brace.yaml",
+            &format!("{HEAD}  list: {{ kind: list, store: src }}\n  w:\n    kind: put\n    input: list\n    key: {{{{ key }}}}\n"),
+            "brace.yaml:11:10: invalid YAML: a value that starts with `{` is read as a YAML mapping: quote it",
+        ),
+        ("dup.toml", "version = 1\nname = \"t\"\nname = \"u\"\n", "dup.toml:3:1: invalid TOML: duplicate key `name`"),
+    ];
+    for (file, text, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(file), text).unwrap();
+        let out = dqpipe(dir.path()).args(["validate", file]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{file}");
+        assert!(stderr(&out).contains(want), "{want}\n{}", stderr(&out));
+    }
+}

@@ -1,0 +1,100 @@
+//! Plain words for the raw parser errors people meet most in a spec, at the line where the
+//! mistake is: a tab, a key without its colon, a template value left unquoted, a TOML key
+//! written twice. The parsers' own words are kept after the hint.
+
+use crate::locate::Pos;
+
+/// A YAML parser error made helpful: where the mistake is, and what to write.
+pub(crate) fn yaml(text: &str, pos: Option<Pos>, message: &str) -> (Option<Pos>, String) {
+    let lines: Vec<&str> = text.lines().collect();
+    // A tab in the indentation: YAML indents with spaces only.
+    if let Some((i, line)) =
+        lines.iter().enumerate().find(|(_, l)| l.chars().take_while(|c| c.is_whitespace()).any(|c| c == '\t'))
+    {
+        let column = line.find('\t').unwrap_or(0) + 1;
+        let hint = "a tab in the indentation: YAML indents with spaces only; replace the tab with spaces";
+        return (Some(Pos { line: i + 1, column }), format!("{hint} ({message})"));
+    }
+    // A value starting with `{{` unquoted: YAML reads `{...}` as a mapping.
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(at) = unquoted_template(line) {
+            let hint = "a value that starts with `{` is read as a YAML mapping: quote it, as in `key: \"{{ name }}\"`";
+            return (Some(Pos { line: i + 1, column: at + 1 }), format!("{hint} ({message})"));
+        }
+    }
+    // A key without its colon: the parser notices only on a later line.
+    if message.contains("mapping values are not allowed") || message.contains("could not find expected ':'") {
+        let at = pos.map_or(lines.len(), |p| p.line.saturating_sub(1));
+        let before = lines[..at.min(lines.len())].iter().enumerate().rev().find(|(_, l)| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#') && !t.starts_with('-') && !t.contains(':')
+        });
+        if let Some((i, line)) = before {
+            let t = line.trim();
+            let column = line.len() - line.trim_start().len() + 1;
+            let fix = t.split_once(' ').map(|(k, v)| format!("`{k}: {v}`")).unwrap_or_else(|| format!("`{t}:`"));
+            let hint = format!("`{t}` has no `:` after its key: write {fix}");
+            return (Some(Pos { line: i + 1, column }), format!("{hint} ({message})"));
+        }
+    }
+    (pos, message.to_string())
+}
+
+/// Where an unquoted `{{` starts a value on this line (after `: `, `- ` or `[`, `,`).
+fn unquoted_template(line: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    let chars: Vec<(usize, char)> = line.char_indices().collect();
+    for (n, &(i, c)) in chars.iter().enumerate() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') => return None,
+            (None, '{') if line[i..].starts_with("{{") => {
+                let before = chars[..n].iter().rev().map(|(_, c)| *c).find(|c| !c.is_whitespace());
+                if matches!(before, Some(':' | '-' | ',' | '[')) {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A TOML parser error made helpful: a duplicate key is named.
+pub(crate) fn toml(text: &str, pos: Option<Pos>, message: &str) -> String {
+    if message.trim() == "duplicate key" {
+        if let Some(line) = pos.and_then(|p| text.lines().nth(p.line - 1)) {
+            let key = line.split('=').next().unwrap_or("").trim().trim_matches('"');
+            return format!("duplicate key `{key}`: it is written twice in this table; remove or rename one");
+        }
+    }
+    message.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_usual_mistakes_are_named_at_their_line() {
+        let (pos, m) = yaml("version: 1\nnodes:\n\tlist: {}\n", Some(Pos { line: 3, column: 1 }), "found character");
+        assert_eq!(pos, Some(Pos { line: 3, column: 1 }));
+        assert!(m.starts_with("a tab in the indentation"), "{m}");
+        let (pos, m) = yaml(
+            "nodes:\n  list:\n    kind list\n    store: src\n",
+            Some(Pos { line: 4, column: 10 }),
+            "mapping values are not allowed in this context",
+        );
+        assert_eq!(pos, Some(Pos { line: 3, column: 5 }));
+        assert!(m.starts_with("`kind list` has no `:` after its key: write `kind: list`"), "{m}");
+        let (pos, m) = yaml("w: { kind: put, key: {{ key }} }\nx: \"{{ ok }}\"\n", None, "key must be a string");
+        assert_eq!(pos, Some(Pos { line: 1, column: 22 }));
+        assert!(m.contains("quote it"), "{m}");
+        assert_eq!(
+            toml("a = 1\nname = \"t\"\nname = \"u\"\n", Some(Pos { line: 3, column: 1 }), "duplicate key"),
+            "duplicate key `name`: it is written twice in this table; remove or rename one"
+        );
+    }
+}
