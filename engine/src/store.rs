@@ -107,6 +107,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// An object's listing information, or `None` when it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
 
+    /// Writes an object only if the key holds none: `Ok(false)`, and nothing written, when
+    /// it does. Stores that can do it in one request (S3's `If-None-Match: *`) or
+    /// atomically (a hard link) override this, which checks first and then writes.
+    async fn put_new(&self, key: &str, body: &Body, options: &PutOptions) -> Result<bool, StoreError> {
+        if self.head(key).await?.is_some() {
+            return Ok(false);
+        }
+        self.put(key, body, options).await.map(|()| true)
+    }
+
     /// The origin recorded with an object when it was written; `None` when it does not
     /// exist, was written by something else, or the store records none (read-only stores).
     async fn origin(&self, _key: &str) -> Result<Option<Origin>, StoreError> {

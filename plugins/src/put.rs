@@ -193,19 +193,28 @@ impl Put {
         let reason_key = format!("{key}.error.json");
         let keys: Vec<&str> = if self.cfg.with_reason { vec![&reason_key, &key] } else { vec![&key] };
         let _claim = self.claim(&keys, source).await?;
-        for k in &keys {
-            self.check_origin(k, source, cx).await?;
-        }
         let origin = Origin { source_key: source.to_string(), run: cx.run_id().to_string() };
         let opts =
             PutOptions { content_type: self.cfg.content_type.clone(), metadata: Vec::new(), origin: Some(origin) };
-        if self.cfg.with_reason {
-            let mut meta = item.meta.clone();
-            meta.insert("source_key".into(), source.into());
-            let json =
-                serde_json::to_vec_pretty(&meta).map_err(|e| ItemError::new(format!("encoding the reason: {e}")))?;
-            self.write(&reason_key, &Body::Memory(Bytes::from(json)), &opts, cx).await?;
+        // The common case, a key nobody wrote, costs one request: a write that happens only
+        // if the key is free. Only a key that holds something is asked who wrote it.
+        if !self.cfg.with_reason {
+            if self.write_new(&key, &body, &opts, cx).await? {
+                return Ok(key);
+            }
+            self.check_origin(&key, source, cx).await?;
+            self.write(&key, &body, &opts, cx).await?;
+            return Ok(key);
         }
+        // With a reason file beside it, both keys are checked before either is written,
+        // so that a refused item leaves nothing behind.
+        for k in &keys {
+            self.check_origin(k, source, cx).await?;
+        }
+        let mut meta = item.meta.clone();
+        meta.insert("source_key".into(), source.into());
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| ItemError::new(format!("encoding the reason: {e}")))?;
+        self.write(&reason_key, &Body::Memory(Bytes::from(json)), &opts, cx).await?;
         self.write(&key, &body, &opts, cx).await?;
         Ok(key)
     }
@@ -263,6 +272,20 @@ impl Put {
         } else {
             Ok(())
         }
+    }
+
+    /// Writes `key` if it holds nothing; `false` when it holds something.
+    async fn write_new(&self, key: &str, body: &Body, opts: &PutOptions, cx: &Context) -> Result<bool, ItemError> {
+        self.cfg
+            .retry
+            .run(
+                || self.store.put_new(key, body, opts),
+                |e| e.kind == StoreErrorKind::Transient,
+                |e| format!("writing {key:?} to {}: {e}", self.store.display_url()),
+                || cx.retried(1),
+            )
+            .await
+            .map_err(GaveUp::into_item_error)
     }
 
     async fn write(&self, key: &str, body: &Body, opts: &PutOptions, cx: &Context) -> Result<(), ItemError> {

@@ -249,43 +249,11 @@ impl Store for LocalStore {
     }
 
     async fn put(&self, key: &str, body: &Body, options: &PutOptions) -> Result<(), StoreError> {
-        let path = self.path_of(key)?;
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error(key, "creating the folder for", e))?;
-        let first_write_here = self.swept.lock().is_ok_and(|mut s| s.insert(dir.clone()));
-        if first_write_here {
-            sweep_stale_temporaries(&dir).await;
-        }
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!("{TMP_PREFIX}{}-{}-{n}", HOST.as_str(), std::process::id()));
-        let write = async {
-            match body {
-                Body::Memory(b) => {
-                    let mut f = tokio::fs::File::create(&tmp).await?;
-                    f.write_all(b).await?;
-                    if self.fsync {
-                        f.sync_data().await?;
-                    }
-                }
-                Body::Spooled(_) => {
-                    if let Some(src) = body.spooled_path() {
-                        tokio::fs::copy(src, &tmp).await?;
-                    }
-                    if self.fsync {
-                        tokio::fs::File::open(&tmp).await?.sync_data().await?;
-                    }
-                }
-            }
-            if let Some(origin) = &options.origin {
-                self.record_origin(&tmp, origin).await?;
-            }
-            tokio::fs::rename(&tmp, &path).await
-        };
-        if let Err(e) = write.await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(io_error(key, "writing", e));
-        }
-        Ok(())
+        self.write(key, body, options, true).await.map(|_| ())
+    }
+
+    async fn put_new(&self, key: &str, body: &Body, options: &PutOptions) -> Result<bool, StoreError> {
+        self.write(key, body, options, false).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -322,6 +290,66 @@ impl Store for LocalStore {
 }
 
 impl LocalStore {
+    /// Writes a temporary file, then renames it into place (`replace`), or links it there
+    /// only if the name is free (`Ok(false)` when it is not): either way readers never
+    /// see part of a file.
+    async fn write(&self, key: &str, body: &Body, options: &PutOptions, replace: bool) -> Result<bool, StoreError> {
+        let path = self.path_of(key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error(key, "creating the folder for", e))?;
+        let first_write_here = self.swept.lock().is_ok_and(|mut s| s.insert(dir.clone()));
+        if first_write_here {
+            sweep_stale_temporaries(&dir).await;
+        }
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{}-{n}", HOST.as_str(), std::process::id()));
+        let write = async {
+            match body {
+                Body::Memory(b) => {
+                    let mut f = tokio::fs::File::create(&tmp).await?;
+                    f.write_all(b).await?;
+                    if self.fsync {
+                        f.sync_data().await?;
+                    }
+                }
+                Body::Spooled(_) => {
+                    if let Some(src) = body.spooled_path() {
+                        tokio::fs::copy(src, &tmp).await?;
+                    }
+                    if self.fsync {
+                        tokio::fs::File::open(&tmp).await?.sync_data().await?;
+                    }
+                }
+            }
+            if let Some(origin) = &options.origin {
+                self.record_origin(&tmp, origin).await?;
+            }
+            if replace {
+                return tokio::fs::rename(&tmp, &path).await.map(|()| true);
+            }
+            // A hard link fails if the name exists: an atomic "create if absent".
+            let linked = match tokio::fs::hard_link(&tmp, &path).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                // A file system without hard links (EPERM, EOPNOTSUPP): check, then rename.
+                Err(e) if unsupported(&e) || e.raw_os_error() == Some(1) => match tokio::fs::metadata(&path).await {
+                    Ok(_) => Ok(false),
+                    Err(_) => tokio::fs::rename(&tmp, &path).await.map(|()| true),
+                },
+                Err(e) => Err(e),
+            };
+            let _ = tokio::fs::remove_file(&tmp).await;
+            linked
+        };
+        match write.await {
+            Ok(written) => Ok(written),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(io_error(key, "writing", e))
+            }
+        }
+    }
+
     /// Records the origin on the temporary file. A file system without user extended
     /// attributes (some network mounts) is warned about once and written to without them:
     /// there, objects from two sources that map to one key are not told apart.
@@ -374,6 +402,20 @@ mod tests {
         assert_eq!(s.get(key, &spool).await.unwrap().to_bytes(10).await.unwrap(), Bytes::from_static(b"{}"));
         let listed: Vec<String> = s.list("", None).map(|r| r.unwrap().key).collect().await;
         assert_eq!(listed, vec![key.to_string()]);
+        // Written only if the name is free; the file there is left as it was.
+        assert!(!s.put_new(key, &Body::Memory(Bytes::from_static(b"[]")), &PutOptions::default()).await.unwrap());
+        assert!(s
+            .put_new("a/new.json", &Body::Memory(Bytes::from_static(b"[]")), &PutOptions::default())
+            .await
+            .unwrap());
+        assert_eq!(std::fs::read(dir.path().join("a/[-PRMD=EG;x=1] 50% é.json")).unwrap(), b"{}");
+        assert_eq!(std::fs::read(dir.path().join("a/new.json")).unwrap(), b"[]");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["[-PRMD=EG;x=1] 50% é.json", "new.json"], "no temporary file left");
         for bad in ["../x", "/etc/passwd", "a/../../x", "a//b", "a\0b", "a\nb", ""] {
             let e = s.put(bad, &Body::Memory(Bytes::new()), &PutOptions::default()).await.unwrap_err();
             assert_eq!(e.kind, StoreErrorKind::InvalidKey, "{bad:?}");

@@ -89,6 +89,46 @@ impl S3Store {
         }
     }
 
+    /// One write: with `PutMode::Create`, only if the key is free (`Ok(false)` if not).
+    /// Bodies above the multipart threshold go up in parts, unconditionally.
+    async fn write(
+        &self,
+        key: &str,
+        body: &Body,
+        options: &PutOptions,
+        mode: object_store::PutMode,
+    ) -> Result<bool, StoreError> {
+        let path = self.path(key)?;
+        let mut attributes = Attributes::new();
+        if let Some(ct) = &options.content_type {
+            attributes.insert(Attribute::ContentType, ct.clone().into());
+        }
+        for (k, v) in &options.metadata {
+            attributes.insert(Attribute::Metadata(Cow::Owned(k.clone())), v.clone().into());
+        }
+        if let Some(o) = &options.origin {
+            // User metadata travels in HTTP headers: ASCII only, so the key is
+            // percent-encoded.
+            let source = percent_encoding::utf8_percent_encode(&o.source_key, QUERY).to_string();
+            attributes.insert(Attribute::Metadata(Cow::Borrowed(META_SOURCE_KEY)), source.into());
+            attributes.insert(Attribute::Metadata(Cow::Borrowed(META_RUN)), o.run.clone().into());
+        }
+        let what = format!("writing {key:?}");
+        if body.len() > self.multipart_threshold {
+            return self.put_multipart(&path, body, attributes).await.map(|()| true).map_err(|e| self.error(&what, e));
+        }
+        let bytes: Bytes = body
+            .to_bytes(self.multipart_threshold)
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("{what}: {e}")))?;
+        let opts = object_store::PutOptions { attributes, mode, ..Default::default() };
+        match self.client.put_opts(&path, PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.error(&what, e)),
+        }
+    }
+
     async fn put_multipart(&self, path: &Path, body: &Body, attributes: Attributes) -> object_store::Result<()> {
         let opts = PutMultipartOptions { attributes, ..Default::default() };
         let upload = self.client.put_multipart_opts(path, opts).await?;
@@ -173,31 +213,20 @@ impl Store for S3Store {
     }
 
     async fn put(&self, key: &str, body: &Body, options: &PutOptions) -> Result<(), StoreError> {
-        let path = self.path(key)?;
-        let mut attributes = Attributes::new();
-        if let Some(ct) = &options.content_type {
-            attributes.insert(Attribute::ContentType, ct.clone().into());
-        }
-        for (k, v) in &options.metadata {
-            attributes.insert(Attribute::Metadata(Cow::Owned(k.clone())), v.clone().into());
-        }
-        if let Some(o) = &options.origin {
-            // User metadata travels in HTTP headers: ASCII only, so the key is
-            // percent-encoded.
-            let source = percent_encoding::utf8_percent_encode(&o.source_key, QUERY).to_string();
-            attributes.insert(Attribute::Metadata(Cow::Borrowed(META_SOURCE_KEY)), source.into());
-            attributes.insert(Attribute::Metadata(Cow::Borrowed(META_RUN)), o.run.clone().into());
-        }
-        let what = format!("writing {key:?}");
+        self.write(key, body, options, object_store::PutMode::Overwrite).await.map(|_| ())
+    }
+
+    /// One PUT with `If-None-Match: *` (S3 answers 412 when the key exists). Multipart
+    /// uploads carry no such condition in object_store: above the multipart threshold, the
+    /// key is checked first.
+    async fn put_new(&self, key: &str, body: &Body, options: &PutOptions) -> Result<bool, StoreError> {
         if body.len() > self.multipart_threshold {
-            return self.put_multipart(&path, body, attributes).await.map_err(|e| self.error(&what, e));
+            if self.head(key).await?.is_some() {
+                return Ok(false);
+            }
+            return self.put(key, body, options).await.map(|()| true);
         }
-        let bytes: Bytes = body
-            .to_bytes(self.multipart_threshold)
-            .await
-            .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("{what}: {e}")))?;
-        let opts = object_store::PutOptions { attributes, ..Default::default() };
-        self.client.put_opts(&path, PutPayload::from(bytes), opts).await.map(|_| ()).map_err(|e| self.error(&what, e))
+        self.write(key, body, options, object_store::PutMode::Create).await
     }
 
     async fn origin(&self, key: &str) -> Result<Option<Origin>, StoreError> {
