@@ -136,7 +136,14 @@ fn an_objects_reason_file_and_an_archive_file_of_that_name_never_overwrite_each_
 }
 
 /// `list -> fetch -> put` from a local folder into S3 at `{{ name }}`.
-fn copy_to_s3(dir: &Path, s3: &S3Server, extra: &[&str]) -> (std::process::Output, serde_json::Value) {
+/// Requests go through `proxy`, which records them.
+fn copy_to_s3(
+    dir: &Path,
+    s3: &S3Server,
+    proxy: &RecordingProxy,
+    conditional: &str,
+    extra: &[&str],
+) -> (std::process::Output, serde_json::Value) {
     let spec = dir.join("copy.yaml");
     std::fs::write(
         &spec,
@@ -144,7 +151,7 @@ fn copy_to_s3(dir: &Path, s3: &S3Server, extra: &[&str]) -> (std::process::Outpu
 name: copy
 stores:
   src: { url: "file://./src" }
-  dst: { url: "s3://dst/in", s3: { endpoint: "${S3_ENDPOINT}" } }
+  dst: { url: "s3://dst/in", s3: { endpoint: "${S3_ENDPOINT}", conditional_put: "${CONDITIONAL:-true}" } }
 nodes:
   list: { kind: list, store: src }
   fetch: { kind: fetch, input: list }
@@ -152,24 +159,41 @@ nodes:
 "#,
     )
     .unwrap();
-    let ran = TestRun::new(dir, "copy.yaml").s3(s3).args(extra).run();
+    let ran = TestRun::new(dir, "copy.yaml")
+        .s3(s3)
+        .env("S3_ENDPOINT", &format!("http://127.0.0.1:{}", proxy.port))
+        .env("CONDITIONAL", conditional)
+        .args(extra)
+        .run();
     (ran.out, ran.report)
 }
 
 #[test]
 fn an_s3_object_records_its_source_and_is_not_replaced_from_another() {
+    // With a conditional PUT (the default), and with a HEAD first (`conditional_put: false`).
+    for conditional in ["true", "false"] {
+        s3_object_not_replaced(conditional);
+    }
+}
+
+fn s3_object_not_replaced(conditional: &str) {
     let s3 = S3Server::start(&["dst"]);
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a b.json"), b"first").unwrap();
-    let (out, _) = copy_to_s3(dir.path(), &s3, &[]);
+    let proxy = RecordingProxy::start(s3.port);
+    let (out, _) = copy_to_s3(dir.path(), &s3, &proxy, conditional, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A new key: one conditional PUT, no question first; or, without conditional puts,
+    // a HEAD, then a plain PUT.
+    let (conditions, heads) = (proxy.count("if-none-match: *"), proxy.count("head /dst/in/a%20b.json"));
+    assert_eq!((conditions, heads), if conditional == "true" { (1, 0) } else { (0, 1) }, "{conditional}");
 
     // The same key from another source file, in a later run (no resume here: the first
     // file is copied again, and replaces its own object, which is allowed).
     std::fs::write(src.join("a%20b.json"), b"second").unwrap();
-    let (out, report) = copy_to_s3(dir.path(), &s3, &[]);
+    let (out, report) = copy_to_s3(dir.path(), &s3, &proxy, conditional, &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!((report["items"]["complete"].as_u64(), report["items"]["refused"].as_u64()), (Some(1), Some(1)));
     let reason = report["failures"][0]["reason"].as_str().unwrap();
@@ -180,7 +204,7 @@ fn an_s3_object_records_its_source_and_is_not_replaced_from_another() {
 
     // `--reprocess` lets a later run replace what an earlier one wrote from another file.
     std::fs::remove_file(src.join("a b.json")).unwrap();
-    let (out, _) = copy_to_s3(dir.path(), &s3, &["--reprocess"]);
+    let (out, _) = copy_to_s3(dir.path(), &s3, &proxy, conditional, &["--reprocess"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(std::fs::read(&object).unwrap(), b"second");
 }

@@ -45,6 +45,11 @@ pub struct S3Options {
     /// Time limit of one request. Default 60 s.
     #[schemars(range(min = 1, max = 86400))]
     pub request_timeout_secs: Option<u64>,
+    /// Create new objects with a conditional PUT (`If-None-Match: *`): one request, and
+    /// two writers can never both create one key. Default true (AWS S3 and most
+    /// S3-compatible servers); false for a server that ignores the condition, which would
+    /// then overwrite: dqpipe checks the key with a HEAD first instead.
+    pub conditional_put: Option<bool>,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -185,6 +190,7 @@ impl S3Store {
             client,
             http,
             multipart_threshold: opts.multipart_threshold_bytes.unwrap_or(16 * MIB),
+            conditional_put: opts.conditional_put.unwrap_or(true),
             part_size: part as usize,
         })
     }

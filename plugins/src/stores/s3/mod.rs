@@ -45,6 +45,8 @@ pub struct S3Store {
     http: reqwest::Client,
     multipart_threshold: u64,
     part_size: usize,
+    /// `s3.conditional_put`: new objects are created with `If-None-Match: *`.
+    conditional_put: bool,
 }
 
 /// The user metadata (`x-amz-meta-...`) that holds a written object's [`Origin`].
@@ -217,10 +219,10 @@ impl Store for S3Store {
     }
 
     /// One PUT with `If-None-Match: *` (S3 answers 412 when the key exists). Multipart
-    /// uploads carry no such condition in object_store: above the multipart threshold, the
-    /// key is checked first.
+    /// uploads carry no such condition in object_store: above the multipart threshold, and
+    /// with `conditional_put: false`, the key is checked first.
     async fn put_new(&self, key: &str, body: &Body, options: &PutOptions) -> Result<bool, StoreError> {
-        if body.len() > self.multipart_threshold {
+        if body.len() > self.multipart_threshold || !self.conditional_put {
             if self.head(key).await?.is_some() {
                 return Ok(false);
             }
