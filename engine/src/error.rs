@@ -78,6 +78,19 @@ impl<'a> ErrorSink<'a> {
             message: message.into(),
         });
     }
+    /// Drops the errors after the first `first` that are about a value one of those is
+    /// already about (or a value inside it): one mistake, one error. An unset variable
+    /// leaves `${X}` in place, and the node reading it would add "`${X}` is not a scanner
+    /// address".
+    pub fn drop_consequences(&mut self, first: usize) {
+        let causes: Vec<String> = self.errors.iter().take(first).map(|e| e.path.clone()).collect();
+        let mut i = 0;
+        self.errors.retain(|e| {
+            i += 1;
+            i <= first
+                || !causes.iter().any(|c| !c.is_empty() && (e.path == *c || e.path.starts_with(&format!("{c}."))))
+        });
+    }
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }

@@ -82,7 +82,9 @@ pub fn load_pipeline_str(
         let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
         format!("sha256:{}", digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>())
     };
+    let found_early = errors.errors.len();
     let built = build(doc, registry, &mut errors);
+    errors.drop_consequences(found_early);
     if !errors.is_empty() {
         let secrets = secret_values(&env_vars, env);
         for e in &mut errors.errors {

@@ -459,3 +459,15 @@ fn syntax_mistakes_are_named_in_plain_words_at_their_line() {
         assert!(stderr(&out).contains(want), "{want}\n{}", stderr(&out));
     }
 }
+
+/// One mistake, one error: an unset variable is reported once, not again by the node that
+/// then reads `${X}` as its value.
+#[test]
+fn an_unset_variable_is_one_error() {
+    let (code, err) = validate(&format!(
+        "{HEAD}  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  scan: {{ kind: clamav, input: fetch, address: \"${{DQPIPE_TEST_UNSET_ADDRESS}}\" }}\n  ok: {{ kind: put, input: scan.clean, store: dst, key: \"{{{{ key }}}}\" }}\n  q: {{ kind: put, input: [scan.infected, scan.error], store: dst, key: \"q/{{{{ key }}}}\" }}\n"
+    ));
+    assert_eq!(code, 2);
+    assert!(err.contains("nodes.scan.address: environment variable `DQPIPE_TEST_UNSET_ADDRESS` is not set"), "{err}");
+    assert!(err.ends_with("1 error in p.yaml\n"), "{err}");
+}
