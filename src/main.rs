@@ -6,6 +6,7 @@ mod exit;
 mod metrics;
 mod options;
 mod progress;
+mod report_target;
 mod say;
 
 use std::io::IsTerminal;

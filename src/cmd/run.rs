@@ -11,15 +11,17 @@ use dqpipe_engine::Pipeline;
 use crate::exit::Exit;
 use crate::options::{load_with, Tuning};
 use crate::progress;
+use crate::report_target::Target;
 
 #[derive(clap::Args)]
 pub struct Args {
     spec: PathBuf,
     #[command(flatten)]
     tuning: Tuning,
-    /// Write the run report (JSON) to this file.
-    #[arg(long)]
-    report: Option<PathBuf>,
+    /// Write the run report (JSON) to this file, or to `STORE:KEY`, a key in one of the
+    /// spec's stores (`internal:_dqpipe/reports/{{ run_id }}.json`).
+    #[arg(long, value_name = "FILE|STORE:KEY")]
+    report: Option<String>,
     /// Progress display: bars on a terminal, log lines otherwise.
     #[arg(long, value_enum, default_value_t = progress::Mode::Auto)]
     progress: progress::Mode,
@@ -52,8 +54,8 @@ pub async fn run(args: Args) -> Exit {
         }
     }
     opts.grace = std::time::Duration::from_secs(args.grace_secs);
-    opts.report_location =
-        args.report.as_ref().map(|r| std::path::absolute(r).unwrap_or(r.clone()).display().to_string());
+    let report = args.report.as_deref().map(|r| Target::parse(r, &p, &opts.run_id));
+    opts.report_location = report.as_ref().map(|t| t.describe(&p));
     let stats = LiveStats::new(&p);
     opts.stats = Some(stats.clone());
     stop_on_signals(opts.stop.clone());
@@ -81,14 +83,11 @@ pub async fn run(args: Args) -> Exit {
     if !gateway.is_empty() {
         crate::metrics::push(gateway, &r).await;
     }
-    if let Some(path) = &args.report {
-        let written = serde_json::to_vec_pretty(&r)
-            .map_err(|e| e.to_string())
-            .and_then(|j| std::fs::write(path, j).map_err(|e| e.to_string()));
+    if let Some(target) = &report {
         // The exit code says what the run did, whether or not its report could be kept:
         // a run that quarantined files must not turn into "retry" because a disk was full.
-        if let Err(e) = written {
-            tracing::error!(report = %path.display(), error = %e, "the run report could not be written");
+        if let Err(e) = target.write(&p, &r).await {
+            tracing::error!(report = %target.describe(&p), error = %e, "the run report could not be written");
         }
     }
     Exit::of_run(r.exit_code)

@@ -173,3 +173,43 @@ fn a_run_pushes_its_figures_to_a_pushgateway() {
     assert_eq!(value("dqpipe_run_exit_code", &[]), Some(1.0), "{scraped}");
     assert_eq!(value("dqpipe_run_last_success_timestamp_seconds", &[]), Some(success), "{scraped}");
 }
+
+/// `--report STORE:KEY` writes the report into one of the spec's stores (here S3, with
+/// that store's settings), named by the run id, so it outlives the pod; the alert says
+/// where it is.
+#[test]
+fn the_report_can_go_to_a_store_of_the_spec() {
+    let s3 = S3Server::start(&["dst"]);
+    let hook = Listener::start(Answer::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.json"), b"{}").unwrap();
+    // A name S3 refuses (a TAB): the run ends with exit 3, and alerts.
+    std::fs::write(dir.path().join("in/tab\there.json"), b"{}").unwrap();
+    let spec = "version: 1\nname: reported\nstores:\n  src: { url: \"file://./in\" }\n  dst: { url: \"s3://dst/out\", s3: { endpoint: \"${S3_ENDPOINT}\" } }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ key }}\" }\n  alert: { kind: slack, input: write, webhook_url: \"${HOOK}\" }\n";
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let out = dqpipe(dir.path())
+        .args([
+            "run",
+            "p.yaml",
+            "--progress",
+            "off",
+            "--report",
+            "dst:_dqpipe/reports/{{ pipeline }}-{{ run_id }}.json",
+        ])
+        .env("S3_ENDPOINT", s3.endpoint())
+        .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        .env("HOOK", &hook.url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let reports = files_under(&s3.bucket_dir("dst").join("out/_dqpipe/reports"));
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let report = read_json(&s3.bucket_dir("dst").join("out/_dqpipe/reports").join(&reports[0]));
+    assert_eq!(reports[0], format!("reported-{}.json", report["run_id"].as_str().unwrap()));
+    assert_eq!(report["items"]["complete"], 1);
+    let alerts = hook.received();
+    let text = alerts.last().map(|a| a["attachments"][0]["text"].to_string()).unwrap_or_default();
+    assert!(text.contains(&format!("Report: dst:_dqpipe/reports/{} (s3://dst/out)", reports[0])), "{alerts:?}");
+}
