@@ -102,7 +102,7 @@ fn spawn_nodes(
             .map(|decl| {
                 let consumers =
                     p.dag.consumers(&n.spec.name, decl.name).filter_map(|to| senders.get(to).cloned()).collect();
-                (decl.name, (consumers, stats.ports[i][decl.name].clone()))
+                (decl.name, (consumers, stats.ports[i][decl.name].clone(), decl.problem))
             })
             .collect();
         let cx = Context {

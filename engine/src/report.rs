@@ -4,7 +4,7 @@
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::api::ItemFailure;
+use crate::api::{ItemFailure, ProblemObject};
 
 /// How a run ended. The exit code contract (README, "Exit codes") follows from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,6 +54,9 @@ pub struct RunReport {
     pub causes: Vec<Cause>,
     /// Every object that was not processed, with the node and the reason.
     pub failures: Vec<ItemFailure>,
+    /// Every object sent to a problem route (quarantined, dead-lettered), with the node,
+    /// the port and the reason, by key.
+    pub problem_objects: Vec<ProblemObject>,
     /// Sources that stopped early (a listing that failed part way).
     pub source_errors: Vec<SourceError>,
     /// Set when the run was asked to stop (SIGTERM, Ctrl-C).
@@ -86,6 +89,7 @@ impl RunReport {
             nodes: Vec::new(),
             causes: Vec::new(),
             failures: Vec::new(),
+            problem_objects: Vec::new(),
             source_errors: Vec::new(),
             interrupted: true,
             halted: None,

@@ -165,6 +165,26 @@ fn end_to_end_thousand_files() {
     assert_eq!(r["items"]["from_sources"], 1000);
     assert_eq!(r["items"]["complete"], 1000);
     assert_eq!(r["items"]["problems"], 6);
+    // Each quarantined or dead-lettered object is listed with its route and reason.
+    let listed: Vec<(String, String)> = r["problem_objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["key"].as_str().unwrap().to_string(),
+                format!("{}.{}", p["node"].as_str().unwrap(), p["port"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    let mut expected: Vec<(String, String)> = names("infected")
+        .into_iter()
+        .map(|n| (n, "scan.infected".to_string()))
+        .chain(names("malformed").into_iter().map(|n| (n, "transform.failed".to_string())))
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert!(r["problem_objects"].as_array().unwrap().iter().all(|p| !p["reason"].as_str().unwrap().is_empty()));
     let node = |n: &str| r["nodes"].as_array().unwrap().iter().find(|x| x["name"] == n).unwrap().clone();
     assert_eq!(node("scan")["ports"]["clean"]["items"], 997);
     assert_eq!(node("scan")["ports"]["infected"]["items"], 3);

@@ -140,6 +140,16 @@ pub struct ItemFailure {
     pub permanent: bool,
 }
 
+/// An object sent to a problem port (quarantine, dead letter), and why: the report lists
+/// them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProblemObject {
+    pub key: String,
+    pub node: String,
+    pub port: String,
+    pub reason: String,
+}
+
 /// Why a node could not process an item; nothing is sent on, so nothing unchecked reaches
 /// a sink, and the source object is not acknowledged (it stays for the next run).
 #[derive(Debug, Clone)]

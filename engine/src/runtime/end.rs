@@ -55,6 +55,8 @@ pub(crate) async fn report(
     };
     let mut failures = tracker.failures();
     failures.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut problem_objects = tracker.problems();
+    problem_objects.sort_by(|a, b| a.key.cmp(&b.key));
     let mut causes = causes(&failures);
     for e in &ended.source_errors {
         causes.insert(0, Cause { node: e.node.clone(), reason: e.error.clone(), count: 1, examples: Vec::new() });
@@ -79,6 +81,7 @@ pub(crate) async fn report(
         nodes,
         causes,
         failures,
+        problem_objects,
         source_errors: ended.source_errors,
         interrupted,
         halted: ended.halted,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use indexmap::IndexMap;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::api::item::{Closed, Finished, Item, ItemFailure, Lineage, Meta, Trail};
+use crate::api::item::{Closed, Finished, Item, ItemFailure, Lineage, Meta, ProblemObject, Trail};
 use crate::runtime::tracker::Tracker;
 use crate::selection::{Planned, Shard};
 use crate::store::ObjectInfo;
@@ -67,17 +67,22 @@ impl ByteBudget {
 struct Route {
     consumers: Vec<mpsc::Sender<Item>>,
     stats: Arc<PortStats>,
+    /// A problem port (quarantine, dead letter): what goes out of it is listed in the report.
+    problem: bool,
 }
 
 impl Emitter {
     pub(crate) fn new(
         node: String,
         index: usize,
-        ports: IndexMap<&'static str, (Vec<mpsc::Sender<Item>>, Arc<PortStats>)>,
+        ports: IndexMap<&'static str, (Vec<mpsc::Sender<Item>>, Arc<PortStats>, bool)>,
         tracker: Arc<Tracker>,
         source: Option<(ByteBudget, Selection)>,
     ) -> Self {
-        let ports = ports.into_iter().map(|(k, (consumers, stats))| (k, Route { consumers, stats })).collect();
+        let ports = ports
+            .into_iter()
+            .map(|(k, (consumers, stats, problem))| (k, Route { consumers, stats, problem }))
+            .collect();
         let (budget, selection) = match source {
             Some((b, s)) => (Some(b), s),
             None => (None, Selection::default()),
@@ -184,6 +189,16 @@ impl Emitter {
         };
         route.stats.items.fetch_add(1, Ordering::Relaxed);
         route.stats.bytes.fetch_add(item.body.as_ref().map(|b| b.len()).unwrap_or(0), Ordering::Relaxed);
+        if route.problem && !route.consumers.is_empty() {
+            if let Some(problem) = &item.problem {
+                self.tracker.record_problem(ProblemObject {
+                    key: item.source_key().to_string(),
+                    node: self.node.clone(),
+                    port: port.to_string(),
+                    reason: problem.reason(),
+                });
+            }
+        }
         if route.consumers.is_empty() {
             if let Some(problem) = &item.problem {
                 // A problem with nowhere to go (an unrouted `refused` port) is kept: the

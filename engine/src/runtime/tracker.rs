@@ -25,6 +25,8 @@ pub struct Tracker {
     /// an object finishing from then on is unprocessed, never acknowledged.
     pub(crate) abandoning: std::sync::atomic::AtomicBool,
     failures: Mutex<Vec<ItemFailure>>,
+    /// Objects sent to a routed problem port (quarantine, dead letter), with the reason.
+    problems: Mutex<Vec<crate::api::item::ProblemObject>>,
     pub(crate) finished_tx: Mutex<Option<mpsc::UnboundedSender<Finished>>>,
     /// Set in plans: objects skipped as done are reported one by one too.
     pub(crate) planning: std::sync::atomic::AtomicBool,
@@ -78,6 +80,14 @@ impl Tracker {
         if let Ok(mut v) = self.failures.lock() {
             v.push(f);
         }
+    }
+    pub(crate) fn record_problem(&self, p: crate::api::item::ProblemObject) {
+        if let Ok(mut v) = self.problems.lock() {
+            v.push(p);
+        }
+    }
+    pub fn problems(&self) -> Vec<crate::api::item::ProblemObject> {
+        self.problems.lock().map(|v| v.clone()).unwrap_or_default()
     }
     pub fn failures(&self) -> Vec<ItemFailure> {
         self.failures.lock().map(|v| v.clone()).unwrap_or_default()
