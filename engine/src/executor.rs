@@ -31,7 +31,7 @@ use crate::report::{RunReport, SourceError};
 use crate::runtime::acks::start_acknowledgements;
 use crate::runtime::end::{report, Ended};
 use crate::runtime::halt::Halt;
-use crate::runtime::outputs::{mark_failed, ByteBudget, Selection};
+use crate::runtime::outputs::{mark_failed, ByteBudget, Route, Selection};
 use crate::runtime::preflight::preflight;
 pub use crate::runtime::preflight::RunError;
 use crate::runtime::tracker::Tracker;
@@ -102,7 +102,7 @@ fn spawn_nodes(
             .map(|decl| {
                 let consumers =
                     p.dag.consumers(&n.spec.name, decl.name).filter_map(|to| senders.get(to).cloned()).collect();
-                (decl.name, (consumers, stats.ports[i][decl.name].clone(), decl.problem))
+                (decl.name, Route { consumers, stats: stats.ports[i][decl.name].clone(), problem: decl.problem })
             })
             .collect();
         let cx = Context {

@@ -64,25 +64,22 @@ impl ByteBudget {
     }
 }
 
-struct Route {
-    consumers: Vec<mpsc::Sender<Item>>,
-    stats: Arc<PortStats>,
+/// One output port: where it leads, its counters, and whether it is a problem port.
+pub(crate) struct Route {
+    pub(crate) consumers: Vec<mpsc::Sender<Item>>,
+    pub(crate) stats: Arc<PortStats>,
     /// A problem port (quarantine, dead letter): what goes out of it is listed in the report.
-    problem: bool,
+    pub(crate) problem: bool,
 }
 
 impl Emitter {
     pub(crate) fn new(
         node: String,
         index: usize,
-        ports: IndexMap<&'static str, (Vec<mpsc::Sender<Item>>, Arc<PortStats>, bool)>,
+        ports: IndexMap<&'static str, Route>,
         tracker: Arc<Tracker>,
         source: Option<(ByteBudget, Selection)>,
     ) -> Self {
-        let ports = ports
-            .into_iter()
-            .map(|(k, (consumers, stats, problem))| (k, Route { consumers, stats, problem }))
-            .collect();
         let (budget, selection) = match source {
             Some((b, s)) => (Some(b), s),
             None => (None, Selection::default()),
