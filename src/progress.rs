@@ -52,11 +52,50 @@ fn detail(s: &StatsSnapshot, i: usize) -> String {
     format!("in flight {}  {}", n.in_flight, ports.join(" "))
 }
 
+/// `812/s  1.2 MB/s  64%`: rates since the start, rounded as people read them, and the
+/// share of the objects listed so far that this node has received.
+fn rates(s: &StatsSnapshot, i: usize, secs: f64) -> String {
+    let n = &s.nodes[i];
+    let per_sec = n.items as f64 / secs.max(0.001);
+    let mb = n.bytes as f64 / 1e6 / secs.max(0.001);
+    let listed: u64 = s.nodes.iter().filter(|x| x.source).map(|x| x.items).sum();
+    let share = match (n.source, listed) {
+        (false, l) if l > 0 => format!("  {:>3}%", (n.items * 100 / l).min(100)),
+        _ => String::new(),
+    };
+    format!("{per_sec:>6.0}/s {mb:>6.1} MB/s{share}")
+}
+
+/// Log lines written while bars are drawn go above them, never through them.
+static BARS: std::sync::Mutex<Option<indicatif::MultiProgress>> = std::sync::Mutex::new(None);
+
+/// The log's writer: stderr, or, while bars are drawn, stderr with the bars lifted.
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bars = BARS.lock().ok().and_then(|b| b.clone());
+        match bars {
+            Some(multi) => multi.suspend(|| std::io::stderr().write_all(buf)).map(|()| buf.len()),
+            None => std::io::stderr().write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 async fn bars(stats: Arc<LiveStats>, mut done: tokio::sync::oneshot::Receiver<()>) {
     let multi = indicatif::MultiProgress::new();
-    let style = indicatif::ProgressStyle::with_template("{prefix:>16} {spinner} {pos:>9} items  {per_sec:>10}  {msg}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    if let Ok(mut b) = BARS.lock() {
+        *b = Some(multi.clone());
+    }
     let first = stats.snapshot();
+    let width = first.nodes.iter().map(|n| n.name.len()).max().unwrap_or(8).min(24);
+    // `wide_msg` takes what is left of the terminal's width and is cut there: no line wraps.
+    let template = format!("{{prefix:>{width}}} {{spinner}} {{pos:>9}} {{wide_msg}}");
+    let style = indicatif::ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
     let bars: Vec<indicatif::ProgressBar> = first
         .nodes
         .iter()
@@ -67,24 +106,27 @@ async fn bars(stats: Arc<LiveStats>, mut done: tokio::sync::oneshot::Receiver<()
             b
         })
         .collect();
-    loop {
-        let s = stats.snapshot();
+    let started = std::time::Instant::now();
+    let draw = |s: &StatsSnapshot| {
+        let secs = started.elapsed().as_secs_f64();
         for (i, b) in bars.iter().enumerate() {
             b.set_position(s.nodes[i].items);
-            b.set_message(detail(&s, i));
-            b.tick();
+            b.set_message(format!("{}  {}", rates(s, i, secs), detail(s, i)));
         }
+    };
+    loop {
+        draw(&stats.snapshot());
+        bars.iter().for_each(|b| b.tick());
         tokio::select! {
             _ = &mut done => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-    // The last frame shows the final counts.
-    let s = stats.snapshot();
-    for (i, b) in bars.iter().enumerate() {
-        b.set_position(s.nodes[i].items);
-        b.set_message(detail(&s, i));
-        b.finish();
+    // The last frame shows the final counts, the summary's.
+    draw(&stats.snapshot());
+    bars.iter().for_each(|b| b.finish());
+    if let Ok(mut b) = BARS.lock() {
+        *b = None;
     }
 }
 

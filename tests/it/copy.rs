@@ -213,3 +213,73 @@ fn the_report_can_go_to_a_store_of_the_spec() {
     let text = alerts.last().map(|a| a["attachments"][0]["text"].to_string()).unwrap_or_default();
     assert!(text.contains(&format!("Report: dst:_dqpipe/reports/{} (s3://dst/out)", reports[0])), "{alerts:?}");
 }
+
+/// The progress bars on an 80-column terminal (a pseudo-terminal from util-linux's
+/// `script`): one row per node, each cut to the width (indicatif pads a row to the width
+/// and lets the terminal wrap, so every row starts at a multiple of 80 characters, with a
+/// node's name), rates rounded, and a last frame whose counts are the summary's.
+#[test]
+fn progress_bars_fit_an_80_column_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    dqpipe(dir.path()).args(["samples", "--out", "in", "--count", "2000"]).output().unwrap();
+    let spec = "version: 1\nname: bars\nstores:\n  src: { url: \"file://./in\" }\n  dst: { url: \"file://./out\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  transform_the_messages: { kind: nats_message, input: fetch }\n  write: { kind: put, input: transform_the_messages.ok, store: dst, key: \"{{ msg_date }}/{{ name }}\" }\n  dead: { kind: put, input: transform_the_messages.failed, store: dst, key: \"dead/{{ name }}\" }\n";
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let command = format!("stty cols 80 rows 24; {} run p.yaml --progress bars", env!("CARGO_BIN_EXE_dqpipe"));
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .output()
+        .expect("util-linux's script");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Escape sequences move the cursor between frames; what is left of a frame is its rows.
+    let escape = regex_lite(&text);
+    let names = ["list", "fetch", "transform_the_messages", "write", "dead"];
+    let mut frames = 0;
+    let mut last_write = None;
+    // Frames (a row per node, with its rates), not the log lines printed above them.
+    let is_frame = |s: &&String| s.contains(" MB/s") && names.iter().any(|n| s.trim_start().starts_with(n));
+    for segment in escape.iter().filter(is_frame) {
+        let chars: Vec<char> = segment.chars().collect();
+        let rows: Vec<String> = chars.chunks(80).map(|c| c.iter().collect()).collect();
+        for row in rows.iter().filter(|r| !r.starts_with("Run summary")) {
+            let first = row.split_whitespace().next().unwrap_or_default();
+            assert!(names.contains(&first), "a row that does not start at a multiple of 80: {row:?}");
+            // Rates as people read them: `812/s`, `1.2 MB/s`, never 12 decimals.
+            assert!(row.split_whitespace().all(|w| !w.contains('.') || w.len() <= 8), "{row:?}");
+            if first == "write" {
+                last_write = row.split_whitespace().find(|w| w.chars().all(|c| c.is_ascii_digit())).map(String::from);
+            }
+        }
+        frames += 1;
+    }
+    assert!(frames > 0, "no frame drawn: {text:?}");
+    assert_eq!(last_write.as_deref(), Some("2000"), "the last frame's write count");
+    assert!(text.contains("write (put)                            in=2000"), "{text}");
+}
+
+/// The text between escape sequences and line breaks.
+fn regex_lite(text: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ parameters, then one letter.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    while let Some(p) = chars.next() {
+                        if p.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+                out.push(String::new());
+            }
+            '\r' | '\n' => out.push(String::new()),
+            c => out.last_mut().unwrap().push(c),
+        }
+    }
+    out.retain(|s| !s.trim().is_empty());
+    out
+}
