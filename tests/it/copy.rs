@@ -233,13 +233,13 @@ fn progress_bars_fit_an_80_column_terminal() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     // Escape sequences move the cursor between frames; what is left of a frame is its rows.
-    let escape = regex_lite(&text);
+    let segments = between_escapes(&text);
     let names = ["list", "fetch", "transform_the_messages", "write", "dead"];
     let mut frames = 0;
     let mut last_write = None;
     // Frames (a row per node, with its rates), not the log lines printed above them.
     let is_frame = |s: &&String| s.contains(" MB/s") && names.iter().any(|n| s.trim_start().starts_with(n));
-    for segment in escape.iter().filter(is_frame) {
+    for segment in segments.iter().filter(is_frame) {
         let chars: Vec<char> = segment.chars().collect();
         let rows: Vec<String> = chars.chunks(80).map(|c| c.iter().collect()).collect();
         for row in rows.iter().filter(|r| !r.starts_with("Run summary")) {
@@ -259,7 +259,7 @@ fn progress_bars_fit_an_80_column_terminal() {
 }
 
 /// The text between escape sequences and line breaks.
-fn regex_lite(text: &str) -> Vec<String> {
+fn between_escapes(text: &str) -> Vec<String> {
     let mut out = vec![String::new()];
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -268,7 +268,7 @@ fn regex_lite(text: &str) -> Vec<String> {
                 // CSI: ESC [ parameters, then one letter.
                 if chars.peek() == Some(&'[') {
                     chars.next();
-                    while let Some(p) = chars.next() {
+                    for p in chars.by_ref() {
                         if p.is_ascii_alphabetic() {
                             break;
                         }
