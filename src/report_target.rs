@@ -39,14 +39,14 @@ impl Target {
         }
     }
 
-    pub async fn write(&self, p: &Pipeline, r: &RunReport) -> Result<(), String> {
-        let json = serde_json::to_vec_pretty(r).map_err(|e| e.to_string())?;
+    pub async fn write(&self, p: &Pipeline, r: &RunReport) -> anyhow::Result<()> {
+        let json = serde_json::to_vec_pretty(r)?;
         match self {
-            Target::File(path) => std::fs::write(path, json).map_err(|e| e.to_string()),
+            Target::File(path) => Ok(std::fs::write(path, json)?),
             Target::Store { name, key } => {
-                let Some((_, store)) = p.stores.get(name) else { return Err(format!("no store `{name}`")) };
+                let Some((_, store)) = p.stores.get(name) else { anyhow::bail!("no store `{name}`") };
                 let options = PutOptions { content_type: Some("application/json".into()), ..Default::default() };
-                store.put(key, &Body::Memory(Bytes::from(json)), &options).await.map_err(|e| e.to_string())
+                Ok(store.put(key, &Body::Memory(Bytes::from(json)), &options).await?)
             }
         }
     }

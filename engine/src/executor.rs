@@ -164,7 +164,7 @@ async fn run_source(
         }
         Ok(Err(error)) => {
             tracing::error!(node = %name, %error, "source stopped early");
-            Some(SourceError { node: name, error })
+            Some(SourceError { node: name, error: error.message })
         }
         Err(_) => Some(SourceError { node: name, error: "the source panicked".into() }),
     }

@@ -19,8 +19,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::api::{
-    parse_config, BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, Meta, NodeKind, PortDecl,
-    Processor, Registry, Role, Source, SourceContext, StoreOpener,
+    parse_config, BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, Meta, NodeError, NodeKind,
+    PortDecl, Processor, Registry, Role, Source, SourceContext, StoreOpener,
 };
 use crate::body::{Body, Spool};
 use crate::spec::StoreSpec;
@@ -111,11 +111,11 @@ struct Numbers {
 
 #[async_trait]
 impl Source for Numbers {
-    async fn preflight(&self) -> Result<(), String> {
+    async fn preflight(&self) -> Result<(), NodeError> {
         assert!(!self.cfg.panic_in_preflight, "a preflight check that panics");
         Ok(())
     }
-    async fn run(&self, out: &Emitter, _cx: &Context, ctx: &SourceContext) -> Result<(), String> {
+    async fn run(&self, out: &Emitter, _cx: &Context, ctx: &SourceContext) -> Result<(), NodeError> {
         for i in 0..self.cfg.count {
             if ctx.stop.is_stopped() {
                 break;
@@ -130,7 +130,7 @@ impl Source for Numbers {
         }
         Ok(())
     }
-    async fn ack(&self, listed: &ObjectInfo) -> Result<(), String> {
+    async fn ack(&self, listed: &ObjectInfo) -> Result<(), NodeError> {
         self.probe.acked.lock().map_err(|e| e.to_string())?.push(listed.key.clone());
         Ok(())
     }

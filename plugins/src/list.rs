@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Context, Emitter, KindConfig, Meta, PortDecl, Role, Source, SourceContext,
+    BuildContext, Built, ConfigError, Context, Emitter, KindConfig, Meta, NodeError, PortDecl, Role, Source,
+    SourceContext,
 };
 use dqpipe_engine::store::{Access, ObjectInfo, Store, StoreErrorKind};
 use futures::stream::BoxStream;
@@ -231,7 +232,7 @@ static RUN_DATE: std::sync::LazyLock<String> =
 impl Source for List {
     /// Reads the first entry of the listing, so that wrong credentials, a missing bucket or
     /// an unreachable endpoint stop the run before anything moves.
-    async fn preflight(&self) -> Result<(), String> {
+    async fn preflight(&self) -> Result<(), NodeError> {
         let first =
             || async { self.store.list(&self.cfg.prefix, self.cfg.start_after.clone()).next().await.transpose() };
         self.cfg
@@ -245,7 +246,7 @@ impl Source for List {
             .map(|_| ())
     }
 
-    async fn run(&self, out: &Emitter, cx: &Context, ctx: &SourceContext) -> Result<(), String> {
+    async fn run(&self, out: &Emitter, cx: &Context, ctx: &SourceContext) -> Result<(), NodeError> {
         if self.cfg.limit == Some(0) {
             // Zero means zero: nothing is taken, nothing deleted.
             tracing::warn!(store = %self.store.display_url(), "limit is 0: no object is taken in this run");
@@ -337,7 +338,7 @@ impl Source for List {
 
     /// Records the object as done (with `resume`), then deletes it at the source (with
     /// `delete_after_success`). Called only once every output of it is durable.
-    async fn ack(&self, info: &ObjectInfo) -> Result<(), String> {
+    async fn ack(&self, info: &ObjectInfo) -> Result<(), NodeError> {
         if let Some(log) = &self.resume {
             log.record(info).await?;
         }

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
+    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, NodeError, PortDecl, Problem,
+    Processor, Role,
 };
 use dqpipe_engine::body::Body;
 use dqpipe_engine::store::{Access, Origin, PutOptions, Store, StoreErrorKind};
@@ -132,7 +133,7 @@ impl Processor for Put {
     /// Asks the store about a key that is not there: wrong credentials or an unreachable
     /// endpoint stop the run before anything moves. (A HEAD, not a listing: write-only
     /// credentials are common for destinations.)
-    async fn preflight(&self) -> Result<(), String> {
+    async fn preflight(&self) -> Result<(), NodeError> {
         self.cfg
             .retry
             .preflight(

@@ -115,7 +115,7 @@ impl RetryPolicy {
         mut op: F,
         transient: impl Fn(&E) -> bool,
         describe: impl Fn(&E) -> String,
-    ) -> Result<T, String>
+    ) -> Result<T, dqpipe_engine::api::NodeError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -134,7 +134,7 @@ impl RetryPolicy {
             || {},
         )
         .await
-        .map_err(String::from)
+        .map_err(|e| String::from(e).into())
     }
 
     /// Runs `op` until it succeeds, fails with a non-transient error, runs out of attempts

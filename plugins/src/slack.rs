@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor,
-    Role, RunFacts,
+    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, NodeError, PortDecl, Problem,
+    Processor, Role, RunFacts,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -220,7 +220,7 @@ fn describe(item: &Item) -> (String, String) {
 
 #[async_trait]
 impl Processor for Slack {
-    async fn preflight(&self) -> Result<(), String> {
+    async fn preflight(&self) -> Result<(), NodeError> {
         if !self.enabled() {
             tracing::info!("Slack alerts are off: webhook_url is empty");
         }

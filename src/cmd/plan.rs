@@ -2,6 +2,8 @@
 //! write, delete or alert), prints the objects and totals, and saves the plan with `--out`.
 
 use std::io::Write;
+
+use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
 use dqpipe_engine::executor::{self, Mode, RunOptions};
@@ -59,7 +61,7 @@ pub async fn run(args: Args) -> Exit {
         }
         Ok(_) => Exit::Ok,
         Err(e) => {
-            crate::say::error(e);
+            crate::say::error(format!("{e:#}"));
             Exit::Error
         }
     }
@@ -80,19 +82,19 @@ enum Screen<'a> {
 }
 
 impl Emitter<'_> {
-    fn object(&mut self, o: &PlannedObject) -> Result<(), String> {
+    fn object(&mut self, o: &PlannedObject) -> anyhow::Result<()> {
         for n in &o.notes {
             if !self.notes.contains(n) {
                 self.notes.push(n.clone());
             }
         }
         if let Some(f) = self.file.as_mut() {
-            f.object(o).map_err(|e| format!("writing the plan: {e}"))?;
+            f.object(o).context("writing the plan file")?;
         }
         if self.count < self.shown {
             match &mut self.screen {
-                Screen::Json(w) => w.object(o).map_err(|e| e.to_string())?,
-                Screen::Text(w) => writeln!(w, "{}", o.render_text()).map_err(|e| e.to_string())?,
+                Screen::Json(w) => w.object(o).context("writing the plan")?,
+                Screen::Text(w) => writeln!(w, "{}", o.render_text()).context("writing the plan")?,
             }
         }
         self.count += 1;
@@ -101,7 +103,7 @@ impl Emitter<'_> {
 }
 
 /// Plans a run: lists for real, previews every node, prints (and saves) the result.
-async fn plan(p: &Pipeline, mut opts: RunOptions, args: &Args) -> Result<PlanTotals, String> {
+async fn plan(p: &Pipeline, mut opts: RunOptions, args: &Args) -> anyhow::Result<PlanTotals> {
     let static_plan = StaticPlan::new(p, &p.effective_concurrency(&opts), &p.env_vars);
     let header = PlanHeader {
         format: PLAN_FORMAT,
@@ -120,10 +122,10 @@ async fn plan(p: &Pipeline, mut opts: RunOptions, args: &Args) -> Result<PlanTot
         Format::Text => {
             let shard = opts.shard.map(|s| format!(" (shard {s})")).unwrap_or_default();
             let deep = if args.deep { ", read and transformed in memory (--deep)" } else { "" };
-            write!(screen, "{}\nObjects{shard}{deep}:\n", static_plan.render_text()).map_err(|e| e.to_string())?;
+            write!(screen, "{}\nObjects{shard}{deep}:\n", static_plan.render_text()).context("writing the plan")?;
             Screen::Text(screen)
         }
-        Format::Json => Screen::Json(PlanWriter::start(screen, &header).map_err(|e| e.to_string())?),
+        Format::Json => Screen::Json(PlanWriter::start(screen, &header).context("writing the plan")?),
     };
     let mut out = Emitter {
         shown: if args.all { usize::MAX } else { args.limit },
@@ -142,21 +144,22 @@ async fn plan(p: &Pipeline, mut opts: RunOptions, args: &Args) -> Result<PlanTot
             totals.add(&o);
             out.object(&o)?;
         }
-        Ok::<(), String>(())
+        Ok::<(), anyhow::Error>(())
     };
     let (report, consumed) = tokio::join!(executor::run(p, opts), consume);
-    let report = report.map_err(|e| e.to_string())?;
+    let report = report?;
     consumed?;
-    finish(out, &totals).map_err(|e| format!("writing the plan: {e}"))?;
+    finish(out, &totals).context("writing the plan")?;
     if let Some(e) = report.source_errors.first() {
-        return Err(format!("listing failed, the plan is incomplete: {}: {}", e.node, e.error));
+        anyhow::bail!("listing failed, the plan is incomplete: {}: {}", e.node, e.error);
     }
     Ok(totals)
 }
 
-fn start_file(path: &Path, header: &PlanHeader) -> Result<PlanWriter<std::io::BufWriter<std::fs::File>>, String> {
-    let f = std::fs::File::create(path).map_err(|e| format!("writing the plan to {}: {e}", path.display()))?;
-    PlanWriter::start(std::io::BufWriter::new(f), header).map_err(|e| format!("writing the plan: {e}"))
+fn start_file(path: &Path, header: &PlanHeader) -> anyhow::Result<PlanWriter<std::io::BufWriter<std::fs::File>>> {
+    let context = || format!("writing the plan to {}", path.display());
+    let f = std::fs::File::create(path).with_context(context)?;
+    PlanWriter::start(std::io::BufWriter::new(f), header).with_context(context)
 }
 
 /// The totals, on the screen and at the end of the file.

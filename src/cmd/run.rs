@@ -48,7 +48,7 @@ pub async fn run(args: Args) -> Exit {
                 opts.only = Some(Arc::new(planned));
             }
             Err(e) => {
-                crate::say::error(format!("{}: {e}", file.display()));
+                crate::say::error(format!("{}: {e:#}", file.display()));
                 return Exit::Invalid;
             }
         }
@@ -87,16 +87,16 @@ pub async fn run(args: Args) -> Exit {
         // The exit code says what the run did, whether or not its report could be kept:
         // a run that quarantined files must not turn into "retry" because a disk was full.
         if let Err(e) = target.write(&p, &r).await {
-            tracing::error!(report = %target.describe(&p), error = %e, "the run report could not be written");
+            tracing::error!(report = %target.describe(&p), error = format!("{e:#}"), "the run report could not be written");
         }
     }
     Exit::of_run(r.exit_code)
 }
 
 /// Reads a saved plan for `run --plan` (streamed), refusing one made from another spec.
-fn read_plan(file: &Path, p: &Pipeline) -> Result<Planned, String> {
-    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
-    dqpipe_engine::plan_file::read_plan(f, &p.spec_hash).map_err(|e| e.to_string())
+fn read_plan(file: &Path, p: &Pipeline) -> anyhow::Result<Planned> {
+    let f = std::fs::File::open(file)?;
+    Ok(dqpipe_engine::plan_file::read_plan(f, &p.spec_hash)?)
 }
 
 /// SIGINT and SIGTERM stop the listing; items in flight finish and the summary is printed.

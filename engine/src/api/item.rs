@@ -179,6 +179,27 @@ impl std::fmt::Display for ItemError {
     }
 }
 
+/// Why a node could not do its part of a run outside any one item: a preflight check that
+/// failed, a listing that stopped, an acknowledgement that did not happen. The message is
+/// what operators read, in the report, the alert and the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct NodeError {
+    pub message: String,
+}
+
+impl From<String> for NodeError {
+    fn from(message: String) -> Self {
+        Self { message }
+    }
+}
+
+impl From<&str> for NodeError {
+    fn from(message: &str) -> Self {
+        Self { message: message.to_string() }
+    }
+}
+
 /// Returned when the downstream nodes are gone (the run is being torn down).
 #[derive(Debug)]
 pub struct Closed;

@@ -17,7 +17,7 @@ pub mod source;
 pub use crate::runtime::outputs::{Emitter, PortStats};
 pub use crate::selection::{Planned, Shard};
 pub use context::Context;
-pub use item::{Closed, Item, ItemError, ItemFailure, Meta, PlannedWrite, Problem, ProblemObject, Trail};
+pub use item::{Closed, Item, ItemError, ItemFailure, Meta, NodeError, PlannedWrite, Problem, ProblemObject, Trail};
 pub use kind::{
     kind, parse_config, BuildContext, Built, ConfigError, KindConfig, NodeKind, PortDecl, Registry, Role, StoreOpener,
 };

@@ -4,12 +4,12 @@
 use async_trait::async_trait;
 
 use crate::api::context::Context;
-use crate::api::item::{Item, ItemError};
+use crate::api::item::{Item, ItemError, NodeError};
 use crate::runtime::outputs::Emitter;
 
 #[async_trait]
 pub trait Processor: Send + Sync {
-    async fn preflight(&self) -> Result<(), String> {
+    async fn preflight(&self) -> Result<(), NodeError> {
         Ok(())
     }
     /// Processes one item and sends it (or what it became) on. Several calls run at once,

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use crate::api::context::Context;
+use crate::api::item::NodeError;
 use crate::runtime::outputs::Emitter;
 use crate::store::ObjectInfo;
 
@@ -11,18 +12,18 @@ use crate::store::ObjectInfo;
 pub trait Source: Send + Sync {
     /// Checks what the source needs (a store reachable, credentials accepted) before any
     /// item moves.
-    async fn preflight(&self) -> Result<(), String> {
+    async fn preflight(&self) -> Result<(), NodeError> {
         Ok(())
     }
     /// Lists objects, and for each one that [`Emitter::offer`] takes (this shard's, the
     /// plan's), produces an item with [`Emitter::new_item`] and [`Emitter::emit`], until
     /// exhausted or until `ctx.stop` is set; unless `ctx.reprocess`, objects an earlier
     /// run finished are counted with [`Emitter::skipped_done`] instead.
-    async fn run(&self, out: &Emitter, cx: &Context, ctx: &SourceContext) -> Result<(), String>;
+    async fn run(&self, out: &Emitter, cx: &Context, ctx: &SourceContext) -> Result<(), NodeError>;
     /// Called once per object after every output of it is durable, before it is counted
     /// complete: record it as done, delete it at a source that deletes. An error leaves
     /// the object unprocessed (a rerun does it again). `listed` is the object as listed.
-    async fn ack(&self, _listed: &ObjectInfo) -> Result<(), String> {
+    async fn ack(&self, _listed: &ObjectInfo) -> Result<(), NodeError> {
         Ok(())
     }
     /// Whether `ack` deletes the object at the source (plans count the deletes).

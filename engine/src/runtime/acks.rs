@@ -83,7 +83,7 @@ async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceive
             match AssertUnwindSafe(source.ack(&f.listed)).catch_unwind().await {
                 Ok(Ok(())) => tracker.record_complete(),
                 Ok(Err(e)) => {
-                    tracing::warn!(node = %name, key = %f.listed.key.escape_debug(), error = %e.escape_debug(), "outputs written but not acknowledged");
+                    tracing::warn!(node = %name, key = %f.listed.key.escape_debug(), error = %e.message.escape_debug(), "outputs written but not acknowledged");
                     tracker.record_failure(ItemFailure {
                         key: f.listed.key,
                         node: name,

@@ -39,7 +39,7 @@ pub(crate) async fn preflight(p: &Pipeline, planning: bool) -> Result<(), RunErr
     while let Some(r) = checks.join_next_with_id().await {
         let (id, error) = match r {
             Ok((_, Ok(()))) => continue,
-            Ok((id, Err(e))) => (id, e),
+            Ok((id, Err(e))) => (id, e.message),
             Err(e) => (e.id(), "internal error: the check panicked".to_string()),
         };
         failed.push((names.get(&id).cloned().unwrap_or_default(), error));

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dqpipe_engine::api::{Context, Emitter, Item, ItemError, Problem, Processor};
+use dqpipe_engine::api::{Context, Emitter, Item, ItemError, NodeError, Problem, Processor};
 
 use super::protocol::{Scanner, Sessions, Verdict};
 use super::ClamavConfig;
@@ -16,9 +16,11 @@ pub(super) struct Clamav {
 
 #[async_trait]
 impl Processor for Clamav {
-    async fn preflight(&self) -> Result<(), String> {
+    async fn preflight(&self) -> Result<(), NodeError> {
         self.scanner.ping(Duration::from_secs(self.cfg.timeout_secs.min(30))).await.map_err(|e| {
-            format!("{e}. Start clamd (scripts/clamd-local does it on a laptop) or set the scanner address.")
+            NodeError::from(format!(
+                "{e}. Start clamd (scripts/clamd-local does it on a laptop) or set the scanner address."
+            ))
         })
     }
 
