@@ -246,17 +246,7 @@ impl Put {
     /// Refuses a key that holds an object written from another source key: by this run
     /// always, by an earlier run unless `--reprocess`.
     async fn check_origin(&self, key: &str, source: &str, cx: &Context) -> Result<(), ItemError> {
-        let found = self
-            .cfg
-            .retry
-            .run(
-                || self.store.origin(key),
-                |e| e.kind == StoreErrorKind::Transient,
-                |e| format!("checking {key:?} in {}: {e}", self.store.display_url()),
-                || cx.retried(1),
-            )
-            .await
-            .map_err(GaveUp::into_item_error)?;
+        let found = self.retried("checking", key, cx, || self.store.origin(key)).await?;
         let Some(origin) = found.filter(|o| o.source_key != source) else { return Ok(()) };
         let other = &origin.source_key;
         if origin.run == cx.run_id() {
@@ -277,25 +267,30 @@ impl Put {
 
     /// Writes `key` if it holds nothing; `false` when it holds something.
     async fn write_new(&self, key: &str, body: &Body, opts: &PutOptions, cx: &Context) -> Result<bool, ItemError> {
-        self.cfg
-            .retry
-            .run(
-                || self.store.put_new(key, body, opts),
-                |e| e.kind == StoreErrorKind::Transient,
-                |e| format!("writing {key:?} to {}: {e}", self.store.display_url()),
-                || cx.retried(1),
-            )
-            .await
-            .map_err(GaveUp::into_item_error)
+        self.retried("writing", key, cx, || self.store.put_new(key, body, opts)).await
     }
 
     async fn write(&self, key: &str, body: &Body, opts: &PutOptions, cx: &Context) -> Result<(), ItemError> {
+        self.retried("writing", key, cx, || self.store.put(key, body, opts)).await
+    }
+
+    /// One store operation on `key` with the node's retries; its failure as the item's.
+    async fn retried<T, Fut>(
+        &self,
+        what: &str,
+        key: &str,
+        cx: &Context,
+        op: impl FnMut() -> Fut,
+    ) -> Result<T, ItemError>
+    where
+        Fut: std::future::Future<Output = Result<T, dqpipe_engine::store::StoreError>>,
+    {
         self.cfg
             .retry
             .run(
-                || self.store.put(key, body, opts),
+                op,
                 |e| e.kind == StoreErrorKind::Transient,
-                |e| format!("writing {key:?} to {}: {e}", self.store.display_url()),
+                |e| format!("{what} {key:?} in {}: {e}", self.store.display_url()),
                 || cx.retried(1),
             )
             .await

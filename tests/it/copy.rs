@@ -143,13 +143,7 @@ fn a_run_pushes_its_figures_to_a_pushgateway() {
     let ran = TestRun::new(dir.path(), "p.yaml").env("PUSHGATEWAY_URL", &gateway.url()).run();
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     let scraped = gateway.scrape();
-    let value = |metric: &str, labels: &[&str]| -> Option<f64> {
-        scraped
-            .lines()
-            .filter(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|x| l.contains(x)))
-            .find(|l| l.contains("job=\"pushed\""))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-    };
+    let value = |metric: &str, labels: &[&str]| scraped_value(&scraped, metric, labels);
     assert_eq!(value("dqpipe_objects", &["state=\"complete\""]), Some(3.0), "{scraped}");
     assert_eq!(value("dqpipe_objects", &["state=\"failed\""]), Some(0.0), "{scraped}");
     assert_eq!(value("dqpipe_port_items", &["node=\"write\"", "port=\"out\""]), Some(3.0), "{scraped}");
@@ -163,15 +157,18 @@ fn a_run_pushes_its_figures_to_a_pushgateway() {
     let ran = TestRun::new(dir.path(), "p.yaml").env("PUSHGATEWAY_URL", &gateway.url()).run();
     assert_eq!(ran.code(), Some(1), "{}", ran.stderr());
     let scraped = gateway.scrape();
-    let value = |metric: &str, labels: &[&str]| -> Option<f64> {
-        scraped
-            .lines()
-            .filter(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|x| l.contains(x)))
-            .find(|l| l.contains("job=\"pushed\""))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-    };
+    let value = |metric: &str, labels: &[&str]| scraped_value(&scraped, metric, labels);
     assert_eq!(value("dqpipe_run_exit_code", &[]), Some(1.0), "{scraped}");
     assert_eq!(value("dqpipe_run_last_success_timestamp_seconds", &[]), Some(success), "{scraped}");
+}
+
+/// The value of `metric` in the `pushed` job's group of a scrape, on the line with `labels`.
+fn scraped_value(scraped: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    scraped
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|x| l.contains(x)))
+        .find(|l| l.contains("job=\"pushed\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// `--report STORE:KEY` writes the report into one of the spec's stores (here S3, with

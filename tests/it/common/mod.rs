@@ -963,11 +963,8 @@ impl MotoServer {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{bin}` ({e}); scripts/test installs it (moto[server])"));
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return MotoServer { port, child };
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if listening(port) {
+            return MotoServer { port, child };
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -1043,12 +1040,8 @@ impl Pushgateway {
             .unwrap_or_else(|e| {
                 panic!("cannot start `{bin}` ({e}); scripts/test installs it (prometheus-pushgateway)")
             });
-        // Waits on the event that matters, its port accepting connections (polled), bounded.
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Pushgateway { port, child };
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if listening(port) {
+            return Pushgateway { port, child };
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -1075,4 +1068,16 @@ impl Drop for Pushgateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits (30 s at most) for a server just started to accept connections on `port`: the
+/// event that says it is ready, polled every 100 ms.
+fn listening(port: u16) -> bool {
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
