@@ -957,18 +957,11 @@ impl MotoServer {
     pub fn start() -> MotoServer {
         let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_string());
         let port = free_port();
-        let mut child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{bin}` ({e}); scripts/test installs it (moto[server])"));
-        if listening(port) {
-            return MotoServer { port, child };
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("moto_server did not listen on 127.0.0.1:{port} within 30 s");
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let child =
+            start_server(cmd, "Running on http://127.0.0.1", &format!("`{bin}` (scripts/test installs moto[server])"));
+        MotoServer { port, child }
     }
 
     pub fn endpoint(&self) -> String {
@@ -1032,20 +1025,10 @@ impl Pushgateway {
             .find(|b| Path::new(b).exists())
             .unwrap_or("prometheus-pushgateway");
         let port = free_port();
-        let mut child = Command::new(bin)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start `{bin}` ({e}); scripts/test installs it (prometheus-pushgateway)")
-            });
-        if listening(port) {
-            return Pushgateway { port, child };
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("prometheus-pushgateway did not listen on 127.0.0.1:{port} within 30 s");
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        let child = start_server(cmd, "msg=\"Listening on\"", &format!("`{bin}` (scripts/test installs it)"));
+        Pushgateway { port, child }
     }
 
     pub fn url(&self) -> String {
@@ -1070,14 +1053,30 @@ impl Drop for Pushgateway {
     }
 }
 
-/// Waits (30 s at most) for a server just started to accept connections on `port`: the
-/// event that says it is ready, polled every 100 ms.
-fn listening(port: u16) -> bool {
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
+/// Starts a server and waits for the line it logs once it accepts connections, 30 s at
+/// most: an event, not a fixed wait. Its stderr is read to the end, so its log never fills
+/// the pipe and blocks it.
+fn start_server(mut cmd: Command, ready: &str, what: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(&ready) {
+                let _ = tx.send(());
+            }
         }
-        std::thread::sleep(Duration::from_millis(100));
+    });
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} did not say it was ready within 30 s");
     }
-    false
+    child
 }
