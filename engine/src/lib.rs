@@ -34,6 +34,7 @@ pub mod selection;
 pub mod spec;
 pub mod stats;
 pub mod store;
+mod store_specs;
 pub mod suggest;
 pub mod template;
 pub mod testing;

@@ -17,6 +17,7 @@ use crate::locate::{LineIndex, Pos, SourceMap, SpecPath};
 use crate::schema::{check_ranges, coerce_scalars, config_schema};
 use crate::spec::{Defaults, NodeSpec, SpecHeader, StoreSpec};
 use crate::store::Store;
+use crate::store_specs::Stores;
 
 /// A checked, built pipeline, ready to plan or run.
 pub struct Pipeline {
@@ -113,8 +114,6 @@ pub fn load_pipeline_str(
     })
 }
 
-pub(crate) type Stores = IndexMap<String, (StoreSpec, Arc<dyn Store>)>;
-
 /// 2-6: the top level, the stores, the nodes' common keys, the wiring, each kind's own
 /// settings. Errors are collected; `None` when there is no pipeline to return.
 fn build(
@@ -122,8 +121,9 @@ fn build(
     registry: &Registry,
     errors: &mut ErrorSink,
 ) -> Option<(SpecHeader, Stores, Vec<PipelineNode>, Dag)> {
+    let (doc, inherited) = crate::store_specs::take_scheme_defaults(doc, registry, errors);
     let header = read_header(doc, errors)?;
-    let stores = open_stores(&header, registry, errors);
+    let stores = crate::store_specs::open_stores(&header, &inherited, registry, errors);
     let specs = split_nodes(&header, errors);
     // Kinds, wiring, ports, cycles.
     let dag = Dag::build(&specs, registry, errors);
@@ -168,56 +168,6 @@ fn read_header(mut doc: Value, errors: &mut ErrorSink) -> Option<SpecHeader> {
         errors.push(&root.key("defaults").join_dotted(&at), message);
     }
     Some(header)
-}
-
-/// Opens each store by its URL's scheme; no I/O.
-fn open_stores(header: &SpecHeader, registry: &Registry, errors: &mut ErrorSink) -> Stores {
-    let mut stores = IndexMap::new();
-    for (name, value) in &header.stores {
-        let path = SpecPath::root().key("stores").key(name);
-        let Value::Object(mut options) = value.clone() else {
-            errors.push(&path, "a store is a mapping with at least `url`");
-            continue;
-        };
-        let url = match options.remove("url") {
-            Some(Value::String(u)) => u,
-            Some(_) => {
-                errors.push(&path.key("url"), "must be a string such as `file://./var/in` or `s3://bucket/prefix`");
-                continue;
-            }
-            None => {
-                errors.push(&path, "missing `url`");
-                continue;
-            }
-        };
-        let trusted = match options.remove("trusted") {
-            None => false,
-            Some(Value::Bool(b)) => b,
-            Some(Value::String(s)) if matches!(s.trim(), "true" | "false") => s.trim() == "true",
-            Some(_) => {
-                errors.push(&path.key("trusted"), "must be true or false");
-                continue;
-            }
-        };
-        let mut typed = Value::Object(options);
-        let mut ranges = coerce_scalars(&registry.stores.schema().to_value(), &mut typed);
-        ranges.extend(check_ranges(&registry.stores.schema().to_value(), &typed));
-        let Value::Object(options) = typed else { continue };
-        for (at, message) in &ranges {
-            errors.push(&path.join_dotted(at), message.clone());
-        }
-        if !ranges.is_empty() {
-            continue;
-        }
-        let spec = StoreSpec { name: name.clone(), url, trusted, options, path: path.clone() };
-        match registry.stores.open(&spec) {
-            Ok(store) => {
-                stores.insert(name.clone(), (spec, store));
-            }
-            Err(e) => errors.push(&path.join_dotted(&e.path), e.message),
-        }
-    }
-    stores
 }
 
 /// The nodes' common keys (`kind`, `input`, `concurrency`, ...); the rest is the kind's.

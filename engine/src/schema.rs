@@ -17,58 +17,135 @@ pub fn config_schema<T: JsonSchema>() -> Schema {
     settings.into_generator().into_root_schema_for::<T>()
 }
 
-/// The schema of a whole spec file, with one entry per node kind.
+/// The schema of a whole spec file. A node's settings are chosen by its `kind` (`if`/`then`
+/// per kind), so an editor reports a typo inside a `clamav` node against the clamav
+/// settings rather than "`list` was expected". Every number, boolean or fixed word may
+/// also be a string holding `${...}`, as the loader reads it after interpolation.
 pub fn spec_schema(registry: &Registry) -> Value {
     let mut root = config_schema::<SpecHeader>().to_value();
+    accept_interpolation(&mut root);
     root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
     root["title"] = json!("dqpipe pipeline spec");
-    let kinds: Vec<Value> = registry
+    let names: Vec<&str> = registry.kinds.iter().map(|k| k.name()).collect();
+    let branches: Vec<Value> = registry
         .kinds
         .iter()
         .map(|k| {
-            let mut s = k.schema().to_value();
-            if !s.is_object() {
-                s = json!({"type": "object"});
-            }
-            if let Some(o) = s.as_object_mut() {
-                o.remove("$schema");
-            }
-            s["title"] = json!(k.name());
-            s["description"] = json!(k.summary());
-            s["type"] = json!("object");
-            s["additionalProperties"] = json!(false);
-            if !s["properties"].is_object() {
-                s["properties"] = json!({});
-            }
-            s["properties"]["kind"] = json!({"const": k.name()});
-            s["properties"]["description"] = json!({"type": "string", "description": "Free text for readers."});
-            let mut required: Vec<Value> = s["required"].as_array().cloned().unwrap_or_default();
-            required.push(json!("kind"));
-            if k.role() == Role::Processor {
-                let ports: Vec<String> = k.ports().iter().map(|p| p.name.to_string()).collect();
-                s["properties"]["input"] = json!({
-                    "description": "The node(s) this node reads from: `node` or `node.port`.",
-                    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]
-                });
-                s["properties"]["concurrency"] = json!({
-                    "description": "Items processed at once (default: defaults.concurrency).",
-                    "type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY
-                });
-                s["x-dqpipe-ports"] = json!(ports);
-                required.push(json!("input"));
-            }
-            s["required"] = Value::Array(required);
-            s
+            json!({
+                "if": {"properties": {"kind": {"const": k.name()}}, "required": ["kind"]},
+                "then": kind_schema(k.as_ref()),
+            })
         })
         .collect();
-    root["properties"]["nodes"]["additionalProperties"] = json!({ "oneOf": kinds });
+    root["properties"]["nodes"]["additionalProperties"] = json!({
+        "type": "object",
+        "required": ["kind"],
+        "properties": {"kind": {"enum": names, "description": "What the node does; `dqpipe kinds` lists them."}},
+        "allOf": branches,
+    });
     let mut store = registry.stores.schema().to_value();
+    accept_interpolation(&mut store);
+    // Per-scheme tables under `defaults` (`defaults.s3`) that every store inherits.
+    for (scheme, table) in store["properties"].as_object().into_iter().flatten() {
+        if scheme != "url" {
+            let mut table = table.clone();
+            table["description"] =
+                json!(format!("`{scheme}` settings every store inherits unless its own `{scheme}` table sets them."));
+            root["properties"]["defaults"]["properties"][scheme] = table;
+        }
+    }
     store["properties"]["trusted"] = json!({
         "type": "boolean",
         "description": "Only what a scanner passed as clean may be written here: validate refuses a path into this store that bypasses a scan."
     });
     root["properties"]["stores"]["additionalProperties"] = store;
     root
+}
+
+/// One kind's settings with the keys every node has.
+fn kind_schema(k: &dyn crate::api::NodeKind) -> Value {
+    let mut s = k.schema().to_value();
+    if !s.is_object() {
+        s = json!({"type": "object"});
+    }
+    if let Some(o) = s.as_object_mut() {
+        o.remove("$schema");
+    }
+    accept_interpolation(&mut s);
+    s["title"] = json!(k.name());
+    s["description"] = json!(k.summary());
+    s["type"] = json!("object");
+    s["additionalProperties"] = json!(false);
+    if !s["properties"].is_object() {
+        s["properties"] = json!({});
+    }
+    s["properties"]["kind"] = json!({"const": k.name()});
+    s["properties"]["description"] = json!({"type": "string", "description": "Free text for readers."});
+    let mut required: Vec<Value> = s["required"].as_array().cloned().unwrap_or_default();
+    required.push(json!("kind"));
+    if k.role() == Role::Processor {
+        let ports: Vec<String> = k.ports().iter().map(|p| p.name.to_string()).collect();
+        s["properties"]["input"] = json!({
+            "description": "The node(s) this node reads from: `node` or `node.port`.",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]
+        });
+        s["properties"]["concurrency"] = json!({
+            "description": "Items processed at once (default: defaults.concurrency).",
+            "type": ["integer", "string"], "minimum": 1, "maximum": MAX_CONCURRENCY, "pattern": VARIABLE
+        });
+        s["x-dqpipe-ports"] = json!(ports);
+        required.push(json!("input"));
+    }
+    s["required"] = Value::Array(required);
+    s
+}
+
+/// A string that holds a variable: `${...}` anywhere in it.
+const VARIABLE: &str = "\\$\\{";
+
+/// A string holding `${...}` is accepted wherever a number, a boolean or one of a few
+/// words is: the loader interpolates every string first, then reads the value as the type
+/// asked for (and names the variable if it does not parse).
+fn accept_interpolation(schema: &mut Value) {
+    let Some(o) = schema.as_object_mut() else { return };
+    for key in ["properties", "$defs", "definitions"] {
+        for sub in o.get_mut(key).and_then(Value::as_object_mut).into_iter().flat_map(|m| m.values_mut()) {
+            accept_interpolation(sub);
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for sub in o.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
+            accept_interpolation(sub);
+        }
+    }
+    for key in ["additionalProperties", "items", "then", "else"] {
+        if let Some(sub) = o.get_mut(key) {
+            accept_interpolation(sub);
+        }
+    }
+    if o.contains_key("enum") || o.contains_key("const") {
+        let mut fixed = std::mem::take(o);
+        for key in ["description", "default", "title"] {
+            if let Some(v) = fixed.remove(key) {
+                o.insert(key.into(), v);
+            }
+        }
+        o.insert("anyOf".into(), json!([fixed, {"type": "string", "pattern": VARIABLE}]));
+        return;
+    }
+    let types: Vec<String> = match o.get("type") {
+        Some(Value::String(t)) => vec![t.clone()],
+        Some(Value::Array(a)) => a.iter().filter_map(|t| t.as_str().map(String::from)).collect(),
+        _ => return,
+    };
+    let scalar = types.iter().any(|t| matches!(t.as_str(), "integer" | "number" | "boolean"));
+    if scalar && !types.iter().any(|t| t == "string") {
+        let mut types: Vec<Value> = types.into_iter().map(Value::from).collect();
+        types.push(json!("string"));
+        o.insert("type".into(), Value::Array(types));
+        // `pattern` applies to strings only: the numbers keep their range.
+        o.insert("pattern".into(), json!(VARIABLE));
+    }
 }
 
 /// Checks every number in `value` against the `minimum` and `maximum` its schema gives

@@ -153,13 +153,24 @@ fn schema_covers_every_kind() {
     let out = dqpipe(&repo()).arg("schema").output().unwrap();
     assert!(out.status.success());
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let kinds: Vec<&str> = schema["properties"]["nodes"]["additionalProperties"]["oneOf"]
+    // One branch per kind, chosen by `kind` (if/then), holding that kind's settings.
+    let node = &schema["properties"]["nodes"]["additionalProperties"];
+    let kinds: Vec<&str> = node["allOf"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| k["properties"]["kind"]["const"].as_str().unwrap())
+        .map(|k| {
+            let name = k["if"]["properties"]["kind"]["const"].as_str().unwrap();
+            assert_eq!(k["then"]["properties"]["kind"]["const"], name);
+            name
+        })
         .collect();
     assert_eq!(kinds, ["list", "fetch", "put", "clamav", "nats_message", "slack", "json_check"]);
+    assert_eq!(node["properties"]["kind"]["enum"], serde_json::json!(kinds));
+    // A number may be a string holding a variable, as the loader reads it.
+    let clamav = &node["allOf"][3]["then"]["properties"];
+    assert_eq!(clamav["concurrency"]["type"], serde_json::json!(["integer", "string"]));
+    assert_eq!(clamav["timeout_secs"]["pattern"], "\\$\\{");
 }
 
 #[test]
@@ -428,10 +439,6 @@ fn merge_keys_share_settings_written_once() {
     let line = |store: &str| text.lines().find(|l| l.trim_start().starts_with(store)).unwrap_or_default().to_string();
     assert!(line("src").contains(r#""region":"eu-west-2""#) && line("src").contains("127.0.0.1:9"), "{text}");
     assert!(line("dst").contains(r#""region":"eu-west-1""#) && line("dst").contains("127.0.0.1:9"), "{text}");
-
-    let shipped = std::fs::read_to_string(repo().join("pipelines/nats-historical.yaml")).unwrap();
-    assert_eq!(shipped.matches("region:").count(), 1);
-    assert_eq!(shipped.matches("endpoint:").count(), 1);
 }
 
 /// The raw parser errors people meet most, in plain words at the line of the mistake.
@@ -470,4 +477,46 @@ fn an_unset_variable_is_one_error() {
     assert_eq!(code, 2);
     assert!(err.contains("nodes.scan.address: environment variable `DQPIPE_TEST_UNSET_ADDRESS` is not set"), "{err}");
     assert!(err.ends_with("1 error in p.yaml\n"), "{err}");
+}
+
+/// `defaults.s3` is inherited by every store, key by key, unless the store sets the key;
+/// the same table works in TOML; a mistake in it is reported once, at its own line.
+#[test]
+fn stores_inherit_the_s3_defaults_unless_they_override_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "nodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ key }}\" }\n";
+    let yaml = format!("version: 1\nname: t\ndefaults:\n  s3: {{ region: eu-west-2, endpoint: \"http://127.0.0.1:9\" }}\nstores:\n  src: {{ url: \"s3://src-bucket\", s3: {{ region: eu-west-1 }} }}\n  dst: {{ url: \"s3://dst-bucket\" }}\n{body}");
+    let toml = "version = 1\nname = \"t\"\n[defaults.s3]\nregion = \"eu-west-2\"\nendpoint = \"http://127.0.0.1:9\"\n[stores]\nsrc = { url = \"s3://src-bucket\", s3 = { region = \"eu-west-1\" } }\ndst = { url = \"s3://dst-bucket\" }\n[nodes]\nlist = { kind = \"list\", store = \"src\" }\nfetch = { kind = \"fetch\", input = \"list\" }\nwrite = { kind = \"put\", input = \"fetch\", store = \"dst\", key = \"{{ key }}\" }\n";
+    std::fs::write(dir.path().join("p.yaml"), &yaml).unwrap();
+    std::fs::write(dir.path().join("p.toml"), toml).unwrap();
+    for file in ["p.yaml", "p.toml"] {
+        let plan = dqpipe(dir.path()).args(["plan", file]).output().unwrap();
+        let text = stdout(&plan);
+        let line =
+            |store: &str| text.lines().find(|l| l.trim_start().starts_with(store)).unwrap_or_default().to_string();
+        assert!(
+            line("src").contains(r#""region":"eu-west-1""#) && line("src").contains("127.0.0.1:9"),
+            "{file}: {text}"
+        );
+        assert!(
+            line("dst").contains(r#""region":"eu-west-2""#) && line("dst").contains("127.0.0.1:9"),
+            "{file}: {text}"
+        );
+    }
+
+    std::fs::write(dir.path().join("p.yaml"), yaml.replace("region: eu-west-2", "regoin: eu-west-2")).unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("p.yaml:4:9: defaults.s3.regoin: unknown field `regoin` (did you mean `region`?)"), "{err}");
+    assert_eq!(err.matches("regoin").count(), 2, "one error, not one per store: {err}");
+
+    // The shipped specs say their S3 settings once (the SFTP spec's secure bucket has an
+    // endpoint of its own).
+    for (spec, endpoints) in [("pipelines/nats-historical.yaml", 1), ("pipelines/nats-sftp-ingest.yaml", 2)] {
+        let text = std::fs::read_to_string(repo().join(spec)).unwrap();
+        assert_eq!(text.matches("region:").count(), 1, "{spec}");
+        assert_eq!(text.matches("endpoint:").count(), endpoints, "{spec}");
+        assert_eq!(text.matches("sse:").count(), endpoints, "{spec}");
+    }
 }

@@ -143,7 +143,8 @@ impl StoreOpener for Opener {
         for s in &self.schemes {
             properties.insert(s.name().into(), s.schema());
         }
-        let schema = json!({"type": "object", "properties": properties, "additionalProperties": false});
+        let schema =
+            json!({"type": "object", "properties": properties, "required": ["url"], "additionalProperties": false});
         schemars::Schema::try_from(schema).unwrap_or_default()
     }
 }
