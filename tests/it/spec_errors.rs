@@ -363,6 +363,12 @@ fn typos_are_answered_with_the_nearest_name() {
     ] {
         assert!(err.contains(want), "{want}\n{err}");
     }
+    let (code, err) = validate(&format!(
+        "{HEAD}  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  scan: {{ kind: clamav, input: fetch, address: \"tcp://127.0.0.1:3310\" }}\n  write: {{ kind: put, input: scan.clen, store: dst, key: \"{{{{ key }}}}\" }}\n"
+    ));
+    assert_eq!(code, 2, "{err}");
+    let want = "p.yaml:10:23: nodes.write.input: node `scan` (clamav) has no port `clen` (did you mean `clean`?); its ports are: clean, infected, error";
+    assert!(err.contains(want), "{want}\n{err}");
 }
 
 /// `DQPIPE_ENV_DIR`: a variable the environment does not set is read from the file of
