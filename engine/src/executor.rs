@@ -124,7 +124,8 @@ fn spawn_nodes(
         match &n.built {
             Built::Source(source) => {
                 let ctx = SourceContext { stop: opts.stop.clone(), reprocess: opts.reprocess };
-                tasks.spawn(run_source(source.clone(), out, cx, ctx).in_current_span());
+                let listed = stats.nodes[i].clone();
+                tasks.spawn(run_source(source.clone(), out, cx, ctx, listed).in_current_span());
             }
             Built::Processor(node) => {
                 let Some(rx) = receivers.remove(n.spec.name.as_str()) else { continue };
@@ -153,9 +154,13 @@ async fn run_source(
     out: Arc<Emitter>,
     cx: Context,
     ctx: SourceContext,
+    stats: Arc<NodeStats>,
 ) -> Option<SourceError> {
     let name = cx.node.clone();
-    match AssertUnwindSafe(source.run(&out, &cx, &ctx)).catch_unwind().await {
+    let ran = AssertUnwindSafe(source.run(&out, &cx, &ctx)).catch_unwind().await;
+    // Whatever the outcome, nothing more comes from it: the display now knows the total.
+    stats.finished.store(true, Ordering::SeqCst);
+    match ran {
         Ok(Ok(())) => {
             if !ctx.stop.is_stopped() {
                 out.report_vanished();

@@ -207,6 +207,9 @@ pub struct NodeReport {
     /// Retries of transient failures (timeouts, resets, 5xx, throttling, a busy scanner).
     pub retries: u64,
     pub ports: IndexMap<String, PortReport>,
+    /// The node's own figures (an alert node's `delivered`, `not_delivered`, `suppressed`).
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    pub counters: IndexMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -240,6 +243,9 @@ impl RunReport {
             }
             if n.retries > 0 {
                 let _ = write!(s, "  retries={}", n.retries);
+            }
+            for (name, count) in &n.counters {
+                let _ = write!(s, "  {name}={count}");
             }
             let _ = writeln!(s, "  [concurrency {}, peak in flight {}]", n.concurrency, n.max_in_flight);
         }

@@ -1,7 +1,7 @@
 //! Live counters of a run, per node and per port, that anyone may read while it runs: the
 //! CLI's progress display reads [`LiveStats::snapshot`]; the engine itself never prints.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -21,6 +21,8 @@ pub struct NodeStats {
     pub retries: Arc<AtomicU64>,
     /// Items that failed for a transient reason since the node's last success.
     pub failing_in_a_row: AtomicU64,
+    /// A source: its listing has ended (nothing more will come from it).
+    pub finished: AtomicBool,
 }
 
 /// The counters of a whole run, in the pipeline's node order.
@@ -37,9 +39,26 @@ pub struct LiveStats {
 #[derive(Debug, Clone, Default)]
 pub struct StatsSnapshot {
     pub nodes: Vec<NodeSnapshot>,
-    /// Source objects finished: complete, and not processed.
+    /// Source objects finished: complete, and not processed (failed for a transient
+    /// reason, refused for good).
     pub complete: u64,
     pub failed: u64,
+    pub refused: u64,
+}
+
+impl StatsSnapshot {
+    /// Objects the sources sent into the run so far.
+    pub fn listed(&self) -> u64 {
+        self.nodes.iter().filter(|n| n.source).map(|n| n.items).sum()
+    }
+    /// Every source's listing has ended: [`Self::listed`] is the run's total.
+    pub fn listing_done(&self) -> bool {
+        self.nodes.iter().filter(|n| n.source).all(|n| n.finished)
+    }
+    /// Objects done with, whatever the outcome.
+    pub fn finished(&self) -> u64 {
+        self.complete + self.failed + self.refused
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -52,6 +71,8 @@ pub struct NodeSnapshot {
     pub bytes: u64,
     pub in_flight: u64,
     pub ports: Vec<(String, u64)>,
+    /// A source whose listing has ended.
+    pub finished: bool,
 }
 
 impl LiveStats {
@@ -93,6 +114,7 @@ impl LiveStats {
                 max_in_flight: load(&st.max_in_flight),
                 retries: load(&st.retries),
                 ports,
+                counters: IndexMap::new(),
             });
         }
         (nodes, problems)
@@ -112,9 +134,15 @@ impl LiveStats {
                     bytes: self.ports[i].values().map(|s| load(&s.bytes)).sum(),
                     in_flight: load(&self.nodes[i].in_flight),
                     ports,
+                    finished: self.nodes[i].finished.load(Ordering::SeqCst),
                 }
             })
             .collect();
-        StatsSnapshot { nodes, complete: load(&self.tracker.complete), failed: load(&self.tracker.failed) }
+        StatsSnapshot {
+            nodes,
+            complete: load(&self.tracker.complete),
+            failed: load(&self.tracker.failed),
+            refused: load(&self.tracker.refused),
+        }
     }
 }

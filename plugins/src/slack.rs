@@ -87,6 +87,8 @@ impl KindConfig for SlackConfig {
             client,
             sent: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            not_delivered: AtomicU64::new(0),
         })))
     }
 }
@@ -97,6 +99,10 @@ struct Slack {
     client: reqwest::Client,
     sent: AtomicU64,
     suppressed: AtomicU64,
+    /// Messages Slack accepted, and messages given up on after the retries: the report's
+    /// and the summary's `delivered` and `not_delivered`.
+    delivered: AtomicU64,
+    not_delivered: AtomicU64,
 }
 
 /// The original's message shape.
@@ -152,9 +158,13 @@ impl Slack {
                 })
             }
         };
-        if let Err(e) = self.cfg.retry.run(attempt, |e| e.transient, |e| e.message.clone(), || {}).await {
-            tracing::warn!(error = %e, "Slack alert not delivered (the run goes on)");
-        }
+        match self.cfg.retry.run(attempt, |e| e.transient, |e| e.message.clone(), || {}).await {
+            Ok(()) => self.delivered.fetch_add(1, Ordering::SeqCst),
+            Err(e) => {
+                tracing::warn!(error = %e, "Slack alert not delivered (the run goes on)");
+                self.not_delivered.fetch_add(1, Ordering::SeqCst)
+            }
+        };
     }
 
     fn enabled(&self) -> bool {
@@ -243,6 +253,18 @@ impl Processor for Slack {
         let (headline, text) = describe(&item);
         self.post(&message(&headline, &text)).await;
         Ok(())
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        if !self.enabled() {
+            return Vec::new();
+        }
+        let load = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        vec![
+            ("delivered", load(&self.delivered)),
+            ("not_delivered", load(&self.not_delivered)),
+            ("suppressed", load(&self.suppressed)),
+        ]
     }
 
     async fn finish(&self, facts: &RunFacts) {

@@ -69,7 +69,8 @@ fn every_numeric_setting_has_a_range_that_validate_checks() {
         "slack" => "alert",
         _ => "extra",
     };
-    for k in schema["properties"]["nodes"]["additionalProperties"]["oneOf"].as_array().unwrap() {
+    for branch in schema["properties"]["nodes"]["additionalProperties"]["allOf"].as_array().unwrap() {
+        let k = &branch["then"];
         let kind = k["title"].as_str().unwrap();
         targets.push((vec!["nodes".into(), node_of_kind(kind).into(), format!("kind={kind}")], k.clone()));
     }

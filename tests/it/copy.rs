@@ -96,10 +96,24 @@ fn the_webhook_url_never_appears_in_output() {
         "version: 1\nname: s\nstores:\n  src: { url: \"file://./in\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  alert: { kind: slack, input: fetch, webhook_url: \"${HOOK}\", retry: { attempts: 2, initial_delay_ms: 10 } }\n",
     )
     .unwrap();
-    let out = dqpipe(dir.path()).args(["run", "s.yaml"]).env("HOOK", &listener.url).output().unwrap();
+    let out =
+        dqpipe(dir.path()).args(["run", "s.yaml", "--report", "r.json"]).env("HOOK", &listener.url).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "a failing webhook never fails the run: {}", stderr(&out));
     assert!(stderr(&out).contains("Slack alert not delivered"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("/services/T000/B000/XXXX"), "{}", stderr(&out));
+    // Counted, in the summary and the report: an alert that did not reach anyone is seen.
+    assert!(stderr(&out).contains("delivered=0  not_delivered=1  suppressed=0"), "{}", stderr(&out));
+    let alert = |r: &serde_json::Value| r["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "alert").cloned();
+    let counters = alert(&read_json(&dir.path().join("r.json"))).unwrap()["counters"].clone();
+    assert_eq!(counters, serde_json::json!({"delivered": 0, "not_delivered": 1, "suppressed": 0}));
+
+    let listener = Listener::start(Answer::Ok);
+    let out =
+        dqpipe(dir.path()).args(["run", "s.yaml", "--report", "r.json"]).env("HOOK", &listener.url).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let counters = alert(&read_json(&dir.path().join("r.json"))).unwrap()["counters"].clone();
+    assert_eq!(counters["delivered"], listener.received().len() as u64, "{counters}");
+    assert_eq!(counters["not_delivered"], 0);
 }
 
 /// `defaults.max_bytes_in_flight` bounds the objects in the pipeline by their listed size,
@@ -231,11 +245,12 @@ fn progress_bars_fit_an_80_column_terminal() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     // Escape sequences move the cursor between frames; what is left of a frame is its rows.
     let segments = between_escapes(&text);
-    let names = ["list", "fetch", "transform_the_messages", "write", "dead"];
+    let names = ["list", "fetch", "transform_the_messages", "write", "dead", "objects"];
     let mut frames = 0;
-    let mut last_write = None;
-    // Frames (a row per node, with its rates), not the log lines printed above them.
-    let is_frame = |s: &&String| s.contains(" MB/s") && names.iter().any(|n| s.trim_start().starts_with(n));
+    let (mut last_write, mut last_total) = (None, None);
+    // Frames (a row per node, with its rates, and the run's row), not the log lines
+    // printed above them.
+    let is_frame = |s: &&String| s.contains("/s ") && names.iter().any(|n| s.trim_start().starts_with(n));
     for segment in segments.iter().filter(is_frame) {
         let chars: Vec<char> = segment.chars().collect();
         let rows: Vec<String> = chars.chunks(80).map(|c| c.iter().collect()).collect();
@@ -247,11 +262,17 @@ fn progress_bars_fit_an_80_column_terminal() {
             if first == "write" {
                 last_write = row.split_whitespace().find(|w| w.chars().all(|c| c.is_ascii_digit())).map(String::from);
             }
+            if first == "objects" {
+                last_total = Some(row.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
         }
         frames += 1;
     }
     assert!(frames > 0, "no frame drawn: {text:?}");
     assert_eq!(last_write.as_deref(), Some("2000"), "the last frame's write count");
+    // The run's row: objects finished of the listing's total, the share, the time left.
+    let total = last_total.unwrap_or_default();
+    assert!(total.starts_with("objects 2000 of 2000 100% ETA 0s "), "{total:?}");
     assert!(text.contains("write (put)                            in=2000"), "{text}");
 }
 

@@ -22,6 +22,12 @@ pub trait Processor: Send + Sync {
     async fn preview(&self, item: Item, out: &Emitter, cx: &Context, deep: bool) -> Result<(), ItemError>;
     /// Called once after every item has finished.
     async fn finish(&self, _facts: &RunFacts) {}
+    /// The node's own figures for the report and the summary, read after [`Self::finish`]
+    /// (an alert node: `delivered`, `not_delivered`, `suppressed`, its end-of-run alerts
+    /// included). Most nodes have none.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// Facts about the whole run, for nodes that act at its end (alerts).

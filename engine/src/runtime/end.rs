@@ -88,8 +88,15 @@ pub(crate) async fn report(
         shard: opts.shard,
         peak_rss_bytes: crate::report::peak_rss_bytes(),
     };
+    let mut report = report;
     if !matches!(opts.mode, Mode::Plan { .. }) {
         tell_hooks(p, &facts_of(&report, opts)).await;
+    }
+    // Read after the hooks: an alert node's end-of-run alerts are counted too.
+    for (n, r) in p.nodes.iter().zip(report.nodes.iter_mut()) {
+        if let Built::Processor(x) = &n.built {
+            r.counters = x.counters().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        }
     }
     report
 }
