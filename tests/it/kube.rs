@@ -1,7 +1,7 @@
 //! The Kubernetes manifests: valid for 1.30 and 1.33 (kubernetes-validate --strict, every
 //! overlay rendered by kustomize), the ConfigMap's spec equal to the repository's, every
 //! container within the restricted Pod Security Standard; and sharding: four processes on
-//! one S3 source share it exactly.
+//! one S3 source share it exactly; checkov's policies pass apart from commented skips.
 
 use crate::common::*;
 
@@ -200,4 +200,47 @@ nodes:
     }
     let mean = 20_000.0 / 4.0;
     assert!(counts.iter().all(|&c| (c as f64) < 1.5 * mean), "unfair shares: {counts:?}");
+}
+
+/// checkov's Kubernetes policies on every rendered overlay: nothing fails apart from the
+/// checks kube/checkov.yaml skips, each with a comment saying why.
+#[test]
+fn checkov_passes_on_the_rendered_overlays_apart_from_the_commented_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    // Files, not `-d`: checkov skips folders whose name starts with `.` (`.tmpXXXX`).
+    let files: Vec<String> = OVERLAYS
+        .iter()
+        .flat_map(|o| ["-f".to_string(), render(o, dir.path()).to_string_lossy().into_owned()])
+        .collect();
+    let config = repo().join("kube/checkov.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.trim_start().starts_with("- CKV_")) {
+        let id = line.trim_start().trim_start_matches("- ");
+        assert!(
+            i > 0 && lines[i - 1].trim_start().starts_with('#') && lines[..i].iter().any(|l| l.contains(id)),
+            "{id} is skipped without a comment naming it and saying why"
+        );
+    }
+    let checkov = std::env::var("CHECKOV").unwrap_or_else(|_| "checkov".into());
+    let out = Command::new(&checkov)
+        .args(["--config-file", &config.to_string_lossy()])
+        .args(&files)
+        .args(["--skip-download", "--compact", "--quiet", "-o", "json"])
+        .output()
+        .unwrap_or_else(|e| panic!("{checkov}: {e} (scripts/test installs it)"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("checkov's JSON: {e}\n{}{}", stdout(&out), stderr(&out)));
+    let summary = &report["summary"];
+    let failed: Vec<String> = report["results"]["failed_checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{} {} ({})", c["check_id"], c["check_name"], c["resource"]))
+        .collect();
+    assert_eq!(summary["failed"], 0, "{failed:#?}");
+    assert_eq!(summary["parsing_errors"], 0, "{summary}");
+    // Every resource of the three overlays was read and checked.
+    assert!(summary["resource_count"].as_u64() >= Some(21), "{summary}");
+    assert!(summary["passed"].as_u64() >= Some(500), "{summary}");
 }
