@@ -46,6 +46,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Print the JSON Schema of pipeline specs (for editors' YAML language servers).
     Schema,
+    /// Try a jq program (a file, or a spec's `map` node) on JSON files: one output a line.
+    Map(cmd::map::Args),
     /// Write sample NATS archive files (deterministic for a seed), for trials and tests.
     Samples(cmd::samples::Args),
 }
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
             Command::Run(a) => cmd::run::run(a).await,
             Command::Schema => cmd::schema::run(),
             Command::Samples(a) => cmd::samples::run(a),
+            Command::Map(a) => cmd::map::run(a),
         }
     });
     exit.into()

@@ -52,12 +52,22 @@ impl std::error::Error for SpecErrors {}
 pub struct ErrorSink<'a> {
     pub file: PathBuf,
     pub map: &'a SourceMap,
+    /// The file's text, to place errors inside a value (a line of a jq program).
+    pub text: &'a str,
     pub errors: Vec<SpecError>,
 }
 
 impl<'a> ErrorSink<'a> {
-    pub fn new(file: PathBuf, map: &'a SourceMap) -> Self {
-        Self { file, map, errors: Vec::new() }
+    pub fn new(file: PathBuf, map: &'a SourceMap, text: &'a str) -> Self {
+        Self { file, map, text, errors: Vec::new() }
+    }
+    /// An error at a place inside the string `value` of `path` (0-based line and column
+    /// in the value: a jq program's syntax error), or at the value's key when the value's
+    /// text cannot be found in the file (a value that came from a variable).
+    pub fn push_within(&mut self, path: &SpecPath, value: &str, within: (usize, usize), message: impl Into<String>) {
+        let key = self.map.locate(path).unwrap_or(Pos { line: 1, column: 1 });
+        let pos = crate::locate::within_value(self.text, key, value, within).unwrap_or(key);
+        self.push_at(pos, path, message);
     }
     pub fn push(&mut self, path: &SpecPath, message: impl Into<String>) {
         self.errors.push(SpecError {

@@ -11,7 +11,7 @@ use crate::error::ErrorSink;
 use crate::spec::NodeSpec;
 
 /// What a node set on each of its ports: node -> port -> fields.
-pub(crate) type PortFields = HashMap<String, HashMap<&'static str, &'static [&'static str]>>;
+pub(crate) type PortFields = HashMap<String, HashMap<&'static str, Vec<String>>>;
 
 /// At most this many paths into one node are followed (pipelines have a handful).
 const MAX_PATHS: usize = 1024;
@@ -52,9 +52,9 @@ pub(crate) fn check_templates(
 }
 
 /// Every path from a source to `node` (as `node.port` steps), with the fields set along it.
-fn paths_into(dag: &Dag, node: &str, sets: &PortFields) -> Vec<(Vec<String>, BTreeSet<&'static str>)> {
+fn paths_into<'s>(dag: &Dag, node: &str, sets: &'s PortFields) -> Vec<(Vec<String>, BTreeSet<&'s str>)> {
     let mut done = Vec::new();
-    let mut stack: Vec<(String, Vec<String>, BTreeSet<&'static str>)> =
+    let mut stack: Vec<(String, Vec<String>, BTreeSet<&'s str>)> =
         vec![(node.to_string(), vec![node.to_string()], BTreeSet::new())];
     while let Some((head, path, have)) = stack.pop() {
         let inputs: Vec<_> = dag.edges.iter().filter(|e| e.to == head).collect();
@@ -67,7 +67,9 @@ fn paths_into(dag: &Dag, node: &str, sets: &PortFields) -> Vec<(Vec<String>, BTr
                 continue;
             }
             let mut have = have.clone();
-            have.extend(sets.get(&e.from).and_then(|p| p.get(e.port.as_str())).copied().unwrap_or_default());
+            have.extend(
+                sets.get(&e.from).and_then(|p| p.get(e.port.as_str())).into_iter().flatten().map(String::as_str),
+            );
             let step = if e.port == "out" { e.from.clone() } else { format!("{}.{}", e.from, e.port) };
             let mut longer = vec![step];
             longer.extend(path.iter().cloned());

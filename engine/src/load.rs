@@ -2,7 +2,7 @@
 //! interpolate the environment, check the top level, split nodes and stores, wire the DAG,
 //! and let each kind check its own settings. All errors are collected and placed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -63,7 +63,7 @@ pub fn load_pipeline_str(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Pipeline, SpecErrors> {
     let (mut doc, map) = parse(file, text)?;
-    let mut errors = ErrorSink::new(file.to_path_buf(), &map);
+    let mut errors = ErrorSink::new(file.to_path_buf(), &map, text);
     // YAML keeps the last of two equal keys; a spec never means that (a pasted node
     // would replace the real one).
     for (path, first, again) in &map.duplicates {
@@ -203,6 +203,7 @@ fn build_nodes(
     let declared: Vec<String> = header.stores.keys().cloned().collect();
     let mut writes = std::collections::HashMap::new();
     let mut templates = std::collections::HashMap::new();
+    let mut sets: crate::fields::PortFields = HashMap::new();
     let mut nodes = Vec::new();
     for i in order {
         let spec = &specs[i];
@@ -224,6 +225,7 @@ fn build_nodes(
             declared_stores: &declared,
             writes: Default::default(),
             templates: Default::default(),
+            sets: Default::default(),
         };
         // Plans show the settings as the node reads them (`"5"` from the environment as 5).
         let mut typed = spec.clone();
@@ -234,12 +236,24 @@ fn build_nodes(
                     writes.insert(spec.name.clone(), ctx.writes.take());
                 }
                 templates.insert(spec.name.clone(), ctx.templates.take());
+                let mut port_sets: HashMap<&'static str, Vec<String>> = HashMap::new();
+                for p in kind.ports() {
+                    port_sets.entry(p.name).or_default().extend(p.sets.iter().map(|s| s.to_string()));
+                }
+                for (port, field) in ctx.sets.take() {
+                    port_sets.entry(port).or_default().push(field);
+                }
+                sets.insert(spec.name.clone(), port_sets);
                 nodes.push(PipelineNode { spec: typed, kind: kind.clone(), built })
             }
             Err(e) if e.consequential => {}
             Err(e) => {
                 let message = crate::suggest::unknown_field(&e.message, crate::spec::COMMON_NODE_KEYS);
-                errors.push(&spec.path.join_dotted(&e.path), message.unwrap_or(e.message));
+                let (path, message) = (spec.path.join_dotted(&e.path), message.unwrap_or(e.message));
+                match &e.within {
+                    Some((text, line, column)) => errors.push_within(&path, text, (*line, *column), message),
+                    None => errors.push(&path, message),
+                }
             }
         }
     }
@@ -250,10 +264,6 @@ fn build_nodes(
             nodes.iter().filter(|n| matches!(n.built, Built::Source(_))).map(|n| n.spec.name.clone()).collect();
         let trusted: Vec<String> = stores.iter().filter(|(_, (s, _))| s.trusted).map(|(n, _)| n.clone()).collect();
         crate::trust::check_trusted_writes(dag, specs, &trusted, &writes, &clean_ports, &sources, errors);
-        let sets = nodes
-            .iter()
-            .map(|n| (n.spec.name.clone(), n.kind.ports().iter().map(|p| (p.name, p.sets)).collect()))
-            .collect();
         crate::fields::check_templates(dag, specs, &templates, &sets, errors);
     }
     nodes

@@ -265,6 +265,29 @@ impl<'a> LineIndex<'a> {
     }
 }
 
+/// The position in the file `text` of a place inside a string value: `within` is a 0-based
+/// line and column of the value, `key` where its key is. The value's lines are looked for
+/// in the file from the key on: on the key's own line (`program: ".a | .b"`), or on the
+/// lines below it (a block scalar, `program: |`). None when they are not there as written
+/// (escapes in a quoted string, a value from a variable).
+pub fn within_value(text: &str, key: Pos, value: &str, within: (usize, usize)) -> Option<Pos> {
+    let lines: Vec<&str> = text.lines().collect();
+    let value_lines: Vec<&str> = value.lines().collect();
+    let (k, first) = value_lines.iter().enumerate().find(|(_, l)| !l.trim().is_empty())?;
+    let target = value_lines.get(within.0)?;
+    // The file line holding the value's first non-empty line, from the key's line on.
+    let found = (key.line - 1..lines.len().min(key.line + 200)).find(|&i| {
+        let from = if i == key.line - 1 { key.column.saturating_sub(1) } else { 0 };
+        lines[i].get(from..).is_some_and(|rest| rest.contains(first))
+    })?;
+    let at = (found + within.0).checked_sub(k)?;
+    let line = lines.get(at)?;
+    let from = if at == key.line - 1 { key.column.saturating_sub(1) } else { 0 };
+    let start = line.get(from..)?.find(target)? + from;
+    let column = line[..start].chars().count() + within.1 + 1;
+    Some(Pos { line: at + 1, column })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ pub mod clamav;
 pub mod fetch;
 pub mod json_check;
 pub mod list;
+pub mod map;
 pub mod nats_message;
 mod parse;
 pub mod put;
@@ -38,6 +39,7 @@ pub fn registry() -> Registry {
             kind::<nats_message::NatsMessageConfig>(),
             kind::<slack::SlackConfig>(),
             kind::<json_check::JsonCheckConfig>(),
+            kind::<map::MapConfig>(),
         ],
         stores: Arc::new(stores::Opener::new()),
     }

@@ -1,6 +1,7 @@
 //! One file per command of the CLI.
 
 pub mod graph;
+pub mod map;
 pub mod plan;
 pub mod run;
 pub mod samples;

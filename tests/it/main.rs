@@ -9,6 +9,7 @@ mod collisions;
 mod copy;
 mod hostile;
 mod kube;
+mod map;
 mod nats;
 mod plan;
 mod reliability;

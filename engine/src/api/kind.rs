@@ -134,11 +134,18 @@ pub struct ConfigError {
     pub message: String,
     /// Follows from an error already reported (a store that failed to open): not shown.
     pub consequential: bool,
+    /// A place inside the value: its text, and a 0-based line and column in it (a jq
+    /// program's syntax error), so the error points at the mistake, not at the key.
+    pub within: Option<(String, usize, usize)>,
 }
 
 impl ConfigError {
     pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into(), consequential: false }
+        Self { path: path.into(), message: message.into(), consequential: false, within: None }
+    }
+    /// An error at `line` and `column` (0-based) of the string value `text` at `path`.
+    pub fn inside(path: impl Into<String>, text: &str, line: usize, column: usize, message: impl Into<String>) -> Self {
+        Self { within: Some((text.to_string(), line, column)), ..Self::at(path, message) }
     }
 }
 
@@ -155,7 +162,7 @@ pub fn parse_config<T: DeserializeOwned>(config: serde_json::Value) -> Result<T,
             (".", None) => String::new(),
             (p, None) => p.to_string(),
         };
-        ConfigError { path, message, consequential: false }
+        ConfigError { path, message, consequential: false, within: None }
     })
 }
 
@@ -178,6 +185,9 @@ pub struct BuildContext<'a> {
     pub(crate) writes: std::cell::RefCell<Vec<String>>,
     /// The templates this node compiled ([`BuildContext::template`]): field, variables.
     pub(crate) templates: std::cell::RefCell<Vec<(String, Vec<String>)>>,
+    /// Fields this node sets on a port beyond the port's declared `sets`
+    /// ([`BuildContext::sets`]): port, field.
+    pub(crate) sets: std::cell::RefCell<Vec<(&'static str, String)>>,
 }
 
 impl BuildContext<'_> {
@@ -216,6 +226,12 @@ impl BuildContext<'_> {
             Access::Delete => "deleted from",
         };
         Err(ConfigError::at(field, format!("store `{name}` ({}) cannot be {verb}", store.display_url())))
+    }
+
+    /// Declares that items leaving by `port` carry `field`, when which fields a kind sets
+    /// depends on its settings (a `map`'s `fields`): templates downstream may read it.
+    pub fn sets(&self, port: &'static str, field: &str) {
+        self.sets.borrow_mut().push((port, field.to_string()));
     }
 
     /// Compiles a key template, or says what is wrong with it.
