@@ -8,6 +8,7 @@ mod options;
 mod progress;
 mod report_target;
 mod say;
+mod spec_tests;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Command {
     Run(cmd::run::Args),
     /// Print the JSON Schema of pipeline specs (for editors' YAML language servers).
     Schema,
+    /// Run the test cases beside specs (`tests:`, or SPEC.tests.yaml) in memory: no clamd,
+    /// S3, SFTP or network. One line per case, a diff per failure; exit 1 on any failure.
+    Test(cmd::test::Args),
     /// Try a jq program (a file, or a spec's `map` node) on JSON files: one output a line.
     Map(cmd::map::Args),
     /// Write sample NATS archive files (deterministic for a seed), for trials and tests.
@@ -54,7 +58,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // `dqpipe test` prints its own lines; the runs it makes log only what goes wrong.
+    let quiet = matches!(cli.command, Command::Test(_));
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -71,14 +77,15 @@ fn main() -> ExitCode {
             Command::Schema => cmd::schema::run(),
             Command::Samples(a) => cmd::samples::run(a),
             Command::Map(a) => cmd::map::run(a),
+            Command::Test(a) => cmd::test::run(a).await,
         }
     });
     exit.into()
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DQPIPE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| progress::LogWriter)

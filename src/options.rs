@@ -2,7 +2,7 @@
 //! flags that become the engine's run options.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use dqpipe_engine::error::SpecErrors;
 use dqpipe_engine::executor::RunOptions;
@@ -117,4 +117,34 @@ pub fn load_with(spec: &Path, tuning: &Tuning) -> Result<(Pipeline, RunOptions),
         return Err(Exit::Invalid);
     }
     Ok((p, opts))
+}
+
+/// The spec files `paths` name: files as given, folders searched below in name order
+/// (hidden folders skipped) for `.yaml`, `.yml` and `.toml` files, leaving out test
+/// files (`*.tests.yaml`, see `dqpipe test`).
+pub fn specs_in(paths: &[PathBuf]) -> Vec<PathBuf> {
+    fn under(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            if p.is_dir() && !hidden {
+                under(&p, out);
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "toml"))
+                && !crate::spec_tests::is_tests_file(&p)
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            under(p, &mut out);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out
 }

@@ -102,7 +102,8 @@ fn spawn_nodes(
             .map(|decl| {
                 let consumers =
                     p.dag.consumers(&n.spec.name, decl.name).filter_map(|to| senders.get(to).cloned()).collect();
-                (decl.name, Route { consumers, stats: stats.ports[i][decl.name].clone(), problem: decl.problem })
+                let (stats, tap) = (stats.ports[i][decl.name].clone(), opts.tap.clone());
+                (decl.name, Route { consumers, stats, problem: decl.problem, tap })
             })
             .collect();
         let cx = Context {

@@ -35,6 +35,8 @@ pub struct Pipeline {
     /// SHA-256 of the spec after interpolation: a saved plan is only run by the same spec
     /// with the same variables.
     pub spec_hash: String,
+    /// The spec's `tests:` section, for `dqpipe test`.
+    pub tests: Vec<Value>,
 }
 
 pub struct PipelineNode {
@@ -106,6 +108,7 @@ pub fn load_pipeline_str(
         description: header.description,
         defaults: header.defaults,
         metrics: header.metrics,
+        tests: header.tests,
         stores,
         nodes,
         dag,

@@ -43,7 +43,12 @@ pub struct RunOptions {
     pub only: Option<Arc<Planned>>,
     /// Where a plan sends each object as it is planned.
     pub plan_sink: Option<mpsc::UnboundedSender<PlannedObject>>,
+    /// Told of every item every node sends, with the node and port: how `dqpipe test`
+    /// sees which way each object went. None in runs.
+    pub tap: Option<Tap>,
 }
+
+pub use crate::runtime::outputs::Tap;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Mode {
@@ -73,6 +78,7 @@ impl Default for RunOptions {
             mode: Mode::Run,
             only: None,
             plan_sink: None,
+            tap: None,
         }
     }
 }

@@ -49,6 +49,10 @@ pub struct SpecHeader {
     /// Where the run's figures go at its end.
     #[serde(default)]
     pub metrics: Metrics,
+    /// Test cases for `dqpipe test` (see the README): input objects, stubbed answers of
+    /// the nodes that call out, and what should become of each object. Not read by runs.
+    #[serde(default)]
+    pub tests: Vec<serde_json::Value>,
 }
 
 /// The run's metrics, pushed at its end (the way batch jobs report to Prometheus).

@@ -214,7 +214,7 @@ struct NoOptions {}
 impl StoreOpener for MemoryStores {
     fn open(&self, spec: &StoreSpec) -> Result<Arc<dyn Store>, ConfigError> {
         match spec.url.strip_prefix("mem://") {
-            Some(name) => Ok(Arc::new(MemoryStore { name: name.to_string(), objects: Mutex::default() })),
+            Some(name) => Ok(Arc::new(MemoryStore::new(name))),
             None => Err(ConfigError::at("url", "test stores are `mem://NAME`")),
         }
     }
@@ -228,6 +228,22 @@ impl StoreOpener for MemoryStores {
 pub struct MemoryStore {
     name: String,
     objects: Mutex<BTreeMap<String, bytes::Bytes>>,
+}
+
+impl MemoryStore {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.to_string(), objects: Mutex::default() }
+    }
+    /// Puts an object there directly (a test's input).
+    pub fn insert(&self, key: &str, bytes: impl Into<bytes::Bytes>) {
+        if let Ok(mut m) = self.objects.lock() {
+            m.insert(key.to_string(), bytes.into());
+        }
+    }
+    /// Every object it holds, by key.
+    pub fn objects(&self) -> BTreeMap<String, bytes::Bytes> {
+        self.objects.lock().map(|m| m.clone()).unwrap_or_default()
+    }
 }
 
 #[async_trait]
@@ -257,5 +273,11 @@ impl Store for MemoryStore {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let found = self.objects.lock().ok().and_then(|m| m.get(key).map(|b| b.len() as u64));
         Ok(found.map(|size| ObjectInfo { key: key.to_string(), size, etag: None, last_modified: None }))
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if let Ok(mut m) = self.objects.lock() {
+            m.remove(key);
+        }
+        Ok(())
     }
 }

@@ -23,6 +23,7 @@ pub mod retry;
 pub mod samples;
 pub mod slack;
 pub mod stores;
+pub mod testing;
 
 use std::sync::Arc;
 

@@ -72,25 +72,58 @@ impl KindConfig for SlackConfig {
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = &[];
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
-        let cfg = self;
-        let url = cfg.webhook_url.trim().to_string();
-        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(ConfigError::at("webhook_url", "must be an http(s) URL (value not shown: it is a secret)"));
-        }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(cfg.timeout_secs.max(1)))
-            .build()
-            .map_err(|e| ConfigError::at("", format!("HTTP client: {e}")))?;
-        Ok(Built::Processor(Arc::new(Slack {
-            url,
-            cfg,
-            client,
-            sent: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-            not_delivered: AtomicU64::new(0),
-        })))
+        build(self, None)
     }
+}
+
+/// Messages kept instead of posted (`dqpipe test`): each message's JSON body.
+pub type Captured = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A `slack` kind that keeps its messages in `captured` instead of posting them, whatever
+/// the webhook URL (`dqpipe test`'s `alert: capture`): same settings, same messages.
+pub struct CapturingSlack(pub Captured);
+
+impl dqpipe_engine::api::NodeKind for CapturingSlack {
+    fn name(&self) -> &'static str {
+        SlackConfig::NAME
+    }
+    fn summary(&self) -> &'static str {
+        SlackConfig::SUMMARY
+    }
+    fn role(&self) -> Role {
+        Role::Processor
+    }
+    fn ports(&self) -> &'static [PortDecl] {
+        SlackConfig::PORTS
+    }
+    fn schema(&self) -> schemars::Schema {
+        dqpipe_engine::schema::config_schema::<SlackConfig>()
+    }
+    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
+        build(dqpipe_engine::api::parse_config::<SlackConfig>(config)?, Some(self.0.clone()))
+    }
+}
+
+/// A Slack node from its settings; `capture` keeps messages instead of posting them.
+fn build(cfg: SlackConfig, capture: Option<Captured>) -> Result<Built, ConfigError> {
+    let url = cfg.webhook_url.trim().to_string();
+    if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(ConfigError::at("webhook_url", "must be an http(s) URL (value not shown: it is a secret)"));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(cfg.timeout_secs.max(1)))
+        .build()
+        .map_err(|e| ConfigError::at("", format!("HTTP client: {e}")))?;
+    Ok(Built::Processor(Arc::new(Slack {
+        url,
+        cfg,
+        client,
+        sent: AtomicU64::new(0),
+        suppressed: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        not_delivered: AtomicU64::new(0),
+        capture,
+    })))
 }
 
 struct Slack {
@@ -103,6 +136,8 @@ struct Slack {
     /// and the summary's `delivered` and `not_delivered`.
     delivered: AtomicU64,
     not_delivered: AtomicU64,
+    /// Set in `dqpipe test`: messages are kept here, not posted.
+    capture: Option<Captured>,
 }
 
 /// The original's message shape.
@@ -138,6 +173,13 @@ struct PostError {
 
 impl Slack {
     async fn post(&self, body: &serde_json::Value) {
+        if let Some(kept) = &self.capture {
+            if let Ok(mut kept) = kept.lock() {
+                kept.push(body.clone());
+            }
+            self.delivered.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
         let attempt = || async {
             let resp = self.client.post(&self.url).json(body).send().await.map_err(|e| PostError {
                 transient: true,
@@ -168,7 +210,7 @@ impl Slack {
     }
 
     fn enabled(&self) -> bool {
-        !self.url.is_empty()
+        !self.url.is_empty() || self.capture.is_some()
     }
 }
 

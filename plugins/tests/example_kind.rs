@@ -71,6 +71,9 @@ async fn a_new_kind_is_one_type_and_one_registration_line() {
     assert_eq!(std::fs::read_to_string(dir.path().join("out/a.txt")).unwrap(), "HELLO");
     // The kind is in the schema like the others, with its settings.
     let schema = dqpipe_engine::schema::spec_schema(&registry);
-    let kinds = schema["properties"]["nodes"]["additionalProperties"]["oneOf"].as_array().unwrap();
-    assert!(kinds.iter().any(|k| k["title"] == "upper" && k["properties"]["max_bytes"].is_object()));
+    let kinds = schema["properties"]["nodes"]["additionalProperties"]["allOf"].as_array().unwrap();
+    assert!(kinds
+        .iter()
+        .map(|b| &b["then"])
+        .any(|k| k["title"] == "upper" && k["properties"]["max_bytes"].is_object()));
 }

@@ -6,4 +6,5 @@ pub mod plan;
 pub mod run;
 pub mod samples;
 pub mod schema;
+pub mod test;
 pub mod validate;

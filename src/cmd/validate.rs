@@ -1,7 +1,7 @@
 //! `dqpipe validate`: checks specs without I/O; every error as `file:line:column`, or as
 //! one JSON record per problem (`--format json`) for editors and CI.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dqpipe_engine::error::SpecError;
 
@@ -25,14 +25,7 @@ enum Format {
 }
 
 pub fn run(args: Args) -> Exit {
-    let mut files = Vec::new();
-    for s in &args.specs {
-        if s.is_dir() {
-            specs_under(s, &mut files);
-        } else {
-            files.push(s.clone());
-        }
-    }
+    let files = crate::options::specs_in(&args.specs);
     if files.is_empty() {
         crate::say::error(format!("no spec (.yaml, .yml, .toml) under {}", args.specs[0].display()));
         return Exit::Invalid;
@@ -72,19 +65,4 @@ fn record(e: &SpecError) -> serde_json::Value {
         "path": e.path,
         "message": e.message,
     })
-}
-
-/// The specs in a folder and below, in name order (hidden folders skipped).
-fn specs_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
-        if p.is_dir() && !hidden {
-            specs_under(&p, out);
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "toml")) {
-            out.push(p);
-        }
-    }
 }

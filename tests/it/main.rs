@@ -16,3 +16,4 @@ mod reliability;
 mod s3;
 mod sftp;
 mod spec_errors;
+mod spec_tests;

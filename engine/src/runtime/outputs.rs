@@ -64,12 +64,27 @@ impl ByteBudget {
     }
 }
 
+/// Told of every item a node sends (`RunOptions::tap`, for `dqpipe test`): called with (node, port, item).
+#[derive(Clone)]
+pub struct Tap(pub Arc<TapFn>);
+
+/// The function of a [`Tap`]: (node, port, item).
+pub type TapFn = dyn Fn(&str, &str, &Item) + Send + Sync;
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
+}
+
 /// One output port: where it leads, its counters, and whether it is a problem port.
 pub(crate) struct Route {
     pub(crate) consumers: Vec<mpsc::Sender<Item>>,
     pub(crate) stats: Arc<PortStats>,
     /// A problem port (quarantine, dead letter): what goes out of it is listed in the report.
     pub(crate) problem: bool,
+    /// Told of every item sent out of the port (`dqpipe test`).
+    pub(crate) tap: Option<Tap>,
 }
 
 impl Emitter {
@@ -184,6 +199,9 @@ impl Emitter {
             mark_failed(&item, &self.node, &format!("internal error: undeclared port `{port}`"), false);
             return Ok(());
         };
+        if let Some(tap) = &route.tap {
+            (tap.0)(&self.node, port, &item);
+        }
         route.stats.items.fetch_add(1, Ordering::Relaxed);
         route.stats.bytes.fetch_add(item.body.as_ref().map(|b| b.len()).unwrap_or(0), Ordering::Relaxed);
         if route.problem && !route.consumers.is_empty() {
