@@ -84,7 +84,11 @@ fn spawn_nodes(
 ) -> JoinSet<Option<SourceError>> {
     let spool =
         Spool { threshold: p.defaults.spool_threshold_bytes, dir: p.defaults.spool_dir.as_ref().map(Into::into) };
-    let budget = ByteBudget::new(p.defaults.max_bytes_in_flight, p.defaults.spool_threshold_bytes);
+    // An object is held whole in memory by a node that parses it: then it counts at its
+    // full size; otherwise at most what stays in memory before spooling.
+    let whole = p.nodes.iter().any(|n| n.kind.reads_whole_body());
+    let cap = if whole { u64::MAX } else { p.defaults.spool_threshold_bytes };
+    let budget = ByteBudget::new(p.defaults.max_bytes_in_flight, cap);
     let mut senders: HashMap<&str, mpsc::Sender<Item>> = HashMap::new();
     let mut receivers: HashMap<&str, mpsc::Receiver<Item>> = HashMap::new();
     for n in p.nodes.iter().filter(|n| matches!(n.built, Built::Processor(_))) {

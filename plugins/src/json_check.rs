@@ -40,6 +40,7 @@ impl KindConfig for JsonCheckConfig {
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
     const CPU_BOUND: bool = true;
+    const READS_WHOLE_BODY: bool = true;
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
         Ok(Built::Processor(Arc::new(JsonCheck { cfg: self })))
     }

@@ -360,3 +360,53 @@ fn every_line_of_a_json_log_is_json() {
         }
     }
 }
+
+/// Large archive files (19 MB each) through the transform, in bounded memory. The budget
+/// (`max_bytes_in_flight`, 32 MiB) counts each object at its full size because the
+/// transform reads whole bodies: one 19 MB file fills more than half of it, so at most one
+/// is in the pipeline at a time, whatever the concurrency. Memory bound, from that: one
+/// object's input (1x), its parsed tree (these documents are one long string: about 1x),
+/// its record (the python style writes it twice: 2x, plus the escaped X.400 text: 1x), and
+/// the buffers being written (1x): about 6x 19 MB = 114 MB over a control run's peak; 8x
+/// (152 MB) leaves room for the allocator. Before the budget counted whole bodies, and
+/// before large buffers were returned to the system, this peaked at 630 MB.
+#[test]
+fn large_files_go_through_one_at_a_time_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = r#"version: 1
+name: large
+defaults: { concurrency: 32, max_bytes_in_flight: 33554432 }
+stores:
+  archive: { url: "file://./archive" }
+  out: { url: "file://./out" }
+nodes:
+  list: { kind: list, store: archive }
+  fetch: { kind: fetch, input: list }
+  transform: { kind: nats_message, input: fetch, json_style: python }
+  write: { kind: put, input: transform.ok, store: out, key: "{{ msg_date }}/{{ name }}" }
+  dead: { kind: put, input: transform.failed, store: out, key: "dead/{{ name }}" }
+"#;
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    // The control: the same pipeline on small files.
+    dqpipe(dir.path()).args(["samples", "--out", "archive", "--count", "6"]).output().unwrap();
+    let control = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(control.code(), Some(0), "{}", control.stderr());
+    let baseline = control.report["peak_rss_bytes"].as_u64().unwrap();
+    std::fs::remove_dir_all(dir.path().join("archive")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+
+    let size = 19_000_000u64;
+    let made = dqpipe(dir.path())
+        .args(["samples", "--out", "archive", "--count", "6", "--size", &size.to_string()])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let ran = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!(files_under(&dir.path().join("out")).len(), 6);
+    let node = |n: &str| ran.report["nodes"].as_array().unwrap().iter().find(|x| x["name"] == n).unwrap().clone();
+    assert_eq!(node("transform")["max_in_flight"], 1, "one large object at a time");
+    assert_eq!(node("fetch")["max_in_flight"], 1, "one large object at a time");
+    let peak = ran.report["peak_rss_bytes"].as_u64().unwrap();
+    assert!(peak < baseline + 8 * size, "peak {peak} bytes, {baseline} for small files");
+}

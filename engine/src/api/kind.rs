@@ -47,6 +47,12 @@ pub trait NodeKind: Send + Sync {
     fn cpu_bound(&self) -> bool {
         false
     }
+    /// True for kinds that read an item's whole body into memory (a parse): then the
+    /// run's byte budget (`max_bytes_in_flight`) counts each object at its full size, not
+    /// at most `spool_threshold_bytes` (what a node that streams from the spool holds).
+    fn reads_whole_body(&self) -> bool {
+        false
+    }
     /// The port a bare `input: node` refers to: the only port, or else the one named `out`
     /// (a `put`'s written items, beside its `refused`); none when the spec must name one
     /// (`scan.clean`).
@@ -79,6 +85,8 @@ pub trait KindConfig: DeserializeOwned + schemars::JsonSchema + Send + Sync + 's
     const PORTS: &'static [PortDecl];
     /// See [`NodeKind::cpu_bound`].
     const CPU_BOUND: bool = false;
+    /// See [`NodeKind::reads_whole_body`].
+    const READS_WHOLE_BODY: bool = false;
     /// See [`NodeKind::clean_port`].
     const CLEAN_PORT: Option<&'static str> = None;
     /// Checks the settings and builds a runnable node. Does no I/O: plans build too.
@@ -107,6 +115,9 @@ impl<C: KindConfig> NodeKind for Kind<C> {
     }
     fn cpu_bound(&self) -> bool {
         C::CPU_BOUND
+    }
+    fn reads_whole_body(&self) -> bool {
+        C::READS_WHOLE_BODY
     }
     fn clean_port(&self) -> Option<&'static str> {
         C::CLEAN_PORT

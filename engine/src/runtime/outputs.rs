@@ -43,23 +43,26 @@ pub(crate) struct Selection {
 }
 
 /// `defaults.max_bytes_in_flight` as a semaphore of KiB: a source's item takes its listed
-/// size (at most the spool threshold, at most the whole budget) before it is sent on.
+/// size (at most the cap, at most the whole budget) before it is sent on.
 #[derive(Clone)]
 pub(crate) struct ByteBudget {
     semaphore: Arc<Semaphore>,
     total_kib: u32,
-    spool_threshold: u64,
+    /// The most one object counts: the spool threshold, or no limit when a node reads
+    /// whole bodies into memory.
+    cap: u64,
 }
 
 impl ByteBudget {
-    pub(crate) fn new(max_bytes: u64, spool_threshold: u64) -> Self {
+    pub(crate) fn new(max_bytes: u64, cap: u64) -> Self {
         let total_kib = (max_bytes / 1024).clamp(1, u64::from(u32::MAX >> 4)) as u32;
-        Self { semaphore: Arc::new(Semaphore::new(total_kib as usize)), total_kib, spool_threshold }
+        Self { semaphore: Arc::new(Semaphore::new(total_kib as usize)), total_kib, cap }
     }
 
-    /// The KiB an item takes: its listed size (1 KiB when unknown or smaller).
+    /// The KiB an item takes: its listed size up to the cap (1 KiB when unknown or
+    /// smaller; the whole budget at most: a larger object goes through alone).
     fn charge(&self, item: &Item) -> u32 {
-        let size = item.listed().size.min(self.spool_threshold);
+        let size = item.listed().size.min(self.cap);
         (size.div_ceil(1024).max(1)).min(u64::from(self.total_kib)) as u32
     }
 }

@@ -76,6 +76,7 @@ impl KindConfig for MapConfig {
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
     const CPU_BOUND: bool = true;
+    const READS_WHOLE_BODY: bool = true;
     fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {
         let program = compile("program", &self.program)?;
         let mut fields = Vec::new();
