@@ -128,7 +128,7 @@ fn spawn_nodes(
         ));
         match &n.built {
             Built::Source(source) => {
-                let ctx = SourceContext { stop: opts.stop.clone(), reprocess: opts.reprocess };
+                let ctx = SourceContext { stop: opts.stop.clone(), reprocess: opts.reprocess, shard: opts.shard };
                 let listed = stats.nodes[i].clone();
                 tasks.spawn(run_source(source.clone(), out, cx, ctx, listed).in_current_span());
             }

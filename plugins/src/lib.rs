@@ -11,6 +11,7 @@
 
 pub mod clamav;
 pub mod fetch;
+pub mod inventory;
 pub mod json_check;
 pub mod list;
 pub mod map;

@@ -12,12 +12,14 @@ use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, KindConfig, Meta, NodeError, PortDecl, Role, Source,
     SourceContext,
 };
+use dqpipe_engine::body::Spool;
 use dqpipe_engine::store::{Access, ObjectInfo, Store, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::inventory::Manifest;
 use crate::resume::{done_id, DoneLog};
 use crate::retry::{resumable_listing, RetryPolicy};
 
@@ -60,6 +62,10 @@ pub struct ListConfig {
     /// deleted.
     #[serde(default)]
     pub delete_after_success: bool,
+    /// Read the objects from an S3 Inventory report instead of listing the store (see
+    /// `inventory.rs`): each shard reads only its share of the report's data files.
+    #[serde(default)]
+    pub inventory: Option<crate::inventory::InventoryConfig>,
 }
 
 fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -140,7 +146,14 @@ impl KindConfig for ListConfig {
             ),
             None => None,
         };
-        Ok(Built::Source(Arc::new(List { cfg, store, regex, resume })))
+        let inventory = match &cfg.inventory {
+            Some(_) if cfg.start_after.is_some() => {
+                return Err(ConfigError::at("start_after", "an inventory is read whole: `start_after` does not apply"))
+            }
+            Some(inv) => Some(ctx.store("inventory.store", &inv.store)?),
+            None => None,
+        };
+        Ok(Built::Source(Arc::new(List { cfg, store, regex, resume, inventory })))
     }
 }
 
@@ -149,6 +162,8 @@ pub struct List {
     store: Arc<dyn Store>,
     regex: Option<regex::Regex>,
     resume: Option<DoneLog>,
+    /// The store holding the inventory reports, with `inventory`.
+    inventory: Option<Arc<dyn Store>>,
 }
 
 /// What a listing does with one object.
@@ -184,6 +199,35 @@ impl List {
             Some(log) => log.read().await,
             None => Ok(HashSet::new()),
         }
+    }
+
+    /// The inventory's manifest, read (with retries) from its store.
+    async fn manifest(&self, store: &Arc<dyn Store>) -> Result<Manifest, String> {
+        let key = self.cfg.inventory.as_ref().map(|i| i.manifest.as_str()).unwrap_or_default();
+        let spool = Spool { threshold: 64 << 20, dir: None };
+        let read = || async { store.get(key, &spool).await };
+        let body = self
+            .cfg
+            .retry
+            .preflight(read, |e| e.kind == StoreErrorKind::Transient, |e| format!("inventory manifest {key:?}: {e}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let bytes = body.to_bytes(64 << 20).await.map_err(|e| format!("inventory manifest {key:?}: {e}"))?;
+        Manifest::parse(&bytes).map_err(|e| format!("inventory manifest {key:?}: {e}"))
+    }
+
+    /// The objects to consider: the store's listing, or this shard's share of the
+    /// inventory's data files.
+    async fn objects<'a>(
+        &'a self,
+        cx: &'a Context,
+        ctx: &SourceContext,
+    ) -> Result<BoxStream<'a, Result<ObjectInfo, String>>, String> {
+        let Some(store) = &self.inventory else { return Ok(self.walk(cx)) };
+        let manifest = self.manifest(store).await?;
+        let files = manifest.share(ctx.shard);
+        tracing::info!(files = files.len(), of = manifest.files.len(), "inventory data files to read");
+        Ok(crate::inventory::objects(store.clone(), Arc::new(manifest), files, &self.cfg.prefix, cx.spool().clone()))
     }
 
     /// The listing, with transient failures retried from the last key seen.
@@ -233,6 +277,9 @@ impl Source for List {
     /// Reads the first entry of the listing, so that wrong credentials, a missing bucket or
     /// an unreachable endpoint stop the run before anything moves.
     async fn preflight(&self) -> Result<(), NodeError> {
+        if let Some(store) = &self.inventory {
+            return self.manifest(store).await.map(|_| ()).map_err(NodeError::from);
+        }
         let first =
             || async { self.store.list(&self.cfg.prefix, self.cfg.start_after.clone()).next().await.transpose() };
         self.cfg
@@ -259,8 +306,9 @@ impl Source for List {
         // The listing runs ahead of the items (up to two pages): the next page is being
         // fetched while the items of this one wait for room downstream.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<ObjectInfo, String>>(2_000);
+        let listing = self.objects(cx, ctx).await?;
         let produce = async {
-            let mut listing = self.walk(cx);
+            let mut listing = listing;
             if self.cfg.order == Order::Modified {
                 let mut all = Vec::new();
                 while let Some(o) = listing.next().await {
@@ -296,7 +344,9 @@ impl Source for List {
                 }
                 let o = o?;
                 let selection = self.select(&o, ctx, &done);
-                if selection == Selection::Ignored || !out.offer(&o) {
+                // With an inventory, this shard read only its own data files.
+                let offered = if self.inventory.is_some() { out.offer_in_share(&o) } else { out.offer(&o) };
+                if selection == Selection::Ignored || !offered {
                     continue;
                 }
                 match selection {

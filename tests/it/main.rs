@@ -8,6 +8,7 @@ mod breaking;
 mod collisions;
 mod copy;
 mod hostile;
+mod inventory;
 mod kube;
 mod map;
 mod nats;

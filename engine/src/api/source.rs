@@ -38,6 +38,9 @@ pub struct SourceContext {
     pub stop: Stop,
     /// Process objects even when an earlier run finished them.
     pub reprocess: bool,
+    /// This process's share (`--shard`), for a source that splits its work itself (an
+    /// inventory's data files) and offers with [`crate::api::Emitter::offer_in_share`].
+    pub shard: Option<crate::selection::Shard>,
 }
 
 /// Asks sources to stop listing (SIGTERM, fatal error). A cancellation token, so that

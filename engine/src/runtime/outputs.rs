@@ -113,6 +113,13 @@ impl Emitter {
         if self.selection.shard.is_some_and(|s| !s.owns(&listed.key)) {
             return false;
         }
+        self.offer_in_share(listed)
+    }
+
+    /// As [`Emitter::offer`], for a source that took this process's share itself
+    /// (`SourceContext::shard`: an inventory's data files split between
+    /// shards): the object is in this shard's share; the rest is checked as `offer` does.
+    pub fn offer_in_share(&self, listed: &ObjectInfo) -> bool {
         let Some(only) = &self.selection.only else { return true };
         let Some((size, etag)) = only.objects.get(&self.node).and_then(|m| m.get(&listed.key)) else {
             return false;
