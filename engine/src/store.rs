@@ -90,6 +90,12 @@ pub trait Store: Send + Sync + fmt::Debug {
         true
     }
 
+    /// Whether [`Store::list`] gives keys in byte order (S3's ListObjectsV2 does), so that
+    /// a listing can be split into ranges listed at once. False by default.
+    fn lists_in_key_order(&self) -> bool {
+        false
+    }
+
     /// Lists objects whose key starts with `prefix`, page by page as the store gives them,
     /// in key order where the store has one, starting after `start_after` when given.
     fn list<'a>(

@@ -248,6 +248,9 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn lists_in_key_order(&self) -> bool {
+        true
+    }
     fn display_url(&self) -> String {
         format!("mem://{}", self.name)
     }

@@ -66,6 +66,19 @@ pub struct ListConfig {
     /// `inventory.rs`): each shard reads only its share of the report's data files.
     #[serde(default)]
     pub inventory: Option<crate::inventory::InventoryConfig>,
+    /// Listings in flight at once: the prefix is split by the character that follows it
+    /// (one listing per printable ASCII character, and the keys beyond), listed up to this
+    /// many at a time; objects then come in no particular order. Set `prefix` to what all
+    /// keys share, so that they differ right after it (NATS archive keys: up to `MTCU_`,
+    /// then a hex digit). For stores that list in key order (S3); 1 (the default) lists in
+    /// one sequence.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 256))]
+    pub parallel_listings: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -146,6 +159,14 @@ impl KindConfig for ListConfig {
             ),
             None => None,
         };
+        if cfg.parallel_listings > 1 && cfg.start_after.is_some() {
+            return Err(ConfigError::at(
+                "start_after",
+                "parallel listings split the keys by their first character: `start_after` does not apply",
+            ));
+        }
+        // One listing per printable ASCII character after the prefix (see `fanned_out`).
+        let fan = (b' '..=b'~').map(|c| format!("{}{}", cfg.prefix, c as char)).collect();
         let inventory = match &cfg.inventory {
             Some(_) if cfg.start_after.is_some() => {
                 return Err(ConfigError::at("start_after", "an inventory is read whole: `start_after` does not apply"))
@@ -153,7 +174,7 @@ impl KindConfig for ListConfig {
             Some(inv) => Some(ctx.store("inventory.store", &inv.store)?),
             None => None,
         };
-        Ok(Built::Source(Arc::new(List { cfg, store, regex, resume, inventory })))
+        Ok(Built::Source(Arc::new(List { cfg, store, regex, resume, inventory, fan })))
     }
 }
 
@@ -164,6 +185,8 @@ pub struct List {
     resume: Option<DoneLog>,
     /// The store holding the inventory reports, with `inventory`.
     inventory: Option<Arc<dyn Store>>,
+    /// The prefixes of a listing split by the next character (`parallel_listings`).
+    fan: Vec<String>,
 }
 
 /// What a listing does with one object.
@@ -233,13 +256,39 @@ impl List {
     /// The listing, with transient failures retried from the last key seen.
     pub fn walk<'a>(&'a self, cx: &'a Context) -> BoxStream<'a, Result<ObjectInfo, String>> {
         let url = self.store.display_url();
-        resumable_listing(&*self.store, &self.cfg.prefix, self.cfg.start_after.clone(), &self.cfg.retry, || {
-            cx.retried(1)
-        })
-        .map(move |r| r.map_err(|e| format!("listing {url}: {e}")))
-        .boxed()
+        let all = if self.cfg.parallel_listings > 1 && self.store.lists_in_key_order() {
+            self.fanned_out(cx)
+        } else {
+            self.listing(cx, &self.cfg.prefix, self.cfg.start_after.clone())
+        };
+        all.map(move |r| r.map_err(|e| format!("listing {url}: {e}"))).boxed()
+    }
+
+    fn listing<'a>(&'a self, cx: &'a Context, prefix: &'a str, after: Option<String>) -> Listing<'a> {
+        resumable_listing(&*self.store, prefix, after, &self.cfg.retry, || cx.retried(1))
+    }
+
+    /// The prefix's keys in ranges listed at once, `parallel_listings` at a time: one
+    /// listing per printable ASCII character after the prefix, one for the prefix itself
+    /// and keys whose next character sorts before the space (it stops at the space: the
+    /// store lists in key order), one for keys whose next character sorts after `~`. Each
+    /// range is retried from its own last key; together they list every key once.
+    fn fanned_out<'a>(&'a self, cx: &'a Context) -> Listing<'a> {
+        let p = &self.cfg.prefix;
+        let space = format!("{p} ");
+        let low = self
+            .listing(cx, p, None)
+            .take_while(move |r| futures::future::ready(r.as_ref().map_or(true, |o| o.key.as_str() < space.as_str())));
+        let tilde = format!("{p}~");
+        let high = self
+            .listing(cx, p, Some(tilde.clone()))
+            .filter(move |r| futures::future::ready(r.as_ref().map_or(true, |o| !o.key.starts_with(tilde.as_str()))));
+        let ranges = [low.boxed(), high.boxed()].into_iter().chain(self.fan.iter().map(|q| self.listing(cx, q, None)));
+        futures::stream::iter(ranges).flatten_unordered(self.cfg.parallel_listings).boxed()
     }
 }
+
+type Listing<'a> = BoxStream<'a, Result<ObjectInfo, dqpipe_engine::store::StoreError>>;
 
 /// The item's name: the URL-decoded last segment of its key, as the original job named
 /// its local copies.

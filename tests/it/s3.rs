@@ -262,3 +262,42 @@ fn works_with_and_without_a_ca_bundle_in_the_environment() {
         assert_eq!(std::fs::read(dir.path().join("out/a.json")).unwrap(), b"{\"a\":1}");
     }
 }
+
+/// `parallel_listings`: the prefix split by its next character, 16 listings at once over
+/// several pages each, lists every key exactly once: keys whose next character is a
+/// letter, a digit, punctuation, `~`, a space, or past ASCII (`é`, `✈`).
+#[test]
+fn parallel_listings_list_every_key_once() {
+    let s3 = S3Server::start(&["archive"]);
+    let bucket = s3.bucket_dir("archive");
+    std::fs::create_dir_all(bucket.join("p")).unwrap();
+    let mut keys: Vec<String> = (0..2400).map(awkward_name).collect();
+    keys.extend(
+        ["~tilde.json", "~~.json", " space.json", "é.json", "✈.json", "0.json", "Z.json", "{x}.json"].map(String::from),
+    );
+    for k in &keys {
+        std::fs::write(bucket.join("p").join(k), b"{}").unwrap();
+    }
+    let mut listed = Vec::new();
+    for parallel in [1, 16] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = copy_spec(dir.path(), &format!(", parallel_listings: {parallel}"));
+        let out = with_default_chain(&mut dqpipe(dir.path()), &s3)
+            .args(["run", &spec, "--progress", "off", "--report", "r.json"])
+            .env("SRC_URL", "s3://archive/p")
+            .env("DST_URL", format!("file://{}", dir.path().join("out").display()))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{parallel}: {}", stderr(&out));
+        let report = read_json(&dir.path().join("r.json"));
+        // Once each: as many items as keys, and every key among the outputs.
+        assert_eq!(report["items"]["from_sources"], keys.len() as u64, "{parallel}");
+        let mut got = files_under(&dir.path().join("out"));
+        got.sort();
+        listed.push(got);
+    }
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(listed[0], want);
+    assert_eq!(listed[1], want);
+}

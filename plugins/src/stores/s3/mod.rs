@@ -165,6 +165,10 @@ fn generic(e: std::io::Error) -> object_store::Error {
 
 #[async_trait]
 impl Store for S3Store {
+    /// ListObjectsV2 returns keys in UTF-8 binary order.
+    fn lists_in_key_order(&self) -> bool {
+        true
+    }
     fn display_url(&self) -> String {
         self.url.clone()
     }
