@@ -50,13 +50,7 @@ fn the_jq_transform_gives_the_golden_records() {
 #[test]
 fn the_jq_transform_equals_nats_message_on_5000_generated_files() {
     let dir = tempfile::tempdir().unwrap();
-    let generated = std::process::Command::new("python3")
-        .arg(repo().join("scripts/golden-nats-python"))
-        .args(["random", "4000", "20261128"])
-        .arg(dir.path().join("r"))
-        .output()
-        .unwrap();
-    assert!(generated.status.success(), "{}", stderr(&generated));
+    random_archive(&dir.path().join("r"), 4000);
     let samples = dqpipe(dir.path())
         .args(["samples", "--out", "r/archive/samples", "--count", "1000", "--malformed", "20"])
         .output()

@@ -1080,3 +1080,16 @@ fn start_server(mut cmd: Command, ready: &str, what: &str) -> std::process::Chil
     }
     child
 }
+
+/// `count` randomly built archive files under `dir/archive` (scripts/golden-nats-python
+/// `random`, seed 20261128: unicode raw and escaped, lone surrogates, number spellings,
+/// repeated keys, wrong types), with Python's own records and failures beside them.
+pub fn random_archive(dir: &Path, count: usize) {
+    let generated = Command::new("python3")
+        .arg(repo().join("scripts/golden-nats-python"))
+        .args(["random", &count.to_string(), "20261128"])
+        .arg(dir)
+        .output()
+        .expect("python3 runs scripts/golden-nats-python");
+    assert!(generated.status.success(), "{}", stderr(&generated));
+}
