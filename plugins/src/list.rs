@@ -166,7 +166,10 @@ impl KindConfig for ListConfig {
             ));
         }
         // One listing per printable ASCII character after the prefix (see `fanned_out`).
-        let fan = (b' '..=b'~').map(|c| format!("{}{}", cfg.prefix, c as char)).collect();
+        let fan = match cfg.parallel_listings {
+            1 => Vec::new(),
+            _ => (b' '..=b'~').map(|c| format!("{}{}", cfg.prefix, c as char)).collect(),
+        };
         let inventory = match &cfg.inventory {
             Some(_) if cfg.start_after.is_some() => {
                 return Err(ConfigError::at("start_after", "an inventory is read whole: `start_after` does not apply"))

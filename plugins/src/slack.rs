@@ -79,33 +79,8 @@ impl KindConfig for SlackConfig {
 /// Messages kept instead of posted (`dqpipe test`): each message's JSON body.
 pub type Captured = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
 
-/// A `slack` kind that keeps its messages in `captured` instead of posting them, whatever
-/// the webhook URL (`dqpipe test`'s `alert: capture`): same settings, same messages.
-pub struct CapturingSlack(pub Captured);
-
-impl dqpipe_engine::api::NodeKind for CapturingSlack {
-    fn name(&self) -> &'static str {
-        SlackConfig::NAME
-    }
-    fn summary(&self) -> &'static str {
-        SlackConfig::SUMMARY
-    }
-    fn role(&self) -> Role {
-        Role::Processor
-    }
-    fn ports(&self) -> &'static [PortDecl] {
-        SlackConfig::PORTS
-    }
-    fn schema(&self) -> schemars::Schema {
-        dqpipe_engine::schema::config_schema::<SlackConfig>()
-    }
-    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
-        build(dqpipe_engine::api::parse_config::<SlackConfig>(config)?, Some(self.0.clone()))
-    }
-}
-
 /// A Slack node from its settings; `capture` keeps messages instead of posting them.
-fn build(cfg: SlackConfig, capture: Option<Captured>) -> Result<Built, ConfigError> {
+pub(crate) fn build(cfg: SlackConfig, capture: Option<Captured>) -> Result<Built, ConfigError> {
     let url = cfg.webhook_url.trim().to_string();
     if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
         return Err(ConfigError::at("webhook_url", "must be an http(s) URL (value not shown: it is a secret)"));

@@ -6,15 +6,15 @@
 //!   its URL; its settings are still checked by the real scheme.
 //! - `clamav` nodes answer as the case says: `clean`, `infected SIGNATURE` or
 //!   `error REASON`, per node and per object.
-//! - `slack` nodes keep their messages ([`CapturingSlack`]).
+//! - `slack` nodes keep their messages instead of posting them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    parse_config, BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, NodeKind, PortDecl,
-    Problem, Processor, Registry, Role, StoreOpener,
+    kind_built_by, Built, ConfigError, Context, Emitter, Item, ItemError, NodeKind, Problem, Processor, Registry,
+    StoreOpener,
 };
 use dqpipe_engine::spec::StoreSpec;
 use dqpipe_engine::store::Store;
@@ -22,7 +22,7 @@ use dqpipe_engine::testing::MemoryStore;
 use indexmap::IndexMap;
 
 use crate::clamav::ClamavConfig;
-use crate::slack::{Captured, CapturingSlack};
+use crate::slack::{Captured, SlackConfig};
 
 /// A scanner's answer in a test.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,8 +92,16 @@ pub fn registry(stubs: Arc<Stubs>, alerts: Captured, stores: Arc<InMemory>) -> R
         .into_iter()
         .map(|k| -> Arc<dyn NodeKind> {
             match k.name() {
-                "clamav" => Arc::new(StubScanner(stubs.clone())),
-                "slack" => Arc::new(CapturingSlack(alerts.clone())),
+                "clamav" => {
+                    let stubs = stubs.clone();
+                    kind_built_by::<ClamavConfig>(move |_, ctx| {
+                        Ok(Built::Processor(Arc::new(StubScan { node: ctx.node.to_string(), stubs: stubs.clone() })))
+                    })
+                }
+                "slack" => {
+                    let alerts = alerts.clone();
+                    kind_built_by::<SlackConfig>(move |cfg, _| crate::slack::build(cfg, Some(alerts.clone())))
+                }
                 _ => k,
             }
         })
@@ -102,33 +110,6 @@ pub fn registry(stubs: Arc<Stubs>, alerts: Captured, stores: Arc<InMemory>) -> R
 }
 
 /// `clamav` with the case's answers instead of clamd: same settings, same ports.
-struct StubScanner(Arc<Stubs>);
-
-impl NodeKind for StubScanner {
-    fn name(&self) -> &'static str {
-        ClamavConfig::NAME
-    }
-    fn summary(&self) -> &'static str {
-        ClamavConfig::SUMMARY
-    }
-    fn role(&self) -> Role {
-        Role::Processor
-    }
-    fn ports(&self) -> &'static [PortDecl] {
-        ClamavConfig::PORTS
-    }
-    fn clean_port(&self) -> Option<&'static str> {
-        ClamavConfig::CLEAN_PORT
-    }
-    fn schema(&self) -> schemars::Schema {
-        dqpipe_engine::schema::config_schema::<ClamavConfig>()
-    }
-    fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
-        parse_config::<ClamavConfig>(config)?;
-        Ok(Built::Processor(Arc::new(StubScan { node: ctx.node.to_string(), stubs: self.0.clone() })))
-    }
-}
-
 struct StubScan {
     node: String,
     stubs: Arc<Stubs>,

@@ -19,7 +19,8 @@ pub use crate::selection::{Planned, Shard};
 pub use context::Context;
 pub use item::{Closed, Item, ItemError, ItemFailure, Meta, NodeError, PlannedWrite, Problem, ProblemObject, Trail};
 pub use kind::{
-    kind, parse_config, BuildContext, Built, ConfigError, KindConfig, NodeKind, PortDecl, Registry, Role, StoreOpener,
+    kind, kind_built_by, parse_config, BuildContext, Built, ConfigError, KindConfig, NodeKind, PortDecl, Registry,
+    Role, StoreOpener,
 };
 pub use processor::{Processor, RunFacts};
 pub use source::{Source, SourceContext, Stop};
