@@ -1,6 +1,6 @@
 //! The integration tests, as one test binary (one link instead of one per file): each
 //! module runs the real `dqpipe` binary against real components started on 127.0.0.1
-//! (clamd, sshd, s3s-fs, moto, HTTP listeners), with the helpers in `common`.
+//! (clamd, sshd, s3s-fs, moto, stunnel, HTTP listeners), with the helpers in `common`.
 
 mod common;
 
@@ -18,3 +18,4 @@ mod s3;
 mod sftp;
 mod spec_errors;
 mod spec_tests;
+mod tls;

@@ -687,6 +687,12 @@ pub struct RecordingProxy {
 
 impl RecordingProxy {
     pub fn start(upstream: u16) -> RecordingProxy {
+        RecordingProxy::start_altering(upstream, None)
+    }
+
+    /// A recording proxy that also changes every byte `from` the clients send into `to`
+    /// before passing it on: the bytes of an object damaged on the way to the server.
+    pub fn start_altering(upstream: u16, alter: Option<(u8, u8)>) -> RecordingProxy {
         use std::io::{Read, Write};
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
         let port = listener.local_addr().unwrap().port();
@@ -706,6 +712,9 @@ impl RecordingProxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => {
                                     rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                                    if let Some((from, to)) = alter {
+                                        buf[..n].iter_mut().filter(|b| **b == from).for_each(|b| *b = to);
+                                    }
                                     if s2.write_all(&buf[..n]).is_err() {
                                         break;
                                     }
@@ -727,6 +736,97 @@ impl RecordingProxy {
     pub fn count(&self, needle: &str) -> usize {
         let text = String::from_utf8_lossy(&self.sent.lock().unwrap()).to_ascii_lowercase();
         text.matches(&needle.to_ascii_lowercase()).count()
+    }
+}
+
+/// Debian's stunnel4 terminating TLS in front of `upstream` on 127.0.0.1, with a server
+/// certificate for `127.0.0.1` signed by a CA the test made with openssl (`ca`: the PEM a
+/// client trusts). Stopped on drop.
+pub struct TlsFront {
+    pub port: u16,
+    pub ca: PathBuf,
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl TlsFront {
+    pub fn start(upstream: u16) -> TlsFront {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let steps: [Vec<&str>; 3] = [
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=dqpipe test CA"],
+            ]
+            .concat(),
+            [&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(&args)
+                .current_dir(d)
+                .output()
+                .expect("openssl (scripts/test installs it)");
+            assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+        }
+        let port = free_port();
+        let conf = format!(
+            "foreground = yes\npid =\noutput = {log}\n[s3]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{upstream}\ncert = {cert}\nkey = {key}\n",
+            log = d.join("stunnel.log").display(),
+            cert = d.join("server.pem").display(),
+            key = d.join("server.key").display(),
+        );
+        std::fs::write(d.join("stunnel.conf"), conf).unwrap();
+        let mut child = Command::new("stunnel4")
+            .arg(d.join("stunnel.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("stunnel4 (scripts/test installs Debian's stunnel4)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return TlsFront { port, ca: d.join("ca.pem"), _dir: dir, child };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("stunnel4 did not listen on 127.0.0.1:{port} within 10 s");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,5 +1,6 @@
 //! The settings of an `s3://` store and the clients made of them.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dqpipe_engine::api::ConfigError;
@@ -8,6 +9,7 @@ use object_store::{ClientOptions, RetryConfig};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::checksum::{Crc32cPuts, Signer};
 use super::S3Store;
 use crate::stores::non_empty;
 
@@ -170,11 +172,17 @@ impl S3Store {
             .build()
             .map_err(|e| ConfigError::at("url", format!("cannot set up the HTTP client for `{url}`: {e}")))?;
         let retry = RetryConfig { max_retries: 0, ..RetryConfig::default() };
+        // Over TLS, bodies are checked by a CRC32C rather than signed (`checksum.rs`).
+        let signer = Arc::new(OnceLock::new());
+        if endpoint.starts_with("https://") {
+            builder = builder.with_unsigned_payload(true).with_http_connector(Crc32cPuts { signer: signer.clone() });
+        }
         let client = builder
             .with_client_options(client)
             .with_retry(retry)
             .build()
             .map_err(|e| ConfigError::at("url", format!("cannot set up the S3 client for `{url}`: {e}")))?;
+        let _ = signer.set(Signer { credentials: client.credentials().clone(), region: region.clone() });
 
         let part = opts.multipart_part_bytes.unwrap_or(8 * MIB);
         if part < 5 * MIB {
