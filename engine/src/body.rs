@@ -109,6 +109,91 @@ impl Body {
     }
 }
 
+/// Builds a body by writing it: in memory up to the spool threshold, then in a temporary
+/// file, so a node that makes large outputs (a record twice its input) holds at most the
+/// threshold of it. Synchronous, for CPU-bound work on a blocking thread. [`put`](Self::put)
+/// never fails: the first I/O error is kept and returned by [`finish`](Self::finish).
+#[derive(Debug)]
+pub struct BodyWriter {
+    spool: Spool,
+    buf: Vec<u8>,
+    file: Option<(std::io::BufWriter<std::fs::File>, tempfile::TempPath)>,
+    len: u64,
+    error: Option<std::io::Error>,
+}
+
+impl BodyWriter {
+    /// `expected`: the length the output will probably have, to size the buffer once.
+    pub fn new(spool: &Spool, expected: usize) -> BodyWriter {
+        let capacity = expected.min(spool.threshold as usize);
+        BodyWriter { spool: spool.clone(), buf: Vec::with_capacity(capacity), file: None, len: 0, error: None }
+    }
+
+    pub fn put(&mut self, bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        if self.error.is_some() {
+            return;
+        }
+        if let Some((file, _)) = &mut self.file {
+            if let Err(e) = std::io::Write::write_all(file, bytes) {
+                self.error = Some(e);
+            }
+            return;
+        }
+        if (self.buf.len() + bytes.len()) as u64 <= self.spool.threshold {
+            self.buf.extend_from_slice(bytes);
+            return;
+        }
+        let spill = || -> std::io::Result<_> {
+            let (std_file, path) = self.spool.tempfile()?.into_parts();
+            let mut file = std::io::BufWriter::with_capacity(256 * 1024, std_file);
+            std::io::Write::write_all(&mut file, &self.buf)?;
+            std::io::Write::write_all(&mut file, bytes)?;
+            Ok((file, path))
+        };
+        match spill() {
+            Ok(f) => self.file = Some(f),
+            Err(e) => self.error = Some(e),
+        }
+        self.buf = Vec::new();
+    }
+
+    /// The length written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn finish(self) -> std::io::Result<Body> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        match self.file {
+            None => Ok(Body::Memory(Bytes::from(self.buf))),
+            Some((file, path)) => {
+                file.into_inner().map_err(|e| e.into_error())?;
+                Ok(Body::Spooled(Arc::new(SpooledFile { file: path, len: self.len })))
+            }
+        }
+    }
+}
+
+impl std::io::Write for BodyWriter {
+    /// Never fails, as [`put`](Self::put): an I/O error is [`finish`](Self::finish)'s, so
+    /// that a serialiser writing here never takes it for one of its own.
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.put(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError<E> {
     #[error("reading the object: {0}")]
@@ -145,5 +230,23 @@ mod tests {
         assert!(b.to_bytes(49).await.is_err());
         drop(b);
         assert!(!path.exists(), "spool file is removed with the body");
+    }
+
+    #[tokio::test]
+    async fn written_bodies_spill_past_the_threshold() {
+        let spool = Spool { threshold: 10, dir: None };
+        let mut w = BodyWriter::new(&spool, 100);
+        w.put(b"01234");
+        w.put(b"56789");
+        let b = w.finish().unwrap();
+        assert!(matches!(b, Body::Memory(_)), "10 bytes stay in memory");
+        let mut w = BodyWriter::new(&spool, 100);
+        for _ in 0..5 {
+            w.put(b"0123456789");
+        }
+        assert_eq!(w.len(), 50);
+        let b = w.finish().unwrap();
+        assert_eq!(b.len(), 50);
+        assert_eq!(std::fs::read(b.spooled_path().unwrap()).unwrap(), b"0123456789".repeat(5));
     }
 }

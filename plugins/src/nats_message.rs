@@ -14,11 +14,12 @@ use bytes::Bytes;
 use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
 };
-use dqpipe_engine::body::Body;
+use dqpipe_engine::body::{Body, BodyWriter, Spool};
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 
 use crate::parse::parse_body;
+use crate::pyjson::Sink;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -90,23 +91,34 @@ pub struct Transformed {
 
 /// The transform. `name` is the file name (URL-decoded last segment of the key). The
 /// error names the problem.
-///
-/// The output map holds references into the parsed input, not copies, and is written once
-/// into a buffer sized from the input: with 1 MB messages, copying the tree and growing the
-/// buffer by doubling cost a third of the transform's time (scripts/bench, W2).
 pub fn transform(input: &[u8], name: &str) -> Result<Transformed, String> {
-    let doc: Value = serde_json::from_slice(input).map_err(|e| format!("not valid JSON: {e}"))?;
-    let Value::Object(top) = &doc else {
-        return Err(format!("the top level is {}, not a JSON object", type_name(&doc)));
+    let doc = parse_compact(input)?;
+    // The output holds the input about twice (`entirejson`, and the X400 part as a string).
+    let mut json = Vec::with_capacity(input.len() * 2 + input.len() / 4 + 4096);
+    let msg_date = write_compact(&doc, name, &mut json)?;
+    json.shrink_to_fit();
+    Ok(Transformed { json, msg_date })
+}
+
+fn parse_compact(input: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(input).map_err(|e| format!("not valid JSON: {e}"))
+}
+
+/// The record of a parsed message, written to `sink`; returns the partition date.
+///
+/// The output map holds references into the parsed input, not copies, and is written once:
+/// with 1 MB messages, copying the tree and growing the buffer by doubling cost a third of
+/// the transform's time (scripts/bench, W2).
+fn write_compact(doc: &Value, name: &str, sink: &mut impl std::io::Write) -> Result<String, String> {
+    let Value::Object(top) = doc else {
+        return Err(format!("the top level is {}, not a JSON object", type_name(doc)));
     };
     // Insertion-ordered: a later write to an existing key replaces its value in place.
     let mut out: IndexMap<&str, Out<'_>> = IndexMap::new();
     // 1. Each top-level key in document order.
     for (k, v) in top {
         if k.to_lowercase() == "x400message" {
-            let mut s = Vec::with_capacity(input.len());
-            serde_json::to_writer(&mut s, v).map_err(|e| format!("serialising `{k}`: {e}"))?;
-            let s = String::from_utf8(s).map_err(|e| format!("serialising `{k}`: {e}"))?;
+            let s = serde_json::to_string(v).map_err(|e| format!("serialising `{k}`: {e}"))?;
             out.insert(k, Out::Owned(s));
         } else {
             let Value::Object(fields) = v else {
@@ -131,12 +143,9 @@ pub fn transform(input: &[u8], name: &str) -> Result<Transformed, String> {
     out.insert("messageReceievedTime", Out::Value(delivery));
     // 3. and 4.
     out.insert("filename", Out::Str(name));
-    out.insert("entirejson", Out::Value(&doc));
-    // The output holds the input about twice (`entirejson`, and the X400 part as a string).
-    let mut json = Vec::with_capacity(input.len() * 2 + input.len() / 4 + 4096);
-    serde_json::to_writer(&mut json, &out).map_err(|e| format!("serialising the result: {e}"))?;
-    json.shrink_to_fit();
-    Ok(Transformed { json, msg_date })
+    out.insert("entirejson", Out::Value(doc));
+    serde_json::to_writer(sink, &out).map_err(|e| format!("serialising the result: {e}"))?;
+    Ok(msg_date)
 }
 
 /// A value of the output map: borrowed from the input where it can be.
@@ -151,20 +160,28 @@ enum Out<'a> {
 /// The transform in the `python` style: the same steps as [`transform`] over the tree
 /// Python's `json.loads` would build, written as `json.dumps` writes it.
 pub fn transform_python(input: &[u8], name: &str) -> Result<Transformed, String> {
+    let doc = crate::pyjson::parse(input)?;
+    // ASCII only: the input about twice, escapes making it longer.
+    let mut json = Vec::with_capacity(input.len() * 3 + 4096);
+    let msg_date = write_python(&doc, name, &mut json)?;
+    json.shrink_to_fit();
+    Ok(Transformed { json, msg_date })
+}
+
+fn write_python(doc: &crate::pyjson::Doc, name: &str, sink: &mut impl Sink) -> Result<String, String> {
     use crate::pyjson::{self, Json};
     enum PyOut<'a> {
         Value(&'a Json),
         Text(&'a [u8]),
         Owned(Vec<u8>),
     }
-    let doc = pyjson::parse(input)?;
     let Json::Object(top) = &doc.0 else {
         return Err(format!("the top level is {}, not a JSON object", py_type_name(&doc.0)));
     };
     let mut out: IndexMap<&[u8], PyOut<'_>> = IndexMap::new();
     for (k, v) in top {
         if String::from_utf8_lossy(k).to_lowercase() == "x400message" {
-            let mut s = Vec::with_capacity(input.len() + input.len() / 4);
+            let mut s = Vec::new();
             pyjson::write(&mut s, v)?;
             out.insert(k, PyOut::Owned(s));
         } else {
@@ -193,24 +210,54 @@ pub fn transform_python(input: &[u8], name: &str) -> Result<Transformed, String>
     out.insert(b"messageReceievedTime", PyOut::Value(delivery));
     out.insert(b"filename", PyOut::Text(name.as_bytes()));
     out.insert(b"entirejson", PyOut::Value(&doc.0));
-    // ASCII only: the input about twice, escapes making it longer.
-    let mut json = Vec::with_capacity(input.len() * 3 + 4096);
-    json.push(b'{');
+    sink.put(b"{");
     for (i, (k, v)) in out.iter().enumerate() {
         if i > 0 {
-            json.extend_from_slice(b", ");
+            sink.put(b", ");
         }
-        pyjson::write_str(&mut json, k);
-        json.extend_from_slice(b": ");
+        pyjson::write_str(sink, k);
+        sink.put(b": ");
         match v {
-            PyOut::Value(v) => pyjson::write(&mut json, v)?,
-            PyOut::Text(t) => pyjson::write_str(&mut json, t),
-            PyOut::Owned(t) => pyjson::write_str(&mut json, t),
+            PyOut::Value(v) => pyjson::write(sink, v)?,
+            PyOut::Text(t) => pyjson::write_str(sink, t),
+            PyOut::Owned(t) => pyjson::write_str(sink, t),
         }
     }
-    json.push(b'}');
-    json.shrink_to_fit();
-    Ok(Transformed { json, msg_date })
+    sink.put(b"}");
+    Ok(msg_date)
+}
+
+/// A message parsed in either style.
+enum Parsed {
+    Compact(Value),
+    Python(crate::pyjson::Doc),
+}
+
+/// The transform of a whole object into a body that spools past the threshold. The input
+/// is dropped once parsed (the tree owns what it needs): what is held while the record is
+/// written is the tree and at most `spool.threshold` of the record, not also the input and
+/// the whole record. (The item keeps its body for the `failed` port: for an object over
+/// the threshold that is its spool file, not memory.) The outer error is the content's,
+/// the inner one the spool's.
+fn transform_to_body(
+    input: Bytes,
+    name: &str,
+    style: JsonStyle,
+    spool: &Spool,
+) -> Result<std::io::Result<(Body, String)>, String> {
+    let expected = input.len() * 2 + 4096;
+    let parsed = match style {
+        JsonStyle::Compact => Parsed::Compact(parse_compact(&input)?),
+        JsonStyle::Python => Parsed::Python(crate::pyjson::parse(&input)?),
+    };
+    drop(input);
+    let mut writer = BodyWriter::new(spool, expected);
+    let msg_date = match &parsed {
+        Parsed::Compact(doc) => write_compact(doc, name, &mut writer)?,
+        Parsed::Python(doc) => write_python(doc, name, &mut writer)?,
+    };
+    drop(parsed);
+    Ok(writer.finish().map(|body| (body, msg_date)))
 }
 
 fn py_type_name(v: &crate::pyjson::Json) -> &'static str {
@@ -261,26 +308,26 @@ impl Processor for NatsMessage {
         out.emit("ok", item).await.map_err(ItemError::from)
     }
 
-    async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
+    async fn process(&self, mut item: Item, out: &Emitter, cx: &Context) -> Result<(), ItemError> {
         let name = item.name().to_string();
         let style = self.cfg.json_style;
-        let result = parse_body(&item, "nats_message", self.cfg.max_bytes, move |bytes| match style {
-            JsonStyle::Compact => transform(&bytes, &name),
-            JsonStyle::Python => transform_python(&bytes, &name),
+        let spool = cx.spool().clone();
+        let result = parse_body(&item, "nats_message", self.cfg.max_bytes, move |bytes| {
+            transform_to_body(bytes, &name, style, &spool)
         })
         .await?;
         match result {
-            Ok(t) => {
-                item.set("msg_date", t.msg_date);
-                item.body = Some(Body::Memory(Bytes::from(t.json)));
-                out.emit("ok", item).await
+            Ok(Err(e)) => Err(ItemError::new(format!("writing the record to a spool file: {e}"))),
+            Ok(Ok((body, msg_date))) => {
+                item.set("msg_date", msg_date);
+                item.body = Some(body);
+                out.emit("ok", item).await.map_err(ItemError::from)
             }
             Err(reason) => {
                 item.set_problem(Problem::Unparseable { reason });
-                out.emit("failed", item).await
+                out.emit("failed", item).await.map_err(ItemError::from)
             }
         }
-        .map_err(ItemError::from)
     }
 }
 

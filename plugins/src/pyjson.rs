@@ -21,6 +21,7 @@
 //!   `\uXXXX` (lowercase hex; surrogate pairs above U+FFFF), `\n`-style escapes for the
 //!   five that have one.
 
+use dqpipe_engine::body::BodyWriter;
 use indexmap::IndexMap;
 
 /// The deepest nesting read: Python's own recursion limit is 1,000, so the job dqpipe
@@ -324,30 +325,48 @@ fn push_wtf8(out: &mut Vec<u8>, cp: u32) {
     }
 }
 
+/// Where the writers put bytes: a `Vec`, or a [`BodyWriter`] that moves to a temporary file
+/// past the spool threshold.
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for BodyWriter {
+    fn put(&mut self, bytes: &[u8]) {
+        BodyWriter::put(self, bytes);
+    }
+}
+
 /// Writes `s` as `json.dumps` writes a string.
-pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
+pub fn write_str(out: &mut impl Sink, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let u = |out: &mut Vec<u8>, c: u32| {
-        out.extend_from_slice(b"\\u");
-        out.extend([12, 8, 4, 0].iter().map(|shift| HEX[((c >> shift) & 0xF) as usize]));
+    let u = |out: &mut _, c: u32| {
+        let h = |shift: u32| HEX[((c >> shift) & 0xF) as usize];
+        Sink::put(out, &[b'\\', b'u', h(12), h(8), h(4), h(0)]);
     };
-    out.push(b'"');
+    out.put(b"\"");
     let mut i = 0;
     while i < s.len() {
         let b = s[i];
         match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            8 => out.extend_from_slice(b"\\b"),
-            12 => out.extend_from_slice(b"\\f"),
+            b'"' => out.put(b"\\\""),
+            b'\\' => out.put(b"\\\\"),
+            b'\n' => out.put(b"\\n"),
+            b'\r' => out.put(b"\\r"),
+            b'\t' => out.put(b"\\t"),
+            8 => out.put(b"\\b"),
+            12 => out.put(b"\\f"),
             0x20..=0x7E => {
                 // A run of printable ASCII, copied at once.
                 let end = s[i..].iter().position(|&c| !(0x20..=0x7E).contains(&c) || c == b'"' || c == b'\\');
                 let end = end.map_or(s.len(), |n| i + n);
-                out.extend_from_slice(&s[i..end]);
+                out.put(&s[i..end]);
                 i = end;
                 continue;
             }
@@ -367,7 +386,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &[u8]) {
         }
         i += 1;
     }
-    out.push(b'"');
+    out.put(b"\"");
 }
 
 /// The code point at the start of `s` (WTF-8 this module wrote or checked) and its length.
@@ -385,39 +404,39 @@ fn decode_wtf8(s: &[u8]) -> (u32, usize) {
 /// double, an exact tie going to the even digit (ryu; Rust's own formatting rounds ties
 /// up: 1256360419338641.25 is `...641.2` in Python, `...641.3` in Rust), in fixed notation
 /// from 1e-4 to below 1e16 and in exponent notation otherwise, with `.0` on a whole number.
-pub fn write_float(out: &mut Vec<u8>, f: f64) -> Result<(), String> {
+pub fn write_float(out: &mut impl Sink, f: f64) -> Result<(), String> {
     if !f.is_finite() {
         return Err("a number out of range: Python would write `Infinity`, which is not JSON".into());
     }
     if f.is_sign_negative() {
-        out.push(b'-');
+        out.put(b"-");
     }
     if f == 0.0 {
-        out.extend_from_slice(b"0.0");
+        out.put(b"0.0");
         return Ok(());
     }
     let (digits, decpt) = shortest_digits(f.abs());
     let n = digits.len() as i32;
     if decpt <= -4 || decpt > 16 {
-        out.push(digits[0]);
+        out.put(&digits[..1]);
         if n > 1 {
-            out.push(b'.');
-            out.extend_from_slice(&digits[1..]);
+            out.put(b".");
+            out.put(&digits[1..]);
         }
         let e = decpt - 1;
-        out.extend_from_slice(format!("e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs()).as_bytes());
+        out.put(format!("e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs()).as_bytes());
     } else if decpt <= 0 {
-        out.extend_from_slice(b"0.");
-        out.extend(std::iter::repeat_n(b'0', (-decpt) as usize));
-        out.extend_from_slice(&digits);
+        out.put(b"0.");
+        out.put(&vec![b'0'; (-decpt) as usize]);
+        out.put(&digits);
     } else if decpt < n {
-        out.extend_from_slice(&digits[..decpt as usize]);
-        out.push(b'.');
-        out.extend_from_slice(&digits[decpt as usize..]);
+        out.put(&digits[..decpt as usize]);
+        out.put(b".");
+        out.put(&digits[decpt as usize..]);
     } else {
-        out.extend_from_slice(&digits);
-        out.extend(std::iter::repeat_n(b'0', (decpt - n) as usize));
-        out.extend_from_slice(b".0");
+        out.put(&digits);
+        out.put(&vec![b'0'; (decpt - n) as usize]);
+        out.put(b".0");
     }
     Ok(())
 }
@@ -440,59 +459,63 @@ fn shortest_digits(f: f64) -> (Vec<u8>, i32) {
 }
 
 /// Writes `v` as `json.dumps(v)` does, with an explicit stack (no recursion).
-pub fn write(out: &mut Vec<u8>, v: &Json) -> Result<(), String> {
+pub fn write(out: &mut impl Sink, v: &Json) -> Result<(), String> {
     enum Frame<'a> {
         Array(std::slice::Iter<'a, Json>),
         Object(indexmap::map::Iter<'a, Str, Json>),
     }
     let mut stack: Vec<Frame<'_>> = Vec::new();
     let mut next = Some(v);
+    // A container was opened and has no value yet: no `, ` before the next one.
+    let mut opened = false;
     loop {
         if let Some(v) = next.take() {
             match v {
-                Json::Null => out.extend_from_slice(b"null"),
-                Json::Bool(true) => out.extend_from_slice(b"true"),
-                Json::Bool(false) => out.extend_from_slice(b"false"),
-                Json::Int(t) => out.extend_from_slice(t.as_bytes()),
+                Json::Null => out.put(b"null"),
+                Json::Bool(true) => out.put(b"true"),
+                Json::Bool(false) => out.put(b"false"),
+                Json::Int(t) => out.put(t.as_bytes()),
                 Json::Float(f) => write_float(out, *f)?,
                 Json::Str(s) => write_str(out, s),
                 Json::Array(a) => {
-                    out.push(b'[');
+                    out.put(b"[");
+                    opened = true;
                     stack.push(Frame::Array(a.iter()));
                 }
                 Json::Object(m) => {
-                    out.push(b'{');
+                    out.put(b"{");
+                    opened = true;
                     stack.push(Frame::Object(m.iter()));
                 }
             }
         }
         // The next value of the innermost open container, or close it.
         let Some(top) = stack.last_mut() else { return Ok(()) };
-        let first = matches!(out.last(), Some(b'[' | b'{'));
+        let first = std::mem::take(&mut opened);
         match top {
             Frame::Array(items) => match items.next() {
                 Some(item) => {
                     if !first {
-                        out.extend_from_slice(b", ");
+                        out.put(b", ");
                     }
                     next = Some(item);
                 }
                 None => {
-                    out.push(b']');
+                    out.put(b"]");
                     stack.pop();
                 }
             },
             Frame::Object(entries) => match entries.next() {
                 Some((k, item)) => {
                     if !first {
-                        out.extend_from_slice(b", ");
+                        out.put(b", ");
                     }
                     write_str(out, k);
-                    out.extend_from_slice(b": ");
+                    out.put(b": ");
                     next = Some(item);
                 }
                 None => {
-                    out.push(b'}');
+                    out.put(b"}");
                     stack.pop();
                 }
             },
