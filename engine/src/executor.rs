@@ -73,6 +73,18 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     Ok(report(p, &opts, &stats, &concurrency, ended).await)
 }
 
+/// `max_bytes_in_flight`. An object is held whole in memory by a node that parses it: then
+/// it counts at its full size times what that node's output grows to; otherwise at most
+/// what stays in memory before spooling.
+fn byte_budget(p: &Pipeline) -> ByteBudget {
+    let whole = p.nodes.iter().any(|n| n.kind.reads_whole_body());
+    let (cap, growth) = match whole {
+        true => (u64::MAX, p.nodes.iter().map(|n| n.kind.body_growth()).max().unwrap_or(1)),
+        false => (p.defaults.spool_threshold_bytes, 1),
+    };
+    ByteBudget::new(p.defaults.max_bytes_in_flight, cap, growth)
+}
+
 /// Wires every node's output ports to its consumers' bounded channels (one per processing
 /// node, shared by all its inputs) and starts one task per node.
 fn spawn_nodes(
@@ -84,11 +96,7 @@ fn spawn_nodes(
 ) -> JoinSet<Option<SourceError>> {
     let spool =
         Spool { threshold: p.defaults.spool_threshold_bytes, dir: p.defaults.spool_dir.as_ref().map(Into::into) };
-    // An object is held whole in memory by a node that parses it: then it counts at its
-    // full size; otherwise at most what stays in memory before spooling.
-    let whole = p.nodes.iter().any(|n| n.kind.reads_whole_body());
-    let cap = if whole { u64::MAX } else { p.defaults.spool_threshold_bytes };
-    let budget = ByteBudget::new(p.defaults.max_bytes_in_flight, cap);
+    let budget = byte_budget(p);
     let mut senders: HashMap<&str, mpsc::Sender<Item>> = HashMap::new();
     let mut receivers: HashMap<&str, mpsc::Receiver<Item>> = HashMap::new();
     for n in p.nodes.iter().filter(|n| matches!(n.built, Built::Processor(_))) {

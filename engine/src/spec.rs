@@ -81,7 +81,8 @@ pub struct Defaults {
     /// How many bytes of source objects (their listed sizes) may be in the pipeline at
     /// once; a source waits before emitting more. Bounds memory when objects are large, as
     /// `channel_capacity` does when they are many. An object counts at its full size when
-    /// a node reads whole bodies into memory (a parse), else at most
+    /// a node reads whole bodies into memory (a parse), times the node's output growth
+    /// (`NodeKind::body_growth`), else at most
     /// `spool_threshold_bytes` (beyond that it is on disk); one larger than the budget
     /// still goes through, alone. From 1 KiB to 1 TiB.
     #[schemars(range(min = 1024, max = 1099511627776u64))]

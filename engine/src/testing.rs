@@ -63,7 +63,11 @@ impl Probe {
 /// The test kinds and the `mem://` stores, sharing `probe`.
 pub fn registry(probe: Arc<Probe>) -> Registry {
     Registry {
-        kinds: vec![Arc::new(NumbersKind(probe.clone())), Arc::new(GateKind(probe))],
+        kinds: vec![
+            Arc::new(NumbersKind(probe.clone())),
+            Arc::new(GateKind(probe.clone(), false)),
+            Arc::new(GateKind(probe, true)),
+        ],
         stores: Arc::new(MemoryStores),
     }
 }
@@ -149,11 +153,27 @@ struct GateConfig {
     refuse: Vec<String>,
 }
 
-struct GateKind(Arc<Probe>);
+/// `gate`, and with `true` `parse_gate`: the same, declared as a parse whose output is
+/// twice its input (`reads_whole_body`, `body_growth` 2).
+struct GateKind(Arc<Probe>, bool);
 
 impl NodeKind for GateKind {
     fn name(&self) -> &'static str {
-        "gate"
+        if self.1 {
+            "parse_gate"
+        } else {
+            "gate"
+        }
+    }
+    fn reads_whole_body(&self) -> bool {
+        self.1
+    }
+    fn body_growth(&self) -> u32 {
+        if self.1 {
+            2
+        } else {
+            1
+        }
     }
     fn summary(&self) -> &'static str {
         "Test processor: holds, fails or panics on items as told."

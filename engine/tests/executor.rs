@@ -105,6 +105,28 @@ async fn the_byte_budget_bounds_the_objects_in_flight() {
     assert_eq!(probe.max_open.load(Ordering::SeqCst), 4);
 }
 
+/// Behind a node that parses whole bodies into an output twice their size, an object
+/// counts twice: 8 KiB of 1 KiB objects is 4 in flight.
+#[tokio::test(start_paused = true)]
+async fn the_byte_budget_counts_what_a_parse_makes_of_an_object() {
+    let probe = Arc::new(Probe::default());
+    let yaml = "version: 1\nname: t\ndefaults: { max_bytes_in_flight: 8192 }\nnodes:\n  src: { kind: numbers, count: 64, size: 1024 }\n  gate: { kind: parse_gate, input: src, hold: true, concurrency: 32 }\n";
+    let p = match load_pipeline_str(Path::new("t.yaml"), yaml, &registry(probe.clone()), &|_| None) {
+        Ok(p) => Arc::new(p),
+        Err(e) => panic!("{e}"),
+    };
+    let running = tokio::spawn({
+        let p = p.clone();
+        async move { run(&p, RunOptions::default()).await }
+    });
+    until(|| probe.open.load(Ordering::SeqCst) == 4).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(probe.entered.load(Ordering::SeqCst), 4);
+    probe.release(64);
+    assert_eq!(running.await.unwrap().items.complete, 64);
+    assert_eq!(probe.max_open.load(Ordering::SeqCst), 4);
+}
+
 #[tokio::test(start_paused = true)]
 async fn failed_and_panicking_items_are_reported_and_never_acknowledged() {
     let probe = Arc::new(Probe::default());

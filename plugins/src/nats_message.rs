@@ -73,6 +73,7 @@ impl KindConfig for NatsMessageConfig {
     const PORTS: &'static [PortDecl] = PORTS;
     const CPU_BOUND: bool = true;
     const READS_WHOLE_BODY: bool = true;
+    const BODY_GROWTH: u32 = 2;
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
         Ok(Built::Processor(Arc::new(NatsMessage { cfg: self })))
     }

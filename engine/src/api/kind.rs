@@ -53,6 +53,14 @@ pub trait NodeKind: Send + Sync {
     fn reads_whole_body(&self) -> bool {
         false
     }
+    /// The most bytes of body this node sends on per byte it received: 1 for a node that
+    /// passes bodies through, 2 for `nats_message` (its record quotes the message twice).
+    /// With [`reads_whole_body`](Self::reads_whole_body), the byte budget counts each object
+    /// at its size times the largest growth in the pipeline, what its item holds in memory
+    /// after that node.
+    fn body_growth(&self) -> u32 {
+        1
+    }
     /// The port a bare `input: node` refers to: the only port, or else the one named `out`
     /// (a `put`'s written items, beside its `refused`); none when the spec must name one
     /// (`scan.clean`).
@@ -87,6 +95,8 @@ pub trait KindConfig: DeserializeOwned + schemars::JsonSchema + Send + Sync + 's
     const CPU_BOUND: bool = false;
     /// See [`NodeKind::reads_whole_body`].
     const READS_WHOLE_BODY: bool = false;
+    /// See [`NodeKind::body_growth`].
+    const BODY_GROWTH: u32 = 1;
     /// See [`NodeKind::clean_port`].
     const CLEAN_PORT: Option<&'static str> = None;
     /// Checks the settings and builds a runnable node. Does no I/O: plans build too.
@@ -132,6 +142,9 @@ impl<C: KindConfig> NodeKind for Kind<C> {
     }
     fn reads_whole_body(&self) -> bool {
         C::READS_WHOLE_BODY
+    }
+    fn body_growth(&self) -> u32 {
+        C::BODY_GROWTH
     }
     fn clean_port(&self) -> Option<&'static str> {
         C::CLEAN_PORT

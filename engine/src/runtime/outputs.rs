@@ -51,18 +51,20 @@ pub(crate) struct ByteBudget {
     /// The most one object counts: the spool threshold, or no limit when a node reads
     /// whole bodies into memory.
     cap: u64,
+    /// Bytes held per byte of the object (`NodeKind::body_growth`).
+    growth: u32,
 }
 
 impl ByteBudget {
-    pub(crate) fn new(max_bytes: u64, cap: u64) -> Self {
+    pub(crate) fn new(max_bytes: u64, cap: u64, growth: u32) -> Self {
         let total_kib = (max_bytes / 1024).clamp(1, u64::from(u32::MAX >> 4)) as u32;
-        Self { semaphore: Arc::new(Semaphore::new(total_kib as usize)), total_kib, cap }
+        Self { semaphore: Arc::new(Semaphore::new(total_kib as usize)), total_kib, cap, growth: growth.max(1) }
     }
 
-    /// The KiB an item takes: its listed size up to the cap (1 KiB when unknown or
-    /// smaller; the whole budget at most: a larger object goes through alone).
+    /// The KiB an item takes: its listed size up to the cap, times the growth (1 KiB when
+    /// unknown or smaller; the whole budget at most: a larger object goes through alone).
     fn charge(&self, item: &Item) -> u32 {
-        let size = item.listed().size.min(self.cap);
+        let size = item.listed().size.min(self.cap).saturating_mul(u64::from(self.growth));
         (size.div_ceil(1024).max(1)).min(u64::from(self.total_kib)) as u32
     }
 }
