@@ -16,6 +16,7 @@ pub mod json_check;
 pub mod list;
 pub mod map;
 pub mod nats_message;
+mod parallel_listing;
 mod parse;
 pub mod put;
 pub mod pyjson;

@@ -68,10 +68,11 @@ pub struct ListConfig {
     pub inventory: Option<crate::inventory::InventoryConfig>,
     /// Listings in flight at once: the prefix is split by the character that follows it
     /// (one listing per printable ASCII character, and the keys beyond), listed up to this
-    /// many at a time; objects then come in no particular order. Set `prefix` to what all
-    /// keys share, so that they differ right after it (NATS archive keys: up to `MTCU_`,
-    /// then a hex digit). For stores that list in key order (S3); 1 (the default) lists in
-    /// one sequence.
+    /// many at a time; objects then come in no particular order. The prefix is first
+    /// extended to what every key under it shares (found from the first key and a few
+    /// probes: NATS archive keys share everything up to `MTCU_`, then differ by a hex
+    /// digit). For stores that list in key order (S3); 1 (the default) lists in one
+    /// sequence.
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 256))]
     pub parallel_listings: usize,
@@ -165,11 +166,6 @@ impl KindConfig for ListConfig {
                 "parallel listings split the keys by their first character: `start_after` does not apply",
             ));
         }
-        // One listing per printable ASCII character after the prefix (see `fanned_out`).
-        let fan = match cfg.parallel_listings {
-            1 => Vec::new(),
-            _ => (b' '..=b'~').map(|c| format!("{}{}", cfg.prefix, c as char)).collect(),
-        };
         let inventory = match &cfg.inventory {
             Some(_) if cfg.start_after.is_some() => {
                 return Err(ConfigError::at("start_after", "an inventory is read whole: `start_after` does not apply"))
@@ -177,7 +173,7 @@ impl KindConfig for ListConfig {
             Some(inv) => Some(ctx.store("inventory.store", &inv.store)?),
             None => None,
         };
-        Ok(Built::Source(Arc::new(List { cfg, store, regex, resume, inventory, fan })))
+        Ok(Built::Source(Arc::new(List { cfg, store, regex, resume, inventory, split: Default::default() })))
     }
 }
 
@@ -188,8 +184,9 @@ pub struct List {
     resume: Option<DoneLog>,
     /// The store holding the inventory reports, with `inventory`.
     inventory: Option<Arc<dyn Store>>,
-    /// The prefixes of a listing split by the next character (`parallel_listings`).
-    fan: Vec<String>,
+    /// With `parallel_listings`: the prefix every key shares, after which the keys are
+    /// split into ranges (`parallel_listing.rs`), and the ranges' prefixes; found once.
+    split: tokio::sync::OnceCell<(String, Vec<String>)>,
 }
 
 /// What a listing does with one object.
@@ -271,23 +268,47 @@ impl List {
         resumable_listing(&*self.store, prefix, after, &self.cfg.retry, || cx.retried(1))
     }
 
-    /// The prefix's keys in ranges listed at once, `parallel_listings` at a time: one
-    /// listing per printable ASCII character after the prefix, one for the prefix itself
-    /// and keys whose next character sorts before the space (it stops at the space: the
-    /// store lists in key order), one for keys whose next character sorts after `~`. Each
-    /// range is retried from its own last key; together they list every key once.
+    /// The prefix's keys in ranges listed at once, `parallel_listings` at a time: the
+    /// prefix is extended to what every key shares, then split by the next character: one
+    /// listing per printable ASCII character, one for the shared prefix itself and keys
+    /// whose next character sorts before the space (it stops at the space: the store lists
+    /// in key order), one for keys whose next character sorts after `~`. Each range is
+    /// retried from its own last key; together they list every key once.
     fn fanned_out<'a>(&'a self, cx: &'a Context) -> Listing<'a> {
-        let p = &self.cfg.prefix;
-        let space = format!("{p} ");
-        let low = self
-            .listing(cx, p, None)
-            .take_while(move |r| futures::future::ready(r.as_ref().map_or(true, |o| o.key.as_str() < space.as_str())));
-        let tilde = format!("{p}~");
-        let high = self
-            .listing(cx, p, Some(tilde.clone()))
-            .filter(move |r| futures::future::ready(r.as_ref().map_or(true, |o| !o.key.starts_with(tilde.as_str()))));
-        let ranges = [low.boxed(), high.boxed()].into_iter().chain(self.fan.iter().map(|q| self.listing(cx, q, None)));
-        futures::stream::iter(ranges).flatten_unordered(self.cfg.parallel_listings).boxed()
+        let split = async move {
+            self.split
+                .get_or_init(|| async {
+                    let p = &self.cfg.prefix;
+                    let base = match crate::parallel_listing::shared_prefix(&*self.store, p).await {
+                        Ok(base) => {
+                            tracing::info!(prefix = %base, "parallel listings: the keys split after their shared prefix");
+                            base
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "parallel listings: the shared prefix was not found; splitting after `prefix`");
+                            p.clone()
+                        }
+                    };
+                    let fan = crate::parallel_listing::fan(&base);
+                    (base, fan)
+                })
+                .await
+        };
+        futures::stream::once(split)
+            .flat_map(move |(base, fan): &'a (String, Vec<String>)| {
+                let space = format!("{base} ");
+                let low = self.listing(cx, base, None).take_while(move |r| {
+                    futures::future::ready(r.as_ref().map_or(true, |o| o.key.as_str() < space.as_str()))
+                });
+                let tilde = format!("{base}~");
+                let high = self.listing(cx, base, Some(tilde.clone())).filter(move |r| {
+                    futures::future::ready(r.as_ref().map_or(true, |o| !o.key.starts_with(tilde.as_str())))
+                });
+                let ranges =
+                    [low.boxed(), high.boxed()].into_iter().chain(fan.iter().map(move |q| self.listing(cx, q, None)));
+                futures::stream::iter(ranges).flatten_unordered(self.cfg.parallel_listings)
+            })
+            .boxed()
     }
 }
 

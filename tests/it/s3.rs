@@ -301,3 +301,39 @@ fn parallel_listings_list_every_key_once() {
     assert_eq!(listed[0], want);
     assert_eq!(listed[1], want);
 }
+
+/// NATS archive keys share everything up to `MTCU_`: with the spec's prefix empty, the
+/// list node finds that shared prefix (a few probing listings) and splits after it, by the
+/// hex digit that follows; every key is listed once.
+#[test]
+fn parallel_listings_split_after_the_prefix_all_keys_share() {
+    let s3 = S3Server::start(&["archive"]);
+    let bucket = s3.bucket_dir("archive");
+    let keys: Vec<String> = (0..1500u64)
+        .map(|i| {
+            format!("[-PRMD=EG-ADMD=ICAO-C=XX-;MTA-EGGG-1-MTCU_{:016X}].json", i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        })
+        .collect();
+    for k in &keys {
+        std::fs::write(bucket.join(k), b"{}").unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = copy_spec(dir.path(), ", parallel_listings: 16");
+    let out = with_default_chain(&mut dqpipe(dir.path()), &s3)
+        .args(["run", &spec, "--progress", "off"])
+        .env("SRC_URL", "s3://archive")
+        .env("DST_URL", format!("file://{}", dir.path().join("out").display()))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("the keys split after their shared prefix prefix=[-PRMD=EG-ADMD=ICAO-C=XX-;MTA-EGGG-1-MTCU_"),
+        "{err}"
+    );
+    let mut got = files_under(&dir.path().join("out"));
+    got.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(got, want);
+}
