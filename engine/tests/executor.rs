@@ -87,22 +87,28 @@ async fn a_slow_node_holds_back_the_source() {
     assert_eq!(running.await.unwrap().items.complete, 1000);
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_byte_budget_bounds_the_objects_in_flight() {
-    let probe = Arc::new(Probe::default());
-    // 4 KiB of 1 KiB objects: 4 in the pipeline at once, though the gate takes 32.
-    let p =
-        Arc::new(pipeline(&probe, "max_bytes_in_flight: 4096", "count: 64, size: 1024", "hold: true, concurrency: 32"));
+/// Runs `p` (its source sends 64 items to a gate that holds them) and checks that no more
+/// than `in_flight` ever reach the gate at once, though it takes 32.
+async fn at_most_in_flight(probe: &Arc<Probe>, p: Pipeline, in_flight: usize) {
+    let p = Arc::new(p);
     let running = tokio::spawn({
         let p = p.clone();
         async move { run(&p, RunOptions::default()).await }
     });
-    until(|| probe.open.load(Ordering::SeqCst) == 4).await;
+    until(|| probe.open.load(Ordering::SeqCst) == in_flight).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(probe.entered.load(Ordering::SeqCst), 4);
+    assert_eq!(probe.entered.load(Ordering::SeqCst), in_flight);
     probe.release(64);
     assert_eq!(running.await.unwrap().items.complete, 64);
-    assert_eq!(probe.max_open.load(Ordering::SeqCst), 4);
+    assert_eq!(probe.max_open.load(Ordering::SeqCst), in_flight);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_byte_budget_bounds_the_objects_in_flight() {
+    let probe = Arc::new(Probe::default());
+    // 4 KiB of 1 KiB objects: 4 in the pipeline at once, though the gate takes 32.
+    let p = pipeline(&probe, "max_bytes_in_flight: 4096", "count: 64, size: 1024", "hold: true, concurrency: 32");
+    at_most_in_flight(&probe, p, 4).await;
 }
 
 /// Behind a node that parses whole bodies into an output twice their size, an object
@@ -112,19 +118,10 @@ async fn the_byte_budget_counts_what_a_parse_makes_of_an_object() {
     let probe = Arc::new(Probe::default());
     let yaml = "version: 1\nname: t\ndefaults: { max_bytes_in_flight: 8192 }\nnodes:\n  src: { kind: numbers, count: 64, size: 1024 }\n  gate: { kind: parse_gate, input: src, hold: true, concurrency: 32 }\n";
     let p = match load_pipeline_str(Path::new("t.yaml"), yaml, &registry(probe.clone()), &|_| None) {
-        Ok(p) => Arc::new(p),
+        Ok(p) => p,
         Err(e) => panic!("{e}"),
     };
-    let running = tokio::spawn({
-        let p = p.clone();
-        async move { run(&p, RunOptions::default()).await }
-    });
-    until(|| probe.open.load(Ordering::SeqCst) == 4).await;
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(probe.entered.load(Ordering::SeqCst), 4);
-    probe.release(64);
-    assert_eq!(running.await.unwrap().items.complete, 64);
-    assert_eq!(probe.max_open.load(Ordering::SeqCst), 4);
+    at_most_in_flight(&probe, p, 4).await;
 }
 
 #[tokio::test(start_paused = true)]

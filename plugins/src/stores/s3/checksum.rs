@@ -93,15 +93,16 @@ impl HttpService for Crc32cService {
                 signer.credentials.get_credential().await.map_err(|e| HttpError::new(HttpErrorKind::Unknown, e))?;
             // object_store hands the body over in the chunks it was given; joined into one
             // (no copy for one chunk), it can be checked and signed.
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
             let bytes = body.collect().await?.to_bytes();
-            req = HttpRequest::from_parts(parts, HttpRequestBody::from(bytes));
             if how == Change::Crc32c {
-                let crc = crc32c::crc32c(req.body().as_bytes().expect("one chunk"));
-                let value = base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes());
-                let value = http::HeaderValue::from_str(&value).expect("base64 is a header value");
-                req.headers_mut().insert(CHECKSUM_CRC32C, value);
+                let crc = crc32c::crc32c(&bytes).to_be_bytes();
+                let value = base64::engine::general_purpose::STANDARD.encode(crc);
+                let value =
+                    http::HeaderValue::try_from(value).map_err(|e| HttpError::new(HttpErrorKind::Unknown, e))?;
+                parts.headers.insert(CHECKSUM_CRC32C, value);
             }
+            req = HttpRequest::from_parts(parts, HttpRequestBody::from(bytes));
             AwsAuthorizer::new(&credential, "s3", &signer.region)
                 .with_sign_payload(how == Change::SignedPayload)
                 .authorize(&mut req, None);
