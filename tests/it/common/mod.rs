@@ -142,6 +142,21 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Whether the server `child` started accepts connections on 127.0.0.1:`port`: true as
+/// soon as it does; false once it has exited, or after 10 s (polled every 100 ms).
+pub fn listening(child: &mut std::process::Child, port: u16) -> bool {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
@@ -340,15 +355,12 @@ impl S3Server {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{bin}` ({e}); scripts/test installs it (cargo install s3s-fs)"));
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return S3Server { root, port, child };
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if listening(&mut child, port) {
+            return S3Server { root, port, child };
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("s3s-fs did not listen on 127.0.0.1:{port} within 10 s");
+        panic!("s3s-fs did not listen on 127.0.0.1:{port} (it exited, or not within 10 s)");
     }
 
     pub fn endpoint(&self) -> String {
@@ -633,11 +645,8 @@ impl Sshd {
             .stderr(std::fs::File::create(b.join("sshd.log")).unwrap())
             .spawn()
             .expect("/usr/sbin/sshd (scripts/test installs openssh-server)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Sshd { base, port, child };
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if listening(&mut child, port) {
+            return Sshd { base, port, child };
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -807,15 +816,12 @@ impl TlsFront {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("stunnel4 (scripts/test installs Debian's stunnel4)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return TlsFront { port, ca: d.join("ca.pem"), _dir: dir, child };
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if listening(&mut child, port) {
+            return TlsFront { port, ca: d.join("ca.pem"), _dir: dir, child };
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("stunnel4 did not listen on 127.0.0.1:{port} within 10 s");
+        panic!("stunnel4 did not listen on 127.0.0.1:{port} (it exited, or not within 10 s)");
     }
 
     pub fn endpoint(&self) -> String {
