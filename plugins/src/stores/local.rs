@@ -18,7 +18,6 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 
 /// Settings of a `file://` store.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -304,23 +303,7 @@ impl LocalStore {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!("{TMP_PREFIX}{}-{}-{n}", HOST.as_str(), std::process::id()));
         let write = async {
-            match body {
-                Body::Memory(b) => {
-                    let mut f = tokio::fs::File::create(&tmp).await?;
-                    f.write_all(b).await?;
-                    if self.fsync {
-                        f.sync_data().await?;
-                    }
-                }
-                Body::Spooled(_) => {
-                    if let Some(src) = body.spooled_path() {
-                        tokio::fs::copy(src, &tmp).await?;
-                    }
-                    if self.fsync {
-                        tokio::fs::File::open(&tmp).await?.sync_data().await?;
-                    }
-                }
-            }
+            self.write_temporary(&tmp, body).await?;
             if let Some(origin) = &options.origin {
                 self.record_origin(&tmp, origin).await?;
             }
@@ -348,6 +331,43 @@ impl LocalStore {
                 Err(io_error(key, "writing", e))
             }
         }
+    }
+
+    /// Writes the body to the temporary file and, with `fsync`, flushes it to disk; then
+    /// checks that the file holds every byte. Written with `std::fs` in one blocking task,
+    /// not tokio's `File`: tokio's `write_all` hands the bytes to a background write whose
+    /// failure (ENOSPC, EDQUOT, EIO, EFBIG) is reported only by a later write or flush,
+    /// and `sync_data` does not report it, so a short file was renamed into place and
+    /// counted done. Here every error of the write, the copy and the flush fails it.
+    async fn write_temporary(&self, tmp: &Path, body: &Body) -> std::io::Result<()> {
+        use std::io::Write;
+        let (tmp, fsync, expected) = (tmp.to_path_buf(), self.fsync, body.len());
+        let (bytes, spooled) = match body {
+            Body::Memory(b) => (Some(b.clone()), None),
+            Body::Spooled(_) => (None, body.spooled_path().map(Path::to_path_buf)),
+        };
+        let job = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            match (bytes, spooled) {
+                (Some(b), _) => f.write_all(&b)?,
+                (None, Some(src)) => {
+                    std::io::copy(&mut std::fs::File::open(src)?, &mut f)?;
+                }
+                (None, None) => {}
+            }
+            f.flush()?;
+            if fsync {
+                f.sync_all()?;
+            }
+            let written = f.metadata()?.len();
+            if written != expected {
+                return Err(std::io::Error::other(format!(
+                    "the file holds {written} of {expected} bytes after writing: not renamed into place"
+                )));
+            }
+            Ok(())
+        });
+        job.await.map_err(std::io::Error::other)?
     }
 
     /// Records the origin on the temporary file. A file system without user extended
