@@ -14,6 +14,7 @@ mod kube;
 mod map;
 mod nats;
 mod plan;
+mod problems;
 mod reliability;
 mod s3;
 mod sftp;

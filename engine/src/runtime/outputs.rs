@@ -226,12 +226,17 @@ impl Emitter {
                 });
             }
         }
-        if route.consumers.is_empty() {
-            if let Some(problem) = &item.problem {
-                // A problem with nowhere to go (an unrouted `refused` port) is kept: the
-                // object is refused, left at its source, never acknowledged as done.
-                mark_failed(&item, &self.node, &problem.reason(), true);
-            }
+        // Out of an unrouted problem port (a `refused` port nothing reads), a problem has
+        // nowhere to go: the object is refused, left at its source, never acknowledged as
+        // done. Out of any other unrouted port the item has reached the end of its path,
+        // whatever the kind of the last node and whatever problem it carries (a quarantined
+        // file out of its quarantine `put`): its object is complete.
+        if route.consumers.is_empty() && route.problem {
+            let reason = match &item.problem {
+                Some(problem) => problem.reason(),
+                None => format!("sent out of `{}.{port}`, which leads nowhere", self.node),
+            };
+            mark_failed(&item, &self.node, &reason, true);
         }
         if let Some((last, rest)) = route.consumers.split_last() {
             for tx in rest {
