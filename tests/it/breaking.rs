@@ -211,38 +211,63 @@ fn secret_values_never_appear_in_validation_errors() {
     assert!(!err.contains(secret) && !err.contains("EXAMPLEKEY"), "{err}");
 }
 
+/// A scanner that answers `OK` once 64 KiB arrived (hanging up, or draining the rest and
+/// then answering the session's PING) never reads the canary's EICAR at its end: the run
+/// does not start, and nothing is scanned, passed or quarantined.
 #[test]
-fn a_scanner_answering_ok_before_the_whole_item_was_sent_passes_nothing() {
+fn a_scanner_answering_ok_before_the_whole_item_was_sent_fails_the_canary() {
     for hang_up in [true, false] {
         let fake = FakeClamd::start(Scanner::EarlyOk { hang_up });
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("var/archive");
-        // Hanging up after 64 KiB breaks the send of a 1 MiB file as of a 20 MB one; a
-        // scanner that keeps reading is caught by when its answer came (20 MB: the answer
-        // comes long before the last chunk could have been sent).
-        if hang_up {
-            infected_file(&archive.join("one-mib.json"), 1 << 20);
-        }
-        infected_file(&archive.join("twenty-mb.json"), 20_000_000);
-        let Ran { out, report } = TestRun::nats(dir.path(), &fake.address).run();
+        infected_file(&archive.join("one-mib.json"), 1 << 20);
+        let Ran { out, .. } = TestRun::nats(dir.path(), &fake.address).run();
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(4), "hang_up {hang_up}: {err}");
-        assert!(fake.scans.load(std::sync::atomic::Ordering::SeqCst) > 0, "the fake scanner was never asked");
+        assert_eq!(out.status.code(), Some(1), "hang_up {hang_up}: {err}");
+        assert!(err.contains("canary"), "the failed check is named: {err}");
+        assert!(fake.scans.load(std::sync::atomic::Ordering::SeqCst) > 0, "the canary was sent");
         for store in ["internal", "quarantine", "dead-letter"] {
             assert_eq!(files_under(&dir.path().join("var").join(store)), Vec::<String>::new(), "{store}: {err}");
         }
-        let failures = report["failures"].as_array().unwrap();
-        assert_eq!(failures.len(), files_under(&archive).len(), "{report}");
-        for f in failures {
-            let reason = f["reason"].as_str().unwrap();
-            assert_eq!(f["node"], "scan", "{f}");
-            assert!(
-                reason.contains("without having read the whole item")
-                    || reason.contains("before the whole item was sent")
-                    || reason.contains("while the item was sent"),
-                "{reason}"
-            );
-        }
+    }
+}
+
+/// A scanner whose database detects nothing answers `OK` to every item, as a real one
+/// does to clean ones: the canary stops the run before the first item (exit 1); one that
+/// stops detecting mid-run (after the preflight canary and 3 more streams) passes nothing
+/// from the next canary on, and the run ends incomplete (exit 4) saying why.
+#[test]
+fn a_scanner_that_detects_nothing_is_not_believed() {
+    let blind = FakeClamd::start(Scanner::Blind { detects: 0 });
+    let dir = tempfile::tempdir().unwrap();
+    infected_file(&dir.path().join("var/archive/eicar.json"), 300);
+    let Ran { out, .. } = TestRun::nats(dir.path(), &blind.address).run();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("answered clean for the canary"), "{err}");
+    assert_eq!(files_under(&dir.path().join("var/internal")), Vec::<String>::new());
+
+    // Mid-run: canaries every 4 items. The preflight canary (stream 0) is found, then
+    // items 1-3, then the canary before the 5th item is answered clean: from there on
+    // nothing is passed, and the 4 items scanned before it stay the only ones written.
+    let dir = tempfile::tempdir().unwrap();
+    let gen = dqpipe(dir.path()).args(["samples", "--out", "var/archive", "--count", "12"]).output().unwrap();
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    let spec = std::fs::read_to_string(nats_pipeline())
+        .unwrap()
+        .replace("    concurrency: 8\n  # Records", "    concurrency: 1\n    canary: { every_items: 4 }\n  # Records");
+    assert!(spec.contains("every_items: 4"), "the spec's scan node is where this test expects it");
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let turns = FakeClamd::start(Scanner::Blind { detects: 5 });
+    let Ran { out, report } = TestRun::new(dir.path(), "p.yaml").env("CLAMD_ADDRESS", &turns.address).run();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(files_under(&dir.path().join("var/internal")).len(), 4, "{err}");
+    let failures = report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 8, "{report}");
+    for f in failures {
+        assert!(f["reason"].as_str().unwrap().contains("canary scan failed"), "{f}");
+        assert_eq!(f["permanent"], false, "a rerun with a working scanner takes it: {f}");
     }
 }
 
@@ -547,13 +572,14 @@ fn a_rest_scanner_answering_ok_and_hanging_up_mid_file_passes_nothing() {
     });
     let dir = tempfile::tempdir().unwrap();
     infected_file(&dir.path().join("var/archive/twenty-mb.json"), 20_000_000);
-    let Ran { out, report } = TestRun::nats(dir.path(), &url).run();
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // The canary (4 MiB) is cut off the same way: the run does not start.
+    let Ran { out, .. } = TestRun::nats(dir.path(), &url).run();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("canary"), "{}", stderr(&out));
     assert!(answered.load(std::sync::atomic::Ordering::SeqCst) > 0, "the fake scanner was never asked");
     for store in ["internal", "quarantine", "dead-letter"] {
         assert_eq!(files_under(&dir.path().join("var").join(store)), Vec::<String>::new(), "{store}");
     }
-    assert_eq!(report["failures"][0]["node"], "scan", "{report}");
 }
 
 #[test]

@@ -24,7 +24,7 @@ fn reason(dir: &Path, store: &str, name: &str) -> String {
 /// StreamMaxLength, over TCP and over the unix socket.
 #[test]
 fn scans_route_clean_infected_and_unscannable() {
-    let clamd = Clamd::start("1M");
+    let clamd = Clamd::start("5M");
     for address in [clamd.tcp(), clamd.unix()] {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("var/archive");
@@ -38,8 +38,9 @@ fn scans_route_clean_infected_and_unscannable() {
         let in_json = samples.iter().find(|s| s["class"] == "infected").unwrap()["name"].as_str().unwrap().to_string();
         let clean = samples.iter().find(|s| s["class"] == "clean").unwrap()["name"].as_str().unwrap().to_string();
         std::fs::write(archive.join("eicar.json"), dqpipe_plugins::samples::eicar()).unwrap();
-        // 2 MiB of valid JSON: over the 1M StreamMaxLength, under the node's max_bytes.
-        std::fs::write(archive.join("big.json"), format!("{{\"pad\": \"{}\"}}", "a".repeat(2 << 20))).unwrap();
+        // 6 MiB of valid JSON: over the 5M StreamMaxLength (the 4 MiB canary fits), under the
+        // node's max_bytes.
+        std::fs::write(archive.join("big.json"), format!("{{\"pad\": \"{}\"}}", "a".repeat(6 << 20))).unwrap();
 
         let out = run_nats(dir.path(), &address, None);
         assert_eq!(out.status.code(), Some(3), "{address}: {}", stderr(&out));

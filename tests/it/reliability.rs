@@ -219,7 +219,11 @@ fn sigterm_stops_within_the_grace_period_and_a_rerun_completes() {
     let slow_clamd = FaultProxy::start(clamd.port, slow);
     let mut c = nats_run(dir.path(), &s3.endpoint(), &format!("tcp://127.0.0.1:{}", slow_clamd.port), "r.json");
     let child = c.args(["--grace-secs", "2"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1_500));
+    // Once items flow (the first one written, after the preflight canary), not by a timer.
+    let started = Instant::now();
+    while files_under(&s3.bucket_dir("internal")).is_empty() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let sent = Instant::now();
     let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());

@@ -15,12 +15,18 @@
 //!   if it persists the item is left unprocessed: the run ends incomplete and a rerun
 //!   scans it. An item is never quarantined because the scanner was down.
 //!
+//! Before the first item, and again every `canary.every_items` items or
+//! `canary.every_secs`, a canary that must come back infected is scanned (`canary.rs`):
+//! a scanner that detects nothing, or answers before reading the whole stream, stops the
+//! run at preflight (exit 1) or, mid-run, passes nothing more (exit 4).
+//!
 //! Connections stay open between scans in clamd's session mode (`zIDSESSION`), one scan
 //! at a time on each, and every reply's command number is checked ([`Sessions`]).
 //!
 //! Here: the settings and the kind (`mod.rs`), clamd's protocol with its sessions
 //! (`protocol.rs`), the REST front end (`rest.rs`), the node itself (`node.rs`).
 
+mod canary;
 mod node;
 mod protocol;
 mod rest;
@@ -32,6 +38,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::retry::RetryPolicy;
+pub use canary::CanaryConfig;
 use node::Clamav;
 pub use protocol::{parse_reply, Scanner, Sessions, Unreachable, Verdict};
 
@@ -58,6 +65,10 @@ pub struct ClamavConfig {
     /// Retries of connection failures.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Canary scans: a payload that must be found, scanned before the first item and
+    /// again at intervals; a scanner that does not find it passes nothing.
+    #[serde(default)]
+    pub canary: CanaryConfig,
 }
 
 fn default_max_bytes() -> u64 {
@@ -101,6 +112,13 @@ impl KindConfig for ClamavConfig {
         if cfg.chunk_bytes == 0 {
             return Err(ConfigError::at("chunk_bytes", "must be at least 1"));
         }
-        Ok(Built::Processor(Arc::new(Clamav { cfg, scanner, sessions: Sessions::default() })))
+        if cfg.canary.enabled && cfg.canary.bytes > cfg.max_bytes {
+            return Err(ConfigError::at(
+                "canary.bytes",
+                format!("{} is over max_bytes ({}): the canary must be scannable", cfg.canary.bytes, cfg.max_bytes),
+            ));
+        }
+        let canary = canary::CanaryState::default();
+        Ok(Built::Processor(Arc::new(Clamav { cfg, scanner, sessions: Sessions::default(), canary })))
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dqpipe_engine::api::{Context, Emitter, Item, ItemError, NodeError, Problem, Processor};
 
+use super::canary::{payload, CanaryState};
 use super::protocol::{Scanner, Sessions, Verdict};
 use super::ClamavConfig;
 
@@ -12,6 +13,72 @@ pub(super) struct Clamav {
     pub(super) cfg: ClamavConfig,
     pub(super) scanner: Scanner,
     pub(super) sessions: Sessions,
+    pub(super) canary: CanaryState,
+}
+
+impl Clamav {
+    /// Scans the canary; `Err` says why the scanner's verdicts are not to be trusted.
+    async fn scan_canary(&self) -> Result<(), String> {
+        let body = dqpipe_engine::body::Body::Memory(payload(self.cfg.canary.bytes));
+        let timeout = Duration::from_secs(self.cfg.timeout_secs.max(1));
+        let verdict = self
+            .cfg
+            .retry
+            .run(
+                || self.scanner.scan(&self.sessions, "dqpipe-canary.zip", &body, self.cfg.chunk_bytes, timeout),
+                |_| true,
+                |e| format!("the canary could not be scanned: {}", e.0),
+                || {},
+            )
+            .await
+            .map_err(String::from)?;
+        let want = self.cfg.canary.signature.to_lowercase();
+        match verdict {
+            Verdict::Infected { signature } if signature.to_lowercase().contains(&want) => Ok(()),
+            Verdict::Infected { signature } => Err(format!(
+                "the canary ({} bytes, EICAR at its end) was found as {signature:?}, not as a signature naming \
+                 {want:?} (canary.signature)",
+                self.cfg.canary.bytes
+            )),
+            Verdict::Clean => Err(format!(
+                "the scanner answered clean for the canary ({} bytes, EICAR at its end): it detects nothing, or \
+                 answered before reading the whole stream; its verdicts are not trusted",
+                self.cfg.canary.bytes
+            )),
+            Verdict::Error { reason } => Err(format!(
+                "the scanner could not scan the canary ({} bytes): {reason} (canary.bytes must be under clamd's \
+                 StreamMaxLength)",
+                self.cfg.canary.bytes
+            )),
+        }
+    }
+
+    /// Before an item is scanned: a canary if one is due; fails once a canary has failed,
+    /// and from then on (fail closed: no verdict passes an item on).
+    async fn check_canary(&self) -> Result<(), ItemError> {
+        if let Some(why) = self.canary.failed() {
+            return Err(ItemError::new(format!("not scanned: verdicts not trusted since a canary scan failed: {why}")));
+        }
+        if !self.canary.due(&self.cfg.canary) {
+            return Ok(());
+        }
+        let _one = self.canary.running.lock().await;
+        if let Some(why) = self.canary.failed() {
+            return Err(ItemError::new(format!("not scanned: verdicts not trusted since a canary scan failed: {why}")));
+        }
+        match self.scan_canary().await {
+            Ok(()) => {
+                self.canary.passed(1);
+                Ok(())
+            }
+            Err(why) => {
+                let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                tracing::error!(reason = %why, "a canary scan failed: the scanner's verdicts are not trusted from {at}");
+                self.canary.fail(format!("{why} (at {at})"));
+                Err(ItemError::new(format!("not scanned: a canary scan failed at {at}: {why}")))
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -21,7 +88,12 @@ impl Processor for Clamav {
             NodeError::from(format!(
                 "{e}. Start clamd (scripts/clamd-local does it on a laptop) or set the scanner address."
             ))
-        })
+        })?;
+        if self.cfg.canary.enabled {
+            self.scan_canary().await.map_err(|e| NodeError::from(format!("canary scan: {e}")))?;
+            self.canary.passed(0);
+        }
+        Ok(())
     }
 
     /// Never scans: a plan assumes clean and says so.
@@ -38,6 +110,7 @@ impl Processor for Clamav {
             item.set_problem(Problem::Unscannable { reason });
             return out.emit("error", item).await.map_err(ItemError::from);
         }
+        self.check_canary().await?;
         let name = item.name().to_string();
         let timeout = Duration::from_secs(self.cfg.timeout_secs.max(1));
         let verdict = self

@@ -842,8 +842,12 @@ pub enum Scanner {
     /// Answers `stream: OK` once 64 KiB of the stream arrived, then hangs up (a proxy or a
     /// sidecar being killed), or keeps reading and discarding the rest.
     EarlyOk { hang_up: bool },
-    /// Reads the whole stream, calls the hook, then answers `stream: OK`.
+    /// Reads the whole stream; answers `Eicar-Test-Signature FOUND` when it holds EICAR
+    /// (the canary included), else calls the hook and answers `stream: OK`.
     Hook(Arc<dyn Fn() + Send + Sync>),
+    /// Reads the whole stream and answers `stream: OK` to everything: a scanner whose
+    /// database detects nothing. After `detects` streams (0: from the first).
+    Blind { detects: usize },
 }
 
 /// A fake clamd on 127.0.0.1 speaking just enough of its protocol (zPING, zIDSESSION,
@@ -886,8 +890,9 @@ impl FakeClamd {
                             b"zIDSESSION" => session = true,
                             b"zINSTREAM" => {
                                 number += 1;
-                                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                let nth = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                 let mut received = 0usize;
+                                let mut stream = Vec::new();
                                 let mut answered = false;
                                 loop {
                                     let mut len = [0u8; 4];
@@ -903,6 +908,7 @@ impl FakeClamd {
                                         return;
                                     }
                                     received += n;
+                                    stream.extend_from_slice(&chunk);
                                     if let Scanner::EarlyOk { hang_up } = &scanner {
                                         if received >= 64 * 1024 && !answered {
                                             let _ =
@@ -915,8 +921,18 @@ impl FakeClamd {
                                         }
                                     }
                                 }
+                                let eicar = EICAR_HALVES.concat();
+                                let found = stream.windows(eicar.len()).any(|w| w == eicar.as_bytes());
+                                let blind = matches!(&scanner, Scanner::Blind { detects } if nth >= *detects);
+                                if found && !blind && !answered {
+                                    let reply = format!("{}stream: Eicar-Test-Signature FOUND\0", prefix(number));
+                                    let _ = conn.write_all(reply.as_bytes());
+                                    answered = true;
+                                }
                                 if let Scanner::Hook(hook) = &scanner {
-                                    hook();
+                                    if !answered {
+                                        hook();
+                                    }
                                 }
                                 if !answered {
                                     let _ = conn.write_all(format!("{}stream: OK\0", prefix(number)).as_bytes());
@@ -1107,11 +1123,14 @@ impl Drop for MotoServer {
     }
 }
 
-pub const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+/// The EICAR test string in two halves, joined at run time: a virus scanner on a
+/// developer's machine, a CI runner or a repository host would quarantine this file if it
+/// held the string whole.
+pub const EICAR_HALVES: [&str; 2] = [r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STA", "NDARD-ANTIVIRUS-TEST-FILE!$H+H*"];
 
 /// An archive file of `size` bytes that starts with the EICAR test signature.
 pub fn infected_file(path: &Path, size: usize) {
-    let mut bytes = EICAR.as_bytes().to_vec();
+    let mut bytes = EICAR_HALVES.concat().into_bytes();
     bytes.resize(size, b' ');
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
