@@ -56,15 +56,19 @@ impl Clamav {
     /// Before an item is scanned: a canary if one is due; fails once a canary has failed,
     /// and from then on (fail closed: no verdict passes an item on).
     async fn check_canary(&self) -> Result<(), ItemError> {
+        let untrusted = |why: String| {
+            Err(ItemError::new(format!("not scanned: verdicts not trusted since a canary scan failed: {why}")))
+        };
         if let Some(why) = self.canary.failed() {
-            return Err(ItemError::new(format!("not scanned: verdicts not trusted since a canary scan failed: {why}")));
+            return untrusted(why);
         }
         if !self.canary.due(&self.cfg.canary) {
             return Ok(());
         }
+        // Items that found the canary due wait for its verdict; the first one scans it.
         let _one = self.canary.running.lock().await;
         if let Some(why) = self.canary.failed() {
-            return Err(ItemError::new(format!("not scanned: verdicts not trusted since a canary scan failed: {why}")));
+            return untrusted(why);
         }
         match self.scan_canary().await {
             Ok(()) => {

@@ -921,7 +921,7 @@ impl FakeClamd {
                                         }
                                     }
                                 }
-                                let eicar = EICAR_HALVES.concat();
+                                let eicar = dqpipe_plugins::samples::eicar();
                                 let found = stream.windows(eicar.len()).any(|w| w == eicar.as_bytes());
                                 let blind = matches!(&scanner, Scanner::Blind { detects } if nth >= *detects);
                                 if found && !blind && !answered {
@@ -1123,14 +1123,9 @@ impl Drop for MotoServer {
     }
 }
 
-/// The EICAR test string in two halves, joined at run time: a virus scanner on a
-/// developer's machine, a CI runner or a repository host would quarantine this file if it
-/// held the string whole.
-pub const EICAR_HALVES: [&str; 2] = [r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STA", "NDARD-ANTIVIRUS-TEST-FILE!$H+H*"];
-
 /// An archive file of `size` bytes that starts with the EICAR test signature.
 pub fn infected_file(path: &Path, size: usize) {
-    let mut bytes = EICAR_HALVES.concat().into_bytes();
+    let mut bytes = dqpipe_plugins::samples::eicar().into_bytes();
     bytes.resize(size, b' ');
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
