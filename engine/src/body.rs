@@ -74,6 +74,14 @@ impl Body {
                     len += chunk.len() as u64;
                 }
                 file.flush().await.map_err(BodyError::Spool)?;
+                // A write that failed in tokio's background (a full disk) is reported to a
+                // later call only: the file's size says whether every byte is there.
+                let on_disk = file.metadata().await.map_err(BodyError::Spool)?.len();
+                if on_disk != len {
+                    return Err(BodyError::Spool(std::io::Error::other(format!(
+                        "spool file holds {on_disk} of {len} bytes (disk full?)"
+                    ))));
+                }
                 return Ok(Body::Spooled(Arc::new(SpooledFile { file: path, len })));
             }
             buf.extend_from_slice(&chunk);

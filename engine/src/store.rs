@@ -80,6 +80,37 @@ pub enum Access {
     Delete,
 }
 
+/// A read of a listed object must give what the listing described: a body of another
+/// length, or another ETag where both are known, was cut short on the way (a proxy that
+/// rewrote its Content-Length, a connection that ended early) or replaced since the
+/// listing. Either way the bytes are not the object: a transient error, retried and, past
+/// the retries, left for a rerun, never routed as bad content (which would dead-letter and
+/// mark done an object that is whole at its source).
+pub fn check_read(listed: &ObjectInfo, len: u64, etag: Option<&str>) -> Result<(), StoreError> {
+    let unquoted = |e: &str| e.trim_matches('"').to_string();
+    if let (Some(read), Some(was)) = (etag, listed.etag.as_deref()) {
+        if unquoted(read) != unquoted(was) {
+            return Err(StoreError::new(
+                StoreErrorKind::Transient,
+                format!(
+                    "{:?} was replaced since it was listed (ETag {was} -> {read}); the next run lists it again",
+                    listed.key
+                ),
+            ));
+        }
+    }
+    if len != listed.size {
+        return Err(StoreError::new(
+            StoreErrorKind::Transient,
+            format!(
+                "{:?}: read {len} bytes of the {} listed (cut short on the way, or changed since the listing)",
+                listed.key, listed.size
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
     /// The store's URL with any secret removed, for plans and logs.
@@ -106,6 +137,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Reads an object; bodies over the spool threshold go to a temporary file.
     async fn get(&self, key: &str, spool: &Spool) -> Result<Body, StoreError>;
+
+    /// Reads an object as it was listed: see [`check_read`]. Stores whose read answers an
+    /// ETag override this to compare it too.
+    async fn get_listed(&self, listed: &ObjectInfo, spool: &Spool) -> Result<Body, StoreError> {
+        let body = self.get(&listed.key, spool).await?;
+        check_read(listed, body.len(), None)?;
+        Ok(body)
+    }
 
     /// Writes an object so that it is complete when visible: readers never see part of it.
     async fn put(&self, key: &str, body: &Body, options: &PutOptions) -> Result<(), StoreError>;

@@ -61,12 +61,20 @@ impl Processor for Fetch {
                 "item has no source store (`store` = {store_name:?}); fetch reads what a `list` node listed"
             ))
         })?;
+        // What the listing described is what the read must give (`Store::get_listed`); an
+        // item whose key a node changed is read as it is now.
+        let listed = Some(item.listed().clone()).filter(|l| l.key == item.key());
         let key = item.key().to_string();
         let got = self
             .cfg
             .retry
             .run(
-                || store.get(&key, cx.spool()),
+                || async {
+                    match &listed {
+                        Some(listed) => store.get_listed(listed, cx.spool()).await,
+                        None => store.get(&key, cx.spool()).await,
+                    }
+                },
                 |e| e.kind == StoreErrorKind::Transient,
                 |e| match e.kind {
                     StoreErrorKind::NotFound => format!("object vanished since listing (not found): {e}"),

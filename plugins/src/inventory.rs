@@ -38,7 +38,7 @@ pub struct InventoryConfig {
 pub struct Manifest {
     pub files: Vec<String>,
     key: usize,
-    size: Option<usize>,
+    size: usize,
     modified: Option<usize>,
     etag: Option<usize>,
 }
@@ -66,10 +66,18 @@ impl Manifest {
         let columns: Vec<String> = raw.file_schema.split(',').map(|c| c.trim().to_string()).collect();
         let at = |name: &str| columns.iter().position(|c| c == name);
         let key = at("Key").ok_or_else(|| format!("fileSchema {:?} has no `Key` column", raw.file_schema))?;
+        // Each read is checked against the listed size (`Store::get_listed`): without it
+        // every object would look cut short.
+        let size = at("Size").ok_or_else(|| {
+            format!(
+                "fileSchema {:?} has no `Size` column: add Size to the inventory's optional fields (dqpipe checks each read against it)",
+                raw.file_schema
+            )
+        })?;
         Ok(Manifest {
             files: raw.files.into_iter().map(|f| f.key).collect(),
             key,
-            size: at("Size"),
+            size,
             modified: at("LastModifiedDate"),
             etag: at("ETag"),
         })
@@ -90,9 +98,9 @@ impl Manifest {
         let field = |i: Option<usize>| i.and_then(|i| row.get(i)).filter(|v| !v.is_empty());
         let key = field(Some(self.key)).ok_or("a row without a key")?;
         let key = url_decode(key);
-        let size = match field(self.size) {
+        let size = match field(Some(self.size)) {
             Some(s) => s.parse().map_err(|_| format!("{key:?}: size {s:?} is not a number"))?,
-            None => 0,
+            None => return Err(format!("{key:?}: a row without a size")),
         };
         Ok(ObjectInfo {
             key,

@@ -400,10 +400,10 @@ fn a_listing_page_marked_truncated_without_a_token_is_not_the_end() {
 
     // Once in the run (the preflight's look at the first page is the first page broken):
     // the listing goes on after the last key it saw; every object is copied.
-    let proxy = ListingProxy::start(s3.port, 0..2, false);
+    let proxy = listing_proxy(s3.port, 0..2, false);
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = copy_through(dir.path(), &format!("http://127.0.0.1:{}", proxy.port), 6);
-    assert_eq!(proxy.broke.load(std::sync::atomic::Ordering::SeqCst), 2, "the proxy did not break the pages");
+    assert_eq!(proxy.altered(), 2, "the proxy did not break the pages");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(files_under(&dir.path().join("out")).len(), 2500);
     assert_eq!(report["items"]["complete"], 2500, "{report}");
@@ -411,7 +411,7 @@ fn a_listing_page_marked_truncated_without_a_token_is_not_the_end() {
 
     // Every page broken: each retry goes on after the page's last key, and the listing
     // still reaches its real end.
-    let proxy = ListingProxy::start(s3.port, 0..usize::MAX, false);
+    let proxy = listing_proxy(s3.port, 0..usize::MAX, false);
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = copy_through(dir.path(), &format!("http://127.0.0.1:{}", proxy.port), 2);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -420,7 +420,7 @@ fn a_listing_page_marked_truncated_without_a_token_is_not_the_end() {
     // From the run's second page on, broken pages that bring nothing new: past the
     // retries, a source error and exit 4 (rerun), never a complete run. (The preflight's
     // look at the first page is page 0.)
-    let proxy = ListingProxy::start(s3.port, 2..usize::MAX, true);
+    let proxy = listing_proxy(s3.port, 2..usize::MAX, true);
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = copy_through(dir.path(), &format!("http://127.0.0.1:{}", proxy.port), 2);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));

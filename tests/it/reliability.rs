@@ -238,3 +238,58 @@ fn sigterm_stops_within_the_grace_period_and_a_rerun_completes() {
     // Nothing partial: what is in the internal store is complete and correct.
     assert_partial_then_rerun_completes(dir.path(), &s3, &clamd);
 }
+
+/// Issue 27.2: a proxy that cuts answers short and rewrites their Content-Length to match
+/// (nothing on the wire says the body is short). The length is checked against the
+/// listing: a cut body is retried, never dead-lettered, never marked done.
+#[test]
+fn a_body_cut_short_on_the_way_is_retried_never_dead_lettered() {
+    let _serial = serial();
+    let clamd = Clamd::start("25M");
+    let s3 = S3Server::start(&["archive", "internal", "ops"]);
+    let dir = tempfile::tempdir().unwrap();
+    let samples = samples_and_reference(dir.path(), 30, 0, 0, &clamd.tcp());
+    upload_samples(&s3, &samples);
+    // Object reads are `GET /archive/nats/<name>`; listings carry `list-type=2`.
+    let object_read = |request: &str, answer: &str| {
+        let line = request.lines().next().unwrap_or("");
+        line.starts_with("GET /archive/nats/") && !line.contains("list-type") && answer.starts_with("HTTP/1.1 200")
+    };
+    let cut = |body: &mut Vec<u8>| body.truncate(body.len() * 9 / 10);
+
+    // Every read cut: past its retries each object is left for a rerun (exit 4), with a
+    // transient reason; nothing written, quarantined, dead-lettered or marked done.
+    let always = HttpProxy::start(s3.port, move |request, answer, body| {
+        object_read(request, answer) && {
+            cut(body);
+            true
+        }
+    });
+    let ran = TestRun::nats_s3(dir.path(), &format!("http://127.0.0.1:{}", always.port), &clamd.tcp()).run();
+    assert_eq!(ran.code(), Some(4), "{}", ran.stderr());
+    assert!(always.altered() >= 30, "the proxy cut {} reads", always.altered());
+    let failures = ran.report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 30, "{}", ran.report);
+    assert!(failures.iter().all(|f| f["permanent"] == false), "{}", ran.report);
+    assert!(failures[0]["reason"].as_str().unwrap().contains("cut short"), "{}", ran.report);
+    assert!(all_files_under(&s3.bucket_dir("internal")).is_empty(), "written or marked done from cut bodies");
+    assert!(all_files_under(&s3.bucket_dir("ops")).is_empty(), "a cut body was dead-lettered");
+
+    // The first read of each object cut: its retry reads it whole; the run is the
+    // reference's, byte for byte.
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    let once = HttpProxy::start(s3.port, move |request, answer, body| {
+        let first = object_read(request, answer)
+            && seen.lock().unwrap().insert(request.lines().next().unwrap_or("").to_string());
+        first && {
+            cut(body);
+            true
+        }
+    });
+    let ran = TestRun::nats_s3(dir.path(), &format!("http://127.0.0.1:{}", once.port), &clamd.tcp()).run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!(once.altered(), 30);
+    assert!(total_retries(&ran.report) >= 30, "{}", ran.report);
+    assert_same_files(&dir.path().join("var/internal"), &s3.bucket_dir("internal"));
+    assert_eq!(done_under(&s3.bucket_dir("internal")).len(), 30);
+}

@@ -951,111 +951,107 @@ impl FakeClamd {
     }
 }
 
-/// An HTTP proxy in front of the S3 server that, for the listing pages marked truncated
-/// whose number (from 0, in the order asked for) is in `broken`, removes the continuation token (a server bug seen in the wild: the
-/// listing looks finished after one page), and with `empty` their objects too (a listing
-/// that makes no progress). Everything else is forwarded as it is.
-pub struct ListingProxy {
+/// An HTTP/1.1 proxy in front of the S3 server that hands each answer to `alter` (the
+/// request's head, the answer's head and body) before passing it on; `alter` returns
+/// whether it changed it, and `altered` counts those. A changed body gets its
+/// `content-length` rewritten to match, as a proxy that means it would.
+pub struct HttpProxy {
     pub port: u16,
-    /// Pages it broke so far.
-    pub broke: Arc<std::sync::atomic::AtomicUsize>,
+    pub altered: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl ListingProxy {
-    pub fn start(upstream: u16, broken: std::ops::Range<usize>, empty: bool) -> ListingProxy {
-        use std::io::{BufRead, BufReader, Write};
+/// What a proxy may do to one answer: `(request head, answer head, answer body) -> changed`.
+pub type Alter = dyn Fn(&str, &str, &mut Vec<u8>) -> bool + Send + Sync;
+
+/// Reads one HTTP message's head (lines up to the empty one) and its body, a chunked body
+/// joined into one with a `content-length`.
+fn http_message(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let header = |name: &str| {
+        head.lines()
+            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+            .map(|l| l[name.len() + 1..].trim().to_string())
+    };
+    let mut body = Vec::new();
+    if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        head = with_length(&head, body.len(), "transfer-encoding:");
+    } else if let Some(n) = header("content-length").and_then(|n| n.parse::<usize>().ok()) {
+        if !head.starts_with("HTTP/1.1 304") && !head.starts_with("HTTP/1.1 204") {
+            body.resize(n, 0);
+            r.read_exact(&mut body).ok()?;
+        }
+    }
+    Some((head, body))
+}
+
+/// `head` with its `content-length` (and any header starting `drop`) replaced by `len`.
+fn with_length(head: &str, len: usize, drop: &str) -> String {
+    let mut out: String = head
+        .lines()
+        .filter(|l| !l.is_empty())
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            !l.starts_with("content-length:") && !l.starts_with(drop)
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    out.push_str(&format!("content-length: {len}\r\n\r\n"));
+    out
+}
+
+impl HttpProxy {
+    pub fn start(upstream: u16, alter: impl Fn(&str, &str, &mut Vec<u8>) -> bool + Send + Sync + 'static) -> HttpProxy {
+        use std::io::{BufReader, Write};
         use std::sync::atomic::Ordering;
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
         let port = listener.local_addr().unwrap().port();
-        let broke = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = broke.clone();
-        // Reads one HTTP message's head (lines up to the empty one) and its body.
-        fn message(r: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).ok()? == 0 {
-                    return None;
-                }
-                head.push_str(&line);
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let header = |name: &str| {
-                head.lines()
-                    .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
-                    .map(|l| l[name.len() + 1..].trim().to_string())
-            };
-            let mut body = Vec::new();
-            if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
-                loop {
-                    let mut size = String::new();
-                    r.read_line(&mut size).ok()?;
-                    let n = usize::from_str_radix(size.trim(), 16).ok()?;
-                    let mut chunk = vec![0u8; n + 2];
-                    r.read_exact(&mut chunk).ok()?;
-                    if n == 0 {
-                        break;
-                    }
-                    body.extend_from_slice(&chunk[..n]);
-                }
-                head = head
-                    .lines()
-                    .filter(|l| !l.to_ascii_lowercase().starts_with("transfer-encoding:"))
-                    .map(|l| format!("{l}\r\n"))
-                    .collect::<String>();
-                head.insert_str(head.len() - 2, &format!("content-length: {}\r\n", body.len()));
-            } else if let Some(n) = header("content-length").and_then(|n| n.parse::<usize>().ok()) {
-                body.resize(n, 0);
-                r.read_exact(&mut body).ok()?;
-            }
-            Some((head, body))
-        }
+        let altered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = altered.clone();
+        let alter: Arc<Alter> = Arc::new(alter);
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                let (counter, pages, broken) = (counter.clone(), pages.clone(), broken.clone());
+                let (counter, alter) = (counter.clone(), alter.clone());
                 std::thread::spawn(move || {
                     let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
                     let (Ok(mut client_w), Ok(mut server_w)) = (client.try_clone(), server.try_clone()) else {
                         return;
                     };
                     let (mut from_client, mut from_server) = (BufReader::new(client), BufReader::new(server));
-                    while let Some((head, body)) = message(&mut from_client) {
-                        let listing =
-                            head.starts_with("GET ") && head.lines().next().is_some_and(|l| l.contains("list-type=2"));
+                    while let Some((head, body)) = http_message(&mut from_client) {
                         if server_w.write_all(head.as_bytes()).and_then(|_| server_w.write_all(&body)).is_err() {
                             return;
                         }
-                        let Some((mut rhead, mut rbody)) = message(&mut from_server) else { return };
-                        let text = String::from_utf8_lossy(&rbody).into_owned();
-                        let truncated = listing && text.contains("<IsTruncated>true</IsTruncated>");
-                        if truncated && broken.contains(&pages.fetch_add(1, Ordering::SeqCst)) {
-                            if let (Some(a), Some(b)) =
-                                (text.find("<NextContinuationToken>"), text.find("</NextContinuationToken>"))
-                            {
-                                let mut cut =
-                                    format!("{}{}", &text[..a], &text[b + "</NextContinuationToken>".len()..]);
-                                while let (true, Some(a), Some(b)) =
-                                    (empty, cut.find("<Contents>"), cut.find("</Contents>"))
-                                {
-                                    cut.replace_range(a..b + "</Contents>".len(), "");
-                                }
-                                rhead = rhead
-                                    .lines()
-                                    .map(|l| {
-                                        if l.to_ascii_lowercase().starts_with("content-length:") {
-                                            format!("content-length: {}\r\n", cut.len())
-                                        } else {
-                                            format!("{l}\r\n")
-                                        }
-                                    })
-                                    .collect();
-                                rbody = cut.into_bytes();
-                                counter.fetch_add(1, Ordering::SeqCst);
-                            }
+                        let head_only = head.starts_with("HEAD ");
+                        let Some((mut rhead, mut rbody)) =
+                            (if head_only { http_head_only(&mut from_server) } else { http_message(&mut from_server) })
+                        else {
+                            return;
+                        };
+                        if !head_only && alter(&head, &rhead, &mut rbody) {
+                            rhead = with_length(&rhead, rbody.len(), "content-md5:");
+                            counter.fetch_add(1, Ordering::SeqCst);
                         }
                         if client_w.write_all(rhead.as_bytes()).and_then(|_| client_w.write_all(&rbody)).is_err() {
                             return;
@@ -1064,8 +1060,54 @@ impl ListingProxy {
                 });
             }
         });
-        ListingProxy { port, broke }
+        HttpProxy { port, altered }
     }
+
+    pub fn altered(&self) -> usize {
+        self.altered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The answer to a HEAD request: a head whose `content-length` names a body not sent.
+fn http_head_only(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            return Some((head, Vec::new()));
+        }
+    }
+}
+
+/// A proxy in front of the S3 server that, for the listing pages marked truncated whose
+/// number (from 0, in the order asked for) is in `broken`, removes the continuation token
+/// (a server bug seen in the wild: the listing looks finished after one page), and with
+/// `empty` their objects too (a listing that makes no progress).
+pub fn listing_proxy(upstream: u16, broken: std::ops::Range<usize>, empty: bool) -> HttpProxy {
+    let pages = std::sync::atomic::AtomicUsize::new(0);
+    HttpProxy::start(upstream, move |request, _, body| {
+        let listing = request.starts_with("GET ") && request.lines().next().is_some_and(|l| l.contains("list-type=2"));
+        let text = String::from_utf8_lossy(body).into_owned();
+        if !(listing && text.contains("<IsTruncated>true</IsTruncated>")) {
+            return false;
+        }
+        if !broken.contains(&pages.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) {
+            return false;
+        }
+        let (Some(a), Some(b)) = (text.find("<NextContinuationToken>"), text.find("</NextContinuationToken>")) else {
+            return false;
+        };
+        let mut cut = format!("{}{}", &text[..a], &text[b + "</NextContinuationToken>".len()..]);
+        while let (true, Some(a), Some(b)) = (empty, cut.find("<Contents>"), cut.find("</Contents>")) {
+            cut.replace_range(a..b + "</Contents>".len(), "");
+        }
+        *body = cut.into_bytes();
+        true
+    })
 }
 
 /// moto's S3 server (scripts/test installs it, pinned, and sets `MOTO_SERVER` and

@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::body::{Body, Spool};
-use dqpipe_engine::store::{ObjectInfo, Origin, PutOptions, Store, StoreError, StoreErrorKind};
+use dqpipe_engine::store::{check_read, ObjectInfo, Origin, PutOptions, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3;
@@ -81,6 +81,26 @@ impl S3Store {
             ));
         }
         Ok(path)
+    }
+
+    /// One GET. For a listed object, the answer's length and ETag are compared with the
+    /// listing's before its body is read, and the body's length after.
+    async fn read(&self, key: &str, listed: Option<&ObjectInfo>, spool: &Spool) -> Result<Body, StoreError> {
+        let path = self.path(key)?;
+        let what = format!("reading {key:?}");
+        let got = self.client.get_opts(&path, GetOptions::default()).await.map_err(|e| self.error(&what, e))?;
+        if let Some(listed) = listed {
+            check_read(listed, got.meta.size, got.meta.e_tag.as_deref())?;
+        }
+        let size = got.meta.size;
+        let body = Body::from_stream(got.into_stream(), Some(size), spool).await.map_err(|e| match e {
+            dqpipe_engine::body::BodyError::Source(e) => self.error(&what, e),
+            spool_error => StoreError::new(StoreErrorKind::Other, format!("{what}: {spool_error}")),
+        })?;
+        if let Some(listed) = listed {
+            check_read(listed, body.len(), None)?;
+        }
+        Ok(body)
     }
 
     fn info(&self, meta: object_store::ObjectMeta) -> ObjectInfo {
@@ -209,15 +229,11 @@ impl Store for S3Store {
     }
 
     async fn get(&self, key: &str, spool: &Spool) -> Result<Body, StoreError> {
-        let path = self.path(key)?;
-        let what = format!("reading {key:?}");
-        let got = self.client.get_opts(&path, GetOptions::default()).await.map_err(|e| self.error(&what, e))?;
-        let size = got.meta.size;
-        let stream = got.into_stream();
-        Body::from_stream(stream, Some(size), spool).await.map_err(|e| match e {
-            dqpipe_engine::body::BodyError::Source(e) => self.error(&what, e),
-            spool_error => StoreError::new(StoreErrorKind::Other, format!("{what}: {spool_error}")),
-        })
+        self.read(key, None, spool).await
+    }
+
+    async fn get_listed(&self, listed: &ObjectInfo, spool: &Spool) -> Result<Body, StoreError> {
+        self.read(&listed.key, Some(listed), spool).await
     }
 
     async fn put(&self, key: &str, body: &Body, options: &PutOptions) -> Result<(), StoreError> {
