@@ -98,3 +98,64 @@ fn a_disk_that_fills_fails_the_writes_that_did_not_fit_and_a_rerun_completes() {
     let done = done_under(&run_dir.join("var/internal"));
     assert_eq!(done.len(), 120, "every archive file is done once: {done:?}");
 }
+
+/// The live SFTP ingest deletes each file from the server once its copies are durable: on
+/// a disk that fills, a file is deleted only if both its copies are whole, and every file
+/// left on the server is delivered by the rerun.
+#[test]
+fn the_sftp_ingest_deletes_only_files_whose_copies_are_whole_on_a_disk_that_fills() {
+    let clamd = Clamd::start("25M");
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples");
+    let gen =
+        dqpipe(dir.path()).args(["samples", "--out", &samples.to_string_lossy(), "--count", "60"]).output().unwrap();
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    for f in files_under(&samples) {
+        std::fs::copy(samples.join(&f), sshd.landing().join(&f)).unwrap();
+    }
+    settle_files(&sshd.landing());
+    // Both copies (`var/dq`, `var/secure`) and the done markers on one disk of 192 KiB:
+    // about 48 one-page files of the 120 copies, so it fills part way through.
+    let run_dir = dir.path().join("run");
+    let disk = SmallDisk::mount(&run_dir.join("var"), "192k");
+    let ingest = || TestRun::sftp_ingest(&run_dir, &sshd, "id_ed25519", &clamd.tcp()).report("../r.json").run();
+    let copies = |store: &str| -> Vec<(String, Vec<u8>)> {
+        let root = run_dir.join("var").join(store);
+        let name = |f: &str| f.rsplit('/').next().unwrap_or(f).to_string();
+        files_under(&root).into_iter().map(|f| (name(&f), std::fs::read(root.join(&f)).unwrap())).collect()
+    };
+
+    let full = ingest();
+    assert_eq!(full.code(), Some(4), "a write that did not fit is transient: {}", full.stderr());
+    let (dq, secure) = (copies("dq"), copies("secure"));
+    assert!(!dq.is_empty() && full.report["items"]["failed"].as_u64() > Some(0), "the disk filled part way");
+    // Every visible copy is whole; every file deleted from the server has both its copies,
+    // whole. (The objects' done markers are written in one batch at the end of so short a
+    // run: when that did not fit, no file was deleted at all.)
+    for (store, held) in [("dq", &dq), ("secure", &secure)] {
+        for (name, bytes) in held.iter() {
+            assert!(*bytes == std::fs::read(samples.join(name)).unwrap(), "{store}/{name} is short");
+        }
+    }
+    let left = files_under(&sshd.landing());
+    for f in files_under(&samples).into_iter().filter(|f| !left.contains(f)) {
+        for (store, held) in [("dq", &dq), ("secure", &secure)] {
+            assert!(
+                held.iter().any(|(name, _)| *name == f),
+                "{f} was deleted from the server without its {store} copy"
+            );
+        }
+    }
+
+    disk.grow("16m");
+    let rerun = ingest();
+    assert_eq!(rerun.code(), Some(0), "{}", rerun.stderr());
+    assert!(files_under(&sshd.landing()).is_empty(), "every file delivered and deleted");
+    let (dq, secure) = (copies("dq"), copies("secure"));
+    for f in files_under(&samples) {
+        let original = std::fs::read(samples.join(&f)).unwrap();
+        assert!(dq.iter().any(|(n, b)| *n == f && *b == original), "{f}: dq copy");
+        assert!(secure.iter().any(|(n, b)| *n == f && *b == original), "{f}: secure copy");
+    }
+}
