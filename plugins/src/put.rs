@@ -178,6 +178,31 @@ impl Processor for Put {
     }
 }
 
+/// The verdict that let the item through or quarantined it (the `scan` field a `clamav`
+/// node sets), as metadata written with the object in the same request: S3 user metadata
+/// `x-amz-meta-dqpipe-scan-engine`, `-database`, `-database-built`, `-scanned-at`,
+/// `-verdict`, `-signature`; extended attributes `user.dqpipe.scan-...` on a local file.
+/// Metadata rather than S3 tags: it cannot exist without the object nor the object
+/// without it (tags are a second request, which can fail after the PUT, and need
+/// `s3:PutObjectTagging`); a rescan writes the object again with its new verdict.
+/// Header values are ASCII: anything else (a signature name with control characters)
+/// is percent-encoded.
+fn scan_provenance(item: &Item) -> Vec<(String, String)> {
+    let Some(scan) = item.meta.get("scan").and_then(|v| v.as_object()) else { return Vec::new() };
+    const NOT_PRINTABLE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    scan.iter()
+        .filter_map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::Null => return None,
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let value = percent_encoding::utf8_percent_encode(&text, NOT_PRINTABLE).to_string();
+            Some((format!("dqpipe-scan-{}", k.replace('_', "-")), value))
+        })
+        .collect()
+}
+
 impl Put {
     /// Writes the item (and its reason) where the template says; returns the key.
     async fn deliver(&self, item: &Item, cx: &Context) -> Result<String, ItemError> {
@@ -195,8 +220,11 @@ impl Put {
         let keys: Vec<&str> = if self.cfg.with_reason { vec![&reason_key, &key] } else { vec![&key] };
         let _claim = self.claim(&keys, source).await?;
         let origin = Origin { source_key: source.to_string(), run: cx.run_id().to_string() };
-        let opts =
-            PutOptions { content_type: self.cfg.content_type.clone(), metadata: Vec::new(), origin: Some(origin) };
+        let opts = PutOptions {
+            content_type: self.cfg.content_type.clone(),
+            metadata: scan_provenance(item),
+            origin: Some(origin),
+        };
         // The common case, a key nobody wrote, costs one request: a write that happens only
         // if the key is free. Only a key that holds something is asked who wrote it.
         if !self.cfg.with_reason {

@@ -271,6 +271,49 @@ fn a_scanner_that_detects_nothing_is_not_believed() {
     }
 }
 
+/// Issue 28.2: a scanner is asked its version at preflight; a database older than the
+/// limit, or one naming no version, is refused unless the spec allows it.
+#[test]
+fn a_scanner_with_an_old_or_unversioned_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = dqpipe(dir.path()).args(["samples", "--out", "var/archive", "--count", "5"]).output().unwrap();
+    assert!(gen.status.success(), "{}", stderr(&gen));
+
+    // Built 4 days ago: over the 72 hours of `database.max_age_hours`.
+    let stale = FakeClamd::start_as(Scanner::Blind { detects: usize::MAX }, &clamd_version("4 days ago"));
+    let ran = TestRun::nats(dir.path(), &stale.address).run();
+    assert_eq!(ran.code(), Some(1), "{}", ran.stderr());
+    assert!(
+        ran.stderr().contains("database 27500 was built") && ran.stderr().contains("max_age_hours (72)"),
+        "{}",
+        ran.stderr()
+    );
+    assert_eq!(stale.scans.load(std::sync::atomic::Ordering::SeqCst), 0, "scanned with a stale database");
+    assert!(files_under(&dir.path().join("var/internal")).is_empty());
+
+    // Built an hour ago: scans, and the run completes.
+    let fresh = FakeClamd::start_as(Scanner::Blind { detects: usize::MAX }, &clamd_version("1 hour ago"));
+    let ran = TestRun::nats(dir.path(), &fresh.address).run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!(files_under(&dir.path().join("var/internal")).len(), 5);
+
+    // Debian's clamd with local signatures only names no database version: refused
+    // unless the spec allows it (the tests' environment does, see `dqpipe()`).
+    let clamd = Clamd::start("25M");
+    let dir = tempfile::tempdir().unwrap();
+    let gen = dqpipe(dir.path()).args(["samples", "--out", "var/archive", "--count", "5"]).output().unwrap();
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    let ran = TestRun::nats(dir.path(), &clamd.tcp()).env("CLAMAV_ALLOW_UNVERSIONED_DB", "false").run();
+    assert_eq!(ran.code(), Some(1), "{}", ran.stderr());
+    assert!(
+        ran.stderr().contains("ClamAV 1.4.6 names no database version")
+            && ran.stderr().contains("allow_unversioned: true"),
+        "{}",
+        ran.stderr()
+    );
+    assert!(files_under(&dir.path().join("var/internal")).is_empty());
+}
+
 #[test]
 fn limit_zero_takes_nothing_and_deletes_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -408,3 +408,47 @@ nodes:
     let budget = 33_554_432;
     assert!(peak < baseline + 2 * budget, "peak {peak} bytes, {baseline} for small files");
 }
+
+/// Issue 28.3: every object a verdict let through or quarantined records which scanner
+/// passed it (engine, database version and build time, scan time, verdict, signature):
+/// read back by an S3 client from s3s-fs, and from a local file's extended attributes.
+#[test]
+fn every_scanned_object_records_the_scanner_that_passed_it() {
+    let version = clamd_version("1 hour ago");
+    let scanner = FakeClamd::start_as(Scanner::Blind { detects: usize::MAX }, &version);
+    let s3 = S3Server::start(&["archive", "internal", "ops"]);
+    let dir = tempfile::tempdir().unwrap();
+    let samples = samples_and_reference(dir.path(), 6, 1, 0, &scanner.address);
+    upload_samples(&s3, &samples);
+    let ran = TestRun::nats_s3(dir.path(), &s3.endpoint(), &scanner.address).run();
+    assert_eq!(ran.code(), Some(3), "{}", ran.stderr());
+
+    let built = version.rsplit('/').next().unwrap().to_string();
+    let expect = |meta: &serde_json::Value, verdict: &str, what: &str| {
+        assert_eq!(meta["dqpipe-scan-engine"], "ClamAV 1.4.6", "{what}: {meta}");
+        assert_eq!(meta["dqpipe-scan-database"], "27500", "{what}: {meta}");
+        assert_eq!(meta["dqpipe-scan-verdict"], verdict, "{what}: {meta}");
+        let at = meta["dqpipe-scan-database-built"].as_str().unwrap_or_default();
+        assert!(at.ends_with('Z') && at.len() == 20, "{what}: database time {at:?} of {built:?}");
+        assert!(meta["dqpipe-scan-scanned-at"].as_str().is_some_and(|t| t.starts_with("20")), "{what}: {meta}");
+    };
+    let internal = files_under(&s3.bucket_dir("internal"));
+    assert_eq!(internal.len(), 5);
+    for key in &internal {
+        expect(&s3_metadata(&s3.endpoint(), "internal", key), "clean", key);
+    }
+    let quarantined: Vec<String> =
+        files_under(&s3.bucket_dir("ops")).into_iter().filter(|k| k.starts_with("quarantine/")).collect();
+    let infected = quarantined.iter().find(|k| !k.ends_with(".error.json")).expect("a quarantined file");
+    let meta = s3_metadata(&s3.endpoint(), "ops", infected);
+    expect(&meta, "infected", infected);
+    assert_eq!(meta["dqpipe-scan-signature"], "Eicar-Test-Signature", "{meta}");
+
+    // Local folders: the same record as extended attributes (the reference run).
+    for f in files_under(&dir.path().join("var/internal")) {
+        let path = dir.path().join("var/internal").join(&f);
+        let attr = |name: &str| xattr::get(&path, name).unwrap().map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(attr("user.dqpipe.scan-database").as_deref(), Some("27500"), "{f}");
+        assert_eq!(attr("user.dqpipe.scan-verdict").as_deref(), Some("clean"), "{f}");
+    }
+}

@@ -15,7 +15,7 @@ stores:
 nodes:
   list: { kind: list, store: landing, suffix: ".csv", resume: { store: clean } }
   fetch: { kind: fetch, input: list }
-  scan: { kind: clamav, input: fetch, address: "${CLAMD_ADDRESS}" }
+  scan: { kind: clamav, input: fetch, address: "${CLAMD_ADDRESS}", database: { allow_unversioned: true } }
   copy: { kind: put, input: scan.clean, store: clean, key: "{{ key }}" }
   quarantine: { kind: put, input: [scan.infected, scan.error], store: quarantine, key: "{{ key }}", with_reason: true }
 "#;

@@ -5,6 +5,7 @@ use crate::common::*;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn ingest(dir: &Path, sshd: &Sshd, s3_endpoint: &str, clamd: &str, key: &str) -> Command {
@@ -107,7 +108,7 @@ fn files_are_delivered_twice_then_deleted_and_problems_set_aside() {
 
 #[test]
 fn a_file_whose_delivery_failed_stays_on_the_server() {
-    let clamd = Clamd::start("25M");
+    use std::sync::atomic::{AtomicBool, Ordering};
     let s3 = S3Server::start(&["dq-bucket", "secure", "ops"]);
     let sshd = Sshd::start();
     let dir = tempfile::tempdir().unwrap();
@@ -117,24 +118,41 @@ fn a_file_whose_delivery_failed_stays_on_the_server() {
         std::fs::copy(samples.join(&f), sshd.landing().join(&f)).unwrap();
     }
     settle_files(&sshd.landing());
-    // Scans take 100 ms each (so the run lasts a few seconds), and S3 stops answering
-    // (500 to everything) a second into the run.
-    let mut slow = vec![Fault::Delay(100); 10_000];
-    slow[0] = Fault::Pass;
-    let slow_clamd = FaultProxy::start(clamd.port, slow);
-    let proxy = FaultProxy::start(s3.port, vec![]);
-    let clamd_address = format!("tcp://127.0.0.1:{}", slow_clamd.port);
-    let child = ingest(dir.path(), &sshd, &format!("http://127.0.0.1:{}", proxy.port), &clamd_address, "id_rsa_pem")
+    // The scanner holds every scan after the 20th until S3 is broken; S3 breaks (500 to
+    // everything) once the first delivered files were deleted from the server. (A fake
+    // scanner: what is tested is S3 failing, at a known point of the run.)
+    let broken = Arc::new(AtomicBool::new(false));
+    let scans = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (held, counted) = (broken.clone(), scans.clone());
+    let scanner = FakeClamd::start(Scanner::Hook(Arc::new(move || {
+        if counted.fetch_add(1, Ordering::SeqCst) >= 20 {
+            while !held.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    })));
+    // Every answer after the break is a 500, on connections already open too.
+    let breaks = broken.clone();
+    let proxy = HttpProxy::start(s3.port, move |_, head, body| {
+        breaks.load(Ordering::SeqCst) && {
+            *head = "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n".into();
+            body.clear();
+            true
+        }
+    });
+    let child = ingest(dir.path(), &sshd, &format!("http://127.0.0.1:{}", proxy.port), &scanner.address, "id_rsa_pem")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1_000));
-    proxy.set(vec![Fault::Http500]);
+    while files_under(&sshd.landing()).len() == 300 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    broken.store(true, Ordering::SeqCst);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let remaining = files_under(&sshd.landing());
-    assert!(!remaining.is_empty(), "every file was delivered before S3 stopped: nothing shown");
+    assert!(remaining.len() >= 280, "files scanned after S3 broke were deleted: {} left", remaining.len());
     let day = today();
     for f in files_under(&samples) {
         let delivered = s3.bucket_dir("dq-bucket").join("nats").join(&day).join(&f).exists()

@@ -146,11 +146,12 @@ impl Default for CanaryState {
 }
 
 impl CanaryState {
-    /// Counts an item; true when a canary is due before it is scanned.
+    /// Counts an item; true when a check of the scanner (its database, and the canary when
+    /// enabled) is due before it is scanned.
     pub fn due(&self, cfg: &CanaryConfig) -> bool {
         let Ok(mut s) = self.inner.lock() else { return true };
         s.items_since += 1;
-        cfg.enabled && (s.items_since > cfg.every_items || s.last.elapsed() >= Duration::from_secs(cfg.every_secs))
+        s.items_since > cfg.every_items || s.last.elapsed() >= Duration::from_secs(cfg.every_secs)
     }
     /// A canary was found; `items` have been counted since (the item that waited for it).
     pub fn passed(&self, items: u64) {

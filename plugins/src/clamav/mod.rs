@@ -20,6 +20,10 @@
 //! a scanner that detects nothing, or answers before reading the whole stream, stops the
 //! run at preflight (exit 1) or, mid-run, passes nothing more (exit 4).
 //!
+//! The scanner's `VERSION` is asked at preflight and with each canary: a database older
+//! than `database.max_age_hours`, or none named (local signature files only), is refused
+//! unless the spec allows it (`database.rs`).
+//!
 //! Connections stay open between scans in clamd's session mode (`zIDSESSION`), one scan
 //! at a time on each, and every reply's command number is checked ([`Sessions`]).
 //!
@@ -27,6 +31,7 @@
 //! (`protocol.rs`), the REST front end (`rest.rs`), the node itself (`node.rs`).
 
 mod canary;
+mod database;
 mod node;
 mod protocol;
 mod rest;
@@ -39,6 +44,7 @@ use serde::Deserialize;
 
 use crate::retry::RetryPolicy;
 pub use canary::CanaryConfig;
+pub use database::{DatabaseConfig, ScannerVersion};
 use node::Clamav;
 pub use protocol::{parse_reply, Scanner, Sessions, Unreachable, Verdict};
 
@@ -69,6 +75,10 @@ pub struct ClamavConfig {
     /// again at intervals; a scanner that does not find it passes nothing.
     #[serde(default)]
     pub canary: CanaryConfig,
+    /// The scanner's database: asked at preflight and with each canary, refused when
+    /// older than `max_age_hours` or without a version (unless `allow_unversioned`).
+    #[serde(default)]
+    pub database: DatabaseConfig,
 }
 
 fn default_max_bytes() -> u64 {
@@ -82,13 +92,19 @@ fn default_chunk() -> usize {
 }
 
 const PORTS: &[PortDecl] = &[
-    PortDecl { name: "clean", must_route: false, problem: false, sets: &[], doc: "clamd answered `stream: OK`" },
+    PortDecl {
+        name: "clean",
+        must_route: false,
+        problem: false,
+        sets: &["scan"],
+        doc: "clamd answered `stream: OK`; `scan` says which scanner and database, and when",
+    },
     PortDecl {
         name: "infected",
         must_route: true,
         problem: true,
-        sets: &["reason", "signature"],
-        doc: "infected items, with `signature`",
+        sets: &["reason", "signature", "scan"],
+        doc: "infected items, with `signature` and `scan`",
     },
     PortDecl {
         name: "error",
@@ -119,6 +135,7 @@ impl KindConfig for ClamavConfig {
             ));
         }
         let canary = canary::CanaryState::default();
-        Ok(Built::Processor(Arc::new(Clamav { cfg, scanner, sessions: Sessions::default(), canary })))
+        let version = std::sync::Mutex::new(None);
+        Ok(Built::Processor(Arc::new(Clamav { cfg, scanner, sessions: Sessions::default(), canary, version })))
     }
 }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use dqpipe_engine::api::{Context, Emitter, Item, ItemError, NodeError, Problem, Processor};
 
 use super::canary::{payload, CanaryState};
+use super::database::ScannerVersion;
 use super::protocol::{Scanner, Sessions, Verdict};
 use super::ClamavConfig;
 
@@ -14,9 +15,60 @@ pub(super) struct Clamav {
     pub(super) scanner: Scanner,
     pub(super) sessions: Sessions,
     pub(super) canary: CanaryState,
+    /// What the scanner said of itself at the last check.
+    pub(super) version: std::sync::Mutex<Option<ScannerVersion>>,
 }
 
 impl Clamav {
+    /// Asks the scanner its version and checks its database's age (`database.rs`); `Err`
+    /// says why its verdicts are not to be trusted.
+    async fn check_database(&self) -> Result<(), String> {
+        let timeout = Duration::from_secs(self.cfg.timeout_secs.min(30));
+        let reply = self
+            .cfg
+            .retry
+            .run(|| self.scanner.version(timeout), |_| true, |e| format!("asking the scanner's version: {e}"), || {})
+            .await
+            .map_err(String::from)?;
+        let version = match reply {
+            Some(reply) => ScannerVersion::parse(&reply)?,
+            None => ScannerVersion { engine: "ClamAV REST front end".into(), database: None },
+        };
+        version.check(&self.cfg.database, chrono::Utc::now())?;
+        if let Ok(mut v) = self.version.lock() {
+            *v = Some(version);
+        }
+        Ok(())
+    }
+
+    /// Which scanner gave a verdict, when, and what it was: the item's `scan` field, which
+    /// `put` records with what it writes.
+    fn provenance(&self, verdict: &str, signature: Option<&str>) -> serde_json::Value {
+        let version = self.version.lock().ok().and_then(|v| v.clone());
+        let (engine, database) = match &version {
+            Some(v) => (v.engine.clone(), v.database.clone()),
+            None => ("unknown".to_string(), None),
+        };
+        serde_json::json!({
+            "engine": engine,
+            "database": database.as_ref().map(|d| d.version.to_string()),
+            "database_built": database.map(|d| d.built.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "scanned_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "verdict": verdict,
+            "signature": signature,
+        })
+    }
+
+    /// The proof a scanner is scanning with current signatures: its database's age, then
+    /// the canary (when enabled).
+    async fn prove(&self) -> Result<(), String> {
+        self.check_database().await?;
+        if self.cfg.canary.enabled {
+            self.scan_canary().await?;
+        }
+        Ok(())
+    }
+
     /// Scans the canary; `Err` says why the scanner's verdicts are not to be trusted.
     async fn scan_canary(&self) -> Result<(), String> {
         let body = dqpipe_engine::body::Body::Memory(payload(self.cfg.canary.bytes));
@@ -70,7 +122,7 @@ impl Clamav {
         if let Some(why) = self.canary.failed() {
             return untrusted(why);
         }
-        match self.scan_canary().await {
+        match self.prove().await {
             Ok(()) => {
                 self.canary.passed(1);
                 Ok(())
@@ -93,6 +145,7 @@ impl Processor for Clamav {
                 "{e}. Start clamd (scripts/clamd-local does it on a laptop) or set the scanner address."
             ))
         })?;
+        self.check_database().await.map_err(NodeError::from)?;
         if self.cfg.canary.enabled {
             self.scan_canary().await.map_err(|e| NodeError::from(format!("canary scan: {e}")))?;
             self.canary.passed(0);
@@ -129,8 +182,12 @@ impl Processor for Clamav {
             .await
             .map_err(ItemError::new)?;
         let port = match verdict {
-            Verdict::Clean => "clean",
+            Verdict::Clean => {
+                item.set("scan", self.provenance("clean", None));
+                "clean"
+            }
             Verdict::Infected { signature } => {
+                item.set("scan", self.provenance("infected", Some(&signature)));
                 item.set_problem(Problem::Infected { signature });
                 "infected"
             }

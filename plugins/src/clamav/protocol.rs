@@ -93,6 +93,23 @@ impl Scanner {
             .map_err(|_| format!("{} did not answer PING in {} s", self.describe(), timeout.as_secs()))?
     }
 
+    /// `zVERSION`: what the scanner runs (`ClamAV 1.4.6/27500/Tue Dec  1 08:21:02 2026`);
+    /// `None` from the REST front end, which does not say.
+    pub async fn version(&self, timeout: Duration) -> Result<Option<String>, String> {
+        if let Scanner::Rest { .. } = self {
+            return Ok(None);
+        }
+        let talk = async {
+            let mut c = self.connect().await.map_err(|e| e.0)?;
+            c.write_all(b"zVERSION\0").await.map_err(|e| format!("{}: {e}", self.describe()))?;
+            let reply = Replies::default().next(&mut c).await.map_err(|e| format!("{}: {e}", self.describe()))?;
+            reply.map(Some).ok_or_else(|| format!("{} closed the connection before answering VERSION", self.describe()))
+        };
+        tokio::time::timeout(timeout, talk)
+            .await
+            .map_err(|_| format!("{} did not answer VERSION in {} s", self.describe(), timeout.as_secs()))?
+    }
+
     /// Scans a body once.
     pub async fn scan(
         &self,

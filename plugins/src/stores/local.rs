@@ -305,7 +305,7 @@ impl LocalStore {
         let write = async {
             self.write_temporary(&tmp, body).await?;
             if let Some(origin) = &options.origin {
-                self.record_origin(&tmp, origin).await?;
+                self.record_origin(&tmp, origin, &options.metadata).await?;
             }
             if replace {
                 return tokio::fs::rename(&tmp, &path).await.map(|()| true);
@@ -370,17 +370,23 @@ impl LocalStore {
         job.await.map_err(std::io::Error::other)?
     }
 
-    /// Records the origin on the temporary file. A file system without user extended
+    /// Records the origin, and the put's metadata, on the temporary file. A file system without user extended
     /// attributes (some network mounts) is warned about once and written to without them:
     /// there, objects from two sources that map to one key are not told apart.
-    async fn record_origin(&self, tmp: &Path, origin: &Origin) -> std::io::Result<()> {
+    async fn record_origin(&self, tmp: &Path, origin: &Origin, metadata: &[(String, String)]) -> std::io::Result<()> {
         if self.no_xattrs.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let (tmp, o) = (tmp.to_path_buf(), origin.clone());
+        let (tmp, o, metadata) = (tmp.to_path_buf(), origin.clone(), metadata.to_vec());
         let set = tokio::task::spawn_blocking(move || {
             xattr::set(&tmp, XATTR_SOURCE_KEY, o.source_key.as_bytes())?;
-            xattr::set(&tmp, XATTR_RUN, o.run.as_bytes())
+            xattr::set(&tmp, XATTR_RUN, o.run.as_bytes())?;
+            // The put's metadata (a scan's provenance) as `user.dqpipe.<name>`.
+            for (name, value) in &metadata {
+                let name = format!("user.dqpipe.{}", name.strip_prefix("dqpipe-").unwrap_or(name));
+                xattr::set(&tmp, name, value.as_bytes())?;
+            }
+            Ok(())
         });
         match set.await.map_err(std::io::Error::other)? {
             Err(e) if unsupported(&e) => {

@@ -14,6 +14,9 @@ pub fn repo() -> PathBuf {
 pub fn dqpipe(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dqpipe"));
     c.current_dir(dir);
+    // The tests' clamd has local signatures only (scripts/clamd-local), which name no
+    // database version: the shipped specs refuse such a scanner unless this says so.
+    c.env("CLAMAV_ALLOW_UNVERSIONED_DB", "true");
     for v in [
         "ARCHIVE_URL",
         "ARCHIVE_PREFIX",
@@ -850,16 +853,24 @@ pub enum Scanner {
     Blind { detects: usize },
 }
 
-/// A fake clamd on 127.0.0.1 speaking just enough of its protocol (zPING, zIDSESSION,
-/// zINSTREAM) to misbehave on purpose. Real clamd is used wherever behaviour is tested.
+/// A fake clamd on 127.0.0.1 speaking just enough of its protocol (zPING, zVERSION,
+/// zIDSESSION, zINSTREAM) to misbehave on purpose. Real clamd is used wherever behaviour is tested.
 pub struct FakeClamd {
     pub address: String,
     pub scans: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeClamd {
+    /// A fake that answers `VERSION` as clamd with local signatures only does
+    /// (`ClamAV 1.4.6`, no database version).
     pub fn start(scanner: Scanner) -> FakeClamd {
+        FakeClamd::start_as(scanner, "ClamAV 1.4.6")
+    }
+
+    /// A fake that answers `VERSION` with `version`.
+    pub fn start_as(scanner: Scanner, version: &str) -> FakeClamd {
         use std::io::{Read, Write};
+        let version = version.to_string();
         let listener = TcpListener::bind("127.0.0.1:0").expect("fake clamd");
         let address = format!("tcp://{}", listener.local_addr().unwrap());
         let scans = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -867,7 +878,7 @@ impl FakeClamd {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let (scanner, counter) = (scanner.clone(), counter.clone());
+                let (scanner, counter, version) = (scanner.clone(), counter.clone(), version.clone());
                 std::thread::spawn(move || {
                     let mut number = 0u64;
                     let mut session = false;
@@ -883,6 +894,13 @@ impl FakeClamd {
                             b"zPING" => {
                                 number += u64::from(session);
                                 let _ = conn.write_all(format!("{}PONG\0", prefix(number)).as_bytes());
+                                if !session {
+                                    return;
+                                }
+                            }
+                            b"zVERSION" => {
+                                number += u64::from(session);
+                                let _ = conn.write_all(format!("{}{version}\0", prefix(number)).as_bytes());
                                 if !session {
                                     return;
                                 }
@@ -960,8 +978,9 @@ pub struct HttpProxy {
     pub altered: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// What a proxy may do to one answer: `(request head, answer head, answer body) -> changed`.
-pub type Alter = dyn Fn(&str, &str, &mut Vec<u8>) -> bool + Send + Sync;
+/// What a proxy may do to one answer: `(request head, answer head, answer body) -> changed`
+/// (its status line and headers may be rewritten too).
+pub type Alter = dyn Fn(&str, &mut String, &mut Vec<u8>) -> bool + Send + Sync;
 
 /// Reads one HTTP message's head (lines up to the empty one) and its body, a chunked body
 /// joined into one with a `content-length`.
@@ -1021,7 +1040,10 @@ fn with_length(head: &str, len: usize, drop: &str) -> String {
 }
 
 impl HttpProxy {
-    pub fn start(upstream: u16, alter: impl Fn(&str, &str, &mut Vec<u8>) -> bool + Send + Sync + 'static) -> HttpProxy {
+    pub fn start(
+        upstream: u16,
+        alter: impl Fn(&str, &mut String, &mut Vec<u8>) -> bool + Send + Sync + 'static,
+    ) -> HttpProxy {
         use std::io::{BufReader, Write};
         use std::sync::atomic::Ordering;
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
@@ -1049,7 +1071,7 @@ impl HttpProxy {
                         else {
                             return;
                         };
-                        if !head_only && alter(&head, &rhead, &mut rbody) {
+                        if !head_only && alter(&head, &mut rhead, &mut rbody) {
                             rhead = with_length(&rhead, rbody.len(), "content-md5:");
                             counter.fetch_add(1, Ordering::SeqCst);
                         }
@@ -1163,6 +1185,30 @@ impl Drop for MotoServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// clamd's `VERSION` as it prints it, for a database built `ago` (`date -d` words) ago.
+pub fn clamd_version(ago: &str) -> String {
+    let out = std::process::Command::new("date").args(["-u", "-d", ago, "+%a %b %e %H:%M:%S %Y"]).output().unwrap();
+    format!("ClamAV 1.4.6/27500/{}", stdout(&out).trim())
+}
+
+/// An object's user metadata (`x-amz-meta-*`, without the prefix) as an S3 client reads
+/// it back: boto3 (installed with moto) against `endpoint`.
+pub fn s3_metadata(endpoint: &str, bucket: &str, key: &str) -> serde_json::Value {
+    let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let script = r#"
+import json, sys, boto3
+endpoint, bucket, key, id, secret = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=id, aws_secret_access_key=secret)
+print(json.dumps(s3.head_object(Bucket=bucket, Key=key)["Metadata"]))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, endpoint, bucket, key, S3_KEY_ID, S3_SECRET])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{python}` ({e}); scripts/test installs boto3 with moto"));
+    assert!(out.status.success(), "head_object {bucket}/{key}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// An archive file of `size` bytes that starts with the EICAR test signature.
