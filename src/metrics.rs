@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use dqpipe_engine::api::Shard;
-use dqpipe_engine::report::RunReport;
+use dqpipe_engine::run::report::RunReport;
 
 /// Pushes `r`'s figures; a failure is logged and never changes the run's exit code.
 pub async fn push(url: &str, r: &RunReport) {

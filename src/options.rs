@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use dqpipe_engine::error::SpecErrors;
-use dqpipe_engine::executor::RunOptions;
+use dqpipe_engine::run::executor::RunOptions;
+use dqpipe_engine::spec::errors::SpecErrors;
 use dqpipe_engine::spec::MAX_CONCURRENCY;
 use dqpipe_engine::{load_pipeline, Pipeline};
 

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dqpipe_engine::stats::{LiveStats, StatsSnapshot};
+use dqpipe_engine::run::stats::{LiveStats, StatsSnapshot};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {

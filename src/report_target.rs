@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use dqpipe_engine::body::Body;
-use dqpipe_engine::report::RunReport;
-use dqpipe_engine::store::PutOptions;
+use dqpipe_engine::api::body::Body;
+use dqpipe_engine::api::store::PutOptions;
+use dqpipe_engine::run::report::RunReport;
 use dqpipe_engine::Pipeline;
 
 pub enum Target {

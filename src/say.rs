@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use dqpipe_engine::report::RunReport;
+use dqpipe_engine::run::report::RunReport;
 use serde_json::{json, Value};
 
 static JSON: AtomicBool = AtomicBool::new(false);

@@ -18,13 +18,13 @@ use futures::stream::BoxStream;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::api::body::{Body, Spool};
+use crate::api::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
 use crate::api::{
     parse_config, BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, Meta, NodeError, NodeKind,
     PortDecl, Processor, Registry, Role, Source, SourceContext, StoreOpener,
 };
-use crate::body::{Body, Spool};
 use crate::spec::StoreSpec;
-use crate::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
 
 /// What the test kinds saw, for the test to check.
 pub struct Probe {
@@ -101,7 +101,7 @@ impl NodeKind for NumbersKind {
         OUT
     }
     fn schema(&self) -> schemars::Schema {
-        crate::schema::config_schema::<NumbersConfig>()
+        crate::spec::schema::config_schema::<NumbersConfig>()
     }
     fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
         Ok(Built::Source(Arc::new(Numbers { cfg: parse_config(config)?, probe: self.0.clone() })))
@@ -185,7 +185,7 @@ impl NodeKind for GateKind {
         OUT
     }
     fn schema(&self) -> schemars::Schema {
-        crate::schema::config_schema::<GateConfig>()
+        crate::spec::schema::config_schema::<GateConfig>()
     }
     fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
         Ok(Built::Processor(Arc::new(Gate { cfg: parse_config(config)?, probe: self.0.clone() })))
@@ -239,7 +239,7 @@ impl StoreOpener for MemoryStores {
         }
     }
     fn schema(&self) -> schemars::Schema {
-        crate::schema::config_schema::<NoOptions>()
+        crate::spec::schema::config_schema::<NoOptions>()
     }
 }
 

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dqpipe_engine::executor::{self, RunError, RunOptions};
-use dqpipe_engine::load::load_pipeline_str;
-use dqpipe_engine::report::{Outcome, RunReport};
-use dqpipe_engine::stats::LiveStats;
+use dqpipe_engine::run::executor::{self, RunError, RunOptions};
+use dqpipe_engine::run::report::{Outcome, RunReport};
+use dqpipe_engine::run::stats::LiveStats;
+use dqpipe_engine::spec::load::load_pipeline_str;
 use dqpipe_engine::testing::{registry, Probe};
 use dqpipe_engine::Pipeline;
 

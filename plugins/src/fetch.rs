@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use dqpipe_engine::api::store::{Store, StoreErrorKind};
 use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Processor, Role,
 };
-use dqpipe_engine::store::{Store, StoreErrorKind};
 use schemars::JsonSchema;
 use serde::Deserialize;
 

@@ -14,9 +14,9 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use dqpipe_engine::body::{Body, Spool};
-use dqpipe_engine::selection::Shard;
-use dqpipe_engine::store::{ObjectInfo, Store};
+use dqpipe_engine::api::body::{Body, Spool};
+use dqpipe_engine::api::store::{ObjectInfo, Store};
+use dqpipe_engine::run::selection::Shard;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;

@@ -8,12 +8,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use dqpipe_engine::api::body::Spool;
+use dqpipe_engine::api::store::{Access, ObjectInfo, Store, StoreErrorKind};
 use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, KindConfig, Meta, NodeError, PortDecl, Role, Source,
     SourceContext,
 };
-use dqpipe_engine::body::Spool;
-use dqpipe_engine::store::{Access, ObjectInfo, Store, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;
@@ -312,7 +312,7 @@ impl List {
     }
 }
 
-type Listing<'a> = BoxStream<'a, Result<ObjectInfo, dqpipe_engine::store::StoreError>>;
+type Listing<'a> = BoxStream<'a, Result<ObjectInfo, dqpipe_engine::api::store::StoreError>>;
 
 /// The item's name: the URL-decoded last segment of its key, as the original job named
 /// its local copies.

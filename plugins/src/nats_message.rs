@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use dqpipe_engine::api::body::{Body, BodyWriter, Spool};
 use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
 };
-use dqpipe_engine::body::{Body, BodyWriter, Spool};
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 

@@ -10,7 +10,7 @@
 //! those beginning with `C`, and none sorts before the first key. A binary search over the
 //! first key's length takes about log2(its length) probes: 6 for NATS keys.
 
-use dqpipe_engine::store::{Store, StoreError};
+use dqpipe_engine::api::store::{Store, StoreError};
 use futures::StreamExt;
 
 /// The longest prefix that every key under `prefix` starts with (`prefix` itself when the

@@ -18,13 +18,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use dqpipe_engine::api::body::Body;
+use dqpipe_engine::api::store::{Access, Origin, PutOptions, Store, StoreErrorKind};
+use dqpipe_engine::api::template::KeyTemplate;
 use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, NodeError, PortDecl, Problem,
     Processor, Role,
 };
-use dqpipe_engine::body::Body;
-use dqpipe_engine::store::{Access, Origin, PutOptions, Store, StoreErrorKind};
-use dqpipe_engine::template::KeyTemplate;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -311,7 +311,7 @@ impl Put {
         op: impl FnMut() -> Fut,
     ) -> Result<T, ItemError>
     where
-        Fut: std::future::Future<Output = Result<T, dqpipe_engine::store::StoreError>>,
+        Fut: std::future::Future<Output = Result<T, dqpipe_engine::api::store::StoreError>>,
     {
         self.cfg
             .retry

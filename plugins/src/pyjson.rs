@@ -21,7 +21,7 @@
 //!   `\uXXXX` (lowercase hex; surrogate pairs above U+FFFF), `\n`-style escapes for the
 //!   five that have one.
 
-use dqpipe_engine::body::BodyWriter;
+use dqpipe_engine::api::body::BodyWriter;
 use indexmap::IndexMap;
 
 /// The deepest nesting read: Python's own recursion limit is 1,000, so the job dqpipe

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dqpipe_engine::body::{Body, Spool};
-use dqpipe_engine::store::{ObjectInfo, PutOptions, Store, StoreErrorKind};
+use dqpipe_engine::api::body::{Body, Spool};
+use dqpipe_engine::api::store::{ObjectInfo, PutOptions, Store, StoreErrorKind};
 use futures::StreamExt;
 use tokio::sync::oneshot;
 

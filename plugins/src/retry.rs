@@ -68,12 +68,12 @@ pub struct GaveUp<E> {
     pub last: Option<E>,
 }
 
-impl GaveUp<dqpipe_engine::store::StoreError> {
+impl GaveUp<dqpipe_engine::api::store::StoreError> {
     /// A store failure as an item's: a key the store refuses, or will not let us read or
     /// write, is refused for good (exit 3); anything else may pass, and a rerun tries again
     /// (exit 4).
     pub fn into_item_error(self) -> dqpipe_engine::api::ItemError {
-        use dqpipe_engine::store::StoreErrorKind::{AccessDenied, InvalidKey};
+        use dqpipe_engine::api::store::StoreErrorKind::{AccessDenied, InvalidKey};
         match self.last.map(|e| e.kind) {
             Some(InvalidKey | AccessDenied) => dqpipe_engine::api::ItemError::refused(self.message),
             _ => dqpipe_engine::api::ItemError::new(self.message),
@@ -191,17 +191,21 @@ impl RetryPolicy {
 /// last error once the attempts are used up or `deadline_secs` has passed since the run of
 /// failures began; a success starts afresh. Any other error ends it at once.
 pub fn resumable_listing<'a>(
-    store: &'a dyn dqpipe_engine::store::Store,
+    store: &'a dyn dqpipe_engine::api::store::Store,
     prefix: &'a str,
     start_after: Option<String>,
     policy: &'a RetryPolicy,
     on_retry: impl Fn() + Send + Sync + 'a,
-) -> futures::stream::BoxStream<'a, Result<dqpipe_engine::store::ObjectInfo, dqpipe_engine::store::StoreError>> {
-    use dqpipe_engine::store::StoreErrorKind;
+) -> futures::stream::BoxStream<'a, Result<dqpipe_engine::api::store::ObjectInfo, dqpipe_engine::api::store::StoreError>>
+{
+    use dqpipe_engine::api::store::StoreErrorKind;
     use futures::StreamExt;
     struct Walk<'a> {
         listing: Option<
-            futures::stream::BoxStream<'a, Result<dqpipe_engine::store::ObjectInfo, dqpipe_engine::store::StoreError>>,
+            futures::stream::BoxStream<
+                'a,
+                Result<dqpipe_engine::api::store::ObjectInfo, dqpipe_engine::api::store::StoreError>,
+            >,
         >,
         after: Option<String>,
         /// The delays left in the current run of failures, and when it began.

@@ -191,7 +191,7 @@ impl Slack {
 
 /// The end-of-run alert of a run that is not clean: outcome, counts, causes, report.
 fn run_alert(facts: &RunFacts) -> (String, String) {
-    use dqpipe_engine::report::Outcome;
+    use dqpipe_engine::run::report::Outcome;
     let p = &facts.pipeline;
     let headline = match facts.outcome {
         None => format!("{p}: the run could not start (exit 1)"),

@@ -12,12 +12,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use dqpipe_engine::api::store::Store;
 use dqpipe_engine::api::{
     kind_built_by, Built, ConfigError, Context, Emitter, Item, ItemError, NodeKind, Problem, Processor, Registry,
     StoreOpener,
 };
 use dqpipe_engine::spec::StoreSpec;
-use dqpipe_engine::store::Store;
 use dqpipe_engine::testing::MemoryStore;
 use indexmap::IndexMap;
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use dqpipe_engine::api::body::Body;
 use dqpipe_engine::api::{
     kind, BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Processor, Role,
 };
-use dqpipe_engine::body::Body;
 use serde::Deserialize;
 
 /// Settings of an `upper` node: none but how large an item may be.
@@ -64,13 +64,13 @@ async fn a_new_kind_is_one_type_and_one_registration_line() {
         "version: 1\nname: t\nstores:\n  src: {{ url: \"file://{0}/in\" }}\n  dst: {{ url: \"file://{0}/out\" }}\nnodes:\n  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  upper: {{ kind: upper, input: fetch }}\n  write: {{ kind: put, input: upper, store: dst, key: \"{{{{ name }}}}\" }}\n",
         dir.path().display()
     );
-    let p = dqpipe_engine::load::load_pipeline_str(std::path::Path::new("t.yaml"), &spec, &registry, &|_| None)
+    let p = dqpipe_engine::spec::load::load_pipeline_str(std::path::Path::new("t.yaml"), &spec, &registry, &|_| None)
         .unwrap_or_else(|e| panic!("{e}"));
-    let r = dqpipe_engine::executor::run(&p, Default::default()).await.unwrap();
+    let r = dqpipe_engine::run::executor::run(&p, Default::default()).await.unwrap();
     assert_eq!(r.items.complete, 1);
     assert_eq!(std::fs::read_to_string(dir.path().join("out/a.txt")).unwrap(), "HELLO");
     // The kind is in the schema like the others, with its settings.
-    let schema = dqpipe_engine::schema::spec_schema(&registry);
+    let schema = dqpipe_engine::spec::schema::spec_schema(&registry);
     let kinds = schema["properties"]["nodes"]["additionalProperties"]["allOf"].as_array().unwrap();
     assert!(kinds
         .iter()

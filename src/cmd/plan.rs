@@ -6,9 +6,9 @@ use std::io::Write;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
-use dqpipe_engine::executor::{self, Mode, RunOptions};
+use dqpipe_engine::plan::file::PlanWriter;
 use dqpipe_engine::plan::{PlanHeader, PlanTotals, PlannedObject, StaticPlan, PLAN_FORMAT};
-use dqpipe_engine::plan_file::PlanWriter;
+use dqpipe_engine::run::executor::{self, Mode, RunOptions};
 use dqpipe_engine::Pipeline;
 
 use crate::exit::Exit;

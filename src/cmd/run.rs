@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dqpipe_engine::api::{Planned, Stop};
-use dqpipe_engine::executor;
-use dqpipe_engine::stats::LiveStats;
+use dqpipe_engine::run::executor;
+use dqpipe_engine::run::stats::LiveStats;
 use dqpipe_engine::Pipeline;
 
 use crate::exit::Exit;
@@ -96,7 +96,7 @@ pub async fn run(args: Args) -> Exit {
 /// Reads a saved plan for `run --plan` (streamed), refusing one made from another spec.
 fn read_plan(file: &Path, p: &Pipeline) -> anyhow::Result<Planned> {
     let f = std::fs::File::open(file)?;
-    Ok(dqpipe_engine::plan_file::read_plan(f, &p.spec_hash)?)
+    Ok(dqpipe_engine::plan::file::read_plan(f, &p.spec_hash)?)
 }
 
 /// SIGINT and SIGTERM stop the listing; items in flight finish and the summary is printed.

@@ -4,7 +4,7 @@ use crate::exit::Exit;
 
 pub fn run() -> Exit {
     let registry = dqpipe_plugins::registry();
-    match serde_json::to_string_pretty(&dqpipe_engine::schema::spec_schema(&registry)) {
+    match serde_json::to_string_pretty(&dqpipe_engine::spec::schema::spec_schema(&registry)) {
         Ok(s) => {
             println!("{s}");
             Exit::Ok

@@ -68,7 +68,7 @@ pub async fn run(args: Args) -> Exit {
 /// is read by loading the spec with no variables set (defaults apply).
 fn find(spec: &std::path::Path) -> Result<Option<Suite>, String> {
     let registry = dqpipe_plugins::registry();
-    let inline = match dqpipe_engine::load::load_pipeline(spec, &registry, &|_| None) {
+    let inline = match dqpipe_engine::spec::load::load_pipeline(spec, &registry, &|_| None) {
         Ok(p) => p.tests,
         Err(_) if tests_file(spec).exists() => Vec::new(),
         Err(_) => return Ok(None),

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use dqpipe_engine::error::SpecError;
+use dqpipe_engine::spec::errors::SpecError;
 
 use crate::exit::Exit;
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dqpipe_engine::load::{load_pipeline, Pipeline};
-use dqpipe_engine::options::{RunOptions, Tap};
+use dqpipe_engine::run::options::{RunOptions, Tap};
+use dqpipe_engine::spec::load::{load_pipeline, Pipeline};
 use dqpipe_plugins::testing::{Answer, InMemory, Stubs};
 use serde_json::Value;
 
@@ -120,7 +120,8 @@ async fn run(p: &Pipeline, stores: &InMemory) -> Result<Got, String> {
         grace: Duration::from_secs(5),
         ..RunOptions::default()
     };
-    let report = dqpipe_engine::executor::run(p, opts).await.map_err(|e| format!("the run could not start: {e}"))?;
+    let report =
+        dqpipe_engine::run::executor::run(p, opts).await.map_err(|e| format!("the run could not start: {e}"))?;
     let mut got = Got::default();
     for (node, port, key, meta) in seen.lock().map(|s| s.clone()).unwrap_or_default() {
         let entry = got.objects.entry(key).or_default();

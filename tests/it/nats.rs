@@ -252,7 +252,7 @@ fn zero_files_raises_an_alert() {
 /// session clamd dropped while idle (here: clamd restarted) is replaced without a failure.
 #[tokio::test]
 async fn clamd_sessions_are_reused_and_survive_a_restart() {
-    use dqpipe_engine::body::Body;
+    use dqpipe_engine::api::body::Body;
     use dqpipe_plugins::clamav::{Scanner, Sessions, Verdict};
     let clamd = Clamd::start("1M");
     let scanner = Scanner::parse(&clamd.tcp()).unwrap();

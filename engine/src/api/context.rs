@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::body::Spool;
+use crate::api::body::Spool;
 
 /// One node's context, shared by its concurrent tasks.
 #[derive(Debug, Clone)]

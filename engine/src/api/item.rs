@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::Body;
-use crate::store::ObjectInfo;
+use crate::api::body::Body;
+use crate::api::store::ObjectInfo;
 
 /// An item's metadata: `key`, `name`, `size`, `etag`, ... plus what nodes add
 /// (`msg_date`, `signature`, `reason`). Templates read it.

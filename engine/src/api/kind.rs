@@ -8,9 +8,9 @@ use serde::de::DeserializeOwned;
 
 use crate::api::processor::Processor;
 use crate::api::source::Source;
+use crate::api::store::{Access, Store};
+use crate::api::template::KeyTemplate;
 use crate::spec::{Defaults, StoreSpec};
-use crate::store::{Access, Store};
-use crate::template::KeyTemplate;
 
 /// An output port as a kind declares it.
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +75,7 @@ pub trait NodeKind: Send + Sync {
     fn clean_port(&self) -> Option<&'static str> {
         None
     }
-    /// JSON Schema of the kind's own settings (see [`crate::schema::config_schema`]).
+    /// JSON Schema of the kind's own settings (see [`crate::spec::schema::config_schema`]).
     fn schema(&self) -> schemars::Schema;
     /// Checks the settings and builds a runnable node. Does no I/O: plans build too.
     fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError>;
@@ -150,7 +150,7 @@ impl<C: KindConfig> NodeKind for Kind<C> {
         C::CLEAN_PORT
     }
     fn schema(&self) -> schemars::Schema {
-        crate::schema::config_schema::<C>()
+        crate::spec::schema::config_schema::<C>()
     }
     fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
         let config = parse_config::<C>(config)?;
@@ -247,7 +247,7 @@ impl BuildContext<'_> {
             field,
             format!(
                 "unknown store `{name}`{}; the spec's stores are: {}",
-                crate::suggest::did_you_mean(name, &known),
+                crate::spec::suggest::did_you_mean(name, &known),
                 if known.is_empty() { "(none)".into() } else { known.join(", ") }
             ),
         ))

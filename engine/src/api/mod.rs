@@ -8,14 +8,17 @@
 //! retries, plan mode). An item that cannot be processed is an
 //! [`ItemError`]: the object is then reported unprocessed and nothing is sent on.
 
+pub mod body;
 pub mod context;
 pub mod item;
 pub mod kind;
 pub mod processor;
 pub mod source;
+pub mod store;
+pub mod template;
 
-pub use crate::runtime::outputs::{Emitter, PortStats};
-pub use crate::selection::{Planned, Shard};
+pub use crate::run::outputs::{Emitter, PortStats};
+pub use crate::run::selection::{Planned, Shard};
 pub use context::Context;
 pub use item::{Closed, Item, ItemError, ItemFailure, Meta, NodeError, PlannedWrite, Problem, ProblemObject, Trail};
 pub use kind::{

@@ -71,7 +71,7 @@ impl Clamav {
 
     /// Scans the canary; `Err` says why the scanner's verdicts are not to be trusted.
     async fn scan_canary(&self) -> Result<(), String> {
-        let body = dqpipe_engine::body::Body::Memory(payload(self.cfg.canary.bytes));
+        let body = dqpipe_engine::api::body::Body::Memory(payload(self.cfg.canary.bytes));
         let timeout = Duration::from_secs(self.cfg.timeout_secs.max(1));
         let verdict = self
             .cfg

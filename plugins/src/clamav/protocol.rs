@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dqpipe_engine::body::Body;
+use dqpipe_engine::api::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::rest::scan_rest;

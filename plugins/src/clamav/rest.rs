@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use dqpipe_engine::body::Body;
+use dqpipe_engine::api::body::Body;
 use futures::StreamExt;
 
 use super::protocol::{Unreachable, Verdict};

@@ -150,7 +150,7 @@ impl Processor for Map {
                         other => item.set(&name, other.to_string()),
                     }
                 }
-                item.body = Some(dqpipe_engine::body::Body::Memory(Bytes::from(mapped.body)));
+                item.body = Some(dqpipe_engine::api::body::Body::Memory(Bytes::from(mapped.body)));
                 out.emit("ok", item).await
             }
             Err(reason) => {

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use dqpipe_engine::api::body::{Body, Spool};
+use dqpipe_engine::api::store::{ObjectInfo, Origin, PutOptions, Store, StoreError, StoreErrorKind};
 use dqpipe_engine::api::ConfigError;
-use dqpipe_engine::body::{Body, Spool};
-use dqpipe_engine::store::{ObjectInfo, Origin, PutOptions, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;

@@ -13,9 +13,9 @@ pub mod sftp;
 
 use std::sync::Arc;
 
+use dqpipe_engine::api::store::Store;
 use dqpipe_engine::api::{parse_config, ConfigError, StoreOpener};
 use dqpipe_engine::spec::StoreSpec;
-use dqpipe_engine::store::Store;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -48,7 +48,7 @@ where
         self.name
     }
     fn schema(&self) -> Value {
-        let mut s = dqpipe_engine::schema::config_schema::<O>().to_value();
+        let mut s = dqpipe_engine::spec::schema::config_schema::<O>().to_value();
         if let Some(o) = s.as_object_mut() {
             o.remove("$schema");
             o.insert("description".into(), json!(format!("Settings used when the URL is `{}://`.", self.name)));

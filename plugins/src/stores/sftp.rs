@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dqpipe_engine::api::body::{Body, Spool};
+use dqpipe_engine::api::store::{Access, ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
 use dqpipe_engine::api::ConfigError;
-use dqpipe_engine::body::{Body, Spool};
-use dqpipe_engine::store::{Access, ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};

@@ -1,7 +1,7 @@
 //! S3 failures as operators read them: the kind the nodes retry on, and a message that
 //! names the bucket, the endpoint and what to check.
 
-use dqpipe_engine::store::{StoreError, StoreErrorKind};
+use dqpipe_engine::api::store::{StoreError, StoreErrorKind};
 
 use super::S3Store;
 

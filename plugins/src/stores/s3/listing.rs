@@ -1,6 +1,6 @@
 //! Listing, page by page, with keys exactly as stored (see `S3Store::list_page`).
 
-use dqpipe_engine::store::{ObjectInfo, StoreError, StoreErrorKind};
+use dqpipe_engine::api::store::{ObjectInfo, StoreError, StoreErrorKind};
 use serde::Deserialize;
 
 use super::errors::{root_cause, Fault};

@@ -20,8 +20,8 @@ use std::borrow::Cow;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use dqpipe_engine::body::{Body, Spool};
-use dqpipe_engine::store::{check_read, ObjectInfo, Origin, PutOptions, Store, StoreError, StoreErrorKind};
+use dqpipe_engine::api::body::{Body, Spool};
+use dqpipe_engine::api::store::{check_read, ObjectInfo, Origin, PutOptions, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3;
@@ -94,7 +94,7 @@ impl S3Store {
         }
         let size = got.meta.size;
         let body = Body::from_stream(got.into_stream(), Some(size), spool).await.map_err(|e| match e {
-            dqpipe_engine::body::BodyError::Source(e) => self.error(&what, e),
+            dqpipe_engine::api::body::BodyError::Source(e) => self.error(&what, e),
             spool_error => StoreError::new(StoreErrorKind::Other, format!("{what}: {spool_error}")),
         })?;
         if let Some(listed) = listed {

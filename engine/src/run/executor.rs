@@ -23,19 +23,19 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::api::body::Spool;
 use crate::api::{Built, Context, Emitter, Item, Processor, Source, SourceContext};
-use crate::body::Spool;
-use crate::load::Pipeline;
-pub use crate::options::{Mode, RunOptions, DEFAULT_GRACE};
-use crate::report::{RunReport, SourceError};
-use crate::runtime::acks::start_acknowledgements;
-use crate::runtime::end::{report, Ended};
-use crate::runtime::halt::Halt;
-use crate::runtime::outputs::{mark_failed, ByteBudget, Route, Selection};
-use crate::runtime::preflight::preflight;
-pub use crate::runtime::preflight::RunError;
-use crate::runtime::tracker::Tracker;
-use crate::stats::{LiveStats, NodeStats};
+use crate::run::acks::start_acknowledgements;
+use crate::run::end::{report, Ended};
+use crate::run::halt::Halt;
+pub use crate::run::options::{Mode, RunOptions, DEFAULT_GRACE};
+use crate::run::outputs::{mark_failed, ByteBudget, Route, Selection};
+use crate::run::preflight::preflight;
+pub use crate::run::preflight::RunError;
+use crate::run::report::{RunReport, SourceError};
+use crate::run::stats::{LiveStats, NodeStats};
+use crate::run::tracker::Tracker;
+use crate::spec::load::Pipeline;
 
 /// Runs the pipeline to the end and reports what happened: preflight, wiring, the nodes'
 /// tasks, the drain (with the stop and its grace period), acknowledgements, the report.
@@ -47,7 +47,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     tokio::select! {
         r = preflight(p, planning) => if let Err(e) = r {
             if !planning {
-                crate::runtime::end::did_not_start(p, &e).await;
+                crate::run::end::did_not_start(p, &e).await;
             }
             return Err(e);
         },

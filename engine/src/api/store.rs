@@ -6,7 +6,7 @@ use std::fmt;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::body::{Body, Spool};
+use crate::api::body::{Body, Spool};
 
 /// One object as a listing sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,11 +7,11 @@ use std::time::Instant;
 use futures::FutureExt;
 
 use crate::api::{Built, RunFacts};
-use crate::load::Pipeline;
-use crate::options::{Mode, RunOptions};
-use crate::report::{causes, Cause, ItemCounts, Outcome, RunReport, SourceError};
-use crate::runtime::preflight::RunError;
-use crate::stats::LiveStats;
+use crate::run::options::{Mode, RunOptions};
+use crate::run::preflight::RunError;
+use crate::run::report::{causes, Cause, ItemCounts, Outcome, RunReport, SourceError};
+use crate::run::stats::LiveStats;
+use crate::spec::load::Pipeline;
 
 /// How the nodes' tasks ended.
 pub(crate) struct Ended {
@@ -86,7 +86,7 @@ pub(crate) async fn report(
         interrupted,
         halted: ended.halted,
         shard: opts.shard,
-        peak_rss_bytes: crate::report::peak_rss_bytes(),
+        peak_rss_bytes: crate::run::report::peak_rss_bytes(),
     };
     let mut report = report;
     if !matches!(opts.mode, Mode::Plan { .. }) {

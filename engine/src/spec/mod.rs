@@ -16,14 +16,27 @@
 //! the kind (see [`crate::api::NodeKind`]); a store's settings depend on its URL scheme
 //! and are typed by the store opener. Every struct denies unknown fields.
 
+pub mod dag;
+pub mod errors;
+pub(crate) mod fields;
+pub(crate) mod hints;
+pub mod interpolate;
+pub mod load;
+pub mod locate;
+pub mod redact;
+pub mod schema;
+pub(crate) mod stores;
+pub mod suggest;
+pub(crate) mod trust;
+
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use serde_json::Value;
 
-use crate::error::ErrorSink;
-use crate::locate::SpecPath;
+use crate::spec::errors::ErrorSink;
+use crate::spec::locate::SpecPath;
 
 /// The keys at the top of a spec file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

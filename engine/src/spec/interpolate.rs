@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::error::ErrorSink;
-use crate::locate::SpecPath;
+use crate::spec::errors::ErrorSink;
+use crate::spec::locate::SpecPath;
 
 /// A value after interpolation, with the names of the variables it used.
 #[derive(Debug, Clone, PartialEq, Eq)]

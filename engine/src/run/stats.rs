@@ -7,9 +7,9 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use crate::api::{Built, PortStats};
-use crate::load::Pipeline;
-use crate::report::{NodeReport, PortReport};
-use crate::runtime::tracker::Tracker;
+use crate::run::report::{NodeReport, PortReport};
+use crate::run::tracker::Tracker;
+use crate::spec::load::Pipeline;
 
 /// Counters of one node.
 #[derive(Debug, Default)]

@@ -6,7 +6,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::api::Built;
-use crate::load::Pipeline;
+use crate::spec::load::Pipeline;
 
 /// The run could not start.
 #[derive(Debug, thiserror::Error)]

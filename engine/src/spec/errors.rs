@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::locate::{Pos, SourceMap, SpecPath};
+use crate::spec::locate::{Pos, SourceMap, SpecPath};
 
 /// One problem in a spec file.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ impl<'a> ErrorSink<'a> {
     /// text cannot be found in the file (a value that came from a variable).
     pub fn push_within(&mut self, path: &SpecPath, value: &str, within: (usize, usize), message: impl Into<String>) {
         let key = self.map.locate(path).unwrap_or(Pos { line: 1, column: 1 });
-        let pos = crate::locate::within_value(self.text, key, value, within).unwrap_or(key);
+        let pos = crate::spec::locate::within_value(self.text, key, value, within).unwrap_or(key);
         self.push_at(pos, path, message);
     }
     pub fn push(&mut self, path: &SpecPath, message: impl Into<String>) {

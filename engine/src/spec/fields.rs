@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::dag::Dag;
-use crate::error::ErrorSink;
+use crate::spec::dag::Dag;
+use crate::spec::errors::ErrorSink;
 use crate::spec::NodeSpec;
 
 /// What a node set on each of its ports: node -> port -> fields.
@@ -33,7 +33,7 @@ pub(crate) fn check_templates(
                     continue;
                 };
                 let known: Vec<&str> = have.iter().copied().collect();
-                let hint = match crate::suggest::closest(var, &known) {
+                let hint = match crate::spec::suggest::closest(var, &known) {
                     Some(k) => format!("did you mean `{k}`? "),
                     None => String::new(),
                 };

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
+use crate::api::store::Store;
 use crate::api::Registry;
-use crate::error::ErrorSink;
-use crate::locate::SpecPath;
-use crate::schema::{check_ranges, coerce_scalars};
+use crate::spec::errors::ErrorSink;
+use crate::spec::locate::SpecPath;
+use crate::spec::schema::{check_ranges, coerce_scalars};
 use crate::spec::{SpecHeader, StoreSpec};
-use crate::store::Store;
 
 /// The opened stores, by name, with what the spec said of them.
 pub(crate) type Stores = IndexMap<String, (StoreSpec, Arc<dyn Store>)>;
@@ -146,7 +146,7 @@ pub(crate) fn open_stores(
             }
             Err(e) => {
                 let at = place(&path, &own, inherited, &e.path);
-                let message = crate::suggest::unknown_field(&e.message, &[]).unwrap_or(e.message);
+                let message = crate::spec::suggest::unknown_field(&e.message, &[]).unwrap_or(e.message);
                 // A mistake in `defaults.s3` is one mistake, whatever the stores inheriting it.
                 if !errors.errors.iter().any(|x| x.path == at.to_string() && x.message == message) {
                     errors.push(&at, message)

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use crate::api::store::Store;
 use crate::api::{BuildContext, Built, NodeKind, Registry};
-use crate::dag::Dag;
-use crate::error::{ErrorSink, SpecError, SpecErrors};
-use crate::interpolate::interpolate_value;
-use crate::locate::{LineIndex, Pos, SourceMap, SpecPath};
-use crate::schema::{check_ranges, coerce_scalars, config_schema};
+use crate::spec::dag::Dag;
+use crate::spec::errors::{ErrorSink, SpecError, SpecErrors};
+use crate::spec::interpolate::interpolate_value;
+use crate::spec::locate::{LineIndex, Pos, SourceMap, SpecPath};
+use crate::spec::schema::{check_ranges, coerce_scalars, config_schema};
+use crate::spec::stores::Stores;
 use crate::spec::{Defaults, NodeSpec, SpecHeader, StoreSpec};
-use crate::store::Store;
-use crate::store_specs::Stores;
 
 /// A checked, built pipeline, ready to plan or run.
 pub struct Pipeline {
@@ -95,7 +95,7 @@ pub fn load_pipeline_str(
             if let Some(vars) = env_vars.get(&e.path) {
                 e.message = format!("{} (the value comes from {})", e.message, vars.join(", "));
             }
-            e.message = crate::redact::scrub(&e.message, &secrets);
+            e.message = crate::spec::redact::scrub(&e.message, &secrets);
         }
         return Err(SpecErrors(errors.errors));
     }
@@ -124,9 +124,9 @@ fn build(
     registry: &Registry,
     errors: &mut ErrorSink,
 ) -> Option<(SpecHeader, Stores, Vec<PipelineNode>, Dag)> {
-    let (doc, inherited) = crate::store_specs::take_scheme_defaults(doc, registry, errors);
+    let (doc, inherited) = crate::spec::stores::take_scheme_defaults(doc, registry, errors);
     let header = read_header(doc, errors)?;
-    let stores = crate::store_specs::open_stores(&header, &inherited, registry, errors);
+    let stores = crate::spec::stores::open_stores(&header, &inherited, registry, errors);
     let specs = split_nodes(&header, errors);
     // Kinds, wiring, ports, cycles.
     let dag = Dag::build(&specs, registry, errors);
@@ -147,7 +147,7 @@ fn read_header(mut doc: Value, errors: &mut ErrorSink) -> Option<SpecHeader> {
         Err(e) => {
             let path = root.join_dotted(&e.path().to_string());
             let message = e.inner().to_string();
-            let message = crate::suggest::unknown_field(&message, &[]).unwrap_or(message);
+            let message = crate::spec::suggest::unknown_field(&message, &[]).unwrap_or(message);
             let path = match crate::api::kind::unknown_field(&message) {
                 Some(f) if !path.to_string().ends_with(&f) => path.key(&f),
                 _ => path,
@@ -206,7 +206,7 @@ fn build_nodes(
     let declared: Vec<String> = header.stores.keys().cloned().collect();
     let mut writes = std::collections::HashMap::new();
     let mut templates = std::collections::HashMap::new();
-    let mut sets: crate::fields::PortFields = HashMap::new();
+    let mut sets: crate::spec::fields::PortFields = HashMap::new();
     let mut nodes = Vec::new();
     for i in order {
         let spec = &specs[i];
@@ -251,7 +251,7 @@ fn build_nodes(
             }
             Err(e) if e.consequential => {}
             Err(e) => {
-                let message = crate::suggest::unknown_field(&e.message, crate::spec::COMMON_NODE_KEYS);
+                let message = crate::spec::suggest::unknown_field(&e.message, crate::spec::COMMON_NODE_KEYS);
                 let (path, message) = (spec.path.join_dotted(&e.path), message.unwrap_or(e.message));
                 match &e.within {
                     Some((text, line, column)) => errors.push_within(&path, text, (*line, *column), message),
@@ -266,8 +266,8 @@ fn build_nodes(
         let sources: Vec<String> =
             nodes.iter().filter(|n| matches!(n.built, Built::Source(_))).map(|n| n.spec.name.clone()).collect();
         let trusted: Vec<String> = stores.iter().filter(|(_, (s, _))| s.trusted).map(|(n, _)| n.clone()).collect();
-        crate::trust::check_trusted_writes(dag, specs, &trusted, &writes, &clean_ports, &sources, errors);
-        crate::fields::check_templates(dag, specs, &templates, &sets, errors);
+        crate::spec::trust::check_trusted_writes(dag, specs, &trusted, &writes, &clean_ports, &sources, errors);
+        crate::spec::fields::check_templates(dag, specs, &templates, &sets, errors);
     }
     nodes
 }
@@ -276,7 +276,8 @@ fn build_nodes(
 /// `S3_SRC_SECRET_ACCESS_KEY`), wherever they are used: an error that quotes a value (an
 /// `endpoint` or `sse` set from such a variable by mistake) must not print it.
 fn secret_values(env_vars: &BTreeMap<String, Vec<String>>, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
-    let mut names: Vec<&String> = env_vars.values().flatten().filter(|v| crate::redact::is_secret_name(v)).collect();
+    let mut names: Vec<&String> =
+        env_vars.values().flatten().filter(|v| crate::spec::redact::is_secret_name(v)).collect();
     names.sort();
     names.dedup();
     names.into_iter().filter_map(|n| env(n)).collect()
@@ -307,7 +308,7 @@ fn parse(file: &Path, text: &str) -> Result<(Value, SourceMap), SpecErrors> {
             // key on a scalar) have no location of their own: they are placed at its start.
             let invalid = |e: serde_norway::Error| {
                 let pos = e.location().map(|l| Pos { line: l.line(), column: l.column() });
-                let (pos, message) = crate::hints::yaml(text, pos, &strip_position(&e.to_string()));
+                let (pos, message) = crate::spec::hints::yaml(text, pos, &strip_position(&e.to_string()));
                 one_error(file, pos.or(Some(Pos { line: 1, column: 1 })), format!("invalid YAML: {message}"))
             };
             match serde_norway::from_str::<serde_norway::Value>(text) {
@@ -315,7 +316,7 @@ fn parse(file: &Path, text: &str) -> Result<(Value, SourceMap), SpecErrors> {
                 Ok(mut yaml) => {
                     yaml.apply_merge().map_err(invalid)?;
                     serde_json::to_value(yaml).map_err(|e| {
-                        let (pos, message) = crate::hints::yaml(text, None, &e.to_string());
+                        let (pos, message) = crate::spec::hints::yaml(text, None, &e.to_string());
                         one_error(file, pos.or(Some(Pos { line: 1, column: 1 })), format!("invalid YAML: {message}"))
                     })?
                 }
@@ -327,7 +328,7 @@ fn parse(file: &Path, text: &str) -> Result<(Value, SourceMap), SpecErrors> {
         }
         "toml" => toml::from_str(text).map_err(|e| {
             let pos = e.span().map(|s| LineIndex::new(text).pos(s.start)).or(Some(Pos { line: 1, column: 1 }));
-            one_error(file, pos, format!("invalid TOML: {}", crate::hints::toml(text, pos, e.message())))
+            one_error(file, pos, format!("invalid TOML: {}", crate::spec::hints::toml(text, pos, e.message())))
         })?,
         _ => {
             return Err(one_error(

@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use crate::dag::Dag;
-use crate::error::ErrorSink;
+use crate::spec::dag::Dag;
+use crate::spec::errors::ErrorSink;
 use crate::spec::NodeSpec;
 
 /// Checks every writer of a trusted store (`trusted` names them). `writes` maps a node to

@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::api::{Built, Planned, Shard, Stop};
-use crate::load::Pipeline;
 use crate::plan::PlannedObject;
-use crate::stats::LiveStats;
+use crate::run::stats::LiveStats;
+use crate::spec::load::Pipeline;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -48,7 +48,7 @@ pub struct RunOptions {
     pub tap: Option<Tap>,
 }
 
-pub use crate::runtime::outputs::Tap;
+pub use crate::run::outputs::Tap;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Mode {

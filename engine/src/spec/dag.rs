@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::api::{Registry, Role};
-use crate::error::ErrorSink;
+use crate::spec::errors::ErrorSink;
 use crate::spec::{InputRef, NodeSpec};
 
 /// One wire: items leaving `from` on `port` go to `to`.
@@ -110,7 +110,7 @@ fn check_role(spec: &NodeSpec, registry: &Registry, errors: &mut ErrorSink<'_>) 
             format!(
                 "unknown kind `{}`{}; the kinds are: {}",
                 spec.kind,
-                crate::suggest::did_you_mean(&spec.kind, &registry.kind_names()),
+                crate::spec::suggest::did_you_mean(&spec.kind, &registry.kind_names()),
                 registry.kind_names().join(", ")
             ),
         ),
@@ -136,7 +136,7 @@ fn resolve_input(
 ) -> Option<Edge> {
     let Some(&up) = index.get(input.node.as_str()) else {
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        let hint = crate::suggest::did_you_mean(&input.node, &names);
+        let hint = crate::spec::suggest::did_you_mean(&input.node, &names);
         errors.push(&input.path, format!("unknown node `{}`{hint}; the nodes are: {}", input.node, names.join(", ")));
         return None;
     };
@@ -147,7 +147,7 @@ fn resolve_input(
     let port = match &input.port {
         Some(p) if port_names.contains(&p.as_str()) => p.clone(),
         Some(p) => {
-            let hint = crate::suggest::did_you_mean(p, &port_names);
+            let hint = crate::spec::suggest::did_you_mean(p, &port_names);
             errors.push(&input.path, format!("node `{name}` ({kind}) has no port `{p}`{hint}; its ports are: {ports}"));
             return None;
         }

@@ -9,9 +9,9 @@ use indexmap::IndexMap;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::api::item::{Closed, Finished, Item, ItemFailure, Lineage, Meta, ProblemObject, Trail};
-use crate::runtime::tracker::Tracker;
-use crate::selection::{Planned, Shard};
-use crate::store::ObjectInfo;
+use crate::api::store::ObjectInfo;
+use crate::run::selection::{Planned, Shard};
+use crate::run::tracker::Tracker;
 
 /// Counters of one output port.
 #[derive(Debug, Default)]

@@ -2,7 +2,7 @@
 //! mistake is: a tab, a key without its colon, a template value left unquoted, a TOML key
 //! written twice. The parsers' own words are kept after the hint.
 
-use crate::locate::Pos;
+use crate::spec::locate::Pos;
 
 /// A YAML parser error made helpful: where the mistake is, and what to write.
 pub(crate) fn yaml(text: &str, pos: Option<Pos>, message: &str) -> (Option<Pos>, String) {

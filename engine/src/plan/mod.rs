@@ -2,13 +2,15 @@
 //! the nodes in the order items flow through them, each with its resolved settings
 //! (secrets redacted), its concurrency and where each port leads.
 
+pub mod file;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::load::Pipeline;
-use crate::redact::{redact_url, redact_value};
+use crate::spec::load::Pipeline;
+use crate::spec::redact::{redact_url, redact_value};
 
 #[derive(Debug, Serialize)]
 pub struct StaticPlan {

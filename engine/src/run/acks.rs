@@ -11,10 +11,10 @@ use tracing::Instrument;
 
 use crate::api::item::Finished;
 use crate::api::{Built, ItemFailure};
-use crate::load::Pipeline;
-use crate::options::{Mode, RunOptions};
 use crate::plan::{PlanStatus, PlannedObject};
-use crate::runtime::tracker::Tracker;
+use crate::run::options::{Mode, RunOptions};
+use crate::run::tracker::Tracker;
+use crate::spec::load::Pipeline;
 
 /// Starts the task that takes finished objects: a plan hands them to the planner, a run
 /// acknowledges them to their sources.
