@@ -84,8 +84,7 @@ struct NumbersConfig {
 
 struct NumbersKind(Arc<Probe>);
 
-const OUT: &[PortDecl] =
-    &[PortDecl { name: "out", must_route: false, problem: false, sets: &["key"], doc: "every item" }];
+const OUT: &[PortDecl] = &[PortDecl::out("out", "every item").setting(&["key"])];
 
 impl NodeKind for NumbersKind {
     fn name(&self) -> &'static str {

@@ -23,8 +23,7 @@ pub struct FetchConfig {
     pub retry: RetryPolicy,
 }
 
-const PORTS: &[PortDecl] =
-    &[PortDecl { name: "out", must_route: false, problem: false, sets: &[], doc: "the item with its bytes" }];
+const PORTS: &[PortDecl] = &[PortDecl::out("out", "the item with its bytes")];
 
 impl KindConfig for FetchConfig {
     const NAME: &'static str = "fetch";

@@ -24,14 +24,8 @@ pub struct JsonCheckConfig {
 }
 
 const PORTS: &[PortDecl] = &[
-    PortDecl { name: "ok", must_route: false, problem: false, sets: &[], doc: "well-formed JSON, unchanged" },
-    PortDecl {
-        name: "failed",
-        must_route: true,
-        problem: true,
-        sets: &["reason"],
-        doc: "anything else, with `reason`",
-    },
+    PortDecl::out("ok", "well-formed JSON, unchanged"),
+    PortDecl::problem("failed", &["reason"], "anything else, with `reason`"),
 ];
 
 impl KindConfig for JsonCheckConfig {

@@ -121,13 +121,7 @@ pub struct ResumeConfig {
     pub prefix: Option<String>,
 }
 
-const PORTS: &[PortDecl] = &[PortDecl {
-    name: "out",
-    must_route: false,
-    problem: false,
-    sets: crate::list::LISTED_FIELDS,
-    doc: "one item per listed object",
-}];
+const PORTS: &[PortDecl] = &[PortDecl::out("out", "one item per listed object").setting(LISTED_FIELDS)];
 
 impl KindConfig for ListConfig {
     const NAME: &'static str = "list";

@@ -49,20 +49,8 @@ pub enum JsonStyle {
 }
 
 const PORTS: &[PortDecl] = &[
-    PortDecl {
-        name: "ok",
-        must_route: false,
-        problem: false,
-        sets: &["msg_date"],
-        doc: "the transformed message, with `msg_date`",
-    },
-    PortDecl {
-        name: "failed",
-        must_route: true,
-        problem: true,
-        sets: &["reason"],
-        doc: "files that are not valid NATS messages, with `reason`",
-    },
+    PortDecl::out("ok", "the transformed message, with `msg_date`").setting(&["msg_date"]),
+    PortDecl::problem("failed", &["reason"], "files that are not valid NATS messages, with `reason`"),
 ];
 
 impl KindConfig for NatsMessageConfig {

@@ -53,22 +53,15 @@ pub struct PutConfig {
 }
 
 const PORTS: &[PortDecl] = &[
-    PortDecl {
-        name: "out",
-        must_route: false,
-        problem: false,
-        sets: &["dest_key", "dest_store"],
-        doc: "the item once written, with `dest_key`",
-    },
-    PortDecl {
-        name: "refused",
-        must_route: false,
-        problem: true,
-        sets: &["reason"],
-        doc: "items that cannot be written for good, with `reason`: a key the store refuses, a template \
-              without a value, a destination written from another source object. Unrouted, their objects \
-              are left at the source and the run ends with exit 3",
-    },
+    PortDecl::out("out", "the item once written, with `dest_key`").setting(&["dest_key", "dest_store"]),
+    PortDecl::problem(
+        "refused",
+        &["reason"],
+        "items that cannot be written for good, with `reason`: a key the store refuses, a template without a \
+         value, a destination written from another source object. Unrouted, their objects are left at the \
+         source and the run ends with exit 3",
+    )
+    .optional(),
 ];
 
 impl KindConfig for PutConfig {

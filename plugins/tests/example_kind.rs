@@ -28,8 +28,7 @@ impl KindConfig for UpperConfig {
     const NAME: &'static str = "upper";
     const SUMMARY: &'static str = "Upper-cases each item's bytes.";
     const ROLE: Role = Role::Processor;
-    const PORTS: &'static [PortDecl] =
-        &[PortDecl { name: "out", must_route: false, problem: false, sets: &[], doc: "upper-cased" }];
+    const PORTS: &'static [PortDecl] = &[PortDecl::out("out", "upper-cased")];
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
         Ok(Built::Processor(Arc::new(Upper { max_bytes: self.max_bytes })))
     }

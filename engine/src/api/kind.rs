@@ -27,6 +27,27 @@ pub struct PortDecl {
     pub doc: &'static str,
 }
 
+impl PortDecl {
+    /// A port whose items go on as usual; unrouted, they are complete where they are.
+    pub const fn out(name: &'static str, doc: &'static str) -> PortDecl {
+        PortDecl { name, must_route: false, problem: false, sets: &[], doc }
+    }
+    /// A problem port (infected, unparseable): it must be routed, and a run that routed
+    /// any item on it ends "complete with problems" (exit 3). `sets` as in [`PortDecl::setting`].
+    pub const fn problem(name: &'static str, sets: &'static [&'static str], doc: &'static str) -> PortDecl {
+        PortDecl { name, must_route: true, problem: true, sets, doc }
+    }
+    /// The fields this port's items have that they did not have before.
+    pub const fn setting(self, sets: &'static [&'static str]) -> PortDecl {
+        PortDecl { sets, ..self }
+    }
+    /// A problem port that may be left unrouted: its items' objects then stay at their
+    /// source (`put`'s `refused`).
+    pub const fn optional(self) -> PortDecl {
+        PortDecl { must_route: false, ..self }
+    }
+}
+
 /// Whether a kind produces items or processes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -92,27 +92,10 @@ fn default_chunk() -> usize {
 }
 
 const PORTS: &[PortDecl] = &[
-    PortDecl {
-        name: "clean",
-        must_route: false,
-        problem: false,
-        sets: &["scan"],
-        doc: "clamd answered `stream: OK`; `scan` says which scanner and database, and when",
-    },
-    PortDecl {
-        name: "infected",
-        must_route: true,
-        problem: true,
-        sets: &["reason", "signature", "scan"],
-        doc: "infected items, with `signature` and `scan`",
-    },
-    PortDecl {
-        name: "error",
-        must_route: true,
-        problem: true,
-        sets: &["reason"],
-        doc: "items clamd could not scan, with `reason`",
-    },
+    PortDecl::out("clean", "clamd answered `stream: OK`; `scan` says which scanner and database, and when")
+        .setting(&["scan"]),
+    PortDecl::problem("infected", &["reason", "signature", "scan"], "infected items, with `signature` and `scan`"),
+    PortDecl::problem("error", &["reason"], "items clamd could not scan, with `reason`"),
 ];
 
 impl KindConfig for ClamavConfig {

@@ -54,20 +54,8 @@ pub struct MapConfig {
 }
 
 const PORTS: &[PortDecl] = &[
-    PortDecl {
-        name: "ok",
-        must_route: false,
-        problem: false,
-        sets: &[],
-        doc: "the program's output, with the `fields` set",
-    },
-    PortDecl {
-        name: "failed",
-        must_route: true,
-        problem: true,
-        sets: &["reason"],
-        doc: "not JSON, or the program failed or gave no value, with `reason`",
-    },
+    PortDecl::out("ok", "the program's output, with the `fields` set"),
+    PortDecl::problem("failed", &["reason"], "not JSON, or the program failed or gave no value, with `reason`"),
 ];
 
 impl KindConfig for MapConfig {
