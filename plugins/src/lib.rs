@@ -11,16 +11,12 @@
 
 pub mod clamav;
 pub mod fetch;
-pub mod inventory;
 pub mod json_check;
 pub mod list;
 pub mod map;
 pub mod nats_message;
-mod parallel_listing;
 mod parse;
 pub mod put;
-pub mod pyjson;
-pub mod resume;
 pub mod retry;
 pub mod samples;
 pub mod slack;

@@ -149,13 +149,7 @@ impl Scanner {
     /// One `zINSTREAM` on a session. The session goes back to the pool only after a clean
     /// or infected reply carrying the number of this command; after anything else it is
     /// closed.
-    async fn scan_instream(
-        &self,
-        sessions: &Sessions,
-        session: Session,
-        body: &Body,
-        chunk: usize,
-    ) -> Result<Verdict, Unreachable> {
+    async fn scan_instream(&self, pool: &Sessions, session: Session, body: &Body, chunk: usize) -> Verdicted {
         let number = session.sent + 1;
         // A reply that arrives before the last byte was even sent is believed only when it
         // is not OK (infected, the size limit): the scanner did not see the whole item.
@@ -164,19 +158,7 @@ impl Scanner {
         let (mut rd, mut wr) = tokio::io::split(session.conn);
         let (sent, first, early) = {
             let send = async {
-                wr.write_all(b"zINSTREAM\0").await?;
-                let mut reader = body.reader().await?;
-                let mut buf = vec![0u8; chunk];
-                loop {
-                    let n = reader.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    wr.write_all(&(n as u32).to_be_bytes()).await?;
-                    wr.write_all(&buf[..n]).await?;
-                }
-                wr.write_all(&[0, 0, 0, 0]).await?;
-                wr.flush().await?;
+                send_stream(&mut wr, body, chunk).await?;
                 sent_all.store(true, std::sync::atomic::Ordering::SeqCst);
                 Ok::<(), std::io::Error>(())
             };
@@ -228,15 +210,9 @@ impl Scanner {
                 // proof. (Sent after the verdict, not with the stream: two replies back to
                 // back meet clamd's Nagle and our delayed ACK, 40 ms a scan.)
                 let mut conn = rd.unsplit(wr);
-                let pong = async {
-                    conn.write_all(b"zPING\0").await?;
-                    replies.next(&mut conn).await
-                };
-                let confirmed =
-                    matches!(pong.await, Ok(Some(p)) if numbered(&p, number + 1).as_deref() == Some("PONG"));
-                match (confirmed, verdict) {
+                match (pong(&mut conn, &mut replies, number + 1).await, verdict) {
                     (true, v) => {
-                        sessions.put(Session { conn, sent: number + 1 });
+                        pool.put(Session { conn, sent: number + 1 });
                         Ok(v)
                     }
                     (false, Verdict::Clean) => Err(Unreachable(format!(
@@ -248,6 +224,34 @@ impl Scanner {
             }
         }
     }
+}
+
+/// A scan's outcome: a verdict, or a scanner that could not give one.
+type Verdicted = Result<Verdict, Unreachable>;
+
+/// Writes `zINSTREAM`, the body in chunks of `chunk` bytes, and the terminator.
+async fn send_stream(wr: &mut (impl AsyncWrite + Unpin), body: &Body, chunk: usize) -> std::io::Result<()> {
+    wr.write_all(b"zINSTREAM\0").await?;
+    let mut reader = body.reader().await?;
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        wr.write_all(&(n as u32).to_be_bytes()).await?;
+        wr.write_all(&buf[..n]).await?;
+    }
+    wr.write_all(&[0, 0, 0, 0]).await?;
+    wr.flush().await
+}
+
+/// Sends `zPING` as command `number` of the session: whether clamd answered its `PONG`.
+async fn pong(conn: &mut (impl AsyncRead + AsyncWrite + Unpin), replies: &mut Replies, number: u64) -> bool {
+    if conn.write_all(b"zPING\0").await.is_err() {
+        return false;
+    }
+    matches!(replies.next(conn).await, Ok(Some(p)) if numbered(&p, number).as_deref() == Some("PONG"))
 }
 
 /// `<n>: <reply>` when the reply is numbered `n` (every reply in a session is).

@@ -72,28 +72,7 @@ impl S3Store {
         let prefix = prefix.trim_matches('/');
         let root = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
 
-        let mut builder = match (non_empty(&opts.access_key_id), non_empty(&opts.secret_access_key)) {
-            (Some(id), Some(secret)) => {
-                let mut b = AmazonS3Builder::new().with_access_key_id(id).with_secret_access_key(secret);
-                if let Some(token) = non_empty(&opts.session_token) {
-                    b = b.with_token(token);
-                }
-                b
-            }
-            (None, None) => AmazonS3Builder::from_env(),
-            (Some(_), None) => {
-                return Err(ConfigError::at(
-                    "s3.secret_access_key",
-                    "`access_key_id` is set but `secret_access_key` is not",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::at(
-                    "s3.access_key_id",
-                    "`secret_access_key` is set but `access_key_id` is not",
-                ))
-            }
-        };
+        let mut builder = credentials(&opts)?;
         let region = non_empty(&opts.region)
             .map(String::from)
             .or_else(|| env_set("AWS_REGION"))
@@ -121,56 +100,10 @@ impl S3Store {
             let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", &endpoint));
             format!("{scheme}://{bucket}.{host}")
         };
-        // The encryption key type is not exported by object_store; its documented name is.
-        let sse_key = "aws_server_side_encryption"
-            .parse::<AmazonS3ConfigKey>()
-            .map_err(|e| ConfigError::at("s3.sse", format!("object_store: {e}")))?;
-        match non_empty(&opts.sse) {
-            None => {}
-            Some("AES256") => builder = builder.with_config(sse_key, "AES256"),
-            Some("aws:kms") => {
-                builder = builder.with_config(sse_key, "aws:kms");
-                if let Some(key) = non_empty(&opts.sse_kms_key_id) {
-                    builder = builder.with_sse_kms_encryption(key);
-                }
-            }
-            Some(other) => {
-                return Err(ConfigError::at(
-                    "s3.sse",
-                    format!("`{other}`: server-side encryption is `AES256` or `aws:kms`"),
-                ))
-            }
-        }
-        if non_empty(&opts.sse_kms_key_id).is_some() && non_empty(&opts.sse) != Some("aws:kms") {
-            return Err(ConfigError::at("s3.sse_kms_key_id", "a KMS key id needs `sse: aws:kms`"));
-        }
+        builder = with_sse(builder, &opts)?;
 
         // Client options replace the builder's whole set: allow_http goes here, not there.
-        let timeout = Duration::from_secs(opts.request_timeout_secs.unwrap_or(60).max(1));
-        let mut client = ClientOptions::new()
-            .with_allow_http(endpoint.starts_with("http://"))
-            .with_timeout(timeout)
-            .with_connect_timeout(Duration::from_secs(10))
-            .with_pool_max_idle_per_host(256);
-        let mut http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(10));
-        let (ca_path, ca_field) = match non_empty(&opts.ca_bundle) {
-            Some(p) => (Some(p.to_string()), "s3.ca_bundle"),
-            None => (env_set("AWS_CA_BUNDLE"), "s3.ca_bundle (from AWS_CA_BUNDLE)"),
-        };
-        if let Some(path) = ca_path {
-            let pem = std::fs::read(&path)
-                .map_err(|e| ConfigError::at(ca_field, format!("cannot read CA bundle `{path}`: {e}")))?;
-            let bad = |e: String| ConfigError::at(ca_field, format!("CA bundle `{path}` is not PEM certificates: {e}"));
-            for c in object_store::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))? {
-                client = client.with_root_certificate(c);
-            }
-            for c in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))? {
-                http = http.add_root_certificate(c);
-            }
-        }
-        let http = http
-            .build()
-            .map_err(|e| ConfigError::at("url", format!("cannot set up the HTTP client for `{url}`: {e}")))?;
+        let (client, http) = http_clients(&opts, &endpoint, url)?;
         let retry = RetryConfig { max_retries: 0, ..RetryConfig::default() };
         // Over TLS, bodies are checked by a CRC32C rather than signed (`checksum.rs`).
         let signer = Arc::new(OnceLock::new());
@@ -202,6 +135,87 @@ impl S3Store {
             part_size: part as usize,
         })
     }
+}
+
+/// The builder with the store's keys, or the environment's credential chain when it sets none.
+fn credentials(opts: &S3Options) -> Result<AmazonS3Builder, ConfigError> {
+    Ok(match (non_empty(&opts.access_key_id), non_empty(&opts.secret_access_key)) {
+        (Some(id), Some(secret)) => {
+            let mut b = AmazonS3Builder::new().with_access_key_id(id).with_secret_access_key(secret);
+            if let Some(token) = non_empty(&opts.session_token) {
+                b = b.with_token(token);
+            }
+            b
+        }
+        (None, None) => AmazonS3Builder::from_env(),
+        (Some(_), None) => {
+            return Err(ConfigError::at(
+                "s3.secret_access_key",
+                "`access_key_id` is set but `secret_access_key` is not",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::at("s3.access_key_id", "`secret_access_key` is set but `access_key_id` is not"))
+        }
+    })
+}
+
+/// Server-side encryption (`sse`, `sse_kms_key_id`) on the builder.
+fn with_sse(mut builder: AmazonS3Builder, opts: &S3Options) -> Result<AmazonS3Builder, ConfigError> {
+    // The encryption key type is not exported by object_store; its documented name is.
+    let sse_key = "aws_server_side_encryption"
+        .parse::<AmazonS3ConfigKey>()
+        .map_err(|e| ConfigError::at("s3.sse", format!("object_store: {e}")))?;
+    match non_empty(&opts.sse) {
+        None => {}
+        Some("AES256") => builder = builder.with_config(sse_key, "AES256"),
+        Some("aws:kms") => {
+            builder = builder.with_config(sse_key, "aws:kms");
+            if let Some(key) = non_empty(&opts.sse_kms_key_id) {
+                builder = builder.with_sse_kms_encryption(key);
+            }
+        }
+        Some(other) => {
+            return Err(ConfigError::at(
+                "s3.sse",
+                format!("`{other}`: server-side encryption is `AES256` or `aws:kms`"),
+            ))
+        }
+    }
+    if non_empty(&opts.sse_kms_key_id).is_some() && non_empty(&opts.sse) != Some("aws:kms") {
+        return Err(ConfigError::at("s3.sse_kms_key_id", "a KMS key id needs `sse: aws:kms`"));
+    }
+    Ok(builder)
+}
+
+/// The HTTP clients (object_store's and reqwest's for listings): timeouts, and the CA
+/// bundle of `ca_bundle` or `AWS_CA_BUNDLE`.
+fn http_clients(opts: &S3Options, endpoint: &str, url: &str) -> Result<(ClientOptions, reqwest::Client), ConfigError> {
+    let timeout = Duration::from_secs(opts.request_timeout_secs.unwrap_or(60).max(1));
+    let mut client = ClientOptions::new()
+        .with_allow_http(endpoint.starts_with("http://"))
+        .with_timeout(timeout)
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_pool_max_idle_per_host(256);
+    let mut http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(10));
+    let (ca_path, ca_field) = match non_empty(&opts.ca_bundle) {
+        Some(p) => (Some(p.to_string()), "s3.ca_bundle"),
+        None => (env_set("AWS_CA_BUNDLE"), "s3.ca_bundle (from AWS_CA_BUNDLE)"),
+    };
+    if let Some(path) = ca_path {
+        let pem = std::fs::read(&path)
+            .map_err(|e| ConfigError::at(ca_field, format!("cannot read CA bundle `{path}`: {e}")))?;
+        let bad = |e: String| ConfigError::at(ca_field, format!("CA bundle `{path}` is not PEM certificates: {e}"));
+        for c in object_store::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))? {
+            client = client.with_root_certificate(c);
+        }
+        for c in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))? {
+            http = http.add_root_certificate(c);
+        }
+    }
+    let http =
+        http.build().map_err(|e| ConfigError::at("url", format!("cannot set up the HTTP client for `{url}`: {e}")))?;
+    Ok((client, http))
 }
 
 fn env_set(name: &str) -> Option<String> {

@@ -7,6 +7,8 @@
 //! integer. JSON is written compact, or with `json_style: python` exactly as the job dqpipe
 //! replaces wrote it (Python's `json.dumps` with default arguments: `pyjson.rs`).
 
+pub mod pyjson;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,8 +20,8 @@ use dqpipe_engine::api::{
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 
+use crate::nats_message::pyjson::Sink;
 use crate::parse::parse_body;
-use crate::pyjson::Sink;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -149,7 +151,7 @@ enum Out<'a> {
 /// The transform in the `python` style: the same steps as [`transform`] over the tree
 /// Python's `json.loads` would build, written as `json.dumps` writes it.
 pub fn transform_python(input: &[u8], name: &str) -> Result<Transformed, String> {
-    let doc = crate::pyjson::parse(input)?;
+    let doc = crate::nats_message::pyjson::parse(input)?;
     // ASCII only: the input about twice, escapes making it longer.
     let mut json = Vec::with_capacity(input.len() * 3 + 4096);
     let msg_date = write_python(&doc, name, &mut json)?;
@@ -157,8 +159,8 @@ pub fn transform_python(input: &[u8], name: &str) -> Result<Transformed, String>
     Ok(Transformed { json, msg_date })
 }
 
-fn write_python(doc: &crate::pyjson::Doc, name: &str, sink: &mut impl Sink) -> Result<String, String> {
-    use crate::pyjson::{self, Json};
+fn write_python(doc: &crate::nats_message::pyjson::Doc, name: &str, sink: &mut impl Sink) -> Result<String, String> {
+    use crate::nats_message::pyjson::{self, Json};
     enum PyOut<'a> {
         Value(&'a Json),
         Text(&'a [u8]),
@@ -219,7 +221,7 @@ fn write_python(doc: &crate::pyjson::Doc, name: &str, sink: &mut impl Sink) -> R
 /// A message parsed in either style.
 enum Parsed {
     Compact(Value),
-    Python(crate::pyjson::Doc),
+    Python(crate::nats_message::pyjson::Doc),
 }
 
 /// The transform of a whole object into a body that spools past the threshold. The input
@@ -237,7 +239,7 @@ fn transform_to_body(
     let expected = input.len() * 2 + 4096;
     let parsed = match style {
         JsonStyle::Compact => Parsed::Compact(parse_compact(&input)?),
-        JsonStyle::Python => Parsed::Python(crate::pyjson::parse(&input)?),
+        JsonStyle::Python => Parsed::Python(crate::nats_message::pyjson::parse(&input)?),
     };
     drop(input);
     let mut writer = BodyWriter::new(spool, expected);
@@ -249,8 +251,8 @@ fn transform_to_body(
     Ok(writer.finish().map(|body| (body, msg_date)))
 }
 
-fn py_type_name(v: &crate::pyjson::Json) -> &'static str {
-    use crate::pyjson::Json;
+fn py_type_name(v: &crate::nats_message::pyjson::Json) -> &'static str {
+    use crate::nats_message::pyjson::Json;
     match v {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",
@@ -372,7 +374,7 @@ mod tests {
     /// parsing, writing and dropping use explicit stacks.
     #[test]
     fn deep_nesting_needs_no_deep_stack() {
-        let depth = crate::pyjson::MAX_DEPTH - 2; // the top level and the message hold two
+        let depth = crate::nats_message::pyjson::MAX_DEPTH - 2; // the top level and the message hold two
         let doc = format!(
             "{{\"X400Message\": {{\"envelope\": {{\"messageDeliveryTime\": \"190103061432Z\"}}}}, \"FPL\": {{\"D\": {}{}}}}}",
             "[".repeat(depth),
