@@ -6,11 +6,11 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 
+use super::{Defaults, StoreSpec};
 use crate::api::processor::Processor;
 use crate::api::source::Source;
 use crate::api::store::{Access, Store};
 use crate::api::template::KeyTemplate;
-use crate::spec::{Defaults, StoreSpec};
 
 /// An output port as a kind declares it.
 #[derive(Debug, Clone, Copy)]

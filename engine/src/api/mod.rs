@@ -12,18 +12,24 @@ pub mod body;
 pub mod context;
 pub mod item;
 pub mod kind;
+pub mod outcome;
 pub mod processor;
+pub mod selection;
 pub mod source;
 pub mod store;
 pub mod template;
 
+// What a kind sees of the run and of the spec: its output ports, the shared settings and
+// the stores' specs it is built with.
 pub use crate::run::outputs::{Emitter, PortStats};
-pub use crate::run::selection::{Planned, Shard};
+pub use crate::spec::{Defaults, StoreSpec};
 pub use context::Context;
 pub use item::{Closed, Item, ItemError, ItemFailure, Meta, NodeError, PlannedWrite, Problem, ProblemObject, Trail};
 pub use kind::{
     kind, kind_built_by, parse_config, BuildContext, Built, ConfigError, KindConfig, NodeKind, PortDecl, Registry,
     Role, StoreOpener,
 };
+pub use outcome::{Cause, Outcome};
 pub use processor::{Processor, RunFacts};
+pub use selection::{Planned, Shard};
 pub use source::{Source, SourceContext, Stop};

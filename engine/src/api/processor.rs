@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 
+use super::Emitter;
 use crate::api::context::Context;
 use crate::api::item::{Item, ItemError, NodeError};
-use crate::run::outputs::Emitter;
 
 #[async_trait]
 pub trait Processor: Send + Sync {
@@ -45,14 +45,14 @@ pub struct RunFacts {
     /// Items routed to problem ports (quarantine, dead letter).
     pub problem_items: u64,
     /// How the run ended; `None` when it could not start (a preflight check failed).
-    pub outcome: Option<crate::run::report::Outcome>,
+    pub outcome: Option<super::Outcome>,
     /// The exit code of the run (1 when it could not start).
     pub exit_code: i32,
     /// Items per routed problem port (`scan.infected`), those that had any.
     pub problem_routes: Vec<(String, u64)>,
     /// Why objects were not done, grouped, most frequent first (and why the run stopped
     /// early or could not start).
-    pub causes: Vec<crate::run::report::Cause>,
+    pub causes: Vec<super::Cause>,
     /// Where the run's report is written, when it is.
     pub report: Option<String>,
 }

@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 
+use super::Emitter;
 use crate::api::context::Context;
 use crate::api::item::NodeError;
 use crate::api::store::ObjectInfo;
-use crate::run::outputs::Emitter;
 
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -40,7 +40,7 @@ pub struct SourceContext {
     pub reprocess: bool,
     /// This process's share (`--shard`), for a source that splits its work itself (an
     /// inventory's data files) and offers with [`crate::api::Emitter::offer_in_share`].
-    pub shard: Option<crate::run::selection::Shard>,
+    pub shard: Option<crate::api::selection::Shard>,
 }
 
 /// Asks sources to stop listing (SIGTERM, fatal error). A cancellation token, so that

@@ -2,7 +2,7 @@
 //! (`options.rs`), the preflight checks (`preflight.rs`), the output ports and byte budget
 //! (`outputs.rs`), the tracker that counts objects as they finish (`tracker.rs`), their
 //! acknowledgement (`acks.rs`), the halt on a failing dependency (`halt.rs`), the run's
-//! end (`end.rs`), shard selection (`selection.rs`), counters (`stats.rs`) and the report
+//! end (`end.rs`), counters (`stats.rs`) and the report
 //! (`report.rs`).
 
 pub mod acks;
@@ -13,6 +13,5 @@ pub mod options;
 pub mod outputs;
 pub mod preflight;
 pub mod report;
-pub mod selection;
 pub mod stats;
 pub mod tracker;

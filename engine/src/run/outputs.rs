@@ -9,8 +9,8 @@ use indexmap::IndexMap;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::api::item::{Closed, Finished, Item, ItemFailure, Lineage, Meta, ProblemObject, Trail};
+use crate::api::selection::{Planned, Shard};
 use crate::api::store::ObjectInfo;
-use crate::run::selection::{Planned, Shard};
 use crate::run::tracker::Tracker;
 
 /// Counters of one output port.

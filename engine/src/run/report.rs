@@ -4,32 +4,8 @@
 use indexmap::IndexMap;
 use serde::Serialize;
 
+pub use crate::api::outcome::{Cause, Outcome};
 use crate::api::{ItemFailure, ProblemObject};
-
-/// How a run ended. The exit code contract (README, "Exit codes") follows from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Every object reached the end of its path; none was a problem.
-    Complete,
-    /// Every object reached the end of its path; some went to a problem port
-    /// (quarantine, dead letter), or were refused for good with nowhere to go (left at
-    /// their source; a rerun cannot help until someone acts).
-    CompleteWithProblems,
-    /// Some objects were not processed (a node failed them, a source failed, or the run
-    /// was stopped). A rerun picks them up.
-    Incomplete,
-}
-
-impl Outcome {
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Outcome::Complete => 0,
-            Outcome::CompleteWithProblems => 3,
-            Outcome::Incomplete => 4,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -123,18 +99,6 @@ pub struct ItemCounts {
     pub problems: u64,
     /// Objects skipped because an earlier run finished them (resume).
     pub skipped_done: u64,
-}
-
-/// Objects that failed at one node for one reason.
-#[derive(Debug, Clone, Serialize)]
-pub struct Cause {
-    /// The node (empty for the run itself).
-    pub node: String,
-    /// The reason, with quoted values (keys, names) shown as `"…"`.
-    pub reason: String,
-    pub count: u64,
-    /// Up to three of the objects' keys.
-    pub examples: Vec<String>,
 }
 
 /// Groups failures by node and reason, quoted values (keys, names) left out, most

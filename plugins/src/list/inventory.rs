@@ -15,8 +15,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use dqpipe_engine::api::body::{Body, Spool};
+use dqpipe_engine::api::selection::Shard;
 use dqpipe_engine::api::store::{ObjectInfo, Store};
-use dqpipe_engine::run::selection::Shard;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;
