@@ -81,6 +81,10 @@ fn main() -> ExitCode {
             Command::Test(a) => cmd::test::run(a).await,
         }
     });
+    // A blocking task that never ends (a jq program past its time limit, which jaq cannot
+    // interrupt) would hold the runtime's drop, and the process, forever: the run is over
+    // and its report written, so wait for such tasks a moment only.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     exit.into()
 }
 

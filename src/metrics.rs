@@ -76,6 +76,7 @@ pub fn text(r: &RunReport) -> String {
         ("failed", i.failed),
         ("refused", i.refused),
         ("skipped_done", i.skipped_done),
+        ("dropped", i.dropped),
     ];
     let rows: Vec<(String, f64)> = states.iter().map(|(s, n)| (format!("{{state=\"{s}\"}}"), *n as f64)).collect();
     gauge("dqpipe_objects", "Objects of the last run, by state.", &rows);

@@ -11,6 +11,7 @@
 
 pub mod clamav;
 pub mod fetch;
+pub mod filter;
 pub mod json_check;
 pub mod list;
 pub mod map;
@@ -18,6 +19,7 @@ pub mod nats_message;
 mod parse;
 pub mod put;
 pub mod retry;
+pub mod route;
 pub mod samples;
 pub mod slack;
 pub mod stores;
@@ -39,6 +41,8 @@ pub fn registry() -> Registry {
             kind::<slack::SlackConfig>(),
             kind::<json_check::JsonCheckConfig>(),
             kind::<map::MapConfig>(),
+            kind::<filter::FilterConfig>(),
+            kind::<route::RouteConfig>(),
         ],
         stores: Arc::new(stores::Opener::new()),
     }

@@ -25,6 +25,45 @@ pub(crate) async fn parse_body<T: Send + 'static>(
     })
 }
 
+/// As [`parse_body`], giving up on `work` after `limit`: a jq program that never ends
+/// (`def f: f; f`, `last(range(infinite))`) fails its item for good with the reason, and
+/// the run goes on. jaq cannot be interrupted, so the abandoned thread keeps a core busy
+/// until the process exits (which it then does without waiting for it).
+pub(crate) async fn parse_body_within<T: Send + 'static>(
+    item: &Item,
+    kind: &str,
+    max_bytes: u64,
+    limit: std::time::Duration,
+    work: impl FnOnce(Bytes) -> Result<T, String> + Send + 'static,
+) -> Result<Result<T, String>, ItemError> {
+    match tokio::time::timeout(limit, parse_body(item, kind, max_bytes, work)).await {
+        Ok(result) => result,
+        Err(_) => Ok(Err(over_time(limit))),
+    }
+}
+
+/// `work` (a program on an item's metadata) on a blocking thread, given up after `limit`.
+pub(crate) async fn run_within<T: Send + 'static>(
+    limit: std::time::Duration,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
+        Ok(done) => done.unwrap_or_else(|_| Err("internal error: the program panicked".into())),
+        Err(_) => Err(over_time(limit)),
+    }
+}
+
+fn over_time(limit: std::time::Duration) -> String {
+    format!("the program ran past time_limit_secs ({} s) on this item and was given up", limit.as_secs())
+}
+
+/// The default `time_limit_secs` of the kinds that run jq programs: 10 s, a thousand times
+/// what a program takes on a document of a few MB, short enough that a runaway program
+/// costs a night's run seconds per item.
+pub(crate) fn default_time_limit() -> u64 {
+    10
+}
+
 /// The default `max_bytes` of the kinds that parse: 64 MiB.
 pub(crate) fn default_max_bytes() -> u64 {
     64 * 1024 * 1024

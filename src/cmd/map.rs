@@ -43,7 +43,8 @@ pub fn run(args: Args) -> Exit {
             apply(&program, &fields, &bytes, &meta)
         });
         match result {
-            Ok(mapped) => {
+            Ok(None) => eprintln!("{}: no value (dropped in a run, unless on_empty: fail)", input.display()),
+            Ok(Some(mapped)) => {
                 println!("{}", String::from_utf8_lossy(&mapped.body));
                 for (field, value) in mapped.fields {
                     eprintln!("{}: {field} = {value}", input.display());

@@ -7,6 +7,7 @@ mod common;
 mod breaking;
 mod collisions;
 mod copy;
+mod filter;
 mod full_disk;
 mod hostile;
 mod inventory;

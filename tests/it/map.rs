@@ -160,3 +160,58 @@ fn dqpipe_map_tries_a_program_on_a_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("bad.json: not valid JSON"), "{}", stderr(&out));
 }
+
+/// Issue 27.4: a jq program that never ends on one item fails that item for good once it
+/// is over `time_limit_secs`, and the run goes on and ends; after SIGTERM the process
+/// exits within the grace period whatever a program is doing.
+#[test]
+fn a_runaway_program_fails_its_item_and_sigterm_always_ends_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    for n in 0..5 {
+        std::fs::write(dir.path().join(format!("in/{n}.json")), format!("{{\"n\": {n}}}")).unwrap();
+    }
+    let spec = |program: &str, limit: u64| {
+        format!(
+            "version: 1\nname: runaway\nstores:\n  in: {{ url: file://./in }}\n  out: {{ url: file://./out }}\n  dead: {{ url: file://./dead }}\nnodes:\n  list: {{ kind: list, store: in }}\n  fetch: {{ kind: fetch, input: list }}\n  shape:\n    kind: map\n    input: fetch\n    time_limit_secs: {limit}\n    program: '{program}'\n  write: {{ kind: put, input: shape.ok, store: out, key: \"{{{{ name }}}}\" }}\n  dead: {{ kind: put, input: shape.failed, store: dead, key: \"{{{{ name }}}}\", with_reason: true }}\n"
+        )
+    };
+    // Waits for `child` at most `secs` (a safety net: a run that hangs fails the test
+    // instead of hanging it).
+    let wait = |child: std::process::Child, secs: u64| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        rx.recv_timeout(std::time::Duration::from_secs(secs)).expect("the run did not end").unwrap()
+    };
+
+    std::fs::write(dir.path().join("loop.yaml"), spec("def f: f; if .n == 2 then f else . end", 1)).unwrap();
+    let child = dqpipe(dir.path())
+        .args(["run", "loop.yaml", "--progress", "off", "--report", "r.json"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait(child, 120);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(files_under(&dir.path().join("out")), ["0.json", "1.json", "3.json", "4.json"]);
+    let reason = read_json(&dir.path().join("dead/2.json.error.json"));
+    assert!(reason["reason"].as_str().unwrap().contains("time_limit_secs (1 s)"), "{reason}");
+
+    // A program that runs on past SIGTERM (its limit an hour): the run stops, writes its
+    // report and the process exits, with the item left for a rerun.
+    let _ = std::fs::remove_dir_all(dir.path().join("out"));
+    std::fs::write(dir.path().join("forever.yaml"), spec("if .n == 2 then last(range(infinite)) else . end", 3600))
+        .unwrap();
+    let child = dqpipe(dir.path())
+        .args(["run", "forever.yaml", "--progress", "off", "--report", "r2.json", "--grace-secs", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while files_under(&dir.path().join("out")).len() < 4 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = wait(child, 30);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let report = read_json(&dir.path().join("r2.json"));
+    assert_eq!(report["items"]["failed"].as_u64(), Some(1), "{report}");
+}

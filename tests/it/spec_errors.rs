@@ -165,7 +165,10 @@ fn schema_covers_every_kind() {
             name
         })
         .collect();
-    assert_eq!(kinds, ["list", "fetch", "put", "clamav", "nats_message", "slack", "json_check", "map"]);
+    assert_eq!(
+        kinds,
+        ["list", "fetch", "put", "clamav", "nats_message", "slack", "json_check", "map", "filter", "route"]
+    );
     assert_eq!(node["properties"]["kind"]["enum"], serde_json::json!(kinds));
     // A number may be a string holding a variable, as the loader reads it.
     let clamav = &node["allOf"][3]["then"]["properties"];

@@ -231,6 +231,8 @@ pub(crate) struct Lineage {
     pub(crate) on_done: Arc<dyn OnDone>,
     /// The object's share of `max_bytes_in_flight`, given back when the last copy goes.
     pub(crate) admitted: std::sync::OnceLock<OwnedSemaphorePermit>,
+    /// A copy left through an unrouted drop port (a filter's no).
+    pub(crate) dropped: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Lineage {
@@ -243,6 +245,7 @@ impl Drop for Lineage {
             failure,
             trail,
             already_done: false,
+            dropped: self.dropped.load(std::sync::atomic::Ordering::Relaxed),
         });
     }
 }
@@ -256,4 +259,6 @@ pub struct Finished {
     pub failure: Option<ItemFailure>,
     pub trail: Trail,
     pub already_done: bool,
+    /// A copy of it was dropped by a filter (`PortDecl::dropped`).
+    pub dropped: bool,
 }

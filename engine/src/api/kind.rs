@@ -25,21 +25,34 @@ pub struct PortDecl {
     /// `reason`): `validate` checks every template against the fields that reach it.
     pub sets: &'static [&'static str],
     pub doc: &'static str,
+    /// Items on this port were dropped on purpose (a filter's no): unrouted, their
+    /// objects are complete and counted `dropped`.
+    pub drops: bool,
 }
 
 impl PortDecl {
     /// A port whose items go on as usual; unrouted, they are complete where they are.
     pub const fn out(name: &'static str, doc: &'static str) -> PortDecl {
-        PortDecl { name, must_route: false, problem: false, sets: &[], doc }
+        PortDecl { name, must_route: false, problem: false, sets: &[], doc, drops: false }
+    }
+    /// Where a filter sends what it does not keep: unrouted (the usual case), the item is
+    /// done, its object complete and counted `dropped` in the summary, report and metrics;
+    /// never a problem, never an alert. Routed, its items go on as on any port.
+    pub const fn dropped(name: &'static str, doc: &'static str) -> PortDecl {
+        PortDecl { name, must_route: false, problem: false, sets: &[], doc, drops: true }
     }
     /// A problem port (infected, unparseable): it must be routed, and a run that routed
     /// any item on it ends "complete with problems" (exit 3). `sets` as in [`PortDecl::setting`].
     pub const fn problem(name: &'static str, sets: &'static [&'static str], doc: &'static str) -> PortDecl {
-        PortDecl { name, must_route: true, problem: true, sets, doc }
+        PortDecl { name, must_route: true, problem: true, sets, doc, drops: false }
     }
     /// The fields this port's items have that they did not have before.
     pub const fn setting(self, sets: &'static [&'static str]) -> PortDecl {
         PortDecl { sets, ..self }
+    }
+    /// A port that must be routed though its items are no problem (a `route`'s routes).
+    pub const fn required(self) -> PortDecl {
+        PortDecl { must_route: true, ..self }
     }
     /// A problem port that may be left unrouted: its items' objects then stay at their
     /// source (`put`'s `refused`).
@@ -62,6 +75,11 @@ pub trait NodeKind: Send + Sync {
     fn summary(&self) -> &'static str;
     fn role(&self) -> Role;
     fn ports(&self) -> &'static [PortDecl];
+    /// A node's ports: the kind's, and those its settings name (a `route`'s routes).
+    /// Read from the node's settings as the spec gives them, before they are checked.
+    fn ports_for(&self, _config: &serde_json::Map<String, serde_json::Value>) -> Vec<PortDecl> {
+        self.ports().to_vec()
+    }
     /// True for kinds whose work is CPU, not waiting (parsing, transforming): unless the
     /// spec sets the node's `concurrency`, it runs at most one item per CPU core, since
     /// more would only hold more items in memory.
@@ -112,6 +130,11 @@ pub trait KindConfig: DeserializeOwned + schemars::JsonSchema + Send + Sync + 's
     const SUMMARY: &'static str;
     const ROLE: Role;
     const PORTS: &'static [PortDecl];
+    /// Ports named by a node's settings, after [`KindConfig::PORTS`] (a `route`'s routes):
+    /// see [`NodeKind::ports_for`]. None by default.
+    fn ports_named(_config: &serde_json::Map<String, serde_json::Value>) -> Vec<PortDecl> {
+        Vec::new()
+    }
     /// See [`NodeKind::cpu_bound`].
     const CPU_BOUND: bool = false;
     /// See [`NodeKind::reads_whole_body`].
@@ -157,6 +180,13 @@ impl<C: KindConfig> NodeKind for Kind<C> {
     }
     fn ports(&self) -> &'static [PortDecl] {
         C::PORTS
+    }
+    fn ports_for(&self, config: &serde_json::Map<String, serde_json::Value>) -> Vec<PortDecl> {
+        // A named port replaces the kind's port of the same name (a `route` that drops `else`).
+        let named = C::ports_named(config);
+        let kept: Vec<PortDecl> =
+            C::PORTS.iter().copied().filter(|p| !named.iter().any(|n| n.name == p.name)).collect();
+        named.into_iter().chain(kept).collect()
     }
     fn cpu_bound(&self) -> bool {
         C::CPU_BOUND

@@ -129,8 +129,7 @@ impl StaticPlan {
                     env_vars,
                 ),
                 ports: n
-                    .kind
-                    .ports()
+                    .ports
                     .iter()
                     .map(|d| (d.name.to_string(), p.dag.consumers(&n.spec.name, d.name).map(String::from).collect()))
                     .collect(),

@@ -74,14 +74,14 @@ async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceive
     let mut acks = JoinSet::new();
     while let Some(f) = rx.recv().await {
         let Some((name, Built::Source(source))) = nodes.get(f.source).cloned() else {
-            tracker.record_complete();
+            tracker.record_complete(f.dropped);
             continue;
         };
         let Ok(permit) = limit.clone().acquire_owned().await else { break };
         let tracker = tracker.clone();
         acks.spawn(async move {
             match AssertUnwindSafe(source.ack(&f.listed)).catch_unwind().await {
-                Ok(Ok(())) => tracker.record_complete(),
+                Ok(Ok(())) => tracker.record_complete(f.dropped),
                 Ok(Err(e)) => {
                     tracing::warn!(node = %name, key = %f.listed.key.escape_debug(), error = %e.message.escape_debug(), "outputs written but not acknowledged");
                     tracker.record_failure(ItemFailure {

@@ -40,6 +40,7 @@ pub(crate) async fn report(
         refused: load(&tracker.refused),
         problems,
         skipped_done: load(&tracker.skipped_done),
+        dropped: load(&tracker.dropped),
     };
     let interrupted = opts.stop.is_stopped() && ended.halted.is_none();
     let outcome = if items.failed > 0

@@ -108,14 +108,13 @@ fn spawn_nodes(
     let run_id: Arc<str> = opts.run_id.as_str().into();
     for (i, n) in p.nodes.iter().enumerate() {
         let ports = n
-            .kind
-            .ports()
+            .ports
             .iter()
             .map(|decl| {
                 let consumers =
                     p.dag.consumers(&n.spec.name, decl.name).filter_map(|to| senders.get(to).cloned()).collect();
                 let (stats, tap) = (stats.ports[i][decl.name].clone(), opts.tap.clone());
-                (decl.name, Route { consumers, stats, problem: decl.problem, tap })
+                (decl.name, Route { consumers, stats, problem: decl.problem, drops: decl.drops, tap })
             })
             .collect();
         let cx = Context {

@@ -88,6 +88,8 @@ pub(crate) struct Route {
     pub(crate) stats: Arc<PortStats>,
     /// A problem port (quarantine, dead letter): what goes out of it is listed in the report.
     pub(crate) problem: bool,
+    /// A drop port (`PortDecl::dropped`): unrouted, its items' objects count `dropped`.
+    pub(crate) drops: bool,
     /// Told of every item sent out of the port (`dqpipe test`).
     pub(crate) tap: Option<Tap>,
 }
@@ -165,6 +167,7 @@ impl Emitter {
                 failure: None,
                 trail: Trail::default(),
                 already_done: true,
+                dropped: false,
             });
         }
     }
@@ -190,6 +193,7 @@ impl Emitter {
                 trail: Mutex::new(Trail::default()),
                 on_done: self.tracker.clone(),
                 admitted: std::sync::OnceLock::new(),
+                dropped: Default::default(),
             }),
         }
     }
@@ -231,6 +235,9 @@ impl Emitter {
         // done. Out of any other unrouted port the item has reached the end of its path,
         // whatever the kind of the last node and whatever problem it carries (a quarantined
         // file out of its quarantine `put`): its object is complete.
+        if route.consumers.is_empty() && route.drops {
+            item.lineage.dropped.store(true, Ordering::Relaxed);
+        }
         if route.consumers.is_empty() && route.problem {
             let reason = match &item.problem {
                 Some(problem) => problem.reason(),

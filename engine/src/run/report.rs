@@ -61,7 +61,15 @@ impl RunReport {
             outcome,
             exit_code: outcome.exit_code(),
             duration_seconds: secs,
-            items: ItemCounts { from_sources: 0, complete: 0, failed: 0, refused: 0, problems: 0, skipped_done: 0 },
+            items: ItemCounts {
+                from_sources: 0,
+                complete: 0,
+                failed: 0,
+                refused: 0,
+                problems: 0,
+                skipped_done: 0,
+                dropped: 0,
+            },
             nodes: Vec::new(),
             causes: Vec::new(),
             failures: Vec::new(),
@@ -99,6 +107,20 @@ pub struct ItemCounts {
     pub problems: u64,
     /// Objects skipped because an earlier run finished them (resume).
     pub skipped_done: u64,
+    /// Complete objects a filter dropped on purpose (counted in `complete` too).
+    pub dropped: u64,
+}
+
+impl ItemCounts {
+    /// `10 listed, 10 complete (6 dropped by filters), 0 failed, ...`: the summary's line.
+    fn line(&self) -> String {
+        let dropped = if self.dropped > 0 { format!(" ({} dropped by filters)", self.dropped) } else { String::new() };
+        format!(
+            "{} listed, {} complete{dropped}, {} failed, {} refused, {} routed to problem ports, {} skipped as already \
+             done",
+            self.from_sources, self.complete, self.failed, self.refused, self.problems, self.skipped_done
+        )
+    }
 }
 
 /// Groups failures by node and reason, quoted values (keys, names) left out, most
@@ -214,17 +236,7 @@ impl RunReport {
             let _ = writeln!(s, "  [concurrency {}, peak in flight {}]", n.concurrency, n.max_in_flight);
         }
         let shard = self.shard.map(|x| format!(" (shard {x})")).unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "Objects{shard}: {} listed, {} complete, {} failed, {} refused, {} routed to problem ports, {} skipped as \
-             already done",
-            self.items.from_sources,
-            self.items.complete,
-            self.items.failed,
-            self.items.refused,
-            self.items.problems,
-            self.items.skipped_done
-        );
+        let _ = writeln!(s, "Objects{shard}: {}", self.items.line());
         for e in &self.source_errors {
             let _ = writeln!(s, "Source `{}` stopped early: {}", e.node, e.error);
         }

@@ -82,7 +82,7 @@ impl LiveStats {
             names: p.nodes.iter().map(|n| n.spec.name.clone()).collect(),
             sources: p.nodes.iter().map(|n| matches!(n.built, Built::Source(_))).collect(),
             nodes: p.nodes.iter().map(|_| Arc::default()).collect(),
-            ports: p.nodes.iter().map(|n| n.kind.ports().iter().map(|d| (d.name, Arc::default())).collect()).collect(),
+            ports: p.nodes.iter().map(|n| n.ports.iter().map(|d| (d.name, Arc::default())).collect()).collect(),
             tracker: Arc::default(),
         })
     }
@@ -94,7 +94,7 @@ impl LiveStats {
         let mut nodes = Vec::new();
         for (i, n) in p.nodes.iter().enumerate() {
             let mut ports = IndexMap::new();
-            for decl in n.kind.ports() {
+            for decl in &n.ports {
                 let s = &self.ports[i][decl.name];
                 let routed_to: Vec<String> = p.dag.consumers(&n.spec.name, decl.name).map(String::from).collect();
                 // An unrouted problem port's items are counted as refused objects instead.

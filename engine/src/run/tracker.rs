@@ -21,6 +21,8 @@ pub struct Tracker {
     pub refused: AtomicU64,
     /// Objects the sources skipped because an earlier run finished them.
     pub skipped_done: AtomicU64,
+    /// Complete objects a filter dropped (a copy left through an unrouted drop port).
+    pub dropped: AtomicU64,
     /// Set when the run gives up on the items still in flight (shutdown grace period over):
     /// an object finishing from then on is unprocessed, never acknowledged.
     pub(crate) abandoning: std::sync::atomic::AtomicBool,
@@ -68,11 +70,14 @@ impl Tracker {
                     });
                 }
             }
-            (None, None) => self.record_complete(),
+            (None, None) => self.record_complete(f.dropped),
         }
     }
-    pub(crate) fn record_complete(&self) {
+    pub(crate) fn record_complete(&self, dropped: bool) {
         self.complete.fetch_add(1, Ordering::Relaxed);
+        if dropped {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
     pub(crate) fn record_failure(&self, f: ItemFailure) {
         let counter = if f.permanent { &self.refused } else { &self.failed };

@@ -142,7 +142,8 @@ fn resolve_input(
     };
     let upstream = &specs[up];
     let up_kind = registry.kind(&upstream.kind)?;
-    let port_names: Vec<&str> = up_kind.ports().iter().map(|p| p.name).collect();
+    let up_ports = up_kind.ports_for(&upstream.config);
+    let port_names: Vec<&str> = up_ports.iter().map(|p| p.name).collect();
     let (name, kind, ports) = (&upstream.name, &upstream.kind, port_names.join(", "));
     let port = match &input.port {
         Some(p) if port_names.contains(&p.as_str()) => p.clone(),
@@ -170,7 +171,7 @@ fn resolve_input(
 fn check_routed(specs: &[NodeSpec], edges: &[Edge], registry: &Registry, errors: &mut ErrorSink<'_>) {
     for spec in specs {
         let Some(kind) = registry.kind(&spec.kind) else { continue };
-        for port in kind.ports().iter().filter(|p| p.must_route) {
+        for port in kind.ports_for(&spec.config).iter().filter(|p| p.must_route) {
             if !edges.iter().any(|e| e.from == spec.name && e.port == port.name) {
                 errors.push(
                     &spec.path,

@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use crate::api::store::Store;
-use crate::api::{BuildContext, Built, NodeKind, Registry};
+use crate::api::{BuildContext, Built, NodeKind, PortDecl, Registry};
 use crate::spec::dag::Dag;
 use crate::spec::errors::{ErrorSink, SpecError, SpecErrors};
 use crate::spec::interpolate::interpolate_value;
@@ -43,6 +43,8 @@ pub struct PipelineNode {
     pub spec: NodeSpec,
     pub kind: Arc<dyn NodeKind>,
     pub built: Built,
+    /// Its output ports (`NodeKind::ports_for`).
+    pub ports: Vec<PortDecl>,
 }
 
 /// Reads and checks `file`, looking variables up with `env`.
@@ -239,15 +241,9 @@ fn build_nodes(
                     writes.insert(spec.name.clone(), ctx.writes.take());
                 }
                 templates.insert(spec.name.clone(), ctx.templates.take());
-                let mut port_sets: HashMap<&'static str, Vec<String>> = HashMap::new();
-                for p in kind.ports() {
-                    port_sets.entry(p.name).or_default().extend(p.sets.iter().map(|s| s.to_string()));
-                }
-                for (port, field) in ctx.sets.take() {
-                    port_sets.entry(port).or_default().push(field);
-                }
-                sets.insert(spec.name.clone(), port_sets);
-                nodes.push(PipelineNode { spec: typed, kind: kind.clone(), built })
+                let ports = kind.ports_for(&spec.config);
+                sets.insert(spec.name.clone(), port_fields(&ports, ctx.sets.take()));
+                nodes.push(PipelineNode { spec: typed, kind: kind.clone(), built, ports })
             }
             Err(e) if e.consequential => {}
             Err(e) => {
@@ -270,6 +266,19 @@ fn build_nodes(
         crate::spec::fields::check_templates(dag, specs, &templates, &sets, errors);
     }
     nodes
+}
+
+/// The fields each port's items gain: the port's declared `sets`, and those the node
+/// added when it was built (`BuildContext::sets`: a `map`'s `fields`).
+fn port_fields(ports: &[PortDecl], added: Vec<(&'static str, String)>) -> HashMap<&'static str, Vec<String>> {
+    let mut fields: HashMap<&'static str, Vec<String>> = HashMap::new();
+    for p in ports {
+        fields.entry(p.name).or_default().extend(p.sets.iter().map(|s| s.to_string()));
+    }
+    for (port, field) in added {
+        fields.entry(port).or_default().push(field);
+    }
+    fields
 }
 
 /// The values of the secret-named variables the spec uses (`SLACK_WEBHOOK`,

@@ -85,17 +85,36 @@ impl Program {
     /// Runs the program on `input` with `$meta`; its one output, or why there is none
     /// (an error, no value, several values).
     pub fn run(&self, input: &Value, meta: &Value) -> Result<Value, String> {
+        self.run_optional(input, meta)?.ok_or_else(|| "the program gave no value".into())
+    }
+
+    /// As [`Program::run`], with no value (`empty`, a `select` that is false) as `None`.
+    pub fn run_optional(&self, input: &Value, meta: &Value) -> Result<Option<Value>, String> {
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([to_val(meta)]));
         let mut outputs = self.filter.id.run((ctx, to_val(input))).map(unwrap_valr);
         let first = match outputs.next() {
-            None => return Err("the program gave no value".into()),
+            None => return Ok(None),
             Some(Err(e)) => return Err(format!("the program failed: {}", error_text(e))),
             Some(Ok(v)) => v,
         };
         if outputs.next().is_some() {
             return Err("the program gave several values; a map gives one (collect them with `[...]`)".into());
         }
-        Ok(to_json(&first))
+        Ok(Some(to_json(&first)))
+    }
+
+    /// A predicate's answer, as jq's `any` reads one: true when one of its values is
+    /// neither `false` nor `null`; false when it gives none (`empty`) or only those.
+    pub fn holds(&self, input: &Value, meta: &Value) -> Result<bool, String> {
+        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([to_val(meta)]));
+        for v in self.filter.id.run((ctx, to_val(input))).map(unwrap_valr) {
+            match v {
+                Err(e) => return Err(format!("the predicate failed: {}", error_text(e))),
+                Ok(Val::Null | Val::Bool(false)) => {}
+                Ok(_) => return Ok(true),
+            }
+        }
+        Ok(false)
     }
 }
 

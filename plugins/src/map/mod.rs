@@ -13,8 +13,10 @@
 //! The program reads the item's body as JSON (`.`) and its metadata as `$meta` (`key`,
 //! `name`, `size`, and what nodes upstream set). Its one output is the new body. Programs
 //! are compiled when the spec is loaded: `validate` reports a syntax error at its line
-//! and column in the spec. A program that fails (`error("...")`), gives no value or
-//! several, or a body that is not JSON, sends the item to `failed` with the reason.
+//! and column in the spec. A program that fails (`error("...")`) or gives several values,
+//! or a body that is not JSON, sends the item to `failed` with the reason. A program that
+//! gives no value (`select(...)` false, `empty`) drops the item, as a `filter` does (its
+//! object complete, counted `dropped`), unless `on_empty: fail`.
 //! jq (with jaq, a pure-Rust jq) rather than VRL: the people who edit specs know jq from
 //! the shell, and a program can be tried with `dqpipe map` or `jq` itself.
 
@@ -32,7 +34,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::parse::parse_body;
+use crate::parse::parse_body_within;
 use jq::Program;
 
 /// Settings of a `map` node.
@@ -51,10 +53,30 @@ pub struct MapConfig {
     #[serde(default = "crate::parse::default_max_bytes")]
     #[schemars(range(min = 1, max = 4294967296u64))]
     pub max_bytes: u64,
+    /// What a program that gives no value (`empty`, a `select` that is false) means:
+    /// `drop` the item (its object is complete, counted dropped), or `fail` (to `failed`).
+    #[serde(default)]
+    pub on_empty: OnEmpty,
+    /// The longest the program may run on one item; past it the item goes to `failed`.
+    #[serde(default = "crate::parse::default_time_limit")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub time_limit_secs: u64,
+}
+
+/// What a `map` does with an item its program gives no value for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnEmpty {
+    /// Dropped on purpose, as a `filter` drops: complete, counted `dropped`.
+    #[default]
+    Drop,
+    /// A failure, to `failed` with the reason.
+    Fail,
 }
 
 const PORTS: &[PortDecl] = &[
     PortDecl::out("ok", "the program's output, with the `fields` set"),
+    PortDecl::dropped("dropped", "items the program gave no value for (`on_empty: drop`)"),
     PortDecl::problem("failed", &["reason"], "not JSON, or the program failed or gave no value, with `reason`"),
 ];
 
@@ -85,7 +107,7 @@ impl KindConfig for MapConfig {
 }
 
 /// A program compiled, or its syntax error at its place in the spec.
-fn compile(field: &str, code: &str) -> Result<Program, ConfigError> {
+pub(crate) fn compile(field: &str, code: &str) -> Result<Program, ConfigError> {
     Program::compile(code).map_err(|e| {
         ConfigError::inside(
             field,
@@ -110,17 +132,22 @@ pub struct Mapped {
 }
 
 /// Runs `program` (and the field programs) on one document: the CPU part of the node, also
-/// used by `dqpipe map`.
-pub fn apply(program: &Program, fields: &[(String, Program)], input: &[u8], meta: &Value) -> Result<Mapped, String> {
+/// used by `dqpipe map`. `Ok(None)` when the program gives no value.
+pub fn apply(
+    program: &Program,
+    fields: &[(String, Program)],
+    input: &[u8],
+    meta: &Value,
+) -> Result<Option<Mapped>, String> {
     let doc: Value = serde_json::from_slice(input).map_err(|e| format!("not valid JSON: {e}"))?;
-    let out = program.run(&doc, meta)?;
+    let Some(out) = program.run_optional(&doc, meta)? else { return Ok(None) };
     let mut set = Vec::new();
     for (name, p) in fields {
         let v = p.run(&out, meta).map_err(|e| format!("field `{name}`: {e}"))?;
         set.push((name.clone(), v));
     }
     let body = serde_json::to_vec(&out).map_err(|e| format!("writing the output: {e}"))?;
-    Ok(Mapped { body, fields: set })
+    Ok(Some(Mapped { body, fields: set }))
 }
 
 #[async_trait]
@@ -128,10 +155,18 @@ impl Processor for Map {
     async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let meta = Value::Object(item.meta.clone());
         let (program, fields) = (self.program.clone(), self.fields.clone());
-        let result =
-            parse_body(&item, "map", self.cfg.max_bytes, move |bytes| apply(&program, &fields, &bytes, &meta)).await?;
+        let limit = std::time::Duration::from_secs(self.cfg.time_limit_secs);
+        let result = parse_body_within(&item, "map", self.cfg.max_bytes, limit, move |bytes| {
+            apply(&program, &fields, &bytes, &meta)
+        })
+        .await?;
         match result {
-            Ok(mapped) => {
+            Ok(None) if self.cfg.on_empty == OnEmpty::Drop => out.emit("dropped", item).await,
+            Ok(None) => {
+                item.set_problem(Problem::Unparseable { reason: "the program gave no value".into() });
+                out.emit("failed", item).await
+            }
+            Ok(Some(mapped)) => {
                 for (name, value) in mapped.fields {
                     match value {
                         Value::String(s) => item.set(&name, s),
