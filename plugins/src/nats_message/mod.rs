@@ -391,4 +391,17 @@ mod tests {
         let err = super::transform_python(deeper.as_bytes(), "deeper.json").unwrap_err();
         assert!(err.contains("nested deeper than 1000 levels"), "{err}");
     }
+
+    /// Issue 27.6i: the job dqpipe replaces ran Python 3.7, which reads and writes integers
+    /// of any length; Python 3.11's 4,300-digit limit is not dqpipe's.
+    #[test]
+    fn integers_of_any_length_are_written_digit_for_digit() {
+        let big = format!("-{}", "9".repeat(5_000));
+        let doc = format!(
+            "{{\"X400Message\": {{\"envelope\": {{\"messageDeliveryTime\": \"190103061432Z\"}}}}, \"FPL\": {{\"n\": {big}}}}}"
+        );
+        let t = super::transform_python(doc.as_bytes(), "big.json").unwrap();
+        let json = String::from_utf8(t.json.to_vec()).unwrap();
+        assert!(json.contains(&format!("\"n\": {big}")), "the digits are kept");
+    }
 }

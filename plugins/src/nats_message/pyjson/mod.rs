@@ -15,7 +15,8 @@
 //! - an integer is exact (`-0` is `0`); a number with a fraction or exponent is the nearest
 //!   double, written as `repr` writes it (`1e5` -> `100000.0`, `1.5e-7` -> `1.5e-07`);
 //!   one out of range (`1e400`) is refused, as Python would write the non-JSON `Infinity`;
-//!   so are integers over 4,300 digits (Python 3.11's `int_max_str_digits`);
+//!   integers of any length are kept digit for digit: the job dqpipe replaces ran Python
+//!   3.7, before 3.11's `int_max_str_digits` (4,300) refused longer ones, and wrote them;
 //! - `NaN` and `Infinity` literals, which Python accepts, are refused (they are not JSON);
 //! - written with `", "` and `": "`, every character outside printable ASCII escaped as
 //!   `\uXXXX` (lowercase hex; surrogate pairs above U+FFFF), `\n`-style escapes for the
@@ -29,9 +30,6 @@ pub use write::{write, write_float, write_str, Sink};
 /// The deepest nesting read: Python's own recursion limit is 1,000, so the job dqpipe
 /// replaces wrote files up to about 990 levels. Deeper files are refused with a reason.
 pub const MAX_DEPTH: usize = 1000;
-
-/// Python's `sys.int_info.default_max_str_digits` (3.11 and later).
-const MAX_INT_DIGITS: usize = 4300;
 
 /// A string as Python holds it: WTF-8 (UTF-8 that may also encode lone surrogates).
 pub type Str = Box<[u8]>;
@@ -232,9 +230,6 @@ impl Parser<'_> {
         let text = std::str::from_utf8(&self.s[start..self.i]).map_err(|_| self.error("invalid number"))?;
         if float {
             return text.parse::<f64>().map(Json::Float).map_err(|_| self.error("invalid number"));
-        }
-        if int_digits > MAX_INT_DIGITS {
-            return Err(format!("an integer of {int_digits} digits: Python reads at most {MAX_INT_DIGITS}"));
         }
         Ok(Json::Int(if text == "-0" { "0".into() } else { text.into() }))
     }
