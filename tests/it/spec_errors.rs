@@ -529,3 +529,42 @@ fn stores_inherit_the_s3_defaults_unless_they_override_them() {
         assert_eq!(text.matches("sse:").count(), endpoints, "{spec}");
     }
 }
+
+/// Issue 27.6e: a written store inside what a source lists is refused by `validate`,
+/// naming both; stores side by side in one bucket or folder are not.
+#[test]
+fn a_store_written_inside_the_listing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |vars: &[(&str, &str)]| {
+        let mut c = dqpipe(dir.path());
+        c.args(["validate", &nats_pipeline()]);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (out.status.code(), stderr(&out))
+    };
+    for (archive, internal) in [
+        ("file://./var/archive", "file://./var/archive"),
+        ("file://./var/archive", "file://./var/archive/../archive/parsed"),
+        ("s3://data/nats", "s3://data/nats/parsed"),
+    ] {
+        let (code, err) = validate(&[("ARCHIVE_URL", archive), ("INTERNAL_URL", internal)]);
+        assert_eq!(code, Some(2), "{archive} -> {internal}: {err}");
+        assert!(
+            err.contains("nats-historical.yaml:")
+                && err.contains("store `internal`")
+                && err.contains("store `archive`"),
+            "{err}"
+        );
+        assert!(err.contains("would list and process its own output"), "{err}");
+    }
+    for (archive, internal) in [
+        ("file://./var/archive", "file://./var/internal"),
+        ("s3://data/nats", "s3://data/parsed"),
+        ("s3://archive", "s3://internal"),
+    ] {
+        let (code, err) = validate(&[("ARCHIVE_URL", archive), ("INTERNAL_URL", internal)]);
+        assert_eq!(code, Some(0), "{archive} -> {internal}: {err}");
+    }
+}

@@ -281,6 +281,8 @@ pub struct BuildContext<'a> {
     /// Fields this node sets on a port beyond the port's declared `sets`
     /// ([`BuildContext::sets`]): port, field.
     pub(crate) sets: std::cell::RefCell<Vec<(&'static str, String)>>,
+    /// What this node lists ([`BuildContext::lists`]): store, key prefix.
+    pub(crate) listed: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl BuildContext<'_> {
@@ -319,6 +321,12 @@ impl BuildContext<'_> {
             Access::Delete => "deleted from",
         };
         Err(ConfigError::at(field, format!("store `{name}` ({}) cannot be {verb}", store.display_url())))
+    }
+
+    /// Declares that a source lists the keys of `store` under `prefix`: `validate` refuses
+    /// a spec that writes inside them (it would list its own output).
+    pub fn lists(&self, store: &str, prefix: &str) {
+        self.listed.borrow_mut().push((store.to_string(), prefix.to_string()));
     }
 
     /// Declares that items leaving by `port` carry `field`, when which fields a kind sets

@@ -208,6 +208,7 @@ fn build_nodes(
     let declared: Vec<String> = header.stores.keys().cloned().collect();
     let mut writes = std::collections::HashMap::new();
     let mut templates = std::collections::HashMap::new();
+    let mut listings = crate::spec::overlap::Listings::new();
     let mut sets: crate::spec::fields::PortFields = HashMap::new();
     let mut nodes = Vec::new();
     for i in order {
@@ -231,6 +232,7 @@ fn build_nodes(
             writes: Default::default(),
             templates: Default::default(),
             sets: Default::default(),
+            listed: Default::default(),
         };
         // Plans show the settings as the node reads them (`"5"` from the environment as 5).
         let mut typed = spec.clone();
@@ -241,6 +243,7 @@ fn build_nodes(
                     writes.insert(spec.name.clone(), ctx.writes.take());
                 }
                 templates.insert(spec.name.clone(), ctx.templates.take());
+                listings.insert(spec.name.clone(), ctx.listed.take());
                 let ports = kind.ports_for(&spec.config);
                 sets.insert(spec.name.clone(), port_fields(&ports, ctx.sets.take()));
                 nodes.push(PipelineNode { spec: typed, kind: kind.clone(), built, ports })
@@ -264,6 +267,8 @@ fn build_nodes(
         let trusted: Vec<String> = stores.iter().filter(|(_, (s, _))| s.trusted).map(|(n, _)| n.clone()).collect();
         crate::spec::trust::check_trusted_writes(dag, specs, &trusted, &writes, &clean_ports, &sources, errors);
         crate::spec::fields::check_templates(dag, specs, &templates, &sets, errors);
+        let by_name = stores.iter().map(|(n, (s, _))| (n.clone(), s)).collect();
+        crate::spec::overlap::check_writes_outside_listings(specs, &by_name, &writes, &listings, errors);
     }
     nodes
 }

@@ -23,6 +23,7 @@ pub(crate) mod hints;
 pub mod interpolate;
 pub mod load;
 pub mod locate;
+pub(crate) mod overlap;
 pub mod redact;
 pub mod schema;
 pub(crate) mod stores;

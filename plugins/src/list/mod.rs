@@ -134,6 +134,7 @@ impl KindConfig for ListConfig {
             true => ctx.store_that_can("store", &cfg.store, Access::Delete)?,
             false => ctx.store("store", &cfg.store)?,
         };
+        ctx.lists(&cfg.store, &cfg.prefix);
         let resume = match &cfg.resume {
             Some(r) => Some(DoneLog::new(
                 ctx.store_that_can("resume.store", &r.store, Access::Write)?,
