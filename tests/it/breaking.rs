@@ -436,6 +436,41 @@ fn copy_through(dir: &Path, endpoint: &str, attempts: u32) -> (std::process::Out
     (out, report)
 }
 
+/// Issue 27.6a: a last page cut to a well-formed document (`IsTruncated` false, fewer
+/// `<Contents>` than its `KeyCount`) is not the end of the listing: the listing is retried
+/// after its last key, and past the retries the run is incomplete, never complete.
+#[test]
+fn a_last_page_holding_fewer_objects_than_its_key_count_is_retried() {
+    let s3 = S3Server::start(&["archive"]);
+    archive_of_2500(&s3);
+    // Cuts the last object out of the last page, `times` times.
+    let cutting = |times: usize| {
+        let cuts = std::sync::atomic::AtomicUsize::new(0);
+        listing_proxy_with(s3.port, move |text: &str| {
+            let last = text.contains("<IsTruncated>false</IsTruncated>") && text.contains("<KeyCount>");
+            if !last || cuts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= times {
+                return None;
+            }
+            let (a, b) = (text.rfind("<Contents>")?, text.rfind("</Contents>")?);
+            Some(format!("{}{}", &text[..a], &text[b + "</Contents>".len()..]))
+        })
+    };
+    let proxy = cutting(1);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = copy_through(dir.path(), &format!("http://127.0.0.1:{}", proxy.port), 6);
+    assert_eq!(proxy.altered(), 1, "the proxy did not cut the last page");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(files_under(&dir.path().join("out")).len(), 2500);
+    assert_eq!(report["items"]["complete"], 2500, "{report}");
+
+    let proxy = cutting(usize::MAX);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = copy_through(dir.path(), &format!("http://127.0.0.1:{}", proxy.port), 2);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let errors = report["source_errors"].as_array().unwrap();
+    assert!(errors[0]["error"].as_str().unwrap().contains("KeyCount"), "{report}");
+}
+
 #[test]
 fn a_listing_page_marked_truncated_without_a_token_is_not_the_end() {
     let s3 = S3Server::start(&["archive"]);

@@ -316,6 +316,21 @@ fn http_head_only(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
     }
 }
 
+/// A proxy in front of the S3 server that hands every listing page (`list-type=2`) to
+/// `cut`, which returns the page to send instead, or `None` to pass it on.
+pub fn listing_proxy_with(upstream: u16, cut: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> HttpProxy {
+    HttpProxy::start(upstream, move |request, _, body| {
+        let listing = request.starts_with("GET ") && request.lines().next().is_some_and(|l| l.contains("list-type=2"));
+        match listing.then(|| cut(&String::from_utf8_lossy(body))).flatten() {
+            Some(page) => {
+                *body = page.into_bytes();
+                true
+            }
+            None => false,
+        }
+    })
+}
+
 /// A proxy in front of the S3 server that, for the listing pages marked truncated whose
 /// number (from 0, in the order asked for) is in `broken`, removes the continuation token
 /// (a server bug seen in the wild: the listing looks finished after one page), and with
@@ -337,6 +352,10 @@ pub fn listing_proxy(upstream: u16, broken: std::ops::Range<usize>, empty: bool)
         let mut cut = format!("{}{}", &text[..a], &text[b + "</NextContinuationToken>".len()..]);
         while let (true, Some(a), Some(b)) = (empty, cut.find("<Contents>"), cut.find("</Contents>")) {
             cut.replace_range(a..b + "</Contents>".len(), "");
+        }
+        // An empty page says so in its KeyCount too (or it would be taken for a cut one).
+        if let (true, Some(a), Some(b)) = (empty, cut.find("<KeyCount>"), cut.find("</KeyCount>")) {
+            cut.replace_range(a + "<KeyCount>".len()..b, "0");
         }
         *body = cut.into_bytes();
         true

@@ -21,6 +21,8 @@ struct ListBucketResult {
     is_truncated: bool,
     next_continuation_token: Option<String>,
     encoding_type: Option<String>,
+    /// How many keys the page holds (no delimiter is sent, so no common prefixes).
+    key_count: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +109,18 @@ impl S3Store {
         let page: ListBucketResult = quick_xml::de::from_str(&body).map_err(|e| {
             StoreError::new(StoreErrorKind::Transient, format!("{what}: the server's answer is not a listing: {e}"))
         })?;
+        // A page cut short on the way can still be a well-formed document: fewer
+        // `<Contents>` than its `KeyCount` say so. Its objects, then a transient error, so
+        // that the listing is retried after the last key it holds.
+        let cut = page.key_count.filter(|n| *n != page.contents.len()).map(|n| {
+            StoreError::new(
+                StoreErrorKind::Transient,
+                format!(
+                    "{what}: the page holds {} objects of the {n} its KeyCount gives (cut short)",
+                    page.contents.len()
+                ),
+            )
+        });
         let url_encoded = page.encoding_type.as_deref() == Some("url");
         let decode = |k: String| -> String {
             if url_encoded {
@@ -128,6 +142,9 @@ impl S3Store {
                 }
             })
             .collect();
+        if let Some(e) = cut {
+            return Ok(ListPage { objects, next: Err(e) });
+        }
         let next = match (page.is_truncated, page.next_continuation_token.filter(|t| !t.is_empty())) {
             (false, _) => None,
             (true, Some(t)) => Some(t),
