@@ -8,6 +8,7 @@ pub mod inventory;
 mod parallel;
 pub mod resume;
 
+mod select;
 mod source;
 
 pub use source::{List, Selection};
@@ -38,6 +39,27 @@ pub struct ListConfig {
     /// expression.
     #[serde(default)]
     pub regex: Option<String>,
+    /// A regular expression with named captures on the name: each capture becomes an item
+    /// field (`(?P<day>\d{8})` gives `{{ day }}`). Names it does not match go out of
+    /// `unmatched` (see `select.rs`).
+    #[serde(default)]
+    pub name_pattern: Option<String>,
+    /// What becomes of names `name_pattern` does not match: `route` (the `unmatched`
+    /// port, which must then be routed) or `drop`.
+    #[serde(default)]
+    pub unmatched: select::Unmatched,
+    /// Only objects last modified at least this long ago (`15m`, `6h`, `7d`).
+    #[serde(default)]
+    pub min_age: Option<String>,
+    /// Only objects last modified at most this long ago.
+    #[serde(default)]
+    pub max_age: Option<String>,
+    /// Only objects last modified at or after this time (RFC 3339).
+    #[serde(default)]
+    pub modified_after: Option<String>,
+    /// Only objects last modified before this time (RFC 3339).
+    #[serde(default)]
+    pub modified_before: Option<String>,
     /// Start after this key (keys are listed in order).
     #[serde(default)]
     pub start_after: Option<String>,
@@ -128,8 +150,12 @@ impl KindConfig for ListConfig {
         "Lists objects under a prefix in a store; one item per object (key, name, size, etag).";
     const ROLE: Role = Role::Source;
     const PORTS: &'static [PortDecl] = PORTS;
+    fn ports_named(config: &serde_json::Map<String, serde_json::Value>) -> Vec<PortDecl> {
+        select::ports_named(config)
+    }
     fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {
         let cfg = self;
+        let selectors = select::Selectors::new(&cfg, ctx)?;
         let store = match cfg.delete_after_success {
             true => ctx.store_that_can("store", &cfg.store, Access::Delete)?,
             false => ctx.store("store", &cfg.store)?,
@@ -167,7 +193,7 @@ impl KindConfig for ListConfig {
             Some(inv) => Some(ctx.store("inventory.store", &inv.store)?),
             None => None,
         };
-        Ok(Built::Source(Arc::new(List { cfg, store, regex, resume, inventory, split: Default::default() })))
+        Ok(Built::Source(Arc::new(List { cfg, store, regex, selectors, resume, inventory, split: Default::default() })))
     }
 }
 

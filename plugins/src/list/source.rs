@@ -20,6 +20,8 @@ pub struct List {
     pub(super) cfg: ListConfig,
     pub(super) store: Arc<dyn Store>,
     pub(super) regex: Option<regex::Regex>,
+    /// `name_pattern` and the LastModified window.
+    pub(super) selectors: super::select::Selectors,
     pub(super) resume: Option<DoneLog>,
     /// The store holding the inventory reports, with `inventory`.
     pub(super) inventory: Option<Arc<dyn Store>>,
@@ -47,6 +49,9 @@ impl List {
             return Selection::Ignored;
         }
         if self.regex.as_ref().is_some_and(|r| !r.is_match(&name_of(&o.key))) {
+            return Selection::Ignored;
+        }
+        if !self.selectors.in_window(o) {
             return Selection::Ignored;
         }
         if !ctx.reprocess && done.contains(&done_id(o)) {
@@ -221,8 +226,10 @@ impl Source for List {
                         }
                     }
                     Selection::Take => {
-                        let item = out.new_item(&o, object_meta(&self.cfg.store, &o));
-                        if out.emit("out", item).await.is_err() {
+                        let mut meta = object_meta(&self.cfg.store, &o);
+                        let port = self.selectors.capture(&name_of(&o.key), &mut meta);
+                        let item = out.new_item(&o, meta);
+                        if out.emit(port, item).await.is_err() {
                             break;
                         }
                         count += 1;
