@@ -77,3 +77,42 @@ fn names_give_fields_a_window_takes_the_last_week_and_odd_names_are_set_aside() 
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     assert_eq!(ran.report["items"]["dropped"].as_u64(), Some(1), "{}", ran.report);
 }
+
+/// The ACL and OAG ingests key a run's files under the pod's clock:
+/// `YYYY-MM-DD/HH:MM:SS.ffffff/<name>`, one folder per run; a format that is not strftime
+/// is a placed error.
+#[test]
+fn a_run_writes_its_files_under_its_start_time() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("landing")).unwrap();
+    for n in 1..=3 {
+        std::fs::write(dir.path().join(format!("landing/HOMEOFFICEROLL{n}_20261203.CSV")), "a,b\n").unwrap();
+    }
+    let spec = |format: &str| {
+        format!(
+            "version: 1\nname: acl\nstores:\n  landing: {{ url: file://./landing }}\n  s3: {{ url: file://./out }}\nnodes:\n  list: {{ kind: list, store: landing, regex: '(?i)^HOMEOFFICEROLL\\d+_\\d{{8}}\\.CSV$' }}\n  fetch: {{ kind: fetch, input: list }}\n  write:\n    kind: put\n    input: fetch\n    store: s3\n    key: '{{{{ run_time | datetime(\"{format}\") }}}}/{{{{ name }}}}'\n"
+        )
+    };
+    std::fs::write(dir.path().join("acl.yaml"), spec("%Y-%m-%d/%H:%M:%S%.6f")).unwrap();
+    let ran = TestRun::new(dir.path(), "acl.yaml").run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    let written = files_under(&dir.path().join("out"));
+    assert_eq!(written.len(), 3, "{written:?}");
+    let folder = written[0].rsplit_once('/').unwrap().0.to_string();
+    let (day, time) = folder.split_once('/').unwrap();
+    assert!(day.len() == 10 && day.as_bytes()[4] == b'-' && day.starts_with("20"), "{folder}");
+    assert!(
+        time.len() == 15 && time.as_bytes()[8] == b'.' && time[9..].chars().all(|c| c.is_ascii_digit()),
+        "{folder}"
+    );
+    assert!(written.iter().all(|f| f.starts_with(&format!("{folder}/HOMEOFFICEROLL"))), "one folder: {written:?}");
+
+    std::fs::write(dir.path().join("bad.yaml"), spec("%Y-%m-%d/%H:%Q")).unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "bad.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("bad.yaml:13:") && stderr(&out).contains("not a strftime format"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -3,10 +3,22 @@
 //!
 //! Undefined variables are errors, never empty strings: a key that silently loses a part
 //! would write to the wrong place.
+//!
+//! Dates and times, for the layouts the platform's jobs write
+//! (`{{ run_time | datetime("%Y-%m-%d/%H:%M:%S%.6f") }}/{{ name }}`, unpadded
+//! `{{ last_modified | datetime("%Y/%-m/%-d") }}`):
+//! - `datetime(format, offset="+00:00")` writes a time (RFC 3339, as `run_time` and
+//!   `last_modified` are, or a `YYYY-MM-DD` date) with chrono's strftime `format` (`%-m`
+//!   unpadded, `%.6f` microseconds), in UTC or at a fixed offset;
+//! - `strptime(format)` reads a time from text with `format` (a date from a name:
+//!   `{{ day | strptime("%Y%m%d") | datetime("%Y/%m/%d") }}`), as RFC 3339 UTC.
+//!
+//! A format that is not strftime is an error when the template compiles (`validate`).
 
 use std::sync::Arc;
 
-use minijinja::{Environment, UndefinedBehavior};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Utc};
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 
 use crate::api::Meta;
 
@@ -26,8 +38,11 @@ impl std::fmt::Debug for KeyTemplate {
 impl KeyTemplate {
     /// Compiles `source`; the error is minijinja's description of the syntax problem.
     pub fn new(source: &str) -> Result<Self, String> {
+        check_formats(source)?;
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("datetime", datetime);
+        env.add_filter("strptime", strptime);
         env.add_template_owned("key", source.to_string()).map_err(|e| describe(&e))?;
         Ok(Self { env: Arc::new(env), source: source.to_string() })
     }
@@ -53,6 +68,66 @@ impl KeyTemplate {
         let t = self.env.get_template("key").map_err(|e| describe(&e))?;
         t.render(to_context(meta)).map_err(|e| describe(&e))
     }
+}
+
+/// The strftime formats written as the first argument of `datetime` or `strptime`,
+/// checked: a bad one is a spec error, not a failure of every item.
+fn check_formats(source: &str) -> Result<(), String> {
+    for filter in ["datetime", "strptime"] {
+        for (i, _) in source.match_indices(&format!("{filter}(")) {
+            let rest = source[i + filter.len() + 1..].trim_start();
+            let Some(quote) = rest.chars().next().filter(|q| *q == '"' || *q == '\'') else { continue };
+            let Some(end) = rest[1..].find(quote) else { continue };
+            let format = &rest[1..1 + end];
+            if chrono::format::StrftimeItems::new(format).any(|i| matches!(i, chrono::format::Item::Error)) {
+                return Err(format!(
+                    "`{filter}(\"{format}\")`: not a strftime format (e.g. \"%Y-%m-%d/%H:%M:%S%.6f\")"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A time as templates read one: RFC 3339, or a date (`YYYY-MM-DD`, midnight UTC).
+fn parse_time(text: &str) -> Result<DateTime<Utc>, Error> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    Err(Error::new(ErrorKind::InvalidOperation, format!("{text:?} is not a time (RFC 3339) or a date (YYYY-MM-DD)")))
+}
+
+/// `{{ t | datetime("%Y/%-m/%-d") }}`, or at an offset: `datetime("%H:%M", "+01:00")`.
+fn datetime(value: String, format: String, offset: Option<String>) -> Result<String, Error> {
+    let t = parse_time(&value)?;
+    let out = match offset.as_deref() {
+        None | Some("UTC") | Some("Z") => t.format(&format).to_string(),
+        Some(o) => {
+            let zone = DateTime::parse_from_rfc3339(&format!("2000-01-01T00:00:00{o}")).map(|d| *d.offset()).map_err(
+                |_| Error::new(ErrorKind::InvalidOperation, format!("offset {o:?}: write `+01:00`, `-05:00` or `UTC`")),
+            )?;
+            t.with_timezone::<FixedOffset>(&zone).format(&format).to_string()
+        }
+    };
+    Ok(out)
+}
+
+/// `{{ day | strptime("%Y%m%d") }}`: the time `value` gives read with `format`, as RFC
+/// 3339 UTC (a date alone is its midnight).
+fn strptime(value: String, format: String) -> Result<String, Error> {
+    let bad = || Error::new(ErrorKind::InvalidOperation, format!("{value:?} does not read as {format:?}"));
+    let t = match NaiveDateTime::parse_from_str(&value, &format) {
+        Ok(t) => t.and_utc(),
+        Err(_) => NaiveDate::parse_from_str(&value, &format)
+            .map_err(|_| bad())?
+            .and_hms_opt(0, 0, 0)
+            .ok_or_else(bad)?
+            .and_utc(),
+    };
+    Ok(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -109,5 +184,24 @@ mod tests {
         assert_eq!(t.render(&m).unwrap(), "out/2021-03-15/parsed_a.json");
         assert_eq!(KeyTemplate::new("{{ size + 1 }}").unwrap().render(&m).unwrap(), "13");
         assert!(KeyTemplate::new("{{ name").is_err());
+    }
+
+    #[test]
+    fn dates_and_times_as_the_platform_writes_them() {
+        let mut m = Meta::new();
+        m.insert("run_time".into(), "2026-03-05T07:08:09.123456Z".into());
+        m.insert("name".into(), "PARSED_20260305_0930_0001.zip".into());
+        let render = |t: &str| KeyTemplate::new(t).unwrap().render(&m).unwrap();
+        assert_eq!(
+            render(r#"{{ run_time | datetime("%Y-%m-%d/%H:%M:%S%.6f") }}/{{ name }}"#),
+            "2026-03-05/07:08:09.123456/PARSED_20260305_0930_0001.zip"
+        );
+        assert_eq!(render(r#"{{ run_time | datetime("%Y/%-m/%-d") }}"#), "2026/3/5");
+        assert_eq!(render(r#"{{ run_time | datetime("%H:%M", "+01:00") }}"#), "08:08");
+        assert_eq!(render(r#"{{ name[7:15] | strptime("%Y%m%d") | datetime("%Y/%m/%d") }}"#), "2026/03/05");
+        let e = KeyTemplate::new(r#"{{ run_time | datetime("%Y-%Q") }}"#).unwrap_err();
+        assert!(e.contains("not a strftime format"), "{e}");
+        let e = KeyTemplate::new(r#"{{ name | strptime("%Y%m%d") }}"#).unwrap().render(&m).unwrap_err();
+        assert!(e.contains("does not read as"), "{e}");
     }
 }

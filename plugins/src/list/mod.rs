@@ -205,7 +205,7 @@ pub fn name_of(key: &str) -> String {
 }
 
 /// The fields every listed item starts with (see [`object_meta`]).
-pub const LISTED_FIELDS: &[&str] = &["store", "key", "name", "size", "etag", "last_modified", "run_date"];
+pub const LISTED_FIELDS: &[&str] = &["store", "key", "name", "size", "etag", "last_modified", "run_date", "run_time"];
 
 /// The metadata every listed item starts with.
 pub fn object_meta(store: &str, o: &ObjectInfo) -> Meta {
@@ -221,8 +221,14 @@ pub fn object_meta(store: &str, o: &ObjectInfo) -> Meta {
         m.insert("last_modified".into(), t.clone().into());
     }
     m.insert("run_date".into(), RUN_DATE.clone().into());
+    m.insert("run_time".into(), RUN_TIME.clone().into());
     m
 }
+
+/// The time the run started (UTC, RFC 3339 with microseconds), `run_time`: one value for
+/// every item of the run, as the platform's jobs key a run's files under one folder.
+static RUN_TIME: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
 
 /// The day the run started (UTC), `YYYY/MM/DD`, for date-partitioned keys (`run_date`).
 static RUN_DATE: std::sync::LazyLock<String> =
