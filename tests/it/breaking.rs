@@ -708,3 +708,26 @@ fn run_plan_reads_the_plan_file_in_bounded_memory() {
         "peak {big_peak} B with a {big_len} B plan, {small_peak} B with a small one"
     );
 }
+
+/// Issue 27.6c: a file in the done-marker folder whose name no store reads back (a
+/// newline in it) is skipped with a warning, not a failure of every run.
+#[test]
+fn a_stray_file_in_the_marker_folder_is_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    for n in 0..3 {
+        std::fs::write(dir.path().join(format!("in/{n}.json")), "{}").unwrap();
+    }
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "version: 1\nname: t\nstores:\n  src: { url: file://./in }\n  dst: { url: file://./out }\nnodes:\n  list: { kind: list, store: src, resume: { store: dst } }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ name }}\" }\n",
+    )
+    .unwrap();
+    let first = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(first.code(), Some(0), "{}", first.stderr());
+    std::fs::write(dir.path().join("out/_dqpipe/done/t/stray\nname.jsonl"), "not a marker").unwrap();
+    let rerun = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(rerun.code(), Some(0), "{}", rerun.stderr());
+    assert_eq!(rerun.report["items"]["skipped_done"].as_u64(), Some(3), "{}", rerun.report);
+    assert!(rerun.stderr().contains("not a done marker dqpipe writes"), "{}", rerun.stderr());
+}

@@ -57,6 +57,34 @@ pub fn version_of(o: &ObjectInfo) -> String {
     }
 }
 
+/// Whether `key` is named as dqpipe names markers (`<time>-<pid>-<n>.jsonl`: letters,
+/// digits, `-`, `_`, `.`). Anything else in the folder (a file someone put there, a name
+/// with a newline no store can read back) is not read.
+fn is_marker_name(key: &str) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    name.ends_with(".jsonl") && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Adds the objects a marker records to `done`, line by line. A line that does not parse
+/// (a torn write cannot happen: puts are atomic) or is longer than any marker line is
+/// skipped: at worst its object is processed again.
+async fn read_lines(key: &str, body: &Body, done: &mut HashSet<String>) -> Result<(), String> {
+    use tokio::io::AsyncBufReadExt;
+    let reader = body.reader().await.map_err(|e| format!("reading done marker {key:?}: {e}"))?;
+    let mut lines = tokio::io::BufReader::new(reader).split(b'\n');
+    while let Some(line) = lines.next_segment().await.map_err(|e| format!("reading done marker {key:?}: {e}"))? {
+        if line.is_empty() || line.len() > 64 * 1024 {
+            continue;
+        }
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
+            if let (Some(k), Some(ver)) = (v["key"].as_str(), v["version"].as_str()) {
+                done.insert(format!("{k}@{ver}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a done-set holds for an object.
 pub fn done_id(o: &ObjectInfo) -> String {
     format!("{}@{}", o.key, version_of(o))
@@ -84,8 +112,14 @@ impl DoneLog {
                 Err(e) => return Err(format!("listing done markers in {}: {e}", self.display())),
             }
         }
-        let spool = Spool { threshold: u64::MAX, dir: None };
-        let mut reads = futures::stream::iter(keys.into_iter().filter(|k| k.ends_with(".jsonl")).map(|key| {
+        // Markers larger than 1 MiB are read from the spool, line by line: a marker of any
+        // size costs its lines, not its bytes.
+        let spool = Spool { threshold: 1 << 20, dir: None };
+        let (markers, strays): (Vec<String>, Vec<String>) = keys.into_iter().partition(|k| is_marker_name(k));
+        for stray in strays.iter().filter(|k| k.ends_with(".jsonl") || k.contains(['\n', '\r'])) {
+            tracing::warn!(key = %stray.escape_debug(), "not a done marker dqpipe writes: skipped");
+        }
+        let mut reads = futures::stream::iter(markers.into_iter().map(|key| {
             let spool = spool.clone();
             async move {
                 let got = self
@@ -96,21 +130,25 @@ impl DoneLog {
                         |e| format!("reading done marker {key:?}: {e}"),
                         || {},
                     )
-                    .await?;
-                got.to_bytes(u64::MAX).await.map_err(|e| format!("reading done marker {key:?}: {e}"))
+                    .await;
+                (key, got)
             }
         }))
         .buffer_unordered(16);
         let mut done = HashSet::new();
-        while let Some(bytes) = reads.next().await {
-            for line in bytes?.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                // A line that does not parse (a torn write cannot happen: puts are atomic)
-                // is skipped: at worst its object is processed again.
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
-                    if let (Some(k), Some(ver)) = (v["key"].as_str(), v["version"].as_str()) {
-                        done.insert(format!("{k}@{ver}"));
-                    }
+        while let Some((key, got)) = reads.next().await {
+            match got {
+                Ok(body) => read_lines(&key, &body, &mut done).await?,
+                // Gone since the listing (another run compacted it), or refused for good:
+                // its objects are processed again at worst; no rerun would read it either.
+                Err(e)
+                    if e.last
+                        .as_ref()
+                        .is_some_and(|l| matches!(l.kind, StoreErrorKind::NotFound | StoreErrorKind::InvalidKey)) =>
+                {
+                    tracing::warn!(key = %key.escape_debug(), error = %e.message, "done marker skipped")
                 }
+                Err(e) => return Err(e.message),
             }
         }
         Ok(done)
