@@ -34,6 +34,10 @@ pub struct Args {
     /// Also write the whole plan (every object) to this file, for `run --plan`.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Check only that the sources can be listed, not what the run needs besides (the
+    /// scanner, each written store with its own credentials).
+    #[arg(long)]
+    no_preflight: bool,
     /// Exit 0 when there is nothing to do, 2 when there is work to do, 1 on any error.
     #[arg(long)]
     detailed_exitcode: bool,
@@ -122,7 +126,14 @@ async fn plan(p: &Pipeline, mut opts: RunOptions, args: &Args) -> anyhow::Result
         Format::Text => {
             let shard = opts.shard.map(|s| format!(" (shard {s})")).unwrap_or_default();
             let deep = if args.deep { ", read and transformed in memory (--deep)" } else { "" };
-            write!(screen, "{}\nObjects{shard}{deep}:\n", static_plan.render_text()).context("writing the plan")?;
+            let checked = if args.no_preflight {
+                "Checked: the listings only (--no-preflight).\n"
+            } else {
+                "Checks, as a run makes them (read-only): every listing, every written store with its own credentials, \
+                 the scanner (PING, VERSION, canary).\n"
+            };
+            write!(screen, "{}\n{checked}Objects{shard}{deep}:\n", static_plan.render_text())
+                .context("writing the plan")?;
             Screen::Text(screen)
         }
         Format::Json => Screen::Json(PlanWriter::start(screen, &header).context("writing the plan")?),
@@ -136,7 +147,7 @@ async fn plan(p: &Pipeline, mut opts: RunOptions, args: &Args) -> anyhow::Result
     };
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    opts.mode = Mode::Plan { deep: args.deep };
+    opts.mode = Mode::Plan { deep: args.deep, preflight: !args.no_preflight };
     opts.plan_sink = Some(tx);
     let mut totals = PlanTotals::default();
     let consume = async {

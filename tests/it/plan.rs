@@ -50,7 +50,8 @@ fn plans_change_nothing_in_s3_or_local_folders() {
     }
     assert!(snapshot(s3.root.path()) == before_s3, "a plan changed something in S3");
     assert!(snapshot(&dir.path().join("var")) == before_local, "a plan changed a local folder");
-    // The scanner was never asked: clamd has no connection but the runs'.
+    // The plans asked the scanner (PING, VERSION, canary) and HEAD on each written store:
+    // nothing a snapshot can see.
 }
 
 #[test]
@@ -107,7 +108,7 @@ fn the_plan_is_what_the_run_does_item_by_item() {
         (after["totals"]["to_process"].as_u64(), after["totals"]["already_done"].as_u64()),
         (Some(0), Some(150))
     );
-    let text = dqpipe(dir.path()).args(["plan", &nats_pipeline()]).output().unwrap();
+    let text = dqpipe(dir.path()).args(["plan", &nats_pipeline()]).env("CLAMD_ADDRESS", clamd.tcp()).output().unwrap();
     assert!(
         stdout(&text).contains("Plan: 0 objects to process (0.0 MB), 150 already done, 0 to delete."),
         "{}",
@@ -120,7 +121,8 @@ fn the_json_shape_is_the_documented_one() {
     let dir = tempfile::tempdir().unwrap();
     let samples = dir.path().join("var/archive");
     dqpipe(dir.path()).args(["samples", "--out", &samples.to_string_lossy(), "--count", "30"]).output().unwrap();
-    let (code, v, err) = plan_json(dir.path(), &["--limit", "5"], &[]);
+    // No scanner here: the plan checks the listing only.
+    let (code, v, err) = plan_json(dir.path(), &["--limit", "5", "--no-preflight"], &[]);
     assert_eq!(code, Some(0), "{err}");
     let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(
@@ -247,4 +249,39 @@ fn a_plan_made_with_reprocess_is_run_with_reprocess() {
     // ...and the run of that plan processes them, not skips them as done.
     let r = run(&["--plan", "again.json"]);
     assert_eq!((r["items"]["complete"].as_u64(), r["items"]["skipped_done"].as_u64()), (Some(5), Some(0)), "{r}");
+}
+
+/// Issue 33.1: a plan checks what the run needs, as the run would: a scanner that cannot
+/// be reached, or a destination whose credentials are wrong, fails the plan (exit 1,
+/// naming the node) instead of promising work; `--no-preflight` checks the listing only.
+#[test]
+fn a_plan_fails_when_the_run_would_fail_its_preflight() {
+    let s3 = S3Server::start(&["archive", "internal", "ops"]);
+    let clamd = Clamd::start("25M");
+    let dir = tempfile::tempdir().unwrap();
+    let samples = samples_and_reference(dir.path(), 5, 0, 0, &clamd.tcp());
+    upload_samples(&s3, &samples);
+    let plan = |clamd: &str, dst_secret: &str, extra: &[&str]| {
+        let mut c = dqpipe(dir.path());
+        nats_s3_env(&mut c, &s3.endpoint(), clamd);
+        c.env("S3_DST_SECRET_ACCESS_KEY", dst_secret)
+            .args(["plan", &nats_pipeline(), "--detailed-exitcode"])
+            .args(extra);
+        let out = c.output().unwrap();
+        (out.status.code(), format!("{}{}", stdout(&out), stderr(&out)))
+    };
+    let (code, text) = plan(&clamd.tcp(), S3_SECRET, &[]);
+    assert_eq!(code, Some(2), "work to do: {text}");
+    assert!(text.contains("Checks, as a run makes them"), "{text}");
+
+    let (code, text) = plan("tcp://127.0.0.1:1", S3_SECRET, &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("preflight checks failed") && text.contains("scan:"), "{text}");
+
+    let (code, text) = plan(&clamd.tcp(), "wrong-secret-value", &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("write:") && !text.contains("wrong-secret-value"), "{text}");
+
+    let (code, text) = plan("tcp://127.0.0.1:1", S3_SECRET, &["--no-preflight"]);
+    assert_eq!(code, Some(2), "--no-preflight lists only: {text}");
 }

@@ -108,11 +108,12 @@ fn yaml_and_toml_give_the_same_plan() {
 
 #[test]
 fn secrets_never_appear_in_plans() {
+    // No scanner here: the plans check the listing only (`--no-preflight`).
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("var/archive")).unwrap();
     let secret = "https://hooks.slack.test/services/T123/B456/very-secret-token";
     let out = dqpipe(dir.path())
-        .args(["plan", &repo().join("pipelines/nats-historical.yaml").to_string_lossy()])
+        .args(["plan", &repo().join("pipelines/nats-historical.yaml").to_string_lossy(), "--no-preflight"])
         .env("SLACK_WEBHOOK", secret)
         .output()
         .unwrap();
@@ -121,7 +122,7 @@ fn secrets_never_appear_in_plans() {
     assert!(stdout(&out).contains("webhook_url: \"<redacted>\""), "{}", stdout(&out));
     // Without a webhook, the plan says alerts are off rather than hiding an empty value.
     let out = dqpipe(dir.path())
-        .args(["plan", &repo().join("pipelines/nats-historical.yaml").to_string_lossy()])
+        .args(["plan", &repo().join("pipelines/nats-historical.yaml").to_string_lossy(), "--no-preflight"])
         .output()
         .unwrap();
     assert!(stdout(&out).contains("webhook_url: \"(off)\""), "{}", stdout(&out));

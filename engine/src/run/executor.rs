@@ -42,10 +42,11 @@ use crate::spec::load::Pipeline;
 pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> {
     let (started, started_at) = (Instant::now(), chrono::Utc::now());
     let planning = matches!(opts.mode, Mode::Plan { .. });
+    let sources_only = matches!(opts.mode, Mode::Plan { preflight: false, .. });
     // Everything a node needs must answer before any item moves. A stop (SIGTERM) during
     // the checks ends the run at once, with a report and nothing processed.
     tokio::select! {
-        r = preflight(p, planning) => if let Err(e) = r {
+        r = preflight(p, sources_only) => if let Err(e) = r {
             if !planning {
                 crate::run::end::did_not_start(p, &e).await;
             }
@@ -246,7 +247,7 @@ async fn process_one(
     let guard = item.clone();
     let r = match mode {
         Mode::Run => AssertUnwindSafe(node.process(item, out, cx)).catch_unwind().await,
-        Mode::Plan { deep } => {
+        Mode::Plan { deep, .. } => {
             item.plan_visit(name);
             AssertUnwindSafe(node.preview(item, out, cx, deep)).catch_unwind().await
         }

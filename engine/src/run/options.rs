@@ -55,8 +55,11 @@ pub enum Mode {
     #[default]
     Run,
     /// Lists for real; nodes preview (no write, delete, scan or alert); `deep` lets them
-    /// read objects to resolve what depends on content.
-    Plan { deep: bool },
+    /// read objects to resolve what depends on content. With `preflight`, every node's
+    /// preflight check runs first, as a run's would (all are read-only: a listing's first
+    /// page, a HEAD on each written store with its own credentials, the scanner's PING,
+    /// VERSION and canary); without, only the sources'.
+    Plan { deep: bool, preflight: bool },
 }
 
 /// Under Kubernetes' default 30 s between SIGTERM and SIGKILL, with time left to write

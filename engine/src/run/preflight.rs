@@ -15,9 +15,10 @@ pub enum RunError {
     Preflight(Vec<(String, String)>),
 }
 
-/// Runs every node's preflight check at once. A plan checks only what it uses: the
-/// sources' listings. A check that panics has failed (fail closed), never passed.
-pub(crate) async fn preflight(p: &Pipeline, planning: bool) -> Result<(), RunError> {
+/// Runs every node's preflight check at once (with `sources_only`, the sources' listings
+/// only: `plan --no-preflight`). A check that panics has failed (fail closed), never
+/// passed.
+pub(crate) async fn preflight(p: &Pipeline, sources_only: bool) -> Result<(), RunError> {
     let mut checks = JoinSet::new();
     let mut names = HashMap::new();
     for n in &p.nodes {
@@ -27,7 +28,7 @@ pub(crate) async fn preflight(p: &Pipeline, planning: bool) -> Result<(), RunErr
                 let s = s.clone();
                 checks.spawn(async move { s.preflight().await }.in_current_span()).id()
             }
-            Built::Processor(_) if planning => continue,
+            Built::Processor(_) if sources_only => continue,
             Built::Processor(x) => {
                 let x = x.clone();
                 checks.spawn(async move { x.preflight().await }.in_current_span()).id()
