@@ -102,7 +102,10 @@ impl Put {
                 None | Some(serde_json::Value::Null) => {
                     return Err(format!("`{{{{ {var} }}}}` has no value for this item (nodes.{}.key)", self.name));
                 }
-                Some(serde_json::Value::String(v)) if var == "name" && (v.contains('/') || v.contains('\\')) => {
+                // A backslash is no separator on S3 or Linux folders: `a\b.json` is a name
+                // (the job dqpipe replaces wrote it), refused only by a store that cannot
+                // hold it.
+                Some(serde_json::Value::String(v)) if var == "name" && v.contains('/') => {
                     return Err(format!(
                         "`{var}` is {v:?}, which holds a path separator (nodes.{}.key): refused, it would write \
                          below the folder the template names",

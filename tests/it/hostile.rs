@@ -45,6 +45,7 @@ fn names_that_decode_to_paths_never_leave_the_store() {
         "sub%2Fc.json",
         "nul%00and%0Anewline.json",
         "ok.json",
+        "back\\slash.json",
     ] {
         std::fs::write(src.join(name), b"{}").unwrap();
     }
@@ -66,7 +67,8 @@ fn names_that_decode_to_paths_never_leave_the_store() {
     assert!(!Path::new("/etc/dqpipe-escape.json").exists());
     let mut written = files_under(&dst);
     written.sort();
-    let mut expected = vec!["ok.json".to_string(), long.clone()];
+    // A backslash is no path separator: written as it is (issue 27.6h).
+    let mut expected = vec!["ok.json".to_string(), "back\\slash.json".to_string(), long.clone()];
     expected.sort();
     assert_eq!(written, expected);
     let f = failures(&read_json(&dir.path().join("r.json")));
