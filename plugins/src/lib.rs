@@ -24,6 +24,7 @@ pub mod samples;
 pub mod slack;
 pub mod stores;
 pub mod testing;
+pub mod unpack;
 
 use std::sync::Arc;
 
@@ -43,6 +44,7 @@ pub fn registry() -> Registry {
             kind::<map::MapConfig>(),
             kind::<filter::FilterConfig>(),
             kind::<route::RouteConfig>(),
+            kind::<unpack::UnpackConfig>(),
         ],
         stores: Arc::new(stores::Opener::new()),
     }

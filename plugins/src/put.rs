@@ -211,7 +211,10 @@ impl Put {
             .body
             .clone()
             .ok_or_else(|| ItemError::new("the item has no bytes: put needs a fetch (or transform) upstream"))?;
-        let source = item.source_key();
+        // A member of an archive is its own source: two members that map to one key are
+        // told apart as two objects are (`<archive key>!/<member>`).
+        let member_source = item.get_str("member").map(|m| format!("{}!/{m}", item.source_key()));
+        let source = member_source.as_deref().unwrap_or(item.source_key());
         let reason_key = format!("{key}.error.json");
         let keys: Vec<&str> = if self.cfg.with_reason { vec![&reason_key, &key] } else { vec![&key] };
         let _claim = self.claim(&keys, source).await?;

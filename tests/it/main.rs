@@ -23,3 +23,4 @@ mod sftp;
 mod spec_errors;
 mod spec_tests;
 mod tls;
+mod unpack;

@@ -168,7 +168,7 @@ fn schema_covers_every_kind() {
         .collect();
     assert_eq!(
         kinds,
-        ["list", "fetch", "put", "clamav", "nats_message", "slack", "json_check", "map", "filter", "route"]
+        ["list", "fetch", "put", "clamav", "nats_message", "slack", "json_check", "map", "filter", "route", "unpack"]
     );
     assert_eq!(node["properties"]["kind"]["enum"], serde_json::json!(kinds));
     // A number may be a string holding a variable, as the loader reads it.

@@ -1,0 +1,94 @@
+//! Archives as items: the S4 suite's zips of XML (and a tar.gz) unpacked, each member
+//! written; hostile archives (a zip bomb, a `../` member, 100,000 empty members) routed
+//! as problems before any member goes on. Local folders; archives built by the test.
+
+use crate::common::*;
+
+use std::io::Write;
+use std::path::Path;
+
+const SPEC: &str = r#"
+version: 1
+name: s4-unpack
+stores:
+  landing: { url: "file://./landing" }
+  xml: { url: "file://./xml" }
+  failed: { url: "file://./failed" }
+nodes:
+  list: { kind: list, store: landing, resume: { store: xml } }
+  fetch: { kind: fetch, input: list }
+  members: { kind: unpack, input: fetch }
+  write: { kind: put, input: members, store: xml, key: "{{ archive_key }}/{{ member }}" }
+  failed: { kind: put, input: members.failed, store: failed, key: "{{ name }}", with_reason: true }
+"#;
+
+/// A zip of `members` (path, bytes), deflated.
+fn zip_of(path: &Path, members: &[(&str, Vec<u8>)]) {
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in members {
+        z.start_file(*name, opts).unwrap();
+        z.write_all(bytes).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+#[test]
+fn archives_become_their_members_and_hostile_ones_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s4.yaml"), SPEC).unwrap();
+    let landing = dir.path().join("landing");
+    std::fs::create_dir_all(&landing).unwrap();
+    let xml = |n: u32| format!("<APIData><Flight n=\"{n}\"/></APIData>\n").into_bytes();
+    zip_of(
+        &landing.join("PARSED_20261203_0930_0001.zip"),
+        &[("a/1.xml", xml(1)), ("a/2.xml", xml(2)), ("b/1.xml", xml(3))],
+    );
+    let mut tgz = tar::Builder::new(flate2::write::GzEncoder::new(
+        std::fs::File::create(landing.join("RAW_20261203_0930_0002.tar.gz")).unwrap(),
+        flate2::Compression::default(),
+    ));
+    for (name, bytes) in [("x.xml", xml(4)), ("y.xml", xml(5))] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tgz.append_data(&mut h, name, bytes.as_slice()).unwrap();
+    }
+    tgz.into_inner().unwrap().finish().unwrap();
+    // Hostile: 20 MB of zeros (a ratio of about 1,000), a member outside the archive, and
+    // 100,000 empty members.
+    zip_of(&landing.join("bomb.zip"), &[("zeros.xml", vec![0u8; 20 << 20])]);
+    zip_of(&landing.join("escape.zip"), &[("ok.xml", xml(6)), ("../../escape.xml", xml(7))]);
+    let many: Vec<(String, Vec<u8>)> = (0..100_000).map(|n| (format!("e/{n}.xml"), Vec::new())).collect();
+    let many: Vec<(&str, Vec<u8>)> = many.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    zip_of(&landing.join("many.zip"), &many);
+
+    let ran = TestRun::new(dir.path(), "s4.yaml").run();
+    assert_eq!(ran.code(), Some(3), "hostile archives are problems: {}", ran.stderr());
+    let written: Vec<String> =
+        files_under(&dir.path().join("xml")).into_iter().filter(|f| !f.starts_with("_dqpipe")).collect();
+    assert_eq!(
+        written,
+        [
+            "PARSED_20261203_0930_0001.zip/a/1.xml",
+            "PARSED_20261203_0930_0001.zip/a/2.xml",
+            "PARSED_20261203_0930_0001.zip/b/1.xml",
+            "RAW_20261203_0930_0002.tar.gz/x.xml",
+            "RAW_20261203_0930_0002.tar.gz/y.xml",
+        ],
+        "no member of a hostile archive went on"
+    );
+    assert_eq!(std::fs::read(dir.path().join("xml/RAW_20261203_0930_0002.tar.gz/y.xml")).unwrap(), xml(5));
+    assert!(!dir.path().join("escape.xml").exists() && !dir.path().join("xml/escape.xml").exists());
+    let reason = |name: &str| read_json(&dir.path().join(format!("failed/{name}.error.json")))["reason"].to_string();
+    assert!(reason("bomb.zip").contains("max_ratio"), "{}", reason("bomb.zip"));
+    assert!(reason("escape.zip").contains("not a relative path inside the archive"), "{}", reason("escape.zip"));
+    assert!(reason("many.zip").contains("max_members (10000)"), "{}", reason("many.zip"));
+    let items = &ran.report["items"];
+    assert_eq!((items["complete"].as_u64(), items["problems"].as_u64()), (Some(5), Some(3)), "{}", ran.report);
+
+    // Each archive is one object: done once its members are written; the rerun skips all.
+    let rerun = TestRun::new(dir.path(), "s4.yaml").run();
+    assert_eq!(rerun.report["items"]["skipped_done"].as_u64(), Some(5), "{}", rerun.report);
+}
