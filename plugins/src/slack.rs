@@ -272,15 +272,15 @@ impl Processor for Slack {
         Ok(())
     }
 
-    fn counters(&self) -> Vec<(&'static str, u64)> {
+    fn counters(&self) -> Vec<(String, u64)> {
         if !self.enabled() {
             return Vec::new();
         }
         let load = |a: &AtomicU64| a.load(Ordering::SeqCst);
         vec![
-            ("delivered", load(&self.delivered)),
-            ("not_delivered", load(&self.not_delivered)),
-            ("suppressed", load(&self.suppressed)),
+            ("delivered".into(), load(&self.delivered)),
+            ("not_delivered".into(), load(&self.not_delivered)),
+            ("suppressed".into(), load(&self.suppressed)),
         ]
     }
 

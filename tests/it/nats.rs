@@ -443,6 +443,10 @@ fn every_scanned_object_records_the_scanner_that_passed_it() {
     let meta = s3_metadata(&s3.endpoint(), "ops", infected);
     expect(&meta, "infected", infected);
     assert_eq!(meta["dqpipe-scan-signature"], "Eicar-Test-Signature", "{meta}");
+    // The report counts the verdicts under the scanner version that gave them.
+    let at = meta["dqpipe-scan-database-built"].as_str().unwrap().to_string();
+    let scan = ran.report["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "scan").unwrap().clone();
+    assert_eq!(scan["counters"][format!("verdicts by ClamAV 1.4.6/27500/{at}")], 6, "{scan}");
 
     // Local folders: the same record as extended attributes (the reference run).
     for f in files_under(&dir.path().join("var/internal")) {

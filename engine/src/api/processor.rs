@@ -24,8 +24,8 @@ pub trait Processor: Send + Sync {
     async fn finish(&self, _facts: &RunFacts) {}
     /// The node's own figures for the report and the summary, read after [`Self::finish`]
     /// (an alert node: `delivered`, `not_delivered`, `suppressed`, its end-of-run alerts
-    /// included). Most nodes have none.
-    fn counters(&self) -> Vec<(&'static str, u64)> {
+    /// included; a scanner: items per database version). Most nodes have none.
+    fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
 }

@@ -96,7 +96,7 @@ pub(crate) async fn report(
     // Read after the hooks: an alert node's end-of-run alerts are counted too.
     for (n, r) in p.nodes.iter().zip(report.nodes.iter_mut()) {
         if let Built::Processor(x) = &n.built {
-            r.counters = x.counters().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            r.counters = x.counters().into_iter().collect();
         }
     }
     report

@@ -118,7 +118,14 @@ impl KindConfig for ClamavConfig {
             ));
         }
         let canary = canary::CanaryState::default();
-        let version = std::sync::Mutex::new(None);
-        Ok(Built::Processor(Arc::new(Clamav { cfg, scanner, sessions: Sessions::default(), canary, version })))
+        let (version, verdicts) = (std::sync::Mutex::new(None), Default::default());
+        Ok(Built::Processor(Arc::new(Clamav {
+            cfg,
+            scanner,
+            sessions: Sessions::default(),
+            canary,
+            version,
+            verdicts,
+        })))
     }
 }

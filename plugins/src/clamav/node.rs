@@ -17,6 +17,9 @@ pub(super) struct Clamav {
     pub(super) canary: CanaryState,
     /// What the scanner said of itself at the last check.
     pub(super) version: std::sync::Mutex<Option<ScannerVersion>>,
+    /// Verdicts given per scanner version (`ClamAV 1.4.6/27500/2026-12-01T08:21:02Z`),
+    /// for the report: which database passed what.
+    pub(super) verdicts: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Clamav {
@@ -49,6 +52,10 @@ impl Clamav {
             Some(v) => (v.engine.clone(), v.database.clone()),
             None => ("unknown".to_string(), None),
         };
+        let described = version.as_ref().map(ScannerVersion::describe).unwrap_or_else(|| "unknown".into());
+        if let Ok(mut v) = self.verdicts.lock() {
+            *v.entry(format!("verdicts by {described}")).or_default() += 1;
+        }
         serde_json::json!({
             "engine": engine,
             "database": database.as_ref().map(|d| d.version.to_string()),
@@ -151,6 +158,11 @@ impl Processor for Clamav {
             self.canary.passed(0);
         }
         Ok(())
+    }
+
+    /// Verdicts per scanner version: `verdicts by ClamAV 1.4.6/27500/2026-12-01T08:21:02Z`.
+    fn counters(&self) -> Vec<(String, u64)> {
+        self.verdicts.lock().map(|v| v.iter().map(|(k, n)| (k.clone(), *n)).collect()).unwrap_or_default()
     }
 
     /// Never scans: a plan assumes clean and says so.
