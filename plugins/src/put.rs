@@ -50,6 +50,12 @@ pub struct PutConfig {
     /// Retries of transient write failures.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// `head`: after each write, read the object's size back before the item counts as
+    /// written; a write the store answered but does not hold (a broken proxy or gateway in
+    /// front of an S3-compatible server) is retried, never marked done. One HEAD per
+    /// write; `none` (the default) trusts the store's answer, as AWS S3 warrants.
+    #[serde(default)]
+    pub verify: Verify,
 }
 
 const PORTS: &[PortDecl] = &[
@@ -199,6 +205,15 @@ fn scan_provenance(item: &Item) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether `put` reads each write back (`verify`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verify {
+    #[default]
+    None,
+    Head,
+}
+
 impl Put {
     /// Writes the item (and its reason) where the template says; returns the key.
     async fn deliver(&self, item: &Item, cx: &Context) -> Result<String, ItemError> {
@@ -294,11 +309,43 @@ impl Put {
 
     /// Writes `key` if it holds nothing; `false` when it holds something.
     async fn write_new(&self, key: &str, body: &Body, opts: &PutOptions, cx: &Context) -> Result<bool, ItemError> {
-        self.retried("writing", key, cx, || self.store.put_new(key, body, opts)).await
+        self.retried("writing", key, cx, || async {
+            let made = self.store.put_new(key, body, opts).await?;
+            if made {
+                self.verified(key, body).await?;
+            }
+            Ok(made)
+        })
+        .await
     }
 
     async fn write(&self, key: &str, body: &Body, opts: &PutOptions, cx: &Context) -> Result<(), ItemError> {
-        self.retried("writing", key, cx, || self.store.put(key, body, opts)).await
+        self.retried("writing", key, cx, || async {
+            self.store.put(key, body, opts).await?;
+            self.verified(key, body).await
+        })
+        .await
+    }
+
+    /// With `verify: head`, that the store holds what it said it wrote: a transient error
+    /// when it does not (so the write is tried again).
+    async fn verified(&self, key: &str, body: &Body) -> Result<(), dqpipe_engine::api::store::StoreError> {
+        if self.cfg.verify == Verify::None {
+            return Ok(());
+        }
+        let lost = |what: String| {
+            dqpipe_engine::api::store::StoreError::new(
+                StoreErrorKind::Transient,
+                format!("the store answered the write of {key:?}, but {what} (verify: head)"),
+            )
+        };
+        match self.store.head(key).await? {
+            None => Err(lost("holds no such object: the write was lost on the way".into())),
+            Some(o) if o.size != body.len() => {
+                Err(lost(format!("holds {} bytes of the {} written", o.size, body.len())))
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     /// One store operation on `key` with the node's retries; its failure as the item's.

@@ -293,3 +293,50 @@ fn a_body_cut_short_on_the_way_is_retried_never_dead_lettered() {
     assert_same_files(&dir.path().join("var/internal"), &s3.bucket_dir("internal"));
     assert_eq!(done_under(&s3.bucket_dir("internal")).len(), 30);
 }
+
+/// Issue 27.6g: a gateway that answers 200 to a PUT it never delivered. Trusting the
+/// answer loses those objects for good once they are marked done; `verify: head` reads
+/// each write back, retries the lost ones, and the store ends up holding every object.
+#[test]
+fn a_write_answered_but_lost_is_caught_by_verify_head() {
+    let _serial = serial();
+    let s3 = S3Server::start(&["dst"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    for n in 0..10 {
+        std::fs::write(dir.path().join(format!("src/{n}.json")), format!("{{\"n\": {n}}}")).unwrap();
+    }
+    let spec = |verify: &str| {
+        format!(
+            "version: 1\nname: copy\nstores:\n  src: {{ url: \"file://./src\" }}\n  dst: {{ url: \"s3://dst/in\", s3: {{ endpoint: \"${{S3_ENDPOINT}}\" }} }}\nnodes:\n  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  write: {{ kind: put, input: fetch, store: dst, key: \"{{{{ name }}}}\", verify: {verify}, retry: {{ initial_delay_ms: 10, max_delay_ms: 20 }} }}\n"
+        )
+    };
+    // The first PUT of each key is answered 200 and dropped.
+    let proxy_losing_first_puts = || {
+        let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+        HttpProxy::swallowing(s3.port, move |request| {
+            let line = request.lines().next().unwrap_or("").to_string();
+            line.starts_with("PUT /dst/in/") && seen.lock().unwrap().insert(line)
+        })
+    };
+    let stored = || files_under(&s3.bucket_dir("dst").join("in")).len();
+
+    let proxy = proxy_losing_first_puts();
+    std::fs::write(dir.path().join("trust.yaml"), spec("none")).unwrap();
+    let ran = TestRun::new(dir.path(), "trust.yaml")
+        .s3(&s3)
+        .env("S3_ENDPOINT", &format!("http://127.0.0.1:{}", proxy.port))
+        .run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!((proxy.altered(), stored()), (10, 0), "trusting the answer, every object is lost");
+
+    let proxy = proxy_losing_first_puts();
+    std::fs::write(dir.path().join("verify.yaml"), spec("head")).unwrap();
+    let ran = TestRun::new(dir.path(), "verify.yaml")
+        .s3(&s3)
+        .env("S3_ENDPOINT", &format!("http://127.0.0.1:{}", proxy.port))
+        .run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!((proxy.altered(), stored()), (10, 10), "every lost write was caught and made again");
+    assert!(total_retries(&ran.report) >= 10, "{}", ran.report);
+}

@@ -250,10 +250,27 @@ fn with_length(head: &str, len: usize, drop: &str) -> String {
     out
 }
 
+/// Which requests a proxy answers itself, without forwarding them: `request head -> swallow`.
+pub type Swallow = dyn Fn(&str) -> bool + Send + Sync;
+
 impl HttpProxy {
     pub fn start(
         upstream: u16,
         alter: impl Fn(&str, &mut String, &mut Vec<u8>) -> bool + Send + Sync + 'static,
+    ) -> HttpProxy {
+        HttpProxy::start_with(upstream, alter, Arc::new(|_: &str| false))
+    }
+
+    /// A proxy that answers the requests `swallow` picks with `200 OK` and forwards
+    /// nothing of them (a broken gateway that loses writes); `altered` counts them.
+    pub fn swallowing(upstream: u16, swallow: impl Fn(&str) -> bool + Send + Sync + 'static) -> HttpProxy {
+        HttpProxy::start_with(upstream, |_: &str, _: &mut String, _: &mut Vec<u8>| false, Arc::new(swallow))
+    }
+
+    fn start_with(
+        upstream: u16,
+        alter: impl Fn(&str, &mut String, &mut Vec<u8>) -> bool + Send + Sync + 'static,
+        swallow: Arc<Swallow>,
     ) -> HttpProxy {
         use std::io::{BufReader, Write};
         use std::sync::atomic::Ordering;
@@ -265,7 +282,7 @@ impl HttpProxy {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                let (counter, alter) = (counter.clone(), alter.clone());
+                let (counter, alter, swallow) = (counter.clone(), alter.clone(), swallow.clone());
                 std::thread::spawn(move || {
                     let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
                     let (Ok(mut client_w), Ok(mut server_w)) = (client.try_clone(), server.try_clone()) else {
@@ -273,6 +290,14 @@ impl HttpProxy {
                     };
                     let (mut from_client, mut from_server) = (BufReader::new(client), BufReader::new(server));
                     while let Some((head, body)) = http_message(&mut from_client) {
+                        if swallow(&head) {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let ok = "HTTP/1.1 200 OK\r\netag: \"swallowed\"\r\ncontent-length: 0\r\n\r\n";
+                            if client_w.write_all(ok.as_bytes()).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         if server_w.write_all(head.as_bytes()).and_then(|_| server_w.write_all(&body)).is_err() {
                             return;
                         }
