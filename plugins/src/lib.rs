@@ -18,6 +18,7 @@ pub mod map;
 pub mod nats_message;
 mod parse;
 pub mod put;
+pub mod records;
 pub mod retry;
 pub mod route;
 pub mod samples;
@@ -45,6 +46,7 @@ pub fn registry() -> Registry {
             kind::<filter::FilterConfig>(),
             kind::<route::RouteConfig>(),
             kind::<unpack::UnpackConfig>(),
+            kind::<records::RecordsConfig>(),
         ],
         stores: Arc::new(stores::Opener::new()),
     }

@@ -17,6 +17,7 @@ mod names;
 mod nats;
 mod plan;
 mod problems;
+mod records;
 mod reliability;
 mod s3;
 mod sftp;

@@ -168,7 +168,20 @@ fn schema_covers_every_kind() {
         .collect();
     assert_eq!(
         kinds,
-        ["list", "fetch", "put", "clamav", "nats_message", "slack", "json_check", "map", "filter", "route", "unpack"]
+        [
+            "list",
+            "fetch",
+            "put",
+            "clamav",
+            "nats_message",
+            "slack",
+            "json_check",
+            "map",
+            "filter",
+            "route",
+            "unpack",
+            "records"
+        ]
     );
     assert_eq!(node["properties"]["kind"]["enum"], serde_json::json!(kinds));
     // A number may be a string holding a variable, as the loader reads it.

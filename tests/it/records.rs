@@ -1,0 +1,64 @@
+//! Records: the ACL feed's CSV read into JSON records, filtered, written one per record,
+//! with a bad row set aside by line; NDJSON as one document. Local folders.
+
+use crate::common::*;
+
+const ACL: &str = r#"
+version: 1
+name: acl-records
+stores:
+  landing: { url: "file://./landing" }
+  out: { url: "file://./out" }
+  failed: { url: "file://./failed" }
+nodes:
+  list: { kind: list, store: landing, suffix: ".CSV", resume: { store: out } }
+  fetch: { kind: fetch, input: list }
+  rows: { kind: records, input: fetch, format: csv }
+  baw: { kind: filter, input: rows, predicate: '.carrier == "BAW"' }
+  write: { kind: put, input: baw, store: out, key: "{{ name }}/{{ record }}.json" }
+  bad: { kind: put, input: rows.bad, store: failed, key: "{{ name }}/{{ record }}", with_reason: true }
+"#;
+
+#[test]
+fn csv_rows_become_records_and_a_bad_row_is_set_aside_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("acl.yaml"), ACL).unwrap();
+    std::fs::create_dir_all(dir.path().join("landing")).unwrap();
+    std::fs::write(
+        dir.path().join("landing/HOMEOFFICEROLL1_20261203.CSV"),
+        "carrier,flight,\"dep, arr\"\nBAW,123,\"LHR, JFK\"\nEZY,45,\"LGW, NCE\"\nBAW,9\nBAW,777,\"LHR, SIN\"\n",
+    )
+    .unwrap();
+    let ran = TestRun::new(dir.path(), "acl.yaml").run();
+    assert_eq!(ran.code(), Some(3), "a bad row is a problem: {}", ran.stderr());
+    let name = "HOMEOFFICEROLL1_20261203.CSV";
+    let written: Vec<String> =
+        files_under(&dir.path().join("out")).into_iter().filter(|f| !f.starts_with("_dqpipe")).collect();
+    assert_eq!(written, [format!("{name}/2.json"), format!("{name}/5.json")]);
+    let record = read_json(&dir.path().join(format!("out/{name}/5.json")));
+    assert_eq!(record, serde_json::json!({"carrier": "BAW", "flight": "777", "dep, arr": "LHR, SIN"}));
+    let reason = read_json(&dir.path().join(format!("failed/{name}/4.error.json")));
+    assert!(reason["reason"].as_str().unwrap().contains("line 4: 2 fields, the header has 3"), "{reason}");
+    assert_eq!(std::fs::read_to_string(dir.path().join(format!("failed/{name}/4"))).unwrap(), "BAW,9");
+    // One object, done once: the dropped EZY row and the bad row included.
+    let items = &ran.report["items"];
+    assert_eq!((items["complete"].as_u64(), items["problems"].as_u64()), (Some(1), Some(1)), "{}", ran.report);
+    let rerun = TestRun::new(dir.path(), "acl.yaml").run();
+    assert_eq!(rerun.report["items"]["skipped_done"].as_u64(), Some(1), "{}", rerun.report);
+}
+
+#[test]
+fn ndjson_becomes_one_document_and_a_line_that_is_not_json_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/events.jsonl"), "{\"n\": 1}\n\n{\"n\": 2}\nnot json\n[3]\n").unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "version: 1\nname: t\nstores:\n  in: { url: file://./in }\n  out: { url: file://./out }\nnodes:\n  list: { kind: list, store: in }\n  fetch: { kind: fetch, input: list }\n  doc: { kind: records, input: fetch, format: ndjson, output: document }\n  write: { kind: put, input: doc, store: out, key: \"{{ name }}.json\" }\n  bad: { kind: put, input: doc.bad, store: out, key: \"bad/{{ record }}\", with_reason: true }\n",
+    )
+    .unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(ran.code(), Some(3), "{}", ran.stderr());
+    assert_eq!(read_json(&dir.path().join("out/events.jsonl.json")), serde_json::json!([{"n": 1}, {"n": 2}, [3]]));
+    assert_eq!(std::fs::read_to_string(dir.path().join("out/bad/4")).unwrap(), "not json");
+}
