@@ -26,6 +26,7 @@ pub mod slack;
 pub mod stores;
 pub mod testing;
 pub mod unpack;
+pub mod xml_check;
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub fn registry() -> Registry {
             kind::<route::RouteConfig>(),
             kind::<unpack::UnpackConfig>(),
             kind::<records::RecordsConfig>(),
+            kind::<xml_check::XmlCheckConfig>(),
         ],
         stores: Arc::new(stores::Opener::new()),
     }

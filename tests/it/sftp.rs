@@ -198,3 +198,42 @@ fn wrong_key_unknown_host_and_unreachable_server_fail_clearly_and_delete_nothing
     assert!(text.contains(&format!("cannot connect to 127.0.0.1:{closed}")), "{text}");
     assert_eq!(files_under(&sshd.landing()).len(), 5, "a failed connection deleted something");
 }
+
+/// pipelines/examples/xml-ingest.yaml, the OAG feed: real sshd, real clamd, local stores.
+/// Well-formed XML is written under the run's start and deleted from the server; a file
+/// that is not XML goes to the failed store, an infected one to quarantine (both deleted
+/// from the server once set aside); a name outside the pattern stays.
+#[test]
+fn the_xml_ingest_example_writes_checks_and_moves() {
+    let clamd = Clamd::start("25M");
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let good = ["1124_2026_12_03_09_30_00.xml", "1124_2026_12_03_09_31_00.xml"];
+    for (n, name) in good.iter().enumerate() {
+        std::fs::write(sshd.landing().join(name), format!("<OAG><Flight n=\"{n}\"/></OAG>\n")).unwrap();
+    }
+    std::fs::write(sshd.landing().join("1124_2026_12_03_09_32_00.xml"), "<OAG><Flight></OAG>").unwrap();
+    infected_file(&sshd.landing().join("1124_2026_12_03_09_33_00.xml"), 200);
+    std::fs::write(sshd.landing().join("notes.xml"), "<a/>").unwrap();
+    settle_files(&sshd.landing());
+    let ran = TestRun::new(dir.path(), &repo().join("pipelines/examples/xml-ingest.yaml").to_string_lossy())
+        .env("SFTP_URL", &sshd.url())
+        .env("SFTP_KEY_PATH", &sshd.file("id_ed25519"))
+        .env("SFTP_KNOWN_HOSTS", &sshd.file("known_hosts"))
+        .env("CLAMD_ADDRESS", &clamd.tcp())
+        .run();
+    assert_eq!(ran.code(), Some(3), "{}\n{}", ran.stderr(), sshd.log());
+    let written: Vec<String> =
+        files_under(&dir.path().join("var/oag")).into_iter().filter(|f| !f.starts_with("_dqpipe")).collect();
+    assert_eq!(written.len(), 2, "{written:?}");
+    let folder = written[0].rsplit_once('/').unwrap().0;
+    assert_eq!(written, good.map(|g| format!("{folder}/{g}")));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("var/oag").join(&written[1])).unwrap(),
+        "<OAG><Flight n=\"1\"/></OAG>\n"
+    );
+    let reason = read_json(&dir.path().join("var/oag-failed/1124_2026_12_03_09_32_00.xml.error.json"));
+    assert!(reason["reason"].as_str().unwrap().starts_with("not XML"), "{reason}");
+    assert!(dir.path().join("var/oag-quarantine/1124_2026_12_03_09_33_00.xml").exists());
+    assert_eq!(files_under(&sshd.landing()), ["notes.xml"], "every handled file deleted, the other left");
+}

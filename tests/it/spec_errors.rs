@@ -180,7 +180,8 @@ fn schema_covers_every_kind() {
             "filter",
             "route",
             "unpack",
-            "records"
+            "records",
+            "xml_check"
         ]
     );
     assert_eq!(node["properties"]["kind"]["enum"], serde_json::json!(kinds));
