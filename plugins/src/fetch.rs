@@ -21,6 +21,55 @@ pub struct FetchConfig {
     /// Retries of transient read failures.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// `gzip`: decode each object on read (a plain `.gz` feed); `none` (the default)
+    /// passes the bytes as stored. An object that is not gzip, or decodes to more than
+    /// `decoded_max_bytes`, is refused (left at its source, exit 3).
+    #[serde(default)]
+    pub decode: Decode,
+    /// The most bytes an object may decode to (1 GiB).
+    #[serde(default = "default_decoded_max")]
+    #[schemars(range(min = 1, max = 1099511627776u64))]
+    pub decoded_max_bytes: u64,
+}
+
+fn default_decoded_max() -> u64 {
+    1 << 30
+}
+
+/// How `fetch` decodes what it read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decode {
+    #[default]
+    None,
+    Gzip,
+}
+
+/// `body` gunzipped into a spooling body, at most `max` bytes, on a blocking thread.
+async fn gunzip(
+    body: dqpipe_engine::api::body::Body,
+    max: u64,
+    spool: dqpipe_engine::api::body::Spool,
+) -> Result<dqpipe_engine::api::body::Body, String> {
+    use dqpipe_engine::api::body::{Body, BodyWriter};
+    tokio::task::spawn_blocking(move || {
+        let raw: Box<dyn std::io::Read> = match &body {
+            Body::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
+            Body::Spooled(_) => Box::new(
+                std::fs::File::open(body.spooled_path().unwrap_or(std::path::Path::new("")))
+                    .map_err(|e| format!("reading the spooled body: {e}"))?,
+            ),
+        };
+        let mut decoded = std::io::Read::take(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(raw)), max + 1);
+        let mut out = BodyWriter::new(&spool, 0);
+        std::io::copy(&mut decoded, &mut out).map_err(|e| format!("not gzip: {e}"))?;
+        if out.len() > max {
+            return Err(format!("decodes to more than decoded_max_bytes ({max})"));
+        }
+        out.finish().map_err(|e| format!("spooling the decoded body: {e}"))
+    })
+    .await
+    .unwrap_or_else(|_| Err("internal error: the decoder panicked".into()))
 }
 
 const PORTS: &[PortDecl] = &[PortDecl::out("out", "the item with its bytes")];
@@ -83,6 +132,12 @@ impl Processor for Fetch {
             )
             .await
             .map_err(crate::retry::GaveUp::into_item_error)?;
+        let got = match self.cfg.decode {
+            Decode::None => got,
+            Decode::Gzip => gunzip(got, self.cfg.decoded_max_bytes, cx.spool().clone())
+                .await
+                .map_err(|e| ItemError::refused(format!("decoding {key:?}: {e}")))?,
+        };
         item.body = Some(got);
         out.emit("out", item).await.map_err(ItemError::from)
     }

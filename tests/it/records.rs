@@ -62,3 +62,31 @@ fn ndjson_becomes_one_document_and_a_line_that_is_not_json_is_bad() {
     assert_eq!(read_json(&dir.path().join("out/events.jsonl.json")), serde_json::json!([{"n": 1}, {"n": 2}, [3]]));
     assert_eq!(std::fs::read_to_string(dir.path().join("out/bad/4")).unwrap(), "not json");
 }
+
+/// `fetch` with `decode: gzip` reads a plain `.gz` feed as its content; an object that is
+/// not gzip is refused, left at its source (exit 3).
+#[test]
+fn fetch_decodes_gzip_on_read() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"{\"n\": 1}\n{\"n\": 2}\n").unwrap();
+    std::fs::write(dir.path().join("in/day.jsonl.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::write(dir.path().join("in/plain.jsonl.gz"), "{\"n\": 3}\n").unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "version: 1\nname: t\nstores:\n  in: { url: file://./in }\n  out: { url: file://./out }\nnodes:\n  list: { kind: list, store: in }\n  fetch: { kind: fetch, input: list, decode: gzip }\n  doc: { kind: records, input: fetch, format: ndjson, output: document }\n  write: { kind: put, input: doc, store: out, key: \"{{ name }}.json\" }\n  bad: { kind: put, input: doc.bad, store: out, key: \"bad/{{ record }}\", with_reason: true }\n",
+    )
+    .unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(ran.code(), Some(3), "{}", ran.stderr());
+    assert_eq!(read_json(&dir.path().join("out/day.jsonl.gz.json")), serde_json::json!([{"n": 1}, {"n": 2}]));
+    let failures = ran.report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{}", ran.report);
+    assert!(
+        failures[0]["reason"].as_str().unwrap().contains("not gzip") && failures[0]["permanent"] == true,
+        "{}",
+        ran.report
+    );
+}
