@@ -223,3 +223,45 @@ fn no_secret_in_any_log_plan_report_or_error() {
     // The alert itself went out (and failed with 500): the webhook was used, not printed.
     assert!(!hook.received().is_empty());
 }
+
+/// Issue 27.3: local stores read and write only beneath their root, whatever links they
+/// hold: a symlinked partition folder inside the destination is not written through, a
+/// prefix naming a symlinked folder inside the source is not listed, and links met in a
+/// listing are said, not skipped in silence.
+#[test]
+fn local_stores_do_not_follow_links_out_of_their_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, elsewhere) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("elsewhere"));
+    for d in [&src, &dst, &elsewhere] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(src.join("a.json"), "{}").unwrap();
+    std::fs::write(elsewhere.join("secret.json"), "{\"outside\": true}").unwrap();
+    // The destination's `part` folder and a source entry both lead outside.
+    std::os::unix::fs::symlink(&elsewhere, dst.join("part")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, src.join("linked")).unwrap();
+    let spec = copy_spec(dir.path(), "part/{{ name }}");
+    let ran = TestRun::new(dir.path(), &spec)
+        .env("SRC_URL", &format!("file://{}", src.display()))
+        .env("DST_URL", &format!("file://{}", dst.display()))
+        .run();
+    assert_eq!(ran.code(), Some(3), "the write through the link is refused: {}", ran.stderr());
+    assert!(ran.stderr().contains("leads out of the store through a link"), "{}", ran.stderr());
+    assert!(
+        ran.stderr().contains("skipping an entry that is not a file"),
+        "the link in the listing is said: {}",
+        ran.stderr()
+    );
+    assert_eq!(files_under(&elsewhere), ["secret.json"], "nothing written outside the destination");
+
+    // A prefix naming the linked folder: not listed, not read.
+    let spec = format!(
+        "version: 1\nname: t\nstores:\n  src: {{ url: \"file://{}\" }}\n  out: {{ url: file://./out }}\nnodes:\n  list: {{ kind: list, store: src, prefix: linked/ }}\n  fetch: {{ kind: fetch, input: list }}\n  write: {{ kind: put, input: fetch, store: out, key: \"{{{{ name }}}}\" }}\n",
+        src.display()
+    );
+    std::fs::write(dir.path().join("prefix.yaml"), spec).unwrap();
+    let ran = TestRun::new(dir.path(), "prefix.yaml").run();
+    assert_ne!(ran.code(), Some(0), "{}", ran.stderr());
+    assert!(ran.stderr().contains("leads out of the store through a link"), "{}", ran.stderr());
+    assert!(!dir.path().join("out/secret.json").exists(), "a file outside the source was read");
+}

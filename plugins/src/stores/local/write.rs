@@ -70,6 +70,8 @@ impl LocalStore {
     ) -> Result<bool, StoreError> {
         let path = self.path_of(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        // Before any folder is made: a link on the way would have them made out of the store.
+        self.beneath(key, &dir)?;
         tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error(key, "creating the folder for", e))?;
         let first_write_here = self.swept.lock().is_ok_and(|mut s| s.insert(dir.clone()));
         if first_write_here {
