@@ -110,7 +110,7 @@ fn the_plan_is_what_the_run_does_item_by_item() {
     );
     let text = dqpipe(dir.path()).args(["plan", &nats_pipeline()]).env("CLAMD_ADDRESS", clamd.tcp()).output().unwrap();
     assert!(
-        stdout(&text).contains("Plan: 0 objects to process (0.0 MB), 150 already done, 0 to delete."),
+        stdout(&text).contains("Plan: 0 objects to process (0 B), 150 already done, 0 to delete."),
         "{}",
         stdout(&text)
     );

@@ -226,7 +226,7 @@ impl PlanTotals {
             "Plan: {} object{} to process ({}), {} already done, {} to delete",
             thousands(self.to_process),
             if self.to_process == 1 { "" } else { "s" },
-            megabytes(self.bytes),
+            human_size(self.bytes),
             thousands(self.already_done),
             thousands(self.to_delete)
         );
@@ -250,8 +250,15 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+/// A size in the unit that reads best: `627 B`, `17 KB`, `21.3 MB`, `1.2 GB` (decimal).
+fn human_size(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.0} KB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.1} GB", b / 1e9),
+    }
 }
 
 impl PlannedObject {
@@ -304,5 +311,7 @@ mod tests {
     fn totals_read_like_terraform() {
         let t = super::PlanTotals { to_process: 4_998, bytes: 21_300_000, already_done: 2, errors: 0, to_delete: 0 };
         assert_eq!(t.render(), "Plan: 4,998 objects to process (21.3 MB), 2 already done, 0 to delete.");
+        let sizes = [0, 627, 17_200, 21_300_000, 1_250_000_000].map(super::human_size);
+        assert_eq!(sizes, ["0 B", "627 B", "17 KB", "21.3 MB", "1.2 GB"]);
     }
 }
