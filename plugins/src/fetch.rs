@@ -51,15 +51,9 @@ async fn gunzip(
     max: u64,
     spool: dqpipe_engine::api::body::Spool,
 ) -> Result<dqpipe_engine::api::body::Body, String> {
-    use dqpipe_engine::api::body::{Body, BodyWriter};
+    use dqpipe_engine::api::body::BodyWriter;
     tokio::task::spawn_blocking(move || {
-        let raw: Box<dyn std::io::Read> = match &body {
-            Body::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
-            Body::Spooled(_) => Box::new(
-                std::fs::File::open(body.spooled_path().unwrap_or(std::path::Path::new("")))
-                    .map_err(|e| format!("reading the spooled body: {e}"))?,
-            ),
-        };
+        let raw = body.blocking_reader().map_err(|e| format!("reading the spooled body: {e}"))?;
         let mut decoded = std::io::Read::take(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(raw)), max + 1);
         let mut out = BodyWriter::new(&spool, 0);
         std::io::copy(&mut decoded, &mut out).map_err(|e| format!("not gzip: {e}"))?;

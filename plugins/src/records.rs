@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use dqpipe_engine::api::body::Body;
+use dqpipe_engine::api::body::{BlockingReader, Body};
 use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
 };
@@ -127,11 +127,7 @@ enum Read {
 }
 
 /// Reads every record of `r`, handing each to `send` (false: nobody takes more).
-fn read_all(
-    cfg: &RecordsConfig,
-    r: Box<dyn std::io::Read + Send>,
-    mut send: impl FnMut(Read) -> bool,
-) -> Result<(), String> {
+fn read_all(cfg: &RecordsConfig, r: BlockingReader, mut send: impl FnMut(Read) -> bool) -> Result<(), String> {
     match cfg.format {
         RecordFormat::Ndjson => {
             use std::io::BufRead;
@@ -193,13 +189,7 @@ impl Processor for Records {
     async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let body =
             item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: records needs a fetch upstream"))?;
-        let reader: Box<dyn std::io::Read + Send> = match &body {
-            Body::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
-            Body::Spooled(_) => Box::new(
-                std::fs::File::open(body.spooled_path().unwrap_or(std::path::Path::new("")))
-                    .map_err(|e| ItemError::new(format!("reading the spooled body: {e}")))?,
-            ),
-        };
+        let reader = body.blocking_reader().map_err(|e| ItemError::new(format!("reading the spooled body: {e}")))?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let cfg = self.cfg.clone();
         let reading = tokio::task::spawn_blocking(move || read_all(&cfg, reader, |r| tx.blocking_send(r).is_ok()));

@@ -115,6 +115,39 @@ impl Body {
             Body::Memory(_) => None,
         }
     }
+
+    /// The body as a blocking reader that can seek, whichever way it is held: for parsers
+    /// that run on a blocking thread (CSV, gzip, zip, tar).
+    pub fn blocking_reader(&self) -> std::io::Result<BlockingReader> {
+        Ok(match self {
+            Body::Memory(b) => BlockingReader::Memory(std::io::Cursor::new(b.clone())),
+            Body::Spooled(f) => BlockingReader::File(std::io::BufReader::new(std::fs::File::open(&f.file)?)),
+        })
+    }
+}
+
+/// A body read on a blocking thread ([`Body::blocking_reader`]).
+pub enum BlockingReader {
+    Memory(std::io::Cursor<Bytes>),
+    File(std::io::BufReader<std::fs::File>),
+}
+
+impl std::io::Read for BlockingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            BlockingReader::Memory(r) => r.read(buf),
+            BlockingReader::File(r) => r.read(buf),
+        }
+    }
+}
+
+impl std::io::Seek for BlockingReader {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        match self {
+            BlockingReader::Memory(r) => r.seek(pos),
+            BlockingReader::File(r) => r.seek(pos),
+        }
+    }
 }
 
 /// Builds a body by writing it: in memory up to the spool threshold, then in a temporary

@@ -11,7 +11,6 @@
 //! inventory names but that is gone by the time it is fetched fails alone, as any object
 //! deleted after it was listed, and is reported; the run goes on.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use dqpipe_engine::api::body::{Body, Spool};
@@ -157,16 +156,12 @@ fn read_file(
     tx: &tokio::sync::mpsc::Sender<Result<ObjectInfo, String>>,
     file: &str,
 ) -> bool {
-    let reader: Box<dyn Read> = match (body, body.spooled_path()) {
-        (Body::Memory(b), _) => Box::new(std::io::Cursor::new(b.clone())),
-        (_, Some(path)) => match std::fs::File::open(path) {
-            Ok(f) => Box::new(std::io::BufReader::new(f)),
-            Err(e) => {
-                let _ = tx.blocking_send(Err(format!("inventory data file {file:?}: {e}")));
-                return false;
-            }
-        },
-        (_, None) => return false,
+    let reader = match body.blocking_reader() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(format!("inventory data file {file:?}: {e}")));
+            return false;
+        }
     };
     let gz = flate2::read::MultiGzDecoder::new(reader);
     let mut rows = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(gz);

@@ -179,19 +179,11 @@ fn unpack_blocking(
     spool: dqpipe_engine::api::body::Spool,
     tx: tokio::sync::mpsc::Sender<Member>,
 ) -> Result<(), String> {
-    let open = || -> std::io::Result<Box<dyn ReadSeek>> {
-        Ok(match &body {
-            Body::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
-            Body::Spooled(_) => Box::new(std::fs::File::open(body.spooled_path().unwrap_or(std::path::Path::new("")))?),
-        })
-    };
+    let open = || body.blocking_reader();
     read::check(format, open, body.len(), &limits)?;
     let r = open().map_err(|e| format!("reading the {}: {e}", format.name()))?;
     read::members(format, r, &stem, &spool, |m| tx.blocking_send(m).is_ok())
 }
-
-trait ReadSeek: std::io::Read + std::io::Seek + Send {}
-impl<T: std::io::Read + std::io::Seek + Send> ReadSeek for T {}
 
 #[async_trait]
 impl Processor for Unpack {
