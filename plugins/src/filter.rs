@@ -99,31 +99,53 @@ struct Filter {
     cfg: FilterConfig,
 }
 
+/// What `filter` and `route` decide with: `decide(.`, `$meta)` on a blocking thread within
+/// `limit_secs`, `.` being the parsed document or the metadata (`reads`); the port it names,
+/// or why there is none.
+pub(crate) async fn decide(
+    item: &Item,
+    reads: Reads,
+    kind: &str,
+    max_bytes: u64,
+    limit_secs: u64,
+    decide: impl FnOnce(&Value, &Value) -> Result<&'static str, String> + Send + 'static,
+) -> Result<Result<&'static str, String>, ItemError> {
+    let meta = Value::Object(item.meta.clone());
+    let limit = std::time::Duration::from_secs(limit_secs);
+    Ok(match reads {
+        Reads::Metadata => run_within(limit, move || decide(&meta, &meta)).await,
+        Reads::Document => {
+            parse_body_within(item, kind, max_bytes, limit, move |bytes| {
+                let doc: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+                decide(&doc, &meta)
+            })
+            .await?
+        }
+    })
+}
+
+/// Sends `item` out of the port decided, or to `failed` with the reason.
+pub(crate) async fn send(mut item: Item, out: &Emitter, port: Result<&'static str, String>) -> Result<(), ItemError> {
+    match port {
+        Ok(port) => out.emit(port, item).await,
+        Err(reason) => {
+            item.set_problem(Problem::Unparseable { reason });
+            out.emit("failed", item).await
+        }
+    }
+    .map_err(ItemError::from)
+}
+
 #[async_trait]
 impl Processor for Filter {
-    async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
-        let meta = Value::Object(item.meta.clone());
+    async fn process(&self, item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let predicate = self.predicate.clone();
-        let limit = std::time::Duration::from_secs(self.cfg.time_limit_secs);
-        let holds = match self.cfg.reads {
-            Reads::Metadata => run_within(limit, move || predicate.holds(&meta, &meta)).await,
-            Reads::Document => {
-                parse_body_within(&item, "filter", self.cfg.max_bytes, limit, move |bytes| {
-                    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))?;
-                    predicate.holds(&doc, &meta)
-                })
-                .await?
-            }
-        };
-        match holds {
-            Ok(true) => out.emit("out", item).await,
-            Ok(false) => out.emit("dropped", item).await,
-            Err(reason) => {
-                item.set_problem(Problem::Unparseable { reason });
-                out.emit("failed", item).await
-            }
-        }
-        .map_err(ItemError::from)
+        let (reads, max, limit) = (self.cfg.reads, self.cfg.max_bytes, self.cfg.time_limit_secs);
+        let port = decide(&item, reads, "filter", max, limit, move |doc, meta| {
+            predicate.holds(doc, meta).map(|kept| if kept { "out" } else { "dropped" })
+        })
+        .await?;
+        send(item, out, port).await
     }
 
     /// Decides on the metadata in a plan (`reads: metadata`), or in `--deep` plans on the

@@ -24,16 +24,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
+    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Processor, Role,
 };
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::filter::Reads;
+use crate::filter::{decide, send, Reads};
 use crate::map::{compile, jq::Program};
-use crate::parse::{parse_body_within, run_within};
 
 /// Settings of a `route` node.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -159,28 +158,11 @@ fn choose(routes: &[(&'static str, Program)], doc: &Value, meta: &Value) -> Resu
 
 #[async_trait]
 impl Processor for Route {
-    async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
-        let meta = Value::Object(item.meta.clone());
+    async fn process(&self, item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let routes = self.routes.clone();
-        let limit = std::time::Duration::from_secs(self.cfg.time_limit_secs);
-        let chosen = match self.cfg.reads {
-            Reads::Metadata => run_within(limit, move || choose(&routes, &meta, &meta)).await,
-            Reads::Document => {
-                parse_body_within(&item, "route", self.cfg.max_bytes, limit, move |bytes| {
-                    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))?;
-                    choose(&routes, &doc, &meta)
-                })
-                .await?
-            }
-        };
-        match chosen {
-            Ok(port) => out.emit(port, item).await,
-            Err(reason) => {
-                item.set_problem(Problem::Unparseable { reason });
-                out.emit("failed", item).await
-            }
-        }
-        .map_err(ItemError::from)
+        let (reads, max, limit) = (self.cfg.reads, self.cfg.max_bytes, self.cfg.time_limit_secs);
+        let port = decide(&item, reads, "route", max, limit, move |doc, meta| choose(&routes, doc, meta)).await?;
+        send(item, out, port).await
     }
 
     /// Routes on the metadata in a plan (`reads: metadata`), or in `--deep` plans on the
