@@ -213,5 +213,9 @@ fn a_runaway_program_fails_its_item_and_sigterm_always_ends_the_run() {
     let out = wait(child, 30);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let report = read_json(&dir.path().join("r2.json"));
-    assert_eq!(report["items"]["failed"].as_u64(), Some(1), "{report}");
+    // The item the program holds is not complete: left for a rerun. (Whether it is also
+    // listed as failed depends on the abandoned task ending before the report is made.)
+    let items = &report["items"];
+    assert_eq!((items["from_sources"].as_u64(), items["complete"].as_u64()), (Some(5), Some(4)), "{report}");
+    assert_eq!(report["outcome"], "incomplete", "{report}");
 }
