@@ -196,17 +196,7 @@ pub type Alter = dyn Fn(&str, &mut String, &mut Vec<u8>) -> bool + Send + Sync;
 /// Reads one HTTP message's head (lines up to the empty one) and its body, a chunked body
 /// joined into one with a `content-length`.
 fn http_message(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
+    let mut head = http_head(r)?;
     let header = |name: &str| {
         head.lines()
             .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
@@ -302,9 +292,11 @@ impl HttpProxy {
                             return;
                         }
                         let head_only = head.starts_with("HEAD ");
-                        let Some((mut rhead, mut rbody)) =
-                            (if head_only { http_head_only(&mut from_server) } else { http_message(&mut from_server) })
-                        else {
+                        let Some((mut rhead, mut rbody)) = (if head_only {
+                            http_head(&mut from_server).map(|h| (h, Vec::new()))
+                        } else {
+                            http_message(&mut from_server)
+                        }) else {
                             return;
                         };
                         if !head_only && alter(&head, &mut rhead, &mut rbody) {
@@ -326,8 +318,9 @@ impl HttpProxy {
     }
 }
 
-/// The answer to a HEAD request: a head whose `content-length` names a body not sent.
-fn http_head_only(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+/// A message's head: its lines up to the empty one (for a HEAD request's answer, all of
+/// it: its `content-length` names a body not sent).
+fn http_head(r: &mut impl std::io::BufRead) -> Option<String> {
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -336,7 +329,7 @@ fn http_head_only(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
         }
         head.push_str(&line);
         if line == "\r\n" {
-            return Some((head, Vec::new()));
+            return Some(head);
         }
     }
 }
