@@ -4,13 +4,10 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
-};
+use dqpipe_engine::api::{BuildContext, Built, ConfigError, KindConfig, PortDecl, Role};
 use schemars::JsonSchema;
 
-use crate::parse::parse_body;
+use crate::parse::Check;
 use serde::Deserialize;
 
 /// Settings of a `json_check` node.
@@ -36,36 +33,11 @@ impl KindConfig for JsonCheckConfig {
     const CPU_BOUND: bool = true;
     const READS_WHOLE_BODY: bool = true;
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
-        Ok(Built::Processor(Arc::new(JsonCheck { cfg: self })))
+        Ok(Built::Processor(Arc::new(Check { kind: Self::NAME, max_bytes: self.max_bytes, check: json_ok })))
     }
 }
 
-struct JsonCheck {
-    cfg: JsonCheckConfig,
-}
-
-#[async_trait]
-impl Processor for JsonCheck {
-    async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
-        let verdict = parse_body(&item, "json_check", self.cfg.max_bytes, |bytes| {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map(|_| ()).map_err(|e| format!("not JSON: {e}"))
-        })
-        .await?;
-        match verdict {
-            Ok(()) => out.emit("ok", item).await,
-            Err(reason) => {
-                item.set_problem(Problem::Unparseable { reason });
-                out.emit("failed", item).await
-            }
-        }
-        .map_err(ItemError::from)
-    }
-
-    /// Checks in `--deep` plans (the bytes were read); otherwise assumes well-formed.
-    async fn preview(&self, item: Item, out: &Emitter, cx: &Context, deep: bool) -> Result<(), ItemError> {
-        if deep && item.body.is_some() {
-            return self.process(item, out, cx).await;
-        }
-        out.emit("ok", item).await.map_err(ItemError::from)
-    }
+/// Whether `bytes` is well-formed JSON.
+fn json_ok(bytes: &[u8]) -> Result<(), String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map(|_| ()).map_err(|e| format!("not JSON: {e}"))
 }

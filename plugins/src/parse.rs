@@ -2,8 +2,9 @@
 //! the item's bytes up to a limit, and parse them on a blocking thread (CPU work, kept off
 //! the I/O threads), with a panic turned into a reason rather than a crash.
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use dqpipe_engine::api::{Item, ItemError};
+use dqpipe_engine::api::{Context, Emitter, Item, ItemError, Problem, Processor};
 
 /// `work`'s result on the item's bytes, or why they could not be parsed (the reason for
 /// the kind's `failed` port). An item without bytes is an error of the pipeline's wiring.
@@ -67,4 +68,36 @@ pub(crate) fn default_time_limit() -> u64 {
 /// The default `max_bytes` of the kinds that parse: 64 MiB.
 pub(crate) fn default_max_bytes() -> u64 {
     64 * 1024 * 1024
+}
+
+/// The running part of a kind that checks a format and passes bodies on unchanged
+/// (`json_check`, `xml_check`): `ok` when `check` accepts the bytes, else `failed` with
+/// its reason.
+pub(crate) struct Check {
+    pub kind: &'static str,
+    pub max_bytes: u64,
+    pub check: fn(&[u8]) -> Result<(), String>,
+}
+
+#[async_trait]
+impl Processor for Check {
+    async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
+        let check = self.check;
+        match parse_body(&item, self.kind, self.max_bytes, move |bytes| check(&bytes)).await? {
+            Ok(()) => out.emit("ok", item).await,
+            Err(reason) => {
+                item.set_problem(Problem::Unparseable { reason });
+                out.emit("failed", item).await
+            }
+        }
+        .map_err(ItemError::from)
+    }
+
+    /// Checks in `--deep` plans (the bytes were read); otherwise assumes well-formed.
+    async fn preview(&self, item: Item, out: &Emitter, cx: &Context, deep: bool) -> Result<(), ItemError> {
+        if deep && item.body.is_some() {
+            return self.process(item, out, cx).await;
+        }
+        out.emit("ok", item).await.map_err(ItemError::from)
+    }
 }

@@ -10,15 +10,12 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use dqpipe_engine::api::{
-    BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
-};
+use dqpipe_engine::api::{BuildContext, Built, ConfigError, KindConfig, PortDecl, Role};
 use quick_xml::events::Event;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::parse::parse_body;
+use crate::parse::Check;
 
 /// Settings of an `xml_check` node.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -43,12 +40,8 @@ impl KindConfig for XmlCheckConfig {
     const CPU_BOUND: bool = true;
     const READS_WHOLE_BODY: bool = true;
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
-        Ok(Built::Processor(Arc::new(XmlCheck { cfg: self })))
+        Ok(Built::Processor(Arc::new(Check { kind: Self::NAME, max_bytes: self.max_bytes, check })))
     }
-}
-
-struct XmlCheck {
-    cfg: XmlCheckConfig,
 }
 
 /// Why `bytes` is not well-formed XML, if it is not.
@@ -82,29 +75,6 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
             _ => {}
         }
         buf.clear();
-    }
-}
-
-#[async_trait]
-impl Processor for XmlCheck {
-    async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
-        let verdict = parse_body(&item, "xml_check", self.cfg.max_bytes, |bytes| check(&bytes)).await?;
-        match verdict {
-            Ok(()) => out.emit("ok", item).await,
-            Err(reason) => {
-                item.set_problem(Problem::Unparseable { reason });
-                out.emit("failed", item).await
-            }
-        }
-        .map_err(ItemError::from)
-    }
-
-    /// Checks in `--deep` plans (the bytes were read); otherwise assumes well-formed.
-    async fn preview(&self, item: Item, out: &Emitter, cx: &Context, deep: bool) -> Result<(), ItemError> {
-        if deep && item.body.is_some() {
-            return self.process(item, out, cx).await;
-        }
-        out.emit("ok", item).await.map_err(ItemError::from)
     }
 }
 
