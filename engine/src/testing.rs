@@ -133,7 +133,7 @@ impl Source for Numbers {
         }
         Ok(())
     }
-    async fn ack(&self, listed: &ObjectInfo) -> Result<(), NodeError> {
+    async fn ack(&self, listed: &ObjectInfo, _delivered: bool) -> Result<(), NodeError> {
         self.probe.acked.lock().map_err(|e| e.to_string())?.push(listed.key.clone());
         Ok(())
     }
@@ -242,22 +242,35 @@ impl StoreOpener for MemoryStores {
     }
 }
 
-/// A store in memory: key -> bytes.
+/// A store in memory: key -> bytes, and when each was last modified (RFC 3339).
 #[derive(Debug)]
 pub struct MemoryStore {
     name: String,
     objects: Mutex<BTreeMap<String, bytes::Bytes>>,
+    modified: Mutex<BTreeMap<String, String>>,
 }
 
 impl MemoryStore {
     pub fn new(name: &str) -> Self {
-        Self { name: name.to_string(), objects: Mutex::default() }
+        Self { name: name.to_string(), objects: Mutex::default(), modified: Mutex::default() }
     }
-    /// Puts an object there directly (a test's input).
+    /// Puts an object there directly (a test's input), modified now.
     pub fn insert(&self, key: &str, bytes: impl Into<bytes::Bytes>) {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        self.insert_modified(key, bytes, &now);
+    }
+    /// Puts an object there directly, last modified at `when` (RFC 3339), as a listing
+    /// will say.
+    pub fn insert_modified(&self, key: &str, bytes: impl Into<bytes::Bytes>, when: &str) {
         if let Ok(mut m) = self.objects.lock() {
             m.insert(key.to_string(), bytes.into());
         }
+        if let Ok(mut m) = self.modified.lock() {
+            m.insert(key.to_string(), when.to_string());
+        }
+    }
+    fn modified(&self, key: &str) -> Option<String> {
+        self.modified.lock().ok().and_then(|m| m.get(key).cloned())
     }
     /// Every object it holds, by key.
     pub fn objects(&self) -> BTreeMap<String, bytes::Bytes> {
@@ -278,7 +291,10 @@ impl Store for MemoryStore {
         let listed = objects
             .into_iter()
             .filter(|(k, _)| k.starts_with(prefix) && after.as_deref().is_none_or(|a| k.as_str() > a))
-            .map(|(key, b)| Ok(ObjectInfo { key, size: b.len() as u64, etag: None, last_modified: None }));
+            .map(|(key, b)| {
+                let last_modified = self.modified(&key);
+                Ok(ObjectInfo { key, size: b.len() as u64, etag: None, last_modified })
+            });
         Box::pin(futures::stream::iter(listed.collect::<Vec<_>>()))
     }
     async fn get(&self, key: &str, _spool: &Spool) -> Result<Body, StoreError> {
@@ -287,17 +303,19 @@ impl Store for MemoryStore {
     }
     async fn put(&self, key: &str, body: &Body, _options: &PutOptions) -> Result<(), StoreError> {
         let bytes = body.to_bytes(u64::MAX).await.map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
-        if let Ok(mut m) = self.objects.lock() {
-            m.insert(key.to_string(), bytes);
-        }
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        self.insert_modified(key, bytes, &now);
         Ok(())
     }
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let found = self.objects.lock().ok().and_then(|m| m.get(key).map(|b| b.len() as u64));
-        Ok(found.map(|size| ObjectInfo { key: key.to_string(), size, etag: None, last_modified: None }))
+        Ok(found.map(|size| ObjectInfo { key: key.to_string(), size, etag: None, last_modified: self.modified(key) }))
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         if let Ok(mut m) = self.objects.lock() {
+            m.remove(key);
+        }
+        if let Ok(mut m) = self.modified.lock() {
             m.remove(key);
         }
         Ok(())

@@ -68,6 +68,11 @@ pub struct Object {
     /// This object's scanner answer, over the case's `stubs` (every scanner node).
     #[serde(default)]
     pub scan: Option<String>,
+    /// When the listing says it was last modified (RFC 3339); default: when the case
+    /// starts, just before the spec is loaded (so `min_age: 0s` takes it, `min_age: 1m`
+    /// does not).
+    #[serde(default)]
+    pub last_modified: Option<String>,
 }
 
 /// What should become of one object.

@@ -17,6 +17,7 @@ use super::{Case, Object, Suite};
 /// Runs `case` of `suite`: an empty list when it passes, else what differs, one entry per
 /// difference, ready to print.
 pub async fn run_case(suite: &Suite, case: &Case) -> Vec<String> {
+    let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let (stubs, mut problems) = stubs_of(case);
     let alerts = dqpipe_plugins::slack::Captured::default();
     let stores = Arc::new(InMemory::default());
@@ -35,7 +36,13 @@ pub async fn run_case(suite: &Suite, case: &Case) -> Vec<String> {
     let source_store = stores.store(source.spec.config.get("store").and_then(Value::as_str).unwrap_or_default());
     for o in &case.objects {
         match body_of(o, suite) {
-            Ok(bytes) => source_store.insert(&o.key, bytes),
+            Ok(bytes) => match &o.last_modified {
+                Some(t) if chrono::DateTime::parse_from_rfc3339(t).is_err() => {
+                    problems.push(format!("objects: `{}`: last_modified: {t:?} is not an RFC 3339 time", o.key))
+                }
+                Some(t) => source_store.insert_modified(&o.key, bytes, t),
+                None => source_store.insert_modified(&o.key, bytes, &started),
+            },
             Err(e) => problems.push(format!("objects: `{}`: {e}", o.key)),
         }
     }

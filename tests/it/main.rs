@@ -13,6 +13,7 @@ mod hostile;
 mod inventory;
 mod kube;
 mod map;
+mod moves;
 mod names;
 mod nats;
 mod plan;

@@ -233,6 +233,9 @@ pub(crate) struct Lineage {
     pub(crate) admitted: std::sync::OnceLock<OwnedSemaphorePermit>,
     /// A copy left through an unrouted drop port (a filter's no).
     pub(crate) dropped: std::sync::atomic::AtomicBool,
+    /// A copy reached the end of a path other than a drop or a problem: written, or
+    /// passed on by a last node.
+    pub(crate) delivered: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Lineage {
@@ -246,6 +249,7 @@ impl Drop for Lineage {
             trail,
             already_done: false,
             dropped: self.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            delivered: self.delivered.load(std::sync::atomic::Ordering::Relaxed),
         });
     }
 }
@@ -261,4 +265,7 @@ pub struct Finished {
     pub already_done: bool,
     /// A copy of it was dropped by a filter (`PortDecl::dropped`).
     pub dropped: bool,
+    /// A copy of it reached the end of a path that is not a drop: an object that was only
+    /// dropped was delivered nowhere, and a source that deletes keeps it.
+    pub delivered: bool,
 }

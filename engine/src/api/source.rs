@@ -22,8 +22,10 @@ pub trait Source: Send + Sync {
     async fn run(&self, out: &Emitter, cx: &Context, ctx: &SourceContext) -> Result<(), NodeError>;
     /// Called once per object after every output of it is durable, before it is counted
     /// complete: record it as done, delete it at a source that deletes. An error leaves
-    /// the object unprocessed (a rerun does it again). `listed` is the object as listed.
-    async fn ack(&self, _listed: &ObjectInfo) -> Result<(), NodeError> {
+    /// the object unprocessed (a rerun does it again). `listed` is the object as listed;
+    /// `delivered` is false when every copy of it was dropped (a filter's no, a name no
+    /// pattern matched): it went nowhere, so a source that deletes must keep it.
+    async fn ack(&self, _listed: &ObjectInfo, _delivered: bool) -> Result<(), NodeError> {
         Ok(())
     }
     /// Whether `ack` deletes the object at the source (plans count the deletes).

@@ -168,6 +168,7 @@ impl Emitter {
                 trail: Trail::default(),
                 already_done: true,
                 dropped: false,
+                delivered: true,
             });
         }
     }
@@ -194,6 +195,7 @@ impl Emitter {
                 on_done: self.tracker.clone(),
                 admitted: std::sync::OnceLock::new(),
                 dropped: Default::default(),
+                delivered: Default::default(),
             }),
         }
     }
@@ -237,6 +239,9 @@ impl Emitter {
         // file out of its quarantine `put`): its object is complete.
         if route.consumers.is_empty() && route.drops {
             item.lineage.dropped.store(true, Ordering::Relaxed);
+        }
+        if route.consumers.is_empty() && !route.drops && !route.problem {
+            item.lineage.delivered.store(true, Ordering::Relaxed);
         }
         if route.consumers.is_empty() && route.problem {
             let reason = match &item.problem {

@@ -254,8 +254,14 @@ impl Source for List {
     }
 
     /// Records the object as done (with `resume`), then deletes it at the source (with
-    /// `delete_after_success`). Called only once every output of it is durable.
-    async fn ack(&self, info: &ObjectInfo) -> Result<(), NodeError> {
+    /// `delete_after_success`). Called only once every output of it is durable. An object
+    /// that was only dropped went nowhere: with `delete_after_success` it is neither
+    /// deleted nor recorded (a done marker would have a later run delete it as delivered),
+    /// so it stays where it is and each run drops it again.
+    async fn ack(&self, info: &ObjectInfo, delivered: bool) -> Result<(), NodeError> {
+        if self.cfg.delete_after_success && !delivered {
+            return Ok(());
+        }
         if let Some(log) = &self.resume {
             log.record(info).await?;
         }

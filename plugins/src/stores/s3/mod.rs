@@ -269,6 +269,17 @@ impl Store for S3Store {
         }
     }
 
+    /// One DeleteObject. S3 answers 204 for a key that is gone already, which is fine: a
+    /// move that was cut after its delete, then rerun, deletes nothing twice. That the
+    /// object is still the one listed is checked first by [`Store::delete_listed`] (a
+    /// HEAD: object_store sends no `If-Match` on a delete).
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        object_store::ObjectStoreExt::delete(&self.client, &path)
+            .await
+            .map_err(|e| self.error(&format!("deleting {key:?}"), e))
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let path = self.path(key)?;
         let opts = GetOptions { head: true, ..Default::default() };

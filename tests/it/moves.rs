@@ -1,0 +1,105 @@
+//! Moves: `delete_after_success` on S3 and local folders, through the shipped examples.
+//! An object leaves its source only once its copy (and done marker) is durable, and only
+//! if it is still the object listed; kill -9 mid-move, then a rerun, leaves each object in
+//! exactly one place.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn example(name: &str) -> String {
+    repo().join("pipelines/examples").join(name).to_string_lossy().into_owned()
+}
+
+/// pipelines/examples/scan-folder.yaml: a landing folder scanned by a real clamd, moved
+/// into S3 under the unpadded day each file landed, the infected one moved to quarantine
+/// with its reason; a rerun finds nothing to do.
+#[test]
+fn the_scan_folder_example_moves_a_folder_into_s3_by_day() {
+    let clamd = Clamd::start("25M");
+    let s3 = S3Server::start(&["internal"]);
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("var/landing");
+    std::fs::create_dir_all(landing.join("reports")).unwrap();
+    std::fs::write(landing.join("a.csv"), "a,b\n1,2\n").unwrap();
+    std::fs::write(landing.join("reports/b.pdf"), vec![7u8; 3000]).unwrap();
+    infected_file(&landing.join("c.exe"), 300);
+    // Landed on 2026-02-05: the key is 2026/2/5/..., unpadded.
+    let landed = std::time::UNIX_EPOCH + Duration::from_secs(1_770_292_800);
+    for f in all_files_under(&landing) {
+        std::fs::File::options().write(true).open(landing.join(&f)).unwrap().set_modified(landed).unwrap();
+    }
+    let run = |report: &str| {
+        TestRun::new(dir.path(), &example("scan-folder.yaml"))
+            .s3(&s3)
+            .env("INTERNAL_URL", "s3://internal/landed")
+            .env("CLAMD_ADDRESS", &clamd.tcp())
+            .report(report)
+            .run()
+    };
+    let ran = run("r.json");
+    assert_eq!(ran.code(), Some(3), "{}", ran.stderr());
+    let written: Vec<String> =
+        files_under(&s3.bucket_dir("internal")).into_iter().filter(|f| !f.contains("_dqpipe")).collect();
+    assert_eq!(written, ["landed/2026/2/5/a.csv", "landed/2026/2/5/reports/b.pdf"]);
+    assert_eq!(
+        std::fs::read(s3.bucket_dir("internal").join("landed/2026/2/5/reports/b.pdf")).unwrap(),
+        vec![7u8; 3000]
+    );
+    let quarantine = dir.path().join("var/landed-quarantine");
+    assert!(quarantine.join("c.exe").exists());
+    let reason = read_json(&quarantine.join("c.exe.error.json"));
+    assert_eq!(reason["reason"], "infected: Local.EICAR.UNOFFICIAL", "{reason}");
+    assert!(all_files_under(&landing).is_empty(), "moved files are gone from the landing folder");
+    let again = run("again.json");
+    assert_eq!(again.code(), Some(0), "{}", again.stderr());
+    assert_eq!(again.report["items"]["from_sources"], 0);
+}
+
+/// pipelines/examples/repartition.yaml on S3: killed (SIGKILL) once the first copies are
+/// written, then rerun: every object is under its date and none is left in incoming/, the
+/// one without a date stays where it is.
+#[test]
+fn a_move_within_a_bucket_killed_midway_then_rerun_leaves_each_object_in_one_place() {
+    let s3 = S3Server::start(&["feeds"]);
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = s3.bucket_dir("feeds").join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let count = 400;
+    let name = |n: usize| format!("acl_202612{:02}_{:04}.csv", 1 + n % 28, n);
+    for n in 0..count {
+        std::fs::write(incoming.join(name(n)), format!("row {n}\n")).unwrap();
+    }
+    std::fs::write(incoming.join("README.txt"), "notes").unwrap();
+    let run = || {
+        TestRun::new(dir.path(), &example("repartition.yaml"))
+            .s3(&s3)
+            .env("BUCKET_URL", "s3://feeds")
+            .arg("--concurrency")
+            .arg("1")
+    };
+    let moved =
+        |s3: &S3Server| files_under(&s3.bucket_dir("feeds")).into_iter().filter(|f| f.starts_with("by-date/")).count();
+    let mut child = run().into_command().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Wait for the event (the first copies written), not for a time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while moved(&s3) < 10 && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = files_under(&incoming).len();
+    assert!(left > 1, "the run ended before it was killed: make the data set larger");
+    let ran = run().run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!(files_under(&incoming), ["README.txt"], "every dated object moved, the other left");
+    let by_date = s3.bucket_dir("feeds").join("by-date");
+    let mut expected: Vec<String> = (0..count).map(|n| format!("2026-12-{:02}/{}", 1 + n % 28, name(n))).collect();
+    expected.sort();
+    assert_eq!(files_under(&by_date), expected);
+    for n in [0, count / 2, count - 1] {
+        let got = std::fs::read_to_string(by_date.join(format!("2026-12-{:02}/{}", 1 + n % 28, name(n)))).unwrap();
+        assert_eq!(got, format!("row {n}\n"));
+    }
+}
