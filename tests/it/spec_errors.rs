@@ -1,5 +1,7 @@
 //! Broken specs: each gives a non-zero exit and a message naming file:line:column.
 
+use std::path::Path;
+
 use crate::common::*;
 
 fn validate(yaml: &str) -> (i32, String) {
@@ -188,7 +190,91 @@ fn schema_covers_every_kind() {
     // A number may be a string holding a variable, as the loader reads it.
     let clamav = &node["allOf"][3]["then"]["properties"];
     assert_eq!(clamav["concurrency"]["type"], serde_json::json!(["integer", "string"]));
-    assert_eq!(clamav["timeout_secs"]["pattern"], "\\$\\{");
+    // ... or a string the loader reads as a number, as `validate` does.
+    assert_eq!(clamav["timeout_secs"]["pattern"], "\\$\\{|^\\s*-?[0-9]+\\s*$");
+}
+
+/// The schema and `validate` accept the same specs: one setting at a time of a valid spec
+/// takes values of every shape (numbers as numbers and as text, words, out of range,
+/// `${...}`, a typo in a key), and each variation passes both or fails both. Also the
+/// shipped specs (all pass) and the broken ones (all fail). What neither can disagree on
+/// is left out: the wiring, templates and trust, which only `validate` checks, and a
+/// number written as text out of its range (`concurrency: "5000"`), which JSON Schema
+/// cannot compare as a number and only `validate` refuses.
+#[test]
+fn the_schema_and_validate_accept_the_same_specs() {
+    let checker = std::env::var("CHECK_JSONSCHEMA").unwrap_or_else(|_| "check-jsonschema".into());
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dqpipe(dir.path()).arg("schema").output().unwrap();
+    std::fs::write(dir.path().join("schema.json"), &schema.stdout).unwrap();
+    let base = [
+        ("VERSION", "1"),
+        ("CONC", "8"),
+        ("FSYNC", "true"),
+        ("LIMIT", "10"),
+        ("ORDER", "key"),
+        ("TIMEOUT", "60"),
+        ("SUFFIX_KEY", "suffix"),
+    ];
+    let template = "version: VERSION\nname: t\ndefaults: { concurrency: CONC }\nstores:\n  src: { url: \"file://./in\", file: { fsync: FSYNC } }\n  dst: { url: \"file://./out\" }\nnodes:\n  list: { kind: list, store: src, limit: LIMIT, order: ORDER, SUFFIX_KEY: .json }\n  fetch: { kind: fetch, input: list }\n  scan: { kind: clamav, input: fetch, address: \"tcp://127.0.0.1:3310\", timeout_secs: TIMEOUT }\n  write: { kind: put, input: scan.clean, store: dst, key: \"{{ name }}\" }\n  bad: { kind: put, input: [scan.infected, scan.error], store: dst, key: \"bad/{{ name }}\" }\n";
+    let values: &[(&str, &[&str])] = &[
+        ("VERSION", &["2", "0", "\"1\"", "one"]),
+        ("CONC", &["\"8\"", "\" 8 \"", "x", "0", "5000", "\"${C:-8}\"", "8.5", "true", "-1"]),
+        ("FSYNC", &["\"true\"", "false", "yes", "1", "\"${F:-true}\""]),
+        ("LIMIT", &["\"10\"", "ten", "-1", "0", "[1]"]),
+        ("ORDER", &["modified", "mod", "1"]),
+        ("TIMEOUT", &["\"60\"", "0", "86401", "1.5", "\"${T:-60}\""]),
+        ("SUFFIX_KEY", &["sufix", "prefix"]),
+    ];
+    let mut files = Vec::new();
+    for (setting, vs) in values {
+        for v in *vs {
+            let mut spec = template.to_string();
+            for (name, default) in base {
+                spec = spec.replace(name, if name == *setting { v } else { default });
+            }
+            let name = format!("v{}.yaml", files.len());
+            std::fs::write(dir.path().join(&name), spec).unwrap();
+            files.push(dir.path().join(name));
+        }
+    }
+    let shipped = std::process::Command::new("find")
+        .args(["pipelines", "-name", "*.yaml", "!", "-name", "*.tests.yaml"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    files.extend(stdout(&shipped).lines().map(|l| repo().join(l)));
+    files.extend(std::fs::read_dir(repo().join("tests/schema/broken")).unwrap().map(|e| e.unwrap().path()));
+    let out = std::process::Command::new(&checker)
+        .args(["--output-format", "json", "--schemafile"])
+        .arg(dir.path().join("schema.json"))
+        .args(&files)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{checker}` ({e}); scripts/test installs it and sets CHECK_JSONSCHEMA"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check-jsonschema's JSON");
+    let refused: Vec<String> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(report["parse_errors"].as_array().into_iter().flatten())
+        .map(|e| e["filename"].as_str().unwrap().to_string())
+        .collect();
+    let mut disagree = Vec::new();
+    for f in &files {
+        let valid = dqpipe(dir.path()).arg("validate").arg(f).output().unwrap();
+        let by_schema = !refused.iter().any(|r| Path::new(r) == f.as_path());
+        if valid.status.success() != by_schema {
+            let text = std::fs::read_to_string(f).unwrap();
+            disagree.push(format!(
+                "{}: validate {}, schema {}\n{text}{}",
+                f.display(),
+                valid.status.success(),
+                by_schema,
+                stderr(&valid)
+            ));
+        }
+    }
+    assert!(disagree.is_empty(), "{} of {} disagree:\n{}", disagree.len(), files.len(), disagree.join("\n"));
 }
 
 #[test]

@@ -139,6 +139,12 @@ fn build(
 /// The top level, typed, and its checks.
 fn read_header(mut doc: Value, errors: &mut ErrorSink) -> Option<SpecHeader> {
     let root = SpecPath::root();
+    // `version: "1"` reads as 1, as every number written as text does (and as the schema
+    // accepts it).
+    let version_schema = serde_json::json!({"properties": {"version": {"type": "integer"}}});
+    for (at, message) in coerce_scalars(&version_schema, &mut doc) {
+        errors.push(&root.join_dotted(&at), message);
+    }
     if let Some(defaults) = doc.get_mut("defaults") {
         for (at, message) in coerce_scalars(&config_schema::<Defaults>().to_value(), defaults) {
             errors.push(&root.key("defaults").join_dotted(&at), message);

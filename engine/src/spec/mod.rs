@@ -44,6 +44,7 @@ use crate::spec::locate::SpecPath;
 #[serde(deny_unknown_fields)]
 pub struct SpecHeader {
     /// Spec format version; only `1` exists.
+    #[schemars(range(min = 1, max = 1))]
     pub version: u32,
     /// The pipeline's name, used in logs, plans and reports.
     pub name: String,

@@ -91,7 +91,8 @@ fn kind_schema(k: &dyn crate::api::NodeKind) -> Value {
         });
         s["properties"]["concurrency"] = json!({
             "description": "Items processed at once (default: defaults.concurrency).",
-            "type": ["integer", "string"], "minimum": 1, "maximum": MAX_CONCURRENCY, "pattern": VARIABLE
+            "type": ["integer", "string"], "minimum": 1, "maximum": MAX_CONCURRENCY,
+            "pattern": format!("{VARIABLE}|{INTEGER_TEXT}")
         });
         s["x-dqpipe-ports"] = json!(ports);
         required.push(json!("input"));
@@ -102,6 +103,8 @@ fn kind_schema(k: &dyn crate::api::NodeKind) -> Value {
 
 /// A string that holds a variable: `${...}` anywhere in it.
 const VARIABLE: &str = "\\$\\{";
+/// A string the loader reads as a whole number.
+const INTEGER_TEXT: &str = "^\\s*-?[0-9]+\\s*$";
 
 /// A string holding `${...}` is accepted wherever a number, a boolean or one of a few
 /// words is: the loader interpolates every string first, then reads the value as the type
@@ -138,13 +141,24 @@ fn accept_interpolation(schema: &mut Value) {
         Some(Value::Array(a)) => a.iter().filter_map(|t| t.as_str().map(String::from)).collect(),
         _ => return,
     };
-    let scalar = types.iter().any(|t| matches!(t.as_str(), "integer" | "number" | "boolean"));
-    if scalar && !types.iter().any(|t| t == "string") {
+    // A string the loader reads as the scalar asked for (`concurrency: "8"`, as
+    // coerce_scalars does: trimmed, then parsed) is accepted too, so that schema and
+    // loader agree on what a spec may say.
+    let written = if types.iter().any(|t| t == "integer") {
+        Some(INTEGER_TEXT)
+    } else if types.iter().any(|t| t == "number") {
+        Some("^\\s*-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?\\s*$")
+    } else if types.iter().any(|t| t == "boolean") {
+        Some("^\\s*(true|false)\\s*$")
+    } else {
+        None
+    };
+    if let Some(written) = written.filter(|_| !types.iter().any(|t| t == "string")) {
         let mut types: Vec<Value> = types.into_iter().map(Value::from).collect();
         types.push(json!("string"));
         o.insert("type".into(), Value::Array(types));
         // `pattern` applies to strings only: the numbers keep their range.
-        o.insert("pattern".into(), json!(VARIABLE));
+        o.insert("pattern".into(), json!(format!("{VARIABLE}|{written}")));
     }
 }
 
