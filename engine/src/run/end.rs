@@ -69,6 +69,7 @@ pub(crate) async fn report(
         );
     }
     let report = RunReport {
+        format_version: crate::run::report::REPORT_FORMAT_VERSION,
         pipeline: p.name.clone(),
         run_id: opts.run_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -7,8 +7,13 @@ use serde::Serialize;
 pub use crate::api::outcome::{Cause, Outcome};
 use crate::api::{ItemFailure, ProblemObject};
 
+/// The version of the report's format, [`RunReport::format_version`].
+pub const REPORT_FORMAT_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// The report's own format: fields are only added within a version (CHANGELOG.md).
+    pub format_version: u32,
     pub pipeline: String,
     /// This run's identity, also recorded with every object it wrote.
     pub run_id: String,
@@ -52,6 +57,7 @@ impl RunReport {
         let outcome = Outcome::Incomplete;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         RunReport {
+            format_version: REPORT_FORMAT_VERSION,
             pipeline: pipeline.to_string(),
             run_id: String::new(),
             version: env!("CARGO_PKG_VERSION").to_string(),
