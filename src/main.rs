@@ -6,6 +6,7 @@ mod exit;
 mod metrics;
 mod options;
 mod progress;
+mod reference;
 mod report_target;
 mod say;
 mod spec_tests;
@@ -47,6 +48,14 @@ enum Command {
     Run(cmd::run::Args),
     /// Print the JSON Schema of pipeline specs (for editors' YAML language servers).
     Schema,
+    /// List every node kind with its role and what it does.
+    Kinds(cmd::kinds::Args),
+    /// Print a kind's settings, ports and an example (`explain clamav`), one setting
+    /// (`explain put.key`), or the settings of `defaults` or `stores` (`explain stores.s3`).
+    Explain(cmd::explain::Args),
+    /// Write the generated reference (DIR/kinds/*.md, DIR/stores.md); `--check` fails when
+    /// it differs from what is there.
+    Docs(cmd::docs::Args),
     /// Run the test cases beside specs (`tests:`, or SPEC.tests.yaml) in memory: no clamd,
     /// S3, SFTP or network. One line per case, a diff per failure; exit 1 on any failure.
     Test(cmd::test::Args),
@@ -59,9 +68,10 @@ enum Command {
 fn main() -> ExitCode {
     return_large_buffers();
     let cli = Cli::parse();
-    // `dqpipe test` prints its own lines; the runs it makes log only what goes wrong.
+    // `dqpipe test` prints its own lines; the runs it makes log only errors (a case's
+    // empty listing is no warning: its objects are the case's).
     let quiet = matches!(cli.command, Command::Test(_));
-    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
+    init_logging(cli.log_format, if quiet { "error" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -76,6 +86,9 @@ fn main() -> ExitCode {
             Command::Plan(a) => cmd::plan::run(a).await,
             Command::Run(a) => cmd::run::run(a).await,
             Command::Schema => cmd::schema::run(),
+            Command::Kinds(a) => cmd::kinds::run(a),
+            Command::Explain(a) => cmd::explain::run(a),
+            Command::Docs(a) => cmd::docs::run(a),
             Command::Samples(a) => cmd::samples::run(a),
             Command::Map(a) => cmd::map::run(a),
             Command::Test(a) => cmd::test::run(a).await,

@@ -74,6 +74,7 @@ impl KindConfig for FetchConfig {
         "Reads each item's object from the store it was listed in (streamed; large bodies spool to disk).";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
+    const EXAMPLE: &'static str = include_str!("kind_examples/fetch.yaml");
     fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {
         let cfg = self;
         let stores = ctx.stores.iter().map(|(k, (_, s))| (k.clone(), s.clone())).collect();

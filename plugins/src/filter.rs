@@ -86,6 +86,7 @@ impl KindConfig for FilterConfig {
     const SUMMARY: &'static str = "Keeps the items a jq predicate holds for; the others are dropped, not failed.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
+    const EXAMPLE: &'static str = include_str!("kind_examples/filter.yaml");
     const CPU_BOUND: bool = true;
     const READS_WHOLE_BODY: bool = true;
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {

@@ -75,6 +75,7 @@ impl KindConfig for PutConfig {
     const SUMMARY: &'static str = "Writes each item to a store at a templated key; nothing partial is ever visible.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
+    const EXAMPLE: &'static str = include_str!("kind_examples/put.yaml");
     fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {
         let cfg = self;
         let store = ctx.store_that_can("store", &cfg.store, Access::Write)?;

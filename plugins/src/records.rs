@@ -104,6 +104,7 @@ impl KindConfig for RecordsConfig {
         "Reads CSV or NDJSON into JSON records, one item each or one document; bad records to `bad`.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
+    const EXAMPLE: &'static str = include_str!("kind_examples/records.yaml");
     const CPU_BOUND: bool = true;
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
         if self.csv.delimiter.len() != 1 {

@@ -87,6 +87,7 @@ impl KindConfig for RouteConfig {
         "Sends each item to the first named route whose jq predicate holds, or to `else`; each route is a port.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
+    const EXAMPLE: &'static str = include_str!("kind_examples/route.yaml");
     const CPU_BOUND: bool = true;
     const READS_WHOLE_BODY: bool = true;
 

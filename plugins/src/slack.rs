@@ -71,6 +71,7 @@ impl KindConfig for SlackConfig {
     const SUMMARY: &'static str = "Posts an alert per problem item (up to a cap, then a summary) to a Slack incoming webhook; never fails the run.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = &[];
+    const EXAMPLE: &'static str = include_str!("kind_examples/slack.yaml");
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
         build(self, None)
     }

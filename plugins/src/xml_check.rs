@@ -37,6 +37,7 @@ impl KindConfig for XmlCheckConfig {
     const SUMMARY: &'static str = "Passes well-formed XML files unchanged; the rest go to `failed` with the reason.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
+    const EXAMPLE: &'static str = include_str!("kind_examples/xml_check.yaml");
     const CPU_BOUND: bool = true;
     const READS_WHOLE_BODY: bool = true;
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {

@@ -29,6 +29,7 @@ impl KindConfig for UpperConfig {
     const SUMMARY: &'static str = "Upper-cases each item's bytes.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = &[PortDecl::out("out", "upper-cased")];
+    const EXAMPLE: &'static str = "upper: { kind: upper, input: fetch }\n";
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
         Ok(Built::Processor(Arc::new(Upper { max_bytes: self.max_bytes })))
     }

@@ -1,6 +1,9 @@
 //! One file per command of the CLI.
 
+pub mod docs;
+pub mod explain;
 pub mod graph;
+pub mod kinds;
 pub mod map;
 pub mod plan;
 pub mod run;

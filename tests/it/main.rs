@@ -7,6 +7,7 @@ mod common;
 mod breaking;
 mod collisions;
 mod copy;
+mod docs;
 mod filter;
 mod full_disk;
 mod hostile;

@@ -114,6 +114,14 @@ pub trait NodeKind: Send + Sync {
     fn clean_port(&self) -> Option<&'static str> {
         None
     }
+    /// Nodes of a spec's `nodes:` that show the kind at work (YAML; the plugins keep theirs in
+    /// `plugins/src/kind_examples/`), for `dqpipe explain`
+    /// and `docs/kinds/`. Shown nodes may read from `list` or `fetch` and use the stores
+    /// `landing`, `internal`, `quarantine` and `failed`: a test validates each kind's
+    /// example in such a spec.
+    fn example(&self) -> &'static str {
+        ""
+    }
     /// JSON Schema of the kind's own settings (see [`crate::spec::schema::config_schema`]).
     fn schema(&self) -> schemars::Schema;
     /// Checks the settings and builds a runnable node. Does no I/O: plans build too.
@@ -130,6 +138,8 @@ pub trait KindConfig: DeserializeOwned + schemars::JsonSchema + Send + Sync + 's
     const SUMMARY: &'static str;
     const ROLE: Role;
     const PORTS: &'static [PortDecl];
+    /// See [`NodeKind::example`].
+    const EXAMPLE: &'static str;
     /// Ports named by a node's settings, after [`KindConfig::PORTS`] (a `route`'s routes):
     /// see [`NodeKind::ports_for`]. None by default.
     fn ports_named(_config: &serde_json::Map<String, serde_json::Value>) -> Vec<PortDecl> {
@@ -199,6 +209,9 @@ impl<C: KindConfig> NodeKind for Kind<C> {
     }
     fn clean_port(&self) -> Option<&'static str> {
         C::CLEAN_PORT
+    }
+    fn example(&self) -> &'static str {
+        C::EXAMPLE
     }
     fn schema(&self) -> schemars::Schema {
         crate::spec::schema::config_schema::<C>()

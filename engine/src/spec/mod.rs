@@ -25,6 +25,7 @@ pub mod load;
 pub mod locate;
 pub(crate) mod overlap;
 pub mod redact;
+pub mod reference;
 pub mod schema;
 pub(crate) mod stores;
 pub mod suggest;

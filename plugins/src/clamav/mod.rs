@@ -104,6 +104,7 @@ impl KindConfig for ClamavConfig {
         "Scans each item with clamd (INSTREAM) or the ClamAV REST front end; only `stream: OK` is clean.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
+    const EXAMPLE: &'static str = include_str!("../kind_examples/clamav.yaml");
     const CLEAN_PORT: Option<&'static str> = Some("clean");
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
         let cfg = self;

@@ -150,6 +150,7 @@ impl KindConfig for ListConfig {
         "Lists objects under a prefix in a store; one item per object (key, name, size, etag).";
     const ROLE: Role = Role::Source;
     const PORTS: &'static [PortDecl] = PORTS;
+    const EXAMPLE: &'static str = include_str!("../kind_examples/list.yaml");
     fn ports_named(config: &serde_json::Map<String, serde_json::Value>) -> Vec<PortDecl> {
         select::ports_named(config)
     }

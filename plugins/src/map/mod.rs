@@ -85,6 +85,7 @@ impl KindConfig for MapConfig {
     const SUMMARY: &'static str = "Reshapes each JSON document with a jq program written in the spec.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
+    const EXAMPLE: &'static str = include_str!("../kind_examples/map.yaml");
     const CPU_BOUND: bool = true;
     const READS_WHOLE_BODY: bool = true;
     fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {

@@ -61,6 +61,7 @@ impl KindConfig for NatsMessageConfig {
         "Transforms a NATS archive message (X400Message + ATS message) into the flat parsed record; sets `msg_date`.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
+    const EXAMPLE: &'static str = include_str!("../kind_examples/nats_message.yaml");
     const CPU_BOUND: bool = true;
     const READS_WHOLE_BODY: bool = true;
     const BODY_GROWTH: u32 = 2;

@@ -153,6 +153,7 @@ impl KindConfig for UnpackConfig {
         "Unpacks zip, tar, tar.gz and gzip objects into their members, one item each, checked against limits first.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
+    const EXAMPLE: &'static str = include_str!("../kind_examples/unpack.yaml");
     const CPU_BOUND: bool = true;
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
         Ok(Built::Processor(Arc::new(Unpack { cfg: self })))
