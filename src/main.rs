@@ -20,7 +20,7 @@ use crate::exit::Exit;
 
 #[derive(Parser)]
 #[command(name = "dqpipe", version, about = "A declarative data-pipeline engine", long_about = None)]
-struct Cli {
+pub(crate) struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -56,6 +56,10 @@ enum Command {
     /// Write the generated reference (DIR/kinds/*.md, DIR/stores.md); `--check` fails when
     /// it differs from what is there.
     Docs(cmd::docs::Args),
+    /// Print shell completions (`dqpipe completions bash > /etc/bash_completion.d/dqpipe`).
+    Completions(cmd::completions::Args),
+    /// Print the man page (`dqpipe man > dqpipe.1`).
+    Man,
     /// Run the test cases beside specs (`tests:`, or SPEC.tests.yaml) in memory: no clamd,
     /// S3, SFTP or network. One line per case, a diff per failure; exit 1 on any failure.
     Test(cmd::test::Args),
@@ -89,6 +93,8 @@ fn main() -> ExitCode {
             Command::Kinds(a) => cmd::kinds::run(a),
             Command::Explain(a) => cmd::explain::run(a),
             Command::Docs(a) => cmd::docs::run(a),
+            Command::Completions(a) => cmd::completions::completions(a),
+            Command::Man => cmd::completions::man(),
             Command::Samples(a) => cmd::samples::run(a),
             Command::Map(a) => cmd::map::run(a),
             Command::Test(a) => cmd::test::run(a).await,

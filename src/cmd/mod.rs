@@ -1,5 +1,6 @@
 //! One file per command of the CLI.
 
+pub mod completions;
 pub mod docs;
 pub mod explain;
 pub mod graph;

@@ -33,9 +33,20 @@ pub struct Args {
     /// or its variables changed; objects changed since planning are reported, not processed.
     #[arg(long, value_name = "FILE")]
     plan: Option<PathBuf>,
+    /// Not a run: `dqpipe plan SPEC` says what a run would do (hidden; it says so).
+    #[arg(long, hide = true)]
+    dry_run: bool,
 }
 
 pub async fn run(args: Args) -> Exit {
+    if args.dry_run {
+        crate::say::error(format!(
+            "`run` has no --dry-run: `dqpipe plan {}` prints what a run would do, object by object, \
+             and checks what the run needs, without scanning, writing, deleting or alerting",
+            args.spec.display()
+        ));
+        return Exit::Invalid;
+    }
     let (p, mut opts) = match load_with(&args.spec, &args.tuning) {
         Ok(x) => x,
         Err(e) => return e,

@@ -135,3 +135,18 @@ fn the_generated_docs_are_up_to_date_and_the_readme_is_a_page() {
         }
     }
 }
+
+/// What users reach for: completions and a man page from the same command definitions,
+/// and `run --dry-run` pointing at `plan`.
+#[test]
+fn completions_a_man_page_and_dry_run_pointing_at_plan() {
+    let (code, out, _) = dq(&repo(), &["completions", "bash"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("complete -F _dqpipe") && out.contains("explain"), "{out}");
+    let (code, out, _) = dq(&repo(), &["man"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(".TH dqpipe 1") && out.contains("validate"), "{out}");
+    let (code, _, err) = dq(&repo(), &["run", "pipelines/examples/copy.yaml", "--dry-run"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("dqpipe plan pipelines/examples/copy.yaml"), "{err}");
+}
