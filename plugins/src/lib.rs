@@ -10,6 +10,7 @@
 //! problems going to other [`put`] nodes and to [`slack`].
 
 pub mod clamav;
+pub mod delete;
 pub mod fetch;
 pub mod filter;
 pub mod json_check;
@@ -49,6 +50,7 @@ pub fn registry() -> Registry {
             kind::<unpack::UnpackConfig>(),
             kind::<records::RecordsConfig>(),
             kind::<xml_check::XmlCheckConfig>(),
+            kind::<delete::DeleteConfig>(),
         ],
         stores: Arc::new(stores::Opener::new()),
     }

@@ -82,7 +82,8 @@ pub struct Expect {
     /// `false`: the source leaves it out (prefix, suffix, regex, limit).
     #[serde(default)]
     pub listed: Option<bool>,
-    /// The `put` node(s) that wrote it; `none` when none did.
+    /// The `put` node(s) that wrote it, or `delete` node(s) that deleted it; `none` when
+    /// none did.
     #[serde(default)]
     pub route: Option<Routes>,
     #[serde(default)]

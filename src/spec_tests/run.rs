@@ -112,6 +112,8 @@ async fn run(p: &Pipeline, stores: &InMemory) -> Result<Got, String> {
             (n.spec.name.clone(), store.to_string())
         })
         .collect();
+    let deletes: Vec<String> =
+        p.nodes.iter().filter(|n| n.spec.kind == "delete").map(|n| n.spec.name.clone()).collect();
     let seen: Arc<Mutex<Vec<Sent>>> = Arc::default();
     let tap = {
         let seen = seen.clone();
@@ -131,11 +133,16 @@ async fn run(p: &Pipeline, stores: &InMemory) -> Result<Got, String> {
         dqpipe_engine::run::executor::run(p, opts).await.map_err(|e| format!("the run could not start: {e}"))?;
     let mut got = Got::default();
     for (node, port, key, meta) in seen.lock().map(|s| s.clone()).unwrap_or_default() {
-        let entry = got.objects.entry(key).or_default();
+        let entry = got.objects.entry(key.clone()).or_default();
         entry.listed = true;
         let reason = meta.get("reason").and_then(Value::as_str).map(String::from);
         if reason.is_some() {
             entry.reason = reason.clone();
+        }
+        // A `delete` node's deleted item is its route too, the object gone from its store.
+        if port == "deleted" && deletes.contains(&node) {
+            entry.written.push(Written { node, key, body: None });
+            continue;
         }
         let (Some(store), "out") = (puts.get(&node), port.as_str()) else { continue };
         let dest = meta.get("dest_key").and_then(Value::as_str).unwrap_or_default().to_string();

@@ -1,4 +1,5 @@
-//! Moves: `delete_after_success` on S3 and local folders, through the shipped examples.
+//! Moves and deletes: `delete_after_success` on S3 and local folders and the `delete`
+//! kind, through the shipped examples.
 //! An object leaves its source only once its copy (and done marker) is durable, and only
 //! if it is still the object listed; kill -9 mid-move, then a rerun, leaves each object in
 //! exactly one place.
@@ -102,4 +103,66 @@ fn a_move_within_a_bucket_killed_midway_then_rerun_leaves_each_object_in_one_pla
         let got = std::fs::read_to_string(by_date.join(format!("2026-12-{:02}/{}", 1 + n % 28, name(n)))).unwrap();
         assert_eq!(got, format!("row {n}\n"));
     }
+}
+
+/// pipelines/examples/expire.yaml on S3: objects past the retention are deleted, at most
+/// `MAX_DELETES` in one run (the rest left, exit 4, and taken by the next run); recent ones
+/// stay. `plan` counts the deletes first and deletes nothing.
+#[test]
+fn the_expire_example_deletes_what_is_past_its_retention_within_its_limit() {
+    let s3 = S3Server::start(&["landing"]);
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = s3.bucket_dir("landing");
+    let old = std::time::SystemTime::now() - Duration::from_secs(40 * 86_400);
+    for n in 0..5 {
+        let path = bucket.join(format!("old/{n}.json"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "{}").unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+    }
+    std::fs::write(bucket.join("old/new.json"), "{}").unwrap();
+    let with = |extra: &[&str]| {
+        let mut c = dqpipe(dir.path());
+        c.args(extra)
+            .env("S3_ENDPOINT", s3.endpoint())
+            .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("EXPIRE_URL", "s3://landing")
+            .env("MAX_DELETES", "3");
+        c.output().unwrap()
+    };
+    let spec = example("expire.yaml");
+    let plan = with(&["plan", &spec]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    assert!(stdout(&plan).contains("5 to delete"), "{}", stdout(&plan));
+    assert_eq!(files_under(&bucket).len(), 6, "a plan deleted something");
+    let first = with(&["run", &spec, "--progress", "off"]);
+    assert_eq!(first.status.code(), Some(4), "{}", stderr(&first));
+    assert!(stderr(&first).contains("limit of 3 deletes"), "{}", stderr(&first));
+    assert_eq!(files_under(&bucket).len(), 3, "3 deleted, 2 old and the new one left");
+    let second = with(&["run", &spec, "--progress", "off"]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert_eq!(files_under(&bucket), ["old/new.json"]);
+}
+
+/// A `delete` in a store marked trusted is refused by `validate` unless the node says so.
+#[test]
+fn deleting_in_a_trusted_store_needs_allow_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |extra: &str| {
+        format!(
+            "version: 1\nname: t\nstores:\n  internal: {{ url: file://./internal, trusted: true }}\nnodes:\n  old: {{ kind: list, store: internal, min_age: 400d }}\n  expire: {{ kind: delete, input: old, store: internal{extra} }}\n"
+        )
+    };
+    std::fs::write(dir.path().join("p.yaml"), spec("")).unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("p.yaml:7:39: nodes.expire.store: store `internal` is marked trusted"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(dir.path().join("p.yaml"), spec(", allow_trusted: true")).unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

@@ -183,7 +183,8 @@ fn schema_covers_every_kind() {
             "route",
             "unpack",
             "records",
-            "xml_check"
+            "xml_check",
+            "delete"
         ]
     );
     assert_eq!(node["properties"]["kind"]["enum"], serde_json::json!(kinds));

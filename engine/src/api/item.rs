@@ -102,6 +102,13 @@ impl Item {
         }
     }
 
+    /// In a plan: this item's object would be deleted from `store` (a `delete` node).
+    pub fn plan_delete(&self, store: &str) {
+        if let Ok(mut t) = self.lineage.trail.lock() {
+            t.deletes.push(store.to_string());
+        }
+    }
+
     pub(crate) fn plan_visit(&self, node: &str) {
         if let Ok(mut t) = self.lineage.trail.lock() {
             t.route.push(node.to_string());
@@ -116,6 +123,8 @@ pub struct Trail {
     pub route: Vec<String>,
     pub writes: Vec<PlannedWrite>,
     pub notes: Vec<String>,
+    /// The stores a `delete` node would delete the object from.
+    pub deletes: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

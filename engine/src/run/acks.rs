@@ -57,7 +57,7 @@ async fn send_to_plan(
             size: f.listed.size,
             etag: f.listed.etag,
             status,
-            delete_at_source: deletes && status != PlanStatus::Error && f.delivered,
+            delete_at_source: (deletes && f.delivered || !f.trail.deletes.is_empty()) && status != PlanStatus::Error,
             route: f.trail.route,
             writes: f.trail.writes,
             notes: f.trail.notes,
