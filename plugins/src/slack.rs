@@ -260,8 +260,10 @@ impl Processor for Slack {
         Ok(())
     }
 
+    /// One alert per problem item; an item without a problem (a monitor's listing, a
+    /// delivered file) passes in silence: the end of the run says what it needs to.
     async fn process(&self, item: Item, _out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
-        if !self.enabled() {
+        if !self.enabled() || item.problem.is_none() {
             return Ok(());
         }
         if self.sent.fetch_add(1, Ordering::SeqCst) >= self.cfg.max_messages {

@@ -166,3 +166,45 @@ fn deleting_in_a_trusted_store_needs_allow_trusted() {
     let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// pipelines/examples/feed-monitor.yaml on S3 with a real HTTP listener for Slack: a feed
+/// whose newest object is recent passes in silence (exit 0, no message); one that stopped
+/// arriving ends with problems (exit 3) and one alert saying how old the newest object is.
+#[test]
+fn the_feed_monitor_alerts_when_nothing_new_has_arrived() {
+    let s3 = S3Server::start(&["landing"]);
+    let dir = tempfile::tempdir().unwrap();
+    let feed = s3.bucket_dir("landing").join("acl");
+    std::fs::create_dir_all(&feed).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(9 * 3600);
+    for n in 0..3 {
+        let path = feed.join(format!("acl_{n}.csv"));
+        std::fs::write(&path, "x\n").unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+    }
+    let slack = Listener::start(Answer::Ok);
+    let run = |report: &str| {
+        TestRun::new(dir.path(), &example("feed-monitor.yaml"))
+            .s3(&s3)
+            .env("FEED_URL", "s3://landing/acl/")
+            .env("SLACK_WEBHOOK", &slack.url)
+            .report(report)
+            .run()
+    };
+    let stale = run("stale.json");
+    assert_eq!(stale.code(), Some(3), "{}", stale.stderr());
+    let reason = stale.report["expectations"][0]["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("was modified at") && reason.contains("9h") && reason.contains("expected within 6h"),
+        "{reason}"
+    );
+    let sent = slack.received();
+    assert_eq!(sent.len(), 1, "one alert, at the end, not one per file: {sent:?}");
+    assert!(sent[0].to_string().contains("expected within 6h"), "{}", sent[0]);
+    // A new file: the feed is alive again.
+    std::fs::write(feed.join("acl_new.csv"), "y\n").unwrap();
+    let alive = run("alive.json");
+    assert_eq!(alive.code(), Some(0), "{}", alive.stderr());
+    assert_eq!(slack.received().len(), 1, "no alert for a healthy feed");
+    assert_eq!(files_under(&feed).len(), 4, "a monitor moves nothing");
+}

@@ -27,6 +27,13 @@ impl Outcome {
     }
 }
 
+/// An expectation of a source's listing that did not hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnmetExpectation {
+    pub node: String,
+    pub reason: String,
+}
+
 /// Objects that failed at one node for one reason.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cause {

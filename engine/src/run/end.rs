@@ -9,7 +9,7 @@ use futures::FutureExt;
 use crate::api::{Built, RunFacts};
 use crate::run::options::{Mode, RunOptions};
 use crate::run::preflight::RunError;
-use crate::run::report::{causes, Cause, ItemCounts, Outcome, RunReport, SourceError};
+use crate::run::report::{causes, Cause, ItemCounts, Outcome, RunReport, SourceError, UnmetExpectation};
 use crate::run::stats::LiveStats;
 use crate::spec::load::Pipeline;
 
@@ -49,7 +49,7 @@ pub(crate) async fn report(
         || items.complete + items.failed + items.refused != items.from_sources
     {
         Outcome::Incomplete
-    } else if problems > 0 || items.refused > 0 {
+    } else if problems > 0 || items.refused > 0 || !tracker.expectations().is_empty() {
         Outcome::CompleteWithProblems
     } else {
         Outcome::Complete
@@ -58,16 +58,8 @@ pub(crate) async fn report(
     failures.sort_by(|a, b| a.key.cmp(&b.key));
     let mut problem_objects = tracker.problems();
     problem_objects.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut causes = causes(&failures);
-    for e in &ended.source_errors {
-        causes.insert(0, Cause { node: e.node.clone(), reason: e.error.clone(), count: 1, examples: Vec::new() });
-    }
-    if let Some(why) = &ended.halted {
-        causes.insert(
-            0,
-            Cause { node: String::new(), reason: format!("stopped early: {why}"), count: 1, examples: vec![] },
-        );
-    }
+    let expectations = tracker.expectations();
+    let causes = all_causes(&failures, &expectations, &ended);
     let report = RunReport {
         format_version: crate::run::report::REPORT_FORMAT_VERSION,
         pipeline: p.name.clone(),
@@ -85,6 +77,7 @@ pub(crate) async fn report(
         failures,
         problem_objects,
         source_errors: ended.source_errors,
+        expectations,
         interrupted,
         halted: ended.halted,
         shard: opts.shard,
@@ -101,6 +94,23 @@ pub(crate) async fn report(
         }
     }
     report
+}
+
+/// Why objects were not done, grouped; first why the run stopped early, sources that
+/// stopped and expectations unmet, each its own cause.
+fn all_causes(failures: &[crate::api::ItemFailure], expectations: &[UnmetExpectation], ended: &Ended) -> Vec<Cause> {
+    let mut causes = causes(failures);
+    let one = |node: &str, reason: String| Cause { node: node.to_string(), reason, count: 1, examples: Vec::new() };
+    for e in expectations {
+        causes.insert(0, one(&e.node, e.reason.clone()));
+    }
+    for e in &ended.source_errors {
+        causes.insert(0, one(&e.node, e.error.clone()));
+    }
+    if let Some(why) = &ended.halted {
+        causes.insert(0, one("", format!("stopped early: {why}")));
+    }
+    causes
 }
 
 /// What the end-of-run hooks are told of a run that ran.

@@ -157,6 +157,16 @@ impl Emitter {
         }
     }
 
+    /// Reports that the listing did not meet what the spec expects of it (a feed with
+    /// nothing new for too long): the run ends with problems (exit 3), with `reason` among
+    /// its causes, which the end-of-run alerts carry.
+    pub fn expectation_failed(&self, reason: &str) {
+        self.tracker.record_expectation(crate::api::outcome::UnmetExpectation {
+            node: self.node.clone(),
+            reason: reason.to_string(),
+        });
+    }
+
     /// Counts an object a source skipped because an earlier run finished it.
     pub fn skipped_done(&self, listed: &ObjectInfo) {
         self.tracker.skipped_done.fetch_add(1, Ordering::Relaxed);

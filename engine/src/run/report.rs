@@ -4,7 +4,7 @@
 use indexmap::IndexMap;
 use serde::Serialize;
 
-pub use crate::api::outcome::{Cause, Outcome};
+pub use crate::api::outcome::{Cause, Outcome, UnmetExpectation};
 use crate::api::{ItemFailure, ProblemObject};
 
 /// The version of the report's format, [`RunReport::format_version`].
@@ -40,6 +40,9 @@ pub struct RunReport {
     pub problem_objects: Vec<ProblemObject>,
     /// Sources that stopped early (a listing that failed part way).
     pub source_errors: Vec<SourceError>,
+    /// What a source expected of its listing and did not find (`list`'s `expect`: nothing
+    /// new for too long, too few objects): a problem (exit 3), and a cause.
+    pub expectations: Vec<UnmetExpectation>,
     /// Set when the run was asked to stop (SIGTERM, Ctrl-C).
     pub interrupted: bool,
     /// Set when the run stopped itself: a node failed every object for a while (a
@@ -81,6 +84,7 @@ impl RunReport {
             failures: Vec::new(),
             problem_objects: Vec::new(),
             source_errors: Vec::new(),
+            expectations: Vec::new(),
             interrupted: true,
             halted: None,
             shard,
@@ -246,6 +250,9 @@ impl RunReport {
         for e in &self.source_errors {
             let _ = writeln!(s, "Source `{}` stopped early: {}", e.node, e.error);
         }
+        for e in &self.expectations {
+            let _ = writeln!(s, "Expectation of `{}` not met: {}", e.node, e.reason);
+        }
         // Many failures are read by cause; a few, object by object.
         let shown = if self.failures.len() > 20 { 5 } else { 20 };
         if self.failures.len() > 20 {
@@ -275,6 +282,9 @@ impl RunReport {
                 Outcome::Complete => "complete",
                 Outcome::CompleteWithProblems if self.items.refused > 0 => {
                     "PROBLEMS: refused objects are left at their source (a rerun refuses them again until fixed)"
+                }
+                Outcome::CompleteWithProblems if !self.expectations.is_empty() && self.items.problems == 0 => {
+                    "PROBLEMS: a listing did not meet what the spec expects of it"
                 }
                 Outcome::CompleteWithProblems => "complete, with quarantined or dead-lettered items",
                 Outcome::Incomplete => "INCOMPLETE: rerun to process what is missing",

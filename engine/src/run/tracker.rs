@@ -29,6 +29,8 @@ pub struct Tracker {
     failures: Mutex<Vec<ItemFailure>>,
     /// Objects sent to a routed problem port (quarantine, dead letter), with the reason.
     problems: Mutex<Vec<crate::api::item::ProblemObject>>,
+    /// Expectations a source checked and found unmet (a feed with nothing new): node, reason.
+    expectations: Mutex<Vec<crate::api::outcome::UnmetExpectation>>,
     pub(crate) finished_tx: Mutex<Option<mpsc::UnboundedSender<Finished>>>,
     /// Set in plans: objects skipped as done are reported one by one too.
     pub(crate) planning: std::sync::atomic::AtomicBool,
@@ -90,6 +92,14 @@ impl Tracker {
         if let Ok(mut v) = self.problems.lock() {
             v.push(p);
         }
+    }
+    pub(crate) fn record_expectation(&self, e: crate::api::outcome::UnmetExpectation) {
+        if let Ok(mut v) = self.expectations.lock() {
+            v.push(e);
+        }
+    }
+    pub fn expectations(&self) -> Vec<crate::api::outcome::UnmetExpectation> {
+        self.expectations.lock().map(|v| v.clone()).unwrap_or_default()
     }
     pub fn problems(&self) -> Vec<crate::api::item::ProblemObject> {
         self.problems.lock().map(|v| v.clone()).unwrap_or_default()

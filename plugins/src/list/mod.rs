@@ -4,6 +4,7 @@
 //! With `resume`, each object whose outputs are all durable is recorded as done in a store
 //! (normally the destination), and later runs skip it unless it changed: see `resume.rs`.
 
+pub mod expect;
 pub mod inventory;
 mod parallel;
 pub mod resume;
@@ -60,6 +61,11 @@ pub struct ListConfig {
     /// Only objects last modified before this time (RFC 3339).
     #[serde(default)]
     pub modified_before: Option<String>,
+    /// What must hold of the listing, or the run ends with problems (exit 3) and its
+    /// alert says why: `{ newest_within: 6h }` (a feed that stopped arriving),
+    /// `{ at_least: 1 }` (see `expect.rs`).
+    #[serde(default)]
+    pub expect: Option<expect::ExpectConfig>,
     /// Start after this key (keys are listed in order).
     #[serde(default)]
     pub start_after: Option<String>,
@@ -194,7 +200,17 @@ impl KindConfig for ListConfig {
             Some(inv) => Some(ctx.store("inventory.store", &inv.store)?),
             None => None,
         };
-        Ok(Built::Source(Arc::new(List { cfg, store, regex, selectors, resume, inventory, split: Default::default() })))
+        let expect = cfg.expect.as_ref().map(expect::Expect::new).transpose()?;
+        Ok(Built::Source(Arc::new(List {
+            cfg,
+            store,
+            regex,
+            selectors,
+            expect,
+            resume,
+            inventory,
+            split: Default::default(),
+        })))
     }
 }
 

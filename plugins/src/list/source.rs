@@ -11,6 +11,7 @@ use dqpipe_engine::api::{Context, Emitter, NodeError, Source, SourceContext};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
+use super::expect::Seen;
 use super::inventory::Manifest;
 use super::resume::{done_id, DoneLog};
 use super::{name_of, object_meta, ListConfig, Order};
@@ -22,6 +23,8 @@ pub struct List {
     pub(super) regex: Option<regex::Regex>,
     /// `name_pattern` and the LastModified window.
     pub(super) selectors: super::select::Selectors,
+    /// `expect`, checked.
+    pub(super) expect: Option<super::expect::Expect>,
     pub(super) resume: Option<DoneLog>,
     /// The store holding the inventory reports, with `inventory`.
     pub(super) inventory: Option<Arc<dyn Store>>,
@@ -44,11 +47,29 @@ impl List {
     /// Whether this run takes the object, by the node's own filters and the markers an
     /// earlier run left (`done`). The engine decides the rest ([`Emitter::offer`]: the
     /// shard, a saved plan).
-    pub fn select(&self, o: &ObjectInfo, ctx: &SourceContext, done: &HashSet<String>) -> Selection {
-        if self.cfg.suffix.as_deref().is_some_and(|s| !o.key.ends_with(s)) {
-            return Selection::Ignored;
+    /// Whether the object is one of the feed's: its key has the `suffix`, its name
+    /// matches the `regex`.
+    fn of_the_feed(&self, o: &ObjectInfo) -> bool {
+        self.cfg.suffix.as_deref().is_none_or(|s| o.key.ends_with(s))
+            && self.regex.as_ref().is_none_or(|r| r.is_match(&name_of(&o.key)))
+    }
+
+    /// Checks `expect` against what the listing showed: an unmet expectation is a problem
+    /// of the run. A listing cut short (a stop, `limit`) is not judged.
+    fn judge(&self, out: &Emitter, seen: &Seen, whole: bool) {
+        let Some(expect) = &self.expect else { return };
+        if !whole {
+            tracing::info!(store = %self.cfg.store, "the listing did not run to its end: `expect` not checked");
+            return;
         }
-        if self.regex.as_ref().is_some_and(|r| !r.is_match(&name_of(&o.key))) {
+        if let Some(reason) = seen.unmet(expect, &self.cfg.prefix) {
+            tracing::warn!(store = %self.cfg.store, "{reason}");
+            out.expectation_failed(&reason);
+        }
+    }
+
+    pub fn select(&self, o: &ObjectInfo, ctx: &SourceContext, done: &HashSet<String>) -> Selection {
+        if !self.of_the_feed(o) {
             return Selection::Ignored;
         }
         if !self.selectors.in_window(o) {
@@ -201,13 +222,19 @@ impl Source for List {
         let listing = self.objects(cx, ctx).await?;
         let produce = send_in_order(listing, self.cfg.order == Order::Modified, tx);
         let mut count = 0u64;
+        // For `expect`: the feed's objects, and whether the listing was seen to its end.
+        let (mut seen, mut whole) = (Seen::default(), true);
         let consume = async {
             while let Some(o) = rx.recv().await {
                 if ctx.stop.is_stopped() {
                     tracing::info!(store = %self.cfg.store, listed = count, "listing stopped");
+                    whole = false;
                     break;
                 }
                 let o = o?;
+                if self.of_the_feed(&o) {
+                    seen.see(&o);
+                }
                 let selection = self.select(&o, ctx, &done);
                 // With an inventory, this shard read only its own data files.
                 let offered = if self.inventory.is_some() { out.offer_in_share(&o) } else { out.offer(&o) };
@@ -230,10 +257,12 @@ impl Source for List {
                         let port = self.selectors.capture(&name_of(&o.key), &mut meta);
                         let item = out.new_item(&o, meta);
                         if out.emit(port, item).await.is_err() {
+                            whole = false;
                             break;
                         }
                         count += 1;
                         if self.cfg.limit.is_some_and(|l| count >= l) {
+                            whole = false;
                             break;
                         }
                     }
@@ -245,6 +274,7 @@ impl Source for List {
         };
         let ((), consumed) = tokio::join!(produce, consume);
         consumed?;
+        self.judge(out, &seen, whole);
         if count == 0 {
             tracing::warn!(store = %self.store.display_url(), prefix = %self.cfg.prefix, "listed zero objects to process");
         } else {
