@@ -245,6 +245,11 @@ async fn process_one(
     let name = cx.node();
     // Kept so that a failure can be recorded against the object; a clone shares the body.
     let guard = item.clone();
+    // A node with no output ports (an alert) is the end of the item's path: its object was
+    // delivered there, not dropped.
+    if out.has_no_ports() {
+        item.lineage.delivered.store(true, Ordering::Relaxed);
+    }
     let r = match mode {
         Mode::Run => AssertUnwindSafe(node.process(item, out, cx)).catch_unwind().await,
         Mode::Plan { deep, .. } => {

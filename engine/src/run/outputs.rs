@@ -157,6 +157,11 @@ impl Emitter {
         }
     }
 
+    /// True for a node with no output ports: items end there.
+    pub(crate) fn has_no_ports(&self) -> bool {
+        self.ports.is_empty()
+    }
+
     /// Reports that the listing did not meet what the spec expects of it (a feed with
     /// nothing new for too long): the run ends with problems (exit 3), with `reason` among
     /// its causes, which the end-of-run alerts carry.
