@@ -39,7 +39,7 @@ pub struct DeleteConfig {
     /// unprocessed (exit 4), so a filter that matches too much cannot empty a store.
     /// Unset: no cap.
     #[serde(default)]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 9007199254740991u64))]
     pub limit: Option<u64>,
     /// Delete from a store marked `trusted`. Off by default: `validate` refuses it.
     #[serde(default)]

@@ -41,17 +41,18 @@ fn copies_ten_thousand_files_byte_identical() {
     assert!(stderr(&out).contains("Objects: 10000 listed, 10000 complete, 0 failed"), "{}", stderr(&out));
 }
 
-/// list -> fetch -> slack, where the webhook holds each request until `target` are open
-/// at once: the listener sees exactly how many calls the node makes concurrently.
+/// list -> fetch -> json_check -> slack (each file is not JSON: a problem, alerted), where
+/// the webhook holds each request until `target` are open at once: the listener sees
+/// exactly how many calls the node makes concurrently.
 fn observed_concurrency(node_concurrency: usize, target: usize, hold_ms: u64) -> (usize, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("in")).unwrap();
     for i in 0..48 {
-        std::fs::write(dir.path().join(format!("in/{i:03}.json")), "{}").unwrap();
+        std::fs::write(dir.path().join(format!("in/{i:03}.json")), format!("not json {i}")).unwrap();
     }
     let listener = Listener::start(Answer::Barrier { n: target, hold_ms });
     let spec = format!(
-        "version: 1\nname: conc\nstores:\n  src: {{ url: \"file://./in\" }}\nnodes:\n  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  alert: {{ kind: slack, input: fetch, webhook_url: \"${{HOOK}}\", max_messages: 1000, concurrency: {node_concurrency} }}\n"
+        "version: 1\nname: conc\nstores:\n  src: {{ url: \"file://./in\" }}\nnodes:\n  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  check: {{ kind: json_check, input: fetch }}\n  alert: {{ kind: slack, input: check.failed, webhook_url: \"${{HOOK}}\", max_messages: 1000, alert_on_unclean_run: false, concurrency: {node_concurrency} }}\n"
     );
     std::fs::write(dir.path().join("conc.yaml"), spec).unwrap();
     let out = dqpipe(dir.path())
@@ -59,7 +60,7 @@ fn observed_concurrency(node_concurrency: usize, target: usize, hold_ms: u64) ->
         .env("HOOK", &listener.url)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     // Retried deliveries may repeat a message; every item was alerted at least once.
     let distinct: std::collections::BTreeSet<String> = listener.received().iter().map(|b| b.to_string()).collect();
     assert_eq!(distinct.len(), 48);
@@ -89,16 +90,16 @@ fn concurrency_sixteen_is_reached() {
 fn the_webhook_url_never_appears_in_output() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("in")).unwrap();
-    std::fs::write(dir.path().join("in/a.json"), "{}").unwrap();
+    std::fs::write(dir.path().join("in/a.json"), "not json").unwrap();
     let listener = Listener::start(Answer::Status500);
     std::fs::write(
         dir.path().join("s.yaml"),
-        "version: 1\nname: s\nstores:\n  src: { url: \"file://./in\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  alert: { kind: slack, input: fetch, webhook_url: \"${HOOK}\", retry: { attempts: 2, initial_delay_ms: 10 } }\n",
+        "version: 1\nname: s\nstores:\n  src: { url: \"file://./in\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  check: { kind: json_check, input: fetch }\n  alert: { kind: slack, input: check.failed, webhook_url: \"${HOOK}\", alert_on_unclean_run: false, retry: { attempts: 2, initial_delay_ms: 10 } }\n",
     )
     .unwrap();
     let out =
         dqpipe(dir.path()).args(["run", "s.yaml", "--report", "r.json"]).env("HOOK", &listener.url).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "a failing webhook never fails the run: {}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "a failing webhook never fails the run: {}", stderr(&out));
     assert!(stderr(&out).contains("Slack alert not delivered"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("/services/T000/B000/XXXX"), "{}", stderr(&out));
     // Counted, in the summary and the report: an alert that did not reach anyone is seen.
@@ -110,15 +111,16 @@ fn the_webhook_url_never_appears_in_output() {
     let listener = Listener::start(Answer::Ok);
     let out =
         dqpipe(dir.path()).args(["run", "s.yaml", "--report", "r.json"]).env("HOOK", &listener.url).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let counters = alert(&read_json(&dir.path().join("r.json"))).unwrap()["counters"].clone();
     assert_eq!(counters["delivered"], listener.received().len() as u64, "{counters}");
     assert_eq!(counters["not_delivered"], 0);
 }
 
 /// `defaults.max_bytes_in_flight` bounds the objects in the pipeline by their listed size,
-/// whatever the nodes' concurrency: with 100 KB files and a 300 KiB budget, the webhook
-/// (concurrency 32, each call held 300 ms) never sees more than 3 objects at once. A 1 MB
+/// whatever the nodes' concurrency: with 100 KB files (not JSON: each alerted) and a
+/// 300 KiB budget, the webhook (concurrency 32, each call held 300 ms) never sees more
+/// than 3 objects at once. A 1 MB
 /// file, larger than the whole budget, still goes through on its own.
 #[test]
 fn max_bytes_in_flight_bounds_the_objects_in_the_pipeline() {
@@ -131,11 +133,11 @@ fn max_bytes_in_flight_bounds_the_objects_in_the_pipeline() {
     let listener = Listener::start(Answer::Barrier { n: 4, hold_ms: 300 });
     std::fs::write(
         dir.path().join("b.yaml"),
-        "version: 1\nname: budget\ndefaults: { concurrency: 32, max_bytes_in_flight: 307200 }\nstores:\n  src: { url: \"file://./in\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  alert: { kind: slack, input: fetch, webhook_url: \"${HOOK}\", max_messages: 1000 }\n",
+        "version: 1\nname: budget\ndefaults: { concurrency: 32, max_bytes_in_flight: 307200 }\nstores:\n  src: { url: \"file://./in\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  check: { kind: json_check, input: fetch, concurrency: 32 }\n  alert: { kind: slack, input: check.failed, webhook_url: \"${HOOK}\", max_messages: 1000, alert_on_unclean_run: false }\n",
     )
     .unwrap();
     let out = dqpipe(dir.path()).args(["run", "b.yaml"]).env("HOOK", &listener.url).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let distinct: std::collections::BTreeSet<String> = listener.received().iter().map(|b| b.to_string()).collect();
     assert_eq!(distinct.len(), 25);
     assert_eq!(*listener.max_open.lock().unwrap(), 3);

@@ -27,6 +27,7 @@ pub struct ExpectConfig {
     pub newest_within: Option<String>,
     /// At least this many objects must be listed.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 9007199254740991u64))]
     pub at_least: Option<u64>,
 }
 
