@@ -237,3 +237,33 @@ fn the_xml_ingest_example_writes_checks_and_moves() {
     assert!(dir.path().join("var/oag-quarantine/1124_2026_12_03_09_33_00.xml").exists());
     assert_eq!(files_under(&sshd.landing()), ["notes.xml"], "every handled file deleted, the other left");
 }
+
+/// SFTP as a destination, against a real sshd: files are written under folders made as
+/// needed, whole, with no temporary name left; a rerun replaces them; a listing of the
+/// folder never shows a temporary file.
+#[test]
+fn files_are_written_to_sftp_whole_and_replaced_on_a_rerun() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in/sub")).unwrap();
+    std::fs::write(dir.path().join("in/a.xml"), "<a/>").unwrap();
+    std::fs::write(dir.path().join("in/sub/b.bin"), vec![9u8; 300_000]).unwrap();
+    let spec = format!(
+        "version: 1\nname: to-sftp\nstores:\n  in: {{ url: file://./in }}\n  out:\n    url: \"{}\"\n    sftp: {{ private_key_path: \"{}\", known_hosts_path: \"{}\" }}\nnodes:\n  list: {{ kind: list, store: in }}\n  fetch: {{ kind: fetch, input: list }}\n  write: {{ kind: put, input: fetch, store: out, key: \"outbox/{{{{ run_date }}}}/{{{{ key }}}}\" }}\n",
+        sshd.url(),
+        sshd.file("id_ed25519"),
+        sshd.file("known_hosts")
+    );
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(ran.code(), Some(0), "{}\n{}", ran.stderr(), sshd.log());
+    let day = chrono::Utc::now().format("%Y/%m/%d").to_string();
+    let outbox = sshd.landing().join("outbox").join(&day);
+    assert_eq!(all_files_under(&outbox), ["a.xml", "sub/b.bin"], "no temporary file is left");
+    assert_eq!(std::fs::read(outbox.join("sub/b.bin")).unwrap(), vec![9u8; 300_000]);
+    std::fs::write(dir.path().join("in/a.xml"), "<a>changed</a>").unwrap();
+    let again = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(again.code(), Some(0), "{}", again.stderr());
+    assert_eq!(std::fs::read_to_string(outbox.join("a.xml")).unwrap(), "<a>changed</a>");
+    assert_eq!(all_files_under(&outbox), ["a.xml", "sub/b.bin"]);
+}

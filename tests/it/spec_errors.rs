@@ -279,9 +279,10 @@ fn the_schema_and_validate_accept_the_same_specs() {
 }
 
 #[test]
-fn writing_to_a_store_that_cannot_be_written_is_refused_by_validate() {
+fn a_put_to_an_sftp_store_validates_without_its_key_file() {
     let dir = tempfile::tempdir().unwrap();
-    // The key file need not exist to validate (it is read when connecting).
+    // SFTP is a destination too (a temporary name, then a rename); the key file need not
+    // exist to validate (it is read when connecting).
     let key = dir.path().join("no-such-key");
     let yaml = format!(
         "{HEAD}  landing:\n    url: sftp://nats@127.0.0.1:2222/landing\n    sftp: {{ private_key_path: {}, insecure_accept_any_host_key: true }}\n  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  write: {{ kind: put, input: fetch, store: landing, key: \"{{{{ name }}}}\" }}\n",
@@ -291,12 +292,7 @@ fn writing_to_a_store_that_cannot_be_written_is_refused_by_validate() {
     .replace("  list: {", "nodes:\n  list: {");
     std::fs::write(dir.path().join("p.yaml"), yaml).unwrap();
     let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("nodes.write.store: store `landing` (sftp://nats@127.0.0.1:2222/landing) cannot be written to"),
-        "{err}"
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! `sftp://user@host:port/dir` stores, for sources that land files on an SFTP server:
-//! list a folder (names, sizes, modification times), read files, delete them once done.
+//! `sftp://user@host:port/dir` stores: list a folder (names, sizes, modification times),
+//! read files, delete them once done, and write files (a temporary name, then a rename:
+//! `write.rs`).
 //!
 //! Client: russh + russh-sftp, pure Rust (no libssh2 or OpenSSL to build or ship), with
 //! the ring crypto backend the S3 client already uses. Keys: RSA and ed25519, in OpenSSH
@@ -12,6 +13,7 @@
 //! (SFTP requests are multiplexed), opened on first use and again after a failure.
 
 mod connect;
+mod write;
 use connect::HostKeyCheck;
 
 use std::sync::Arc;
@@ -186,9 +188,9 @@ impl Store for SftpStore {
         self.url.clone()
     }
 
-    /// A source: read and delete, never written to in this build.
-    fn can(&self, access: Access) -> bool {
-        access == Access::Delete
+    /// Read, write and delete.
+    fn can(&self, _access: Access) -> bool {
+        true
     }
 
     /// The folder's files (not sub-folders), in name order; `prefix` filters names.
@@ -213,7 +215,7 @@ impl Store for SftpStore {
             let settled = chrono::Utc::now() - self.min_age;
             let mut young = 0usize;
             let mut files: Vec<ObjectInfo> = entries
-                .filter(|e| e.file_type().is_file())
+                .filter(|e| e.file_type().is_file() && !e.file_name().starts_with(write::TMP_PREFIX))
                 .map(|e| info_of(e.file_name(), &e.metadata()))
                 .filter(|o| o.key.starts_with(prefix) && start_after.as_deref().is_none_or(|s| o.key.as_str() > s))
                 .filter(|o| {
@@ -260,11 +262,10 @@ impl Store for SftpStore {
             .map_err(|e| StoreError::new(StoreErrorKind::Transient, format!("reading {key:?}: {e}")))
     }
 
-    async fn put(&self, key: &str, _body: &Body, _options: &PutOptions) -> Result<(), StoreError> {
-        Err(StoreError::new(
-            StoreErrorKind::Other,
-            format!("writing {key:?}: sftp:// stores are sources only in this build (list, fetch, delete)"),
-        ))
+    /// A temporary name, then a rename: never a partial file under `key` (`write.rs`).
+    /// Content type and metadata have no place on an SFTP server and are not kept.
+    async fn put(&self, key: &str, body: &Body, _options: &PutOptions) -> Result<(), StoreError> {
+        self.write_file(key, body).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
