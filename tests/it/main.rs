@@ -9,6 +9,7 @@ mod collisions;
 mod copy;
 mod docs;
 mod filter;
+mod ftp;
 mod full_disk;
 mod hostile;
 mod inventory;

@@ -1,5 +1,6 @@
-//! Stores by URL scheme: `file://` (a local folder), `s3://` (a bucket and prefix) and
-//! `sftp://` (a folder on an SFTP server, as a source).
+//! Stores by URL scheme: `file://` (a local folder), `s3://` (a bucket and prefix),
+//! `sftp://` (a folder on an SFTP server) and `ftp://` (a folder on an FTP server, as a
+//! source).
 //!
 //! A store entry has its URL and one settings table per scheme, `file:`, `s3:` and `sftp:`.
 //! Only the table of the URL's scheme is used (every table present is checked), so one
@@ -7,6 +8,7 @@
 //! alone (an environment variable). A scheme is registered in one place, [`Opener::new`]:
 //! its name, its settings type and its `open`.
 
+pub mod ftp;
 pub mod local;
 pub mod s3;
 pub mod sftp;
@@ -89,6 +91,7 @@ impl Opener {
                 scheme("file", local::LocalStore::open),
                 scheme("s3", s3::S3Store::open),
                 scheme("sftp", sftp::SftpStore::open),
+                scheme("ftp", ftp::FtpStore::open),
             ],
         }
     }

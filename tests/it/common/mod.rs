@@ -6,12 +6,14 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 mod clamd;
+mod ftp;
 mod listeners;
 mod proxies;
 mod servers;
 mod sshd;
 
 pub use clamd::*;
+pub use ftp::*;
 pub use listeners::*;
 pub use proxies::*;
 pub use servers::*;

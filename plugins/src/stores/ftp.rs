@@ -1,0 +1,249 @@
+//! `ftp://user@host:port/dir` stores, for feeds that are still served over plain FTP (the
+//! ACL feed): list a folder (LIST, parsed by suppaftp: name, size, time), read files
+//! (RETR, streamed into a body that spools past the threshold; the transfer's closing
+//! reply must say it completed, and the length must be the listed one), delete them once
+//! done (DELE). A source only: nothing is written to an FTP server.
+//!
+//! Client: suppaftp (tokio, no TLS in this build: FTPS would add `tokio-rustls-ring`).
+//! FTP's control connection carries one transfer at a time, so connections are pooled:
+//! an operation takes an idle one or logs in anew, and gives it back when it succeeded (a
+//! failed one is dropped). The password is a setting, never part of the URL, and never
+//! printed: plans show it `<redacted>`, errors never quote it.
+//!
+//! LIST gives times to the minute (and only the day for files older than six months, as
+//! `ls -l` does); `min_age_secs` (60 by default) keeps a file modified in the last minute,
+//! perhaps still being uploaded, for a later run, judged from the end of the minute LIST
+//! gives.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dqpipe_engine::api::body::{Body, Spool};
+use dqpipe_engine::api::store::{Access, ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
+use dqpipe_engine::api::ConfigError;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use suppaftp::tokio::AsyncFtpStream;
+use suppaftp::{FtpError, Status};
+use tokio::sync::Mutex;
+
+use super::non_empty;
+
+/// Settings of an `ftp://` store, under `ftp:` in the store's entry.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FtpOptions {
+    /// The password of the URL's user (from a secret: `"${FTP_PASSWORD}"`).
+    pub password: Option<String>,
+    /// Time limit to connect and log in, and of each reply. Default 20 s.
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_secs: Option<u64>,
+    /// Only files last modified at least this long ago are listed. Default 60 s.
+    #[schemars(range(min = 0, max = 31536000))]
+    pub min_age_secs: Option<u64>,
+}
+
+pub struct FtpStore {
+    url: String,
+    user: String,
+    password: String,
+    address: String,
+    /// The folder on the server; keys are names in it.
+    dir: String,
+    timeout: Duration,
+    min_age: Duration,
+    idle: Mutex<Vec<AsyncFtpStream>>,
+}
+
+impl std::fmt::Debug for FtpStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FtpStore").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl FtpStore {
+    pub fn open(url: &str, opts: FtpOptions) -> Result<Self, ConfigError> {
+        let bad =
+            || ConfigError::at("url", format!("`{url}`: write `ftp://user@host:port/folder` (port 21 by default)"));
+        let rest = url.strip_prefix("ftp://").ok_or_else(bad)?;
+        let (authority, dir) = rest.split_once('/').unwrap_or((rest, ""));
+        let (user, hostport) = authority.rsplit_once('@').ok_or_else(bad)?;
+        if user.contains(':') {
+            return Err(ConfigError::at("url", "put no password in an ftp:// URL: set `ftp.password` (from a secret)"));
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+            None => (hostport, 21),
+        };
+        if user.is_empty() || host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self {
+            url: url.to_string(),
+            user: user.to_string(),
+            password: non_empty(&opts.password).unwrap_or_default().to_string(),
+            address: format!("{host}:{port}"),
+            dir: format!("/{}", dir.trim_matches('/')),
+            timeout: Duration::from_secs(opts.timeout_secs.unwrap_or(20).max(1)),
+            min_age: Duration::from_secs(opts.min_age_secs.unwrap_or(60)),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// An idle connection, or a new one, logged in, binary, in the store's folder.
+    async fn connection(&self) -> Result<AsyncFtpStream, StoreError> {
+        if let Some(c) = self.idle.lock().await.pop() {
+            return Ok(c);
+        }
+        let login = async {
+            let mut c = AsyncFtpStream::connect(&self.address).await?;
+            c.login(self.user.as_str(), self.password.as_str()).await?;
+            c.transfer_type(suppaftp::types::FileType::Binary).await?;
+            c.cwd(&self.dir).await?;
+            Ok::<_, FtpError>(c)
+        };
+        match tokio::time::timeout(self.timeout, login).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(self.error(&format!("logging in to {}", self.address), e)),
+            Err(_) => Err(StoreError::new(
+                StoreErrorKind::Transient,
+                format!("cannot reach {} within {} s", self.address, self.timeout.as_secs()),
+            )),
+        }
+    }
+
+    async fn give_back(&self, c: AsyncFtpStream) {
+        self.idle.lock().await.push(c);
+    }
+
+    /// An FTP failure as a store error: 530 (not logged in) is a refusal, 550 a missing
+    /// file (or one we may not have: FTP does not tell them apart), 4xx and lost
+    /// connections transient.
+    fn error(&self, what: &str, e: FtpError) -> StoreError {
+        let kind = match &e {
+            FtpError::UnexpectedResponse(r) if r.status == Status::NotLoggedIn => StoreErrorKind::AccessDenied,
+            FtpError::UnexpectedResponse(r) if r.status == Status::FileUnavailable => StoreErrorKind::NotFound,
+            FtpError::UnexpectedResponse(r) if (400..500).contains(&r.status.code()) => StoreErrorKind::Transient,
+            FtpError::ConnectionError(_) | FtpError::BadResponse => StoreErrorKind::Transient,
+            _ => StoreErrorKind::Other,
+        };
+        // The reply's text, not the request: a password never appears.
+        StoreError::new(kind, format!("{what} ({}): {e}", self.url))
+    }
+
+    fn name(&self, key: &str) -> Result<String, StoreError> {
+        if key.is_empty() || key.contains('/') || key.chars().any(|c| c.is_control()) || key == "." || key == ".." {
+            return Err(StoreError::new(StoreErrorKind::InvalidKey, format!("key {key:?} is not a file name")));
+        }
+        Ok(key.to_string())
+    }
+
+    async fn listing(&self, prefix: &str, start_after: Option<String>) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut c = self.connection().await?;
+        let lines = match tokio::time::timeout(self.timeout, c.list(None)).await {
+            Ok(Ok(lines)) => lines,
+            Ok(Err(e)) => return Err(self.error(&format!("listing {}", self.dir), e)),
+            Err(_) => {
+                return Err(StoreError::new(StoreErrorKind::Transient, format!("listing {}: timed out", self.url)))
+            }
+        };
+        self.give_back(c).await;
+        // LIST gives the minute a file was modified, not the second: judged by the end of
+        // that minute, a file written 10 s ago never passes for a minute old.
+        let settled = std::time::SystemTime::now() - self.min_age - Duration::from_secs(60);
+        let mut files: Vec<ObjectInfo> = lines
+            .iter()
+            .filter_map(|l| suppaftp::list::File::try_from(l.as_str()).ok())
+            .filter(|f| f.is_file() && f.modified() <= settled)
+            .map(|f| ObjectInfo {
+                key: f.name().to_string(),
+                size: f.size() as u64,
+                etag: None,
+                last_modified: Some(
+                    chrono::DateTime::<chrono::Utc>::from(f.modified())
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ),
+            })
+            .filter(|o| o.key.starts_with(prefix) && start_after.as_deref().is_none_or(|s| o.key.as_str() > s))
+            .collect();
+        files.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(files)
+    }
+}
+
+#[async_trait]
+impl Store for FtpStore {
+    fn display_url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// A source: read and delete.
+    fn can(&self, access: Access) -> bool {
+        access == Access::Delete
+    }
+
+    /// The folder's files (not sub-folders), in name order; `prefix` filters names.
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        start_after: Option<String>,
+    ) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
+        futures::stream::once(async move { self.listing(prefix, start_after).await })
+            .map(|r| match r {
+                Ok(files) => futures::stream::iter(files.into_iter().map(Ok)).boxed(),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            })
+            .flatten()
+            .boxed()
+    }
+
+    /// RETR, streamed; the closing reply (226) must confirm the whole transfer.
+    async fn get(&self, key: &str, spool: &Spool) -> Result<Body, StoreError> {
+        let name = self.name(key)?;
+        let mut c = self.connection().await?;
+        let what = format!("reading {key:?}");
+        let stream = c.retr_as_stream(name.as_str()).await.map_err(|e| self.error(&what, e))?;
+        let mut stream = stream;
+        let body = Body::from_stream(tokio_util::io::ReaderStream::new(stream.get_mut()), None, spool).await;
+        let finished = stream.finish().await;
+        let body = body.map_err(|e| StoreError::new(StoreErrorKind::Transient, format!("{what}: {e}")))?;
+        finished.map_err(|e| self.error(&format!("{what}: the transfer did not complete"), e))?;
+        self.give_back(c).await;
+        Ok(body)
+    }
+
+    async fn put(&self, key: &str, _body: &Body, _options: &PutOptions) -> Result<(), StoreError> {
+        Err(StoreError::new(StoreErrorKind::Other, format!("writing {key:?}: ftp:// stores are sources only")))
+    }
+
+    /// SIZE and MDTM; `None` when the server says the file is not there.
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let name = self.name(key)?;
+        let mut c = self.connection().await?;
+        let size = match c.size(name.as_str()).await {
+            Ok(s) => s as u64,
+            Err(e) => {
+                let e = self.error(&format!("checking {key:?}"), e);
+                if e.kind == StoreErrorKind::NotFound {
+                    self.give_back(c).await;
+                    return Ok(None);
+                }
+                return Err(e);
+            }
+        };
+        let modified =
+            c.mdtm(name.as_str()).await.ok().map(|t| t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        self.give_back(c).await;
+        Ok(Some(ObjectInfo { key: key.to_string(), size, etag: None, last_modified: modified }))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let name = self.name(key)?;
+        let mut c = self.connection().await?;
+        c.rm(name.as_str()).await.map_err(|e| self.error(&format!("deleting {key:?}"), e))?;
+        self.give_back(c).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! FTP sources, against Debian's vsftpd: pipelines/examples/ftp-ingest.yaml (FTP -> clamd
+//! -> S3 under the time of arrival, moved), and what an FTP store refuses.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+fn settle(dir: &std::path::Path) {
+    let then = std::time::SystemTime::now() - Duration::from_secs(600);
+    for f in all_files_under(dir) {
+        std::fs::File::options().write(true).open(dir.join(&f)).unwrap().set_modified(then).unwrap();
+    }
+}
+
+/// Clean files are written to s3s-fs under `YYYY-MM-DD/HH:MM:SS.ffffff/<name>` and
+/// deleted from the FTP server; the infected one is quarantined with its reason and
+/// deleted too; a file modified in the last minute stays for a later run; a rerun finds
+/// nothing to do.
+#[test]
+fn the_ftp_ingest_example_scans_and_moves_files_into_s3() {
+    let clamd = Clamd::start("25M");
+    let ftp = Vsftpd::start();
+    let s3 = S3Server::start(&["internal"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(ftp.landing().join("ACL_1.csv"), "carrier,flight\nBAW,1\n").unwrap();
+    std::fs::write(ftp.landing().join("ACL_2.csv"), vec![b'x'; 200_000]).unwrap();
+    infected_file(&ftp.landing().join("ACL_3.csv"), 300);
+    settle(&ftp.landing());
+    std::fs::write(ftp.landing().join("ACL_4.csv"), "still arriving").unwrap();
+    let run = |report: &str| {
+        TestRun::new(dir.path(), &repo().join("pipelines/examples/ftp-ingest.yaml").to_string_lossy())
+            .s3(&s3)
+            .env("FTP_URL", &ftp.url())
+            .env("FTP_PASSWORD", "dqpipe@example")
+            .env("INTERNAL_URL", "s3://internal/acl")
+            .env("CLAMD_ADDRESS", &clamd.tcp())
+            .report(report)
+            .run()
+    };
+    let ran = run("r.json");
+    assert_eq!(ran.code(), Some(3), "{}", ran.stderr());
+    let written: Vec<String> =
+        files_under(&s3.bucket_dir("internal")).into_iter().filter(|f| !f.contains("_dqpipe")).collect();
+    assert_eq!(written.len(), 2, "{written:?}");
+    let folder = written[0].rsplit_once('/').unwrap().0.to_string();
+    assert_eq!(written, [format!("{folder}/ACL_1.csv"), format!("{folder}/ACL_2.csv")]);
+    // acl/2026-12-03/09:30:00.123456
+    let stamp = folder.strip_prefix("acl/").unwrap();
+    assert!(chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d/%H:%M:%S%.6f").is_ok(), "{stamp}");
+    assert_eq!(std::fs::read(s3.bucket_dir("internal").join(&written[1])).unwrap(), vec![b'x'; 200_000]);
+    let reason = read_json(&dir.path().join("var/acl-quarantine/ACL_3.csv.error.json"));
+    assert_eq!(reason["reason"], "infected: Local.EICAR.UNOFFICIAL", "{reason}");
+    assert_eq!(files_under(&ftp.landing()), ["ACL_4.csv"], "handled files deleted, the one still arriving left");
+    let again = run("again.json");
+    assert_eq!(again.code(), Some(0), "{}", again.stderr());
+    assert_eq!(again.report["items"]["from_sources"], 0);
+}
+
+/// A wrong password stops the run before anything moves (exit 1) and never prints the
+/// password; an FTP store is a source, so `validate` refuses a `put` to it.
+#[test]
+fn a_wrong_password_fails_the_preflight_and_ftp_is_never_written_to() {
+    let ftp = Vsftpd::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(ftp.landing().join("a.csv"), "x").unwrap();
+    settle(&ftp.landing());
+    let spec = "version: 1\nname: t\nstores:\n  ftp: { url: \"${FTP_URL}\", ftp: { password: \"${FTP_PASSWORD}\" } }\n  out: { url: file://./out }\nnodes:\n  list: { kind: list, store: ftp, delete_after_success: true }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: out, key: \"{{ name }}\" }\n";
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let url = ftp.url().replace("anonymous@", "nobody@");
+    let ran = TestRun::new(dir.path(), "p.yaml").env("FTP_URL", &url).env("FTP_PASSWORD", "s3cret-pw-123").run();
+    assert_eq!(ran.code(), Some(1), "{}", ran.stderr());
+    assert!(ran.stderr().contains("logging in to 127.0.0.1"), "{}", ran.stderr());
+    assert!(!ran.stderr().contains("s3cret-pw-123"), "{}", ran.stderr());
+    assert_eq!(files_under(&ftp.landing()), ["a.csv"]);
+    let to_ftp = spec.replace("store: out, key", "store: ftp, key");
+    std::fs::write(dir.path().join("p.yaml"), to_ftp).unwrap();
+    let out =
+        dqpipe(dir.path()).args(["validate", "p.yaml"]).env("FTP_URL", &url).env("FTP_PASSWORD", "x").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("nodes.write.store: store `ftp`") && stderr(&out).contains("cannot be written to"),
+        "{}",
+        stderr(&out)
+    );
+}
