@@ -46,8 +46,9 @@ enum Command {
     Plan(cmd::plan::Args),
     /// Run the pipeline to the end and print a summary.
     Run(cmd::run::Args),
-    /// Print the JSON Schema of pipeline specs (for editors' YAML language servers).
-    Schema,
+    /// Print the JSON Schema of pipeline specs (for editors' YAML language servers);
+    /// `--tests`, of tests files.
+    Schema(cmd::schema::Args),
     /// List every node kind with its role and what it does.
     Kinds(cmd::kinds::Args),
     /// Print a kind's settings, ports and an example (`explain clamav`), one setting
@@ -89,7 +90,7 @@ fn main() -> ExitCode {
             Command::Graph(a) => cmd::graph::run(a),
             Command::Plan(a) => cmd::plan::run(a).await,
             Command::Run(a) => cmd::run::run(a).await,
-            Command::Schema => cmd::schema::run(),
+            Command::Schema(a) => cmd::schema::run(a),
             Command::Kinds(a) => cmd::kinds::run(a),
             Command::Explain(a) => cmd::explain::run(a),
             Command::Docs(a) => cmd::docs::run(a),

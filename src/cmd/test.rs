@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::exit::Exit;
-use crate::spec_tests::{run_case, suite, tests_file, Suite};
+use crate::spec_tests::{check, run_case, suite, tests_file, Suite};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -65,15 +65,27 @@ pub async fn run(args: Args) -> Exit {
 }
 
 /// The spec's cases: none when it has no tests file and no `tests:` section. The section
-/// is read by loading the spec with no variables set (defaults apply).
+/// is read by loading the spec with no variables set (defaults apply). What the cases
+/// name that the spec has not (a stub, a route) is an error of the whole file, each at
+/// its place.
 fn find(spec: &std::path::Path) -> Result<Option<Suite>, String> {
     let registry = dqpipe_plugins::registry();
-    let inline = match dqpipe_engine::spec::load::load_pipeline(spec, &registry, &|_| None) {
-        Ok(p) => p.tests,
-        Err(_) if tests_file(spec).exists() => Vec::new(),
+    let (inline, nodes) = match dqpipe_engine::spec::load::load_pipeline(spec, &registry, &|_| None) {
+        Ok(p) => {
+            let nodes: Vec<(String, String)> =
+                p.nodes.iter().map(|n| (n.spec.name.clone(), n.spec.kind.clone())).collect();
+            (p.tests, Some(nodes))
+        }
+        Err(_) if tests_file(spec).exists() => (Vec::new(), None),
         Err(_) => return Ok(None),
     };
     let s = suite(spec, &inline)?;
+    if let Some(nodes) = nodes {
+        let errors = check(&s, &nodes);
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
+        }
+    }
     Ok((!s.cases.is_empty()).then_some(s))
 }
 

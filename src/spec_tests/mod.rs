@@ -19,6 +19,7 @@
 //! every message the alert nodes sent (their headlines); when left out, none may be sent.
 
 mod compare;
+mod load;
 mod run;
 
 use std::collections::BTreeMap;
@@ -28,10 +29,11 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use load::{check, suite};
 pub use run::run_case;
 
 /// One test case.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Case {
     pub name: String,
@@ -52,7 +54,7 @@ pub struct Case {
 }
 
 /// An input object.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Object {
     pub key: String,
@@ -76,7 +78,7 @@ pub struct Object {
 }
 
 /// What should become of one object.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// `false`: the source leaves it out (prefix, suffix, regex, limit).
@@ -97,7 +99,7 @@ pub struct Expect {
 }
 
 /// `route: write` or `route: [deliver_dq, deliver_secure]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Routes {
     One(String),
@@ -116,11 +118,28 @@ impl Routes {
     }
 }
 
+/// The JSON Schema of a tests file (`SPEC.tests.yaml`): `tests:`, a list of cases.
+pub fn tests_schema() -> Value {
+    #[derive(schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    /// Test cases for `dqpipe test`, beside the spec they test.
+    struct TestsFile {
+        tests: Vec<Case>,
+    }
+    let mut s = dqpipe_engine::spec::schema::config_schema::<TestsFile>().to_value();
+    s["$schema"] = Value::from("https://json-schema.org/draft/2020-12/schema");
+    s["title"] = Value::from("dqpipe tests file");
+    s
+}
+
 /// The cases of one spec, and the folder their `file:` paths are relative to.
 pub struct Suite {
     pub spec: PathBuf,
     pub cases: Vec<Case>,
     pub base: PathBuf,
+    /// Where each case was written, for errors at their place.
+    pub origins: Vec<load::Origin>,
 }
 
 /// `SPEC.tests.yaml` for `SPEC.yaml` (or `.yml`, `.toml`).
@@ -132,25 +151,4 @@ pub fn tests_file(spec: &Path) -> PathBuf {
 /// True for files that hold tests, not a spec.
 pub fn is_tests_file(path: &Path) -> bool {
     path.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".tests.yaml"))
-}
-
-/// The cases of `spec`: its `tests:` section (`inline`) and its tests file, if any.
-pub fn suite(spec: &Path, inline: &[Value]) -> Result<Suite, String> {
-    let mut cases = Vec::new();
-    for (i, v) in inline.iter().enumerate() {
-        cases.push(serde_json::from_value(v.clone()).map_err(|e| format!("{}: tests[{i}]: {e}", spec.display()))?);
-    }
-    let file = tests_file(spec);
-    if file.exists() {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct TestsFile {
-            tests: Vec<Case>,
-        }
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let parsed: TestsFile = serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-        cases.extend(parsed.tests);
-    }
-    let base = spec.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(Suite { spec: spec.to_path_buf(), cases, base })
 }

@@ -103,3 +103,32 @@ fn a_wrong_reason_and_a_bad_stub_are_reported() {
         "{text}"
     );
 }
+
+/// A tests file is read as a spec is: its mistakes at file:line:column with a did-you-mean,
+/// and a stub or a route that names no node of the spec is one error when the file
+/// loads, not a failure of every case.
+#[test]
+fn mistakes_in_a_tests_file_are_placed_and_found_when_it_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo().join("pipelines/examples/classify.yaml"), dir.path().join("classify.yaml")).unwrap();
+    let cases = [
+        ("- name: x\n  objects: []\n", "classify.tests.yaml:1:1: a tests file is a mapping whose `tests:` holds a list"),
+        (
+            "tests:\n  - name: x\n    objects:\n      - { key: a.json, json: {} }\n    expect:\n      a.json: { rout: out }\n",
+            "classify.tests.yaml:6:17: tests[0].expect.a.json.rout: unknown field `rout` (did you mean `route`?)",
+        ),
+        (
+            "tests:\n  - name: x\n    objects: []\n    expect:\n      a.json: { route: otu }\n  - name: y\n    objects: []\n    expect:\n      a.json: { route: otu }\n",
+            "classify.tests.yaml:5:17: tests[0].expect.a.json.route: `otu` is not a `put` or `delete` node of the spec (did you mean `out`?)",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::write(dir.path().join("classify.tests.yaml"), text).unwrap();
+        let out = dqpipe(dir.path()).args(["test", "classify.yaml"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let said = stdout(&out);
+        assert!(said.contains(want), "{said}");
+        assert!(said.contains("0 passed, 1 failed"), "one error for the file, not one per case: {said}");
+        assert!(!stderr(&out).contains("WARN"), "{}", stderr(&out));
+    }
+}
