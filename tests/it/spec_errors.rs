@@ -364,10 +364,10 @@ fn the_sftp_spec_validates_without_its_key_file_and_a_run_says_it_is_missing() {
 #[test]
 fn a_store_that_fails_to_open_gives_one_error_not_one_per_node() {
     let (code, err) = validate(
-        "version: 1\nname: t\nstores:\n  src: { url: \"ftp://host/x\" }\n  dst: { url: \"file://./out\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ name }}\" }\n",
+        "version: 1\nname: t\nstores:\n  src: { url: \"gopher://host/x\" }\n  dst: { url: \"file://./out\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ name }}\" }\n",
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("p.yaml:4:") && err.contains("unsupported store scheme `ftp://`"), "{err}");
+    assert!(err.contains("p.yaml:4:") && err.contains("unsupported store scheme `gopher://`"), "{err}");
     assert!(!err.contains("unknown store"), "a consequential error: {err}");
     assert!(err.contains("1 error in p.yaml"), "{err}");
 }
