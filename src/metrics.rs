@@ -77,6 +77,7 @@ pub fn text(r: &RunReport) -> String {
         ("refused", i.refused),
         ("skipped_done", i.skipped_done),
         ("dropped", i.dropped),
+        ("problems", i.problems),
     ];
     let rows: Vec<(String, f64)> = states.iter().map(|(s, n)| (format!("{{state=\"{s}\"}}"), *n as f64)).collect();
     gauge("dqpipe_objects", "Objects of the last run, by state.", &rows);

@@ -33,6 +33,12 @@ pub struct Args {
     /// or its variables changed; objects changed since planning are reported, not processed.
     #[arg(long, value_name = "FILE")]
     plan: Option<PathBuf>,
+    /// Exit 0, not 3, when the run completed with problems (objects quarantined,
+    /// dead-lettered or refused). For schedulers that must tell a problem night from a
+    /// failed run (the Kubernetes CronJobs): the report, the metrics
+    /// (`dqpipe_run_exit_code` 3) and the alerts still say it.
+    #[arg(long, env = "DQPIPE_EXIT_ZERO_ON_PROBLEMS")]
+    exit_zero_on_problems: bool,
     /// Not a run: `dqpipe plan SPEC` says what a run would do (hidden; it says so).
     #[arg(long, hide = true)]
     dry_run: bool,
@@ -101,7 +107,15 @@ pub async fn run(args: Args) -> Exit {
             tracing::error!(report = %target.describe(&p), error = format!("{e:#}"), "the run report could not be written");
         }
     }
-    Exit::of_run(r.exit_code)
+    match Exit::of_run(r.exit_code) {
+        Exit::Problems if args.exit_zero_on_problems => {
+            crate::say::note(
+                "exiting 0 for a run with problems (--exit-zero-on-problems): the report, metrics and alerts say 3",
+            );
+            Exit::Ok
+        }
+        exit => exit,
+    }
 }
 
 /// Reads a saved plan for `run --plan` (streamed), refusing one made from another spec.

@@ -244,3 +244,24 @@ fn checkov_passes_on_the_rendered_overlays_apart_from_the_commented_skips() {
     assert!(summary["resource_count"].as_u64() >= Some(21), "{summary}");
     assert!(summary["passed"].as_u64() >= Some(500), "{summary}");
 }
+
+/// The alert rules (kube/monitoring/rules.yml) pass Debian's promtool, check and unit
+/// tests against series shaped as a run pushes them; the PrometheusRule holds the same
+/// groups.
+#[test]
+fn the_alert_rules_pass_promtool_and_the_prometheus_rule_holds_the_same() {
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let dir = repo().join("kube/monitoring");
+    for args in [&["check", "rules", "rules.yml"][..], &["test", "rules", "rules.test.yml"][..]] {
+        let out = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `{promtool}` ({e}); scripts/test installs Debian's prometheus"));
+        assert!(out.status.success(), "promtool {args:?}:\n{}{}", stdout(&out), stderr(&out));
+    }
+    let read = |f: &str| -> serde_json::Value {
+        serde_norway::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+    };
+    assert_eq!(read("rules.yml")["groups"], read("prometheusrule.yaml")["spec"]["groups"]);
+}

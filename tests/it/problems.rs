@@ -54,3 +54,25 @@ fn quarantined_files_complete_without_an_alert_node_and_a_rerun_skips_them() {
     let after = std::fs::metadata(dir.path().join("quarantine/bad-1.csv")).unwrap().modified().unwrap();
     assert_eq!(before, after, "the quarantined file is not written again");
 }
+
+/// `--exit-zero-on-problems` (the CronJobs'): a run that set an object aside exits 0, and
+/// the report and metrics still say 3, so a problem night is a successful Job whose
+/// problems are alerted on, not a failed run.
+#[test]
+fn exit_zero_on_problems_keeps_the_report_honest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/good.json"), "{}").unwrap();
+    std::fs::write(dir.path().join("in/bad.json"), "not json").unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "version: 1\nname: t\nstores:\n  in: { url: file://./in }\n  out: { url: file://./out }\nnodes:\n  list: { kind: list, store: in }\n  fetch: { kind: fetch, input: list }\n  check: { kind: json_check, input: fetch }\n  write: { kind: put, input: check.ok, store: out, key: \"{{ name }}\" }\n  failed: { kind: put, input: check.failed, store: out, key: \"failed/{{ name }}\", with_reason: true }\n",
+    )
+    .unwrap();
+    let plain = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(plain.code(), Some(3), "{}", plain.stderr());
+    let lenient = TestRun::new(dir.path(), "p.yaml").arg("--reprocess").arg("--exit-zero-on-problems").run();
+    assert_eq!(lenient.code(), Some(0), "{}", lenient.stderr());
+    assert_eq!(lenient.report["exit_code"], 3);
+    assert!(lenient.stderr().contains("exiting 0 for a run with problems"), "{}", lenient.stderr());
+}
