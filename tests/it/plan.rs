@@ -72,6 +72,9 @@ fn the_plan_is_what_the_run_does_item_by_item() {
     assert_eq!(code, Some(2), "work to do: {err}");
     assert_eq!(shallow["totals"]["to_process"], 150);
     assert_eq!(deep["totals"]["to_process"], 150);
+    // Totals per route: the deep plan knows which messages are dead-lettered.
+    assert_eq!(deep["totals"]["writes"], serde_json::json!({"internal (write)": 146, "deadletter (dead_letter)": 4}));
+    assert_eq!(shallow["totals"]["writes"], serde_json::json!({"internal (write)": 150}));
     // Without --deep, msg_date is unknown: the key says what it needs.
     let w = &shallow["objects"][0]["writes"][0];
     assert_eq!((w["key"].is_null(), w["needs"][0].as_str()), (true, Some("msg_date")));

@@ -203,6 +203,8 @@ pub struct PlanTotals {
     pub already_done: u64,
     pub errors: u64,
     pub to_delete: u64,
+    /// Objects each writing node would write, by `store (node)`: the totals per route.
+    pub writes: std::collections::BTreeMap<String, u64>,
 }
 
 impl PlanTotals {
@@ -217,6 +219,11 @@ impl PlanTotals {
         }
         if o.delete_at_source {
             self.to_delete += 1;
+        }
+        if o.status == PlanStatus::Process {
+            for w in &o.writes {
+                *self.writes.entry(format!("{} ({})", w.store, w.node)).or_default() += 1;
+            }
         }
     }
 
@@ -234,6 +241,13 @@ impl PlanTotals {
             let _ = write!(s, ", {} could not be planned", thousands(self.errors));
         }
         s.push('.');
+        // Most written first: `2,990 -> internal (write), 10 -> deadletter (dead_letter)`.
+        let mut routes: Vec<(&String, &u64)> = self.writes.iter().collect();
+        routes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        if !routes.is_empty() {
+            let list: Vec<String> = routes.iter().map(|(to, n)| format!("{} -> {to}", thousands(**n))).collect();
+            let _ = write!(s, "\nWrites: {}.", list.join(", "));
+        }
         s
     }
 }
@@ -309,7 +323,14 @@ impl PlannedObject {
 mod tests {
     #[test]
     fn totals_read_like_terraform() {
-        let t = super::PlanTotals { to_process: 4_998, bytes: 21_300_000, already_done: 2, errors: 0, to_delete: 0 };
+        let t = super::PlanTotals {
+            to_process: 4_998,
+            bytes: 21_300_000,
+            already_done: 2,
+            errors: 0,
+            to_delete: 0,
+            ..Default::default()
+        };
         assert_eq!(t.render(), "Plan: 4,998 objects to process (21.3 MB), 2 already done, 0 to delete.");
         let sizes = [0, 627, 17_200, 21_300_000, 1_250_000_000].map(super::human_size);
         assert_eq!(sizes, ["0 B", "627 B", "17 KB", "21.3 MB", "1.2 GB"]);
