@@ -114,6 +114,22 @@ impl FtpStore {
         }
     }
 
+    /// One request within the store's timeout: a server that stops answering is a
+    /// transient failure, not a run that hangs.
+    async fn within<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, FtpError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r.map_err(|e| self.error(what, e)),
+            Err(_) => Err(StoreError::new(
+                StoreErrorKind::Transient,
+                format!("{what} ({}): no answer within {} s", self.url, self.timeout.as_secs()),
+            )),
+        }
+    }
+
     async fn give_back(&self, c: AsyncFtpStream) {
         self.idle.lock().await.push(c);
     }
@@ -142,13 +158,7 @@ impl FtpStore {
 
     async fn listing(&self, prefix: &str, start_after: Option<String>) -> Result<Vec<ObjectInfo>, StoreError> {
         let mut c = self.connection().await?;
-        let lines = match tokio::time::timeout(self.timeout, c.list(None)).await {
-            Ok(Ok(lines)) => lines,
-            Ok(Err(e)) => return Err(self.error(&format!("listing {}", self.dir), e)),
-            Err(_) => {
-                return Err(StoreError::new(StoreErrorKind::Transient, format!("listing {}: timed out", self.url)))
-            }
-        };
+        let lines = self.within(&format!("listing {}", self.dir), c.list(None)).await?;
         self.give_back(c).await;
         // LIST gives the minute a file was modified, not the second: judged by the end of
         // that minute, a file written 10 s ago never passes for a minute old.
@@ -204,12 +214,12 @@ impl Store for FtpStore {
         let name = self.name(key)?;
         let mut c = self.connection().await?;
         let what = format!("reading {key:?}");
-        let stream = c.retr_as_stream(name.as_str()).await.map_err(|e| self.error(&what, e))?;
-        let mut stream = stream;
+        let mut stream = self.within(&what, c.retr_as_stream(name.as_str())).await?;
+        // The bytes themselves may take long (a large file): only the replies are timed.
         let body = Body::from_stream(tokio_util::io::ReaderStream::new(stream.get_mut()), None, spool).await;
-        let finished = stream.finish().await;
+        let finished = self.within(&format!("{what}: the transfer did not complete"), stream.finish()).await;
         let body = body.map_err(|e| StoreError::new(StoreErrorKind::Transient, format!("{what}: {e}")))?;
-        finished.map_err(|e| self.error(&format!("{what}: the transfer did not complete"), e))?;
+        finished?;
         self.give_back(c).await;
         Ok(body)
     }
@@ -222,10 +232,9 @@ impl Store for FtpStore {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let name = self.name(key)?;
         let mut c = self.connection().await?;
-        let size = match c.size(name.as_str()).await {
+        let size = match self.within(&format!("checking {key:?}"), c.size(name.as_str())).await {
             Ok(s) => s as u64,
             Err(e) => {
-                let e = self.error(&format!("checking {key:?}"), e);
                 if e.kind == StoreErrorKind::NotFound {
                     self.give_back(c).await;
                     return Ok(None);
@@ -233,16 +242,22 @@ impl Store for FtpStore {
                 return Err(e);
             }
         };
-        let modified =
-            c.mdtm(name.as_str()).await.ok().map(|t| t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        self.give_back(c).await;
+        // A server without MDTM still says the size; a connection whose request failed is
+        // not given back (a late reply would answer the next request).
+        let modified = match self.within("MDTM", c.mdtm(name.as_str())).await {
+            Ok(t) => {
+                self.give_back(c).await;
+                Some(t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            }
+            Err(_) => None,
+        };
         Ok(Some(ObjectInfo { key: key.to_string(), size, etag: None, last_modified: modified }))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let name = self.name(key)?;
         let mut c = self.connection().await?;
-        c.rm(name.as_str()).await.map_err(|e| self.error(&format!("deleting {key:?}"), e))?;
+        self.within(&format!("deleting {key:?}"), c.rm(name.as_str())).await?;
         self.give_back(c).await;
         Ok(())
     }
