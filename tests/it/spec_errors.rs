@@ -666,3 +666,33 @@ fn a_store_written_inside_the_listing_is_refused() {
         assert_eq!(code, Some(0), "{archive} -> {internal}: {err}");
     }
 }
+
+/// The usual syntax mistakes get their line, the likely cause and the fix, and no second,
+/// false error: a setting dedented to a node's column, one indented unlike its
+/// neighbours, a TOML word left unquoted.
+#[test]
+fn indentation_and_quoting_mistakes_are_named_once_with_the_fix() {
+    let head =
+        "version: 1\nname: t\nstores:\n  src: { url: \"file://./in\" }\nnodes:\n  list: { kind: list, store: src }\n";
+    let (code, err) = validate(&format!("{head}  fetch:\n    kind: fetch\n  input: list\n"));
+    assert_eq!(code, 2);
+    assert!(err.contains("p.yaml:9:3: nodes.input: `input` is indented as a node but is no mapping: it is most likely a setting of `fetch` above"), "{err}");
+    assert!(err.contains("1 error in p.yaml"), "no false `missing input` for fetch: {err}");
+    let (code, err) = validate(&format!("{head}  fetch:\n      kind: fetch\n    input: list\n"));
+    assert_eq!(code, 2);
+    assert!(err.contains("p.yaml:9:5: invalid YAML: `input: list` is indented 4 spaces, the line above 6"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "version = 1\nname = \"t\"\n[stores.src]\nurl = \"file://./in\"\n[nodes.list]\nkind = \"list\"\nstore = \"src\"\n[nodes.fetch]\nkind = \"fetch\"\ninput = list\n",
+    )
+    .unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "p.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out)
+            .contains("p.toml:10:9: invalid TOML: `input = list`: text is quoted in TOML: write `input = \"list\"`"),
+        "{}",
+        stderr(&out)
+    );
+}

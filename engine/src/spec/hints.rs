@@ -37,6 +37,25 @@ pub(crate) fn yaml(text: &str, pos: Option<Pos>, message: &str) -> (Option<Pos>,
             return (Some(Pos { line: i + 1, column }), format!("{hint} ({message})"));
         }
     }
+    // A key indented unlike the keys beside it: the parser stops at it without saying so.
+    if message.contains("did not find expected key") || message.contains("while parsing a block mapping") {
+        if let Some(p) = pos.filter(|p| p.line >= 2 && p.line <= lines.len()) {
+            let line = lines[p.line - 1];
+            let indent = |l: &str| l.len() - l.trim_start().len();
+            let above =
+                lines[..p.line - 1].iter().rev().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+            if let Some(above) = above.filter(|a| indent(a) != indent(line)) {
+                let hint = format!(
+                    "`{}` is indented {} spaces, the line above {}: keys of one mapping start in the same column; \
+                     indent it as its neighbours",
+                    line.trim(),
+                    indent(line),
+                    indent(above)
+                );
+                return (Some(Pos { line: p.line, column: indent(line) + 1 }), format!("{hint} ({message})"));
+            }
+        }
+    }
     (pos, message.to_string())
 }
 
@@ -62,8 +81,17 @@ fn unquoted_template(line: &str) -> Option<usize> {
     None
 }
 
-/// A TOML parser error made helpful: a duplicate key is named.
+/// A TOML parser error made helpful: a duplicate key is named; a word left unquoted
+/// (`input = fetch`, which TOML tries to read as a boolean or a number) is shown quoted.
 pub(crate) fn toml(text: &str, pos: Option<Pos>, message: &str) -> String {
+    let line = pos.and_then(|p| text.lines().nth(p.line.saturating_sub(1)));
+    if let Some((key, value)) = line.and_then(|l| l.split_once('=')).map(|(k, v)| (k.trim(), v.trim())) {
+        let word = value.split('#').next().unwrap_or("").trim();
+        let bare = !word.is_empty() && word.chars().all(|c| c.is_alphanumeric() || "_-.:/".contains(c));
+        if bare && !matches!(word, "true" | "false") && word.parse::<f64>().is_err() {
+            return format!("`{key} = {word}`: text is quoted in TOML: write `{key} = \"{word}\"` ({message})");
+        }
+    }
     if message.trim() == "duplicate key" {
         if let Some(line) = pos.and_then(|p| text.lines().nth(p.line - 1)) {
             let key = line.split('=').next().unwrap_or("").trim().trim_matches('"');
@@ -96,5 +124,14 @@ mod tests {
             toml("a = 1\nname = \"t\"\nname = \"u\"\n", Some(Pos { line: 3, column: 1 }), "duplicate key"),
             "duplicate key `name`: it is written twice in this table; remove or rename one"
         );
+        assert!(toml("[nodes.f]\ninput = fetch\n", Some(Pos { line: 2, column: 9 }), "invalid boolean")
+            .starts_with("`input = fetch`: text is quoted in TOML: write `input = \"fetch\"`"));
+        let (pos, m) = yaml(
+            "nodes:\n  fetch:\n      kind: fetch\n    input: list\n",
+            Some(Pos { line: 4, column: 5 }),
+            "did not find expected key",
+        );
+        assert_eq!(pos, Some(Pos { line: 4, column: 5 }));
+        assert!(m.starts_with("`input: list` is indented 4 spaces, the line above 6"), "{m}");
     }
 }
