@@ -101,6 +101,36 @@ pub(crate) fn toml(text: &str, pos: Option<Pos>, message: &str) -> String {
     message.to_string()
 }
 
+/// A node's setting indented too little (`input: list` under `nodes:` at a node's
+/// column) reads as a node whose value is no mapping. It is reported once, as the
+/// indentation mistake it is, and counted as the node above's setting, so that the node
+/// above does not also report the setting missing (a false second error).
+pub(crate) fn dedented_settings_folded(
+    header: &crate::spec::SpecHeader,
+    errors: &mut crate::spec::errors::ErrorSink,
+) -> indexmap::IndexMap<String, serde_json::Value> {
+    let mut nodes: indexmap::IndexMap<String, serde_json::Value> = indexmap::IndexMap::new();
+    for (name, value) in &header.nodes {
+        let above = nodes.last_mut().filter(|(_, v)| v.is_object() && !value.is_object());
+        match above {
+            Some((node, serde_json::Value::Object(settings))) => {
+                errors.push(
+                    &crate::spec::locate::SpecPath::root().key("nodes").key(name),
+                    format!(
+                        "`{name}` is indented as a node but is no mapping: it is most likely a setting of `{node}` \
+                         above, indented too little; indent it like `{node}`'s other keys"
+                    ),
+                );
+                settings.entry(name.clone()).or_insert_with(|| value.clone());
+            }
+            _ => {
+                nodes.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    nodes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,7 +184,7 @@ fn read_header(mut doc: Value, errors: &mut ErrorSink) -> Option<SpecHeader> {
 /// The nodes' common keys (`kind`, `input`, `concurrency`, ...); the rest is the kind's.
 fn split_nodes(header: &SpecHeader, errors: &mut ErrorSink) -> Vec<NodeSpec> {
     let mut specs = Vec::new();
-    for (name, value) in &dedented_settings_folded(header, errors) {
+    for (name, value) in &crate::spec::hints::dedented_settings_folded(header, errors) {
         let path = SpecPath::root().key("nodes").key(name);
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             errors.push(&path, "node names are letters, digits, `_` and `-` (a `.` separates a node from its port)");
@@ -195,36 +195,6 @@ fn split_nodes(header: &SpecHeader, errors: &mut ErrorSink) -> Vec<NodeSpec> {
         }
     }
     specs
-}
-
-/// A node's setting indented too little (`input: list` under `nodes:` at a node's
-/// column) reads as a node whose value is no mapping. It is reported once, as the
-/// indentation mistake it is, and counted as the node above's setting, so that the node
-/// above does not also report the setting missing (a false second error).
-fn dedented_settings_folded(
-    header: &SpecHeader,
-    errors: &mut ErrorSink,
-) -> indexmap::IndexMap<String, serde_json::Value> {
-    let mut nodes: indexmap::IndexMap<String, serde_json::Value> = indexmap::IndexMap::new();
-    for (name, value) in &header.nodes {
-        let above = nodes.last_mut().filter(|(_, v)| v.is_object() && !value.is_object());
-        match above {
-            Some((node, serde_json::Value::Object(settings))) => {
-                errors.push(
-                    &SpecPath::root().key("nodes").key(name),
-                    format!(
-                        "`{name}` is indented as a node but is no mapping: it is most likely a setting of `{node}` \
-                         above, indented too little; indent it like `{node}`'s other keys"
-                    ),
-                );
-                settings.entry(name.clone()).or_insert_with(|| value.clone());
-            }
-            _ => {
-                nodes.insert(name.clone(), value.clone());
-            }
-        }
-    }
-    nodes
 }
 
 /// Each kind checks its own settings (also when the wiring has errors, so that one pass
