@@ -83,3 +83,32 @@ fn a_wrong_password_fails_the_preflight_and_ftp_is_never_written_to() {
         stderr(&out)
     );
 }
+
+/// FTPS (explicit TLS) against vsftpd requiring it for logins and data: with the server's
+/// CA trusted, files are listed, read and deleted; without it the certificate is refused
+/// before anything moves; plain FTP is refused by the server.
+#[test]
+fn ftps_reads_and_moves_files_and_refuses_a_certificate_it_cannot_trust() {
+    let ftp = Vsftpd::start_tls();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(ftp.landing().join("a.csv"), "x,y\n").unwrap();
+    settle(&ftp.landing());
+    let spec = |tls: &str| {
+        format!(
+            "version: 1\nname: t\nstores:\n  ftp: {{ url: \"{}\", ftp: {{ password: x, {tls} }} }}\n  out: {{ url: file://./out }}\nnodes:\n  list: {{ kind: list, store: ftp, delete_after_success: true }}\n  fetch: {{ kind: fetch, input: list }}\n  write: {{ kind: put, input: fetch, store: out, key: \"{{{{ name }}}}\" }}\n",
+            ftp.url()
+        )
+    };
+    for (tls, what) in [("tls: explicit", "certificate"), ("tls: none", "530")] {
+        std::fs::write(dir.path().join("p.yaml"), spec(tls)).unwrap();
+        let ran = TestRun::new(dir.path(), "p.yaml").run();
+        assert_eq!(ran.code(), Some(1), "{tls}: {}", ran.stderr());
+        assert!(ran.stderr().to_lowercase().contains(what), "{tls}: {}", ran.stderr());
+        assert_eq!(files_under(&ftp.landing()), ["a.csv"]);
+    }
+    std::fs::write(dir.path().join("p.yaml"), spec(&format!("tls: explicit, ca_bundle: \"{}\"", ftp.ca()))).unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!(std::fs::read_to_string(dir.path().join("out/a.csv")).unwrap(), "x,y\n");
+    assert!(files_under(&ftp.landing()).is_empty(), "moved");
+}

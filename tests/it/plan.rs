@@ -154,7 +154,7 @@ fn the_json_shape_is_the_documented_one() {
         ["source", "key", "size", "etag", "status", "delete_at_source", "route", "writes", "notes"]
     );
     assert_eq!(v["objects"][0]["route"], serde_json::json!(["fetch", "scan", "transform", "write"]));
-    assert_eq!(keys(&v["totals"]), ["to_process", "bytes", "already_done", "errors", "to_delete"]);
+    assert_eq!(keys(&v["totals"]), ["to_process", "bytes", "already_done", "errors", "to_delete", "writes"]);
     assert_eq!(v["totals"]["to_process"], 30);
 
     // An invalid spec prints its errors, not a plan; exit 2 (1 with --detailed-exitcode).

@@ -4,7 +4,11 @@
 //! reply must say it completed, and the length must be the listed one), delete them once
 //! done (DELE). A source only: nothing is written to an FTP server.
 //!
-//! Client: suppaftp (tokio, no TLS in this build: FTPS would add `tokio-rustls-ring`).
+//! Client: suppaftp (tokio). FTPS is explicit TLS (`ftp.tls: explicit`: AUTH TLS, then
+//! PBSZ 0 and PROT P, so the data connections are encrypted too), by rustls with ring,
+//! the TLS the S3 client already builds, trusting Mozilla's roots (webpki-roots) and the
+//! PEM certificates of `ftp.ca_bundle`; the server's name is checked against the URL's
+//! host.
 //! FTP's control connection carries one transfer at a time, so connections are pooled:
 //! an operation takes an idle one or logs in anew, and gives it back when it succeeded (a
 //! failed one is dropped). The password is a setting, never part of the URL, and never
@@ -25,7 +29,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use suppaftp::tokio::AsyncFtpStream;
+use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream as AsyncFtpStream};
 use suppaftp::{FtpError, Status};
 use tokio::sync::Mutex;
 
@@ -43,6 +47,21 @@ pub struct FtpOptions {
     /// Only files last modified at least this long ago are listed. Default 60 s.
     #[schemars(range(min = 0, max = 31536000))]
     pub min_age_secs: Option<u64>,
+    /// `explicit`: FTPS (AUTH TLS on the usual port; commands and data encrypted);
+    /// `none` (the default): plain FTP, for servers that offer nothing else.
+    pub tls: FtpTls,
+    /// PEM file of CA certificates to trust beside the public roots (a private CA).
+    pub ca_bundle: Option<String>,
+}
+
+/// TLS on an FTP connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FtpTls {
+    #[default]
+    None,
+    /// AUTH TLS after connecting, then PBSZ 0 and PROT P.
+    Explicit,
 }
 
 pub struct FtpStore {
@@ -54,6 +73,9 @@ pub struct FtpStore {
     dir: String,
     timeout: Duration,
     min_age: Duration,
+    host: String,
+    /// With `tls: explicit`: the TLS client configuration.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     idle: Mutex<Vec<AsyncFtpStream>>,
 }
 
@@ -80,7 +102,13 @@ impl FtpStore {
         if user.is_empty() || host.is_empty() {
             return Err(bad());
         }
+        let tls = match opts.tls {
+            FtpTls::None => None,
+            FtpTls::Explicit => Some(tls_config(non_empty(&opts.ca_bundle))?),
+        };
         Ok(Self {
+            host: host.to_string(),
+            tls,
             url: url.to_string(),
             user: user.to_string(),
             password: non_empty(&opts.password).unwrap_or_default().to_string(),
@@ -99,6 +127,10 @@ impl FtpStore {
         }
         let login = async {
             let mut c = AsyncFtpStream::connect(&self.address).await?;
+            if let Some(config) = &self.tls {
+                let connector = AsyncRustlsConnector::from(tokio_rustls::TlsConnector::from(config.clone()));
+                c = c.into_secure(connector, &self.host).await?;
+            }
             c.login(self.user.as_str(), self.password.as_str()).await?;
             c.transfer_type(suppaftp::types::FileType::Binary).await?;
             c.cwd(&self.dir).await?;
@@ -181,6 +213,27 @@ impl FtpStore {
         files.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(files)
     }
+}
+
+/// The TLS client of `tls: explicit`: Mozilla's roots and the bundle's certificates.
+fn tls_config(ca_bundle: Option<&str>) -> Result<std::sync::Arc<rustls::ClientConfig>, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = ca_bundle {
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| ConfigError::at("ftp.ca_bundle", format!("{path}: {e}")))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| ConfigError::at("ftp.ca_bundle", format!("{path}: {e}")))?;
+            roots.add(cert).map_err(|e| ConfigError::at("ftp.ca_bundle", format!("{path}: {e}")))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::at("ftp.tls", e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 #[async_trait]

@@ -15,6 +15,16 @@ pub struct Vsftpd {
 
 impl Vsftpd {
     pub fn start() -> Vsftpd {
+        Vsftpd::start_with(false)
+    }
+
+    /// The same server requiring TLS (FTPS, explicit) for logins and data, with a
+    /// certificate for 127.0.0.1 signed by [`Vsftpd::ca`].
+    pub fn start_tls() -> Vsftpd {
+        Vsftpd::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Vsftpd {
         let root = tempfile::tempdir().expect("temp dir");
         let ftp_root = root.path().join("root");
         let landing = ftp_root.join("landing");
@@ -31,6 +41,16 @@ impl Vsftpd {
         // Passive ports: one per transfer at once (fetch runs several); a range above a
         // free port, which the test's other servers, on ports the kernel picks, avoid.
         let pasv = free_port().min(65_000);
+        let mut ssl = String::new();
+        if tls {
+            super::test_certificates(root.path());
+            ssl = format!(
+                "ssl_enable=YES\nallow_anon_ssl=YES\nforce_anon_logins_ssl=YES\nforce_anon_data_ssl=YES\n\
+                 require_ssl_reuse=NO\nssl_ciphers=HIGH\nrsa_cert_file={}\nrsa_private_key_file={}\n",
+                root.path().join("server.pem").display(),
+                root.path().join("server.key").display()
+            );
+        }
         let conf = root.path().join("vsftpd.conf");
         std::fs::write(
             &conf,
@@ -45,7 +65,7 @@ impl Vsftpd {
                 empty.display(),
                 pasv + 32,
                 root.path().join("vsftpd.log").display()
-            ),
+            ) + &ssl,
         )
         .unwrap();
         let bin = std::env::var("VSFTPD").unwrap_or_else(|_| "/usr/sbin/vsftpd".to_string());
@@ -65,6 +85,11 @@ impl Vsftpd {
     /// The folder files land in, on the server's disk.
     pub fn landing(&self) -> PathBuf {
         self.root.path().join("root/landing")
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca(&self) -> String {
+        self.root.path().join("ca.pem").to_string_lossy().into_owned()
     }
 
     pub fn url(&self) -> String {

@@ -67,6 +67,48 @@ impl Drop for S3Server {
 /// Debian's stunnel4 terminating TLS in front of `upstream` on 127.0.0.1, with a server
 /// certificate for `127.0.0.1` signed by a CA the test made with openssl (`ca`: the PEM a
 /// client trusts). Stopped on drop.
+/// A test CA (`ca.pem`) and a server certificate for 127.0.0.1 signed by it
+/// (`server.pem`, `server.key`), made by openssl in `d`.
+pub fn test_certificates(d: &Path) {
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=dqpipe test CA"],
+        ]
+        .concat(),
+        [&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    ];
+    for args in steps {
+        let out =
+            Command::new("openssl").args(&args).current_dir(d).output().expect("openssl (scripts/test installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    }
+}
+
 pub struct TlsFront {
     pub port: u16,
     pub ca: PathBuf,
@@ -78,46 +120,7 @@ impl TlsFront {
     pub fn start(upstream: u16) -> TlsFront {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
-        std::fs::write(
-            d.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let steps: [Vec<&str>; 3] = [
-            [
-                &["req", "-x509"][..],
-                &ec,
-                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=dqpipe test CA"],
-            ]
-            .concat(),
-            [&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
-            vec![
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
-        ];
-        for args in steps {
-            let out = Command::new("openssl")
-                .args(&args)
-                .current_dir(d)
-                .output()
-                .expect("openssl (scripts/test installs it)");
-            assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-        }
+        test_certificates(d);
         let port = free_port();
         let conf = format!(
             "foreground = yes\npid =\noutput = {log}\n[s3]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{upstream}\ncert = {cert}\nkey = {key}\n",
