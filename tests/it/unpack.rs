@@ -92,3 +92,45 @@ fn archives_become_their_members_and_hostile_ones_are_refused_whole() {
     let rerun = TestRun::new(dir.path(), "s4.yaml").run();
     assert_eq!(rerun.report["items"]["skipped_done"].as_u64(), Some(5), "{}", rerun.report);
 }
+
+/// `name_pattern` on members, as on listed names: captures become fields for the key; a
+/// member whose name does not match goes out of `unmatched` (routed here to its own
+/// folder, never lost), and with `unmatched: drop` it is dropped, counted.
+#[test]
+fn member_names_give_fields_and_the_unmatched_are_routed_or_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    std::fs::create_dir_all(&landing).unwrap();
+    zip_of(
+        &landing.join("feed.zip"),
+        &[
+            ("in/report_20261203.xml", b"<a/>".to_vec()),
+            ("in/report_20261204.xml", b"<b/>".to_vec()),
+            ("README.txt", b"notes".to_vec()),
+        ],
+    );
+    let spec = |unmatched: &str, extra: &str| {
+        format!(
+            "version: 1\nname: t\nstores:\n  landing: {{ url: file://./landing }}\n  out: {{ url: file://./out }}\nnodes:\n  list: {{ kind: list, store: landing }}\n  fetch: {{ kind: fetch, input: list }}\n  members: {{ kind: unpack, input: fetch, name_pattern: '^report_(?P<day>\\d{{8}})\\.xml$', unmatched: {unmatched} }}\n  write: {{ kind: put, input: members, store: out, key: \"{{{{ day }}}}/{{{{ name }}}}\" }}\n  failed: {{ kind: put, input: members.failed, store: out, key: \"failed/{{{{ name }}}}\", with_reason: true }}\n{extra}"
+        )
+    };
+    let routed =
+        spec("route", "  odd: { kind: put, input: members.unmatched, store: out, key: \"unmatched/{{ member }}\" }\n");
+    std::fs::write(dir.path().join("p.yaml"), routed).unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!(
+        files_under(&dir.path().join("out")),
+        ["20261203/report_20261203.xml", "20261204/report_20261204.xml", "unmatched/README.txt"]
+    );
+    // Unrouted, `unmatched: route` is refused by validate; `drop` drops them.
+    std::fs::write(dir.path().join("p.yaml"), spec("route", "")).unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unmatched"), "{}", stderr(&out));
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("p.yaml"), spec("drop", "")).unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!(files_under(&dir.path().join("out")), ["20261203/report_20261203.xml", "20261204/report_20261204.xml"]);
+}

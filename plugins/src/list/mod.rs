@@ -9,7 +9,7 @@ pub mod inventory;
 mod parallel;
 pub mod resume;
 
-mod select;
+pub(crate) mod select;
 mod source;
 
 pub use source::{List, Selection};

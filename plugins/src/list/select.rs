@@ -34,23 +34,67 @@ pub enum Unmatched {
 
 /// The ports a `list` adds for its settings: `unmatched`, with a `name_pattern`.
 pub(super) fn ports_named(config: &serde_json::Map<String, serde_json::Value>) -> Vec<PortDecl> {
+    unmatched_port(config, LISTED_FIELDS)
+}
+
+/// The `unmatched` port of a node with a `name_pattern` (a `list`, an `unpack`), its
+/// items carrying `fields`: to be routed, or dropped with `unmatched: drop`.
+pub(crate) fn unmatched_port(
+    config: &serde_json::Map<String, serde_json::Value>,
+    fields: &'static [&'static str],
+) -> Vec<PortDecl> {
     if !config.get("name_pattern").is_some_and(|p| p.is_string()) {
         return Vec::new();
     }
     match config.get("unmatched").and_then(|u| u.as_str()) {
         Some("drop") => {
-            vec![PortDecl::dropped("unmatched", "objects whose name `name_pattern` does not match, dropped")
-                .setting(LISTED_FIELDS)]
+            vec![PortDecl::dropped("unmatched", "items whose name `name_pattern` does not match, dropped")
+                .setting(fields)]
         }
-        _ => vec![PortDecl::out("unmatched", "objects whose name `name_pattern` does not match")
+        _ => vec![PortDecl::out("unmatched", "items whose name `name_pattern` does not match")
             .required()
-            .setting(LISTED_FIELDS)],
+            .setting(fields)],
+    }
+}
+
+/// `name_pattern`, compiled: a regular expression with named captures, each an item field.
+pub(crate) struct NamePattern {
+    re: regex::Regex,
+}
+
+impl NamePattern {
+    /// Compiles `pattern` and declares its captures as fields of the `out` port.
+    pub(crate) fn new(pattern: &str, ctx: &BuildContext) -> Result<NamePattern, ConfigError> {
+        let re = regex::Regex::new(pattern)
+            .map_err(|e| ConfigError::at("name_pattern", format!("invalid regular expression: {e}")))?;
+        let names: Vec<&str> = re.capture_names().flatten().collect();
+        if names.is_empty() {
+            return Err(ConfigError::at(
+                "name_pattern",
+                "no named capture: write one per field, e.g. `(?P<day>\\d{8})`, or use `regex` to filter only",
+            ));
+        }
+        for name in names {
+            ctx.sets("out", name);
+        }
+        Ok(NamePattern { re })
+    }
+
+    /// The port an item of this name leaves by, with the captured fields set: `out`, or
+    /// `unmatched` when the pattern does not match it.
+    pub(crate) fn capture(&self, name: &str, meta: &mut Meta) -> &'static str {
+        let Some(caps) = self.re.captures(name) else { return "unmatched" };
+        for field in self.re.capture_names().flatten() {
+            let value = caps.name(field).map(|m| m.as_str()).unwrap_or_default();
+            meta.insert(field.to_string(), value.into());
+        }
+        "out"
     }
 }
 
 /// The node's name and time selection, checked and compiled.
 pub(super) struct Selectors {
-    pattern: Option<regex::Regex>,
+    pattern: Option<NamePattern>,
     /// Objects last modified at or after this, and before that.
     after: Option<DateTime<Utc>>,
     before: Option<DateTime<Utc>>,
@@ -60,24 +104,7 @@ impl Selectors {
     /// From the settings; the ages count back from now (the run's start: nodes are built
     /// just before a run).
     pub(super) fn new(cfg: &ListConfig, ctx: &BuildContext) -> Result<Selectors, ConfigError> {
-        let pattern = match &cfg.name_pattern {
-            None => None,
-            Some(p) => {
-                let re = regex::Regex::new(p)
-                    .map_err(|e| ConfigError::at("name_pattern", format!("invalid regular expression: {e}")))?;
-                let names: Vec<&str> = re.capture_names().flatten().collect();
-                if names.is_empty() {
-                    return Err(ConfigError::at(
-                        "name_pattern",
-                        "no named capture: write one per field, e.g. `(?P<day>\\d{8})`, or use `regex` to filter only",
-                    ));
-                }
-                for name in names {
-                    ctx.sets("out", name);
-                }
-                Some(re)
-            }
-        };
+        let pattern = cfg.name_pattern.as_deref().map(|p| NamePattern::new(p, ctx)).transpose()?;
         let now = Utc::now();
         let age = |field: &str, text: &Option<String>| -> Result<Option<DateTime<Utc>>, ConfigError> {
             let Some(text) = text.as_deref().filter(|t| !t.trim().is_empty()) else { return Ok(None) };
@@ -128,12 +155,9 @@ impl Selectors {
     /// The port an item of this name leaves by, with the captured fields set: `out`, or
     /// `unmatched` when `name_pattern` does not match it.
     pub(super) fn capture(&self, name: &str, meta: &mut Meta) -> &'static str {
-        let Some(re) = &self.pattern else { return "out" };
-        let Some(caps) = re.captures(name) else { return "unmatched" };
-        for field in re.capture_names().flatten() {
-            let value = caps.name(field).map(|m| m.as_str()).unwrap_or_default();
-            meta.insert(field.to_string(), value.into());
+        match &self.pattern {
+            Some(p) => p.capture(name, meta),
+            None => "out",
         }
-        "out"
     }
 }

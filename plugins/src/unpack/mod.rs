@@ -33,6 +33,8 @@ use dqpipe_engine::api::{
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::list::select::NamePattern;
+
 /// Settings of an `unpack` node.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +61,15 @@ pub struct UnpackConfig {
     #[serde(default = "default_max_depth")]
     #[schemars(range(min = 1, max = 16))]
     pub max_depth: u64,
+    /// A regular expression with named captures on each member's name (its last path
+    /// segment): each capture becomes an item field, as `list`'s `name_pattern` does.
+    /// Members it does not match go out of `unmatched` (or are dropped, counted, with
+    /// `unmatched: drop`).
+    #[serde(default)]
+    pub name_pattern: Option<String>,
+    /// `route` (the default: the `unmatched` port, which must then be routed) or `drop`.
+    #[serde(default)]
+    pub unmatched: crate::list::select::Unmatched,
 }
 
 fn default_max_members() -> u64 {
@@ -155,13 +166,19 @@ impl KindConfig for UnpackConfig {
     const PORTS: &'static [PortDecl] = PORTS;
     const EXAMPLE: &'static str = include_str!("../kind_examples/unpack.yaml");
     const CPU_BOUND: bool = true;
-    fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
-        Ok(Built::Processor(Arc::new(Unpack { cfg: self })))
+    fn ports_named(config: &serde_json::Map<String, serde_json::Value>) -> Vec<PortDecl> {
+        crate::list::select::unmatched_port(config, MEMBER_FIELDS)
+    }
+    fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {
+        let pattern = self.name_pattern.as_deref().map(|p| NamePattern::new(p, ctx)).transpose()?;
+        Ok(Built::Processor(Arc::new(Unpack { cfg: self, pattern })))
     }
 }
 
 struct Unpack {
     cfg: UnpackConfig,
+    /// `name_pattern`, compiled.
+    pattern: Option<NamePattern>,
 }
 
 impl Unpack {
@@ -224,7 +241,9 @@ impl Processor for Unpack {
             member.set("member_modified", m.modified.map(serde_json::Value::from).unwrap_or_default());
             member.set("archive_depth", depth + 1);
             member.body = Some(m.body);
-            out.emit("out", member).await.map_err(ItemError::from)?;
+            let name = m.path.rsplit('/').next().unwrap_or(&m.path).to_string();
+            let port = self.pattern.as_ref().map_or("out", |p| p.capture(&name, &mut member.meta));
+            out.emit(port, member).await.map_err(ItemError::from)?;
             sent += 1;
         }
         match reader.await {
