@@ -291,8 +291,19 @@ fn a_scanner_with_an_old_or_unversioned_database_is_refused() {
     assert_eq!(stale.scans.load(std::sync::atomic::Ordering::SeqCst), 0, "scanned with a stale database");
     assert!(files_under(&dir.path().join("var/internal")).is_empty());
 
-    // Built an hour ago: scans, and the run completes.
+    // Built an hour ago: scans, and the run completes; the plan and the run say which
+    // scanner they checked and how old its signatures are.
     let fresh = FakeClamd::start_as(Scanner::Blind { detects: usize::MAX }, &clamd_version("1 hour ago"));
+    let plan =
+        dqpipe(dir.path()).args(["plan", &nats_pipeline()]).env("CLAMD_ADDRESS", &fresh.address).output().unwrap();
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    let checked = stderr(&plan);
+    assert!(
+        checked.contains("scanner checked")
+            && checked.contains("scanner=ClamAV 1.4.6/27500/")
+            && checked.contains("database=1 h old (at most 72 h)"),
+        "{checked}"
+    );
     let ran = TestRun::nats(dir.path(), &fresh.address).run();
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     assert_eq!(files_under(&dir.path().join("var/internal")).len(), 5);

@@ -157,6 +157,19 @@ impl Processor for Clamav {
             self.scan_canary().await.map_err(|e| NodeError::from(format!("canary scan: {e}")))?;
             self.canary.passed(0);
         }
+        // What was checked, for `plan` and the run's log: which scanner, how old its
+        // signatures are, whether the canary was found.
+        let version = self.version.lock().ok().and_then(|v| v.clone());
+        let age = version.as_ref().and_then(|v| v.database.as_ref()).map(|d| {
+            let hours = (chrono::Utc::now() - d.built).num_hours().max(0);
+            format!("{hours} h old (at most {} h)", self.cfg.database.max_age_hours)
+        });
+        tracing::info!(
+            scanner = %version.as_ref().map(|v| v.describe()).unwrap_or_else(|| "unknown".into()),
+            database = %age.unwrap_or_else(|| "unversioned (allowed by the spec)".into()),
+            canary = if self.cfg.canary.enabled { "found" } else { "off" },
+            "scanner checked"
+        );
         Ok(())
     }
 
