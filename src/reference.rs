@@ -8,6 +8,14 @@ use std::fmt::Write;
 use clap::ValueEnum;
 use dqpipe_engine::spec::reference::{KindDoc, PortDoc, SettingDoc};
 
+/// The first lines of the stores page (`explain stores`, docs/stores.md).
+pub const STORES_INTRO: &str = "A store is a URL (`file://./var/in`, `s3://bucket/prefix`, \
+     `sftp://user@host:22/folder`, `ftp://user@host:21/folder`) and the settings of its scheme; `defaults.s3` \
+     and `defaults.sftp` set them for every store. `file://./` paths are relative to the working directory.";
+/// The first lines of the defaults page (`explain defaults`, docs/stores.md).
+pub const DEFAULTS_INTRO: &str = "Settings under `defaults:` that apply to every node unless the node sets its \
+     own; `defaults.s3` and `defaults.sftp` set store settings for every store.";
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,

@@ -242,17 +242,16 @@ impl StoreOpener for MemoryStores {
     }
 }
 
-/// A store in memory: key -> bytes, and when each was last modified (RFC 3339).
+/// A store in memory: key -> the bytes, and when they were last modified (RFC 3339).
 #[derive(Debug)]
 pub struct MemoryStore {
     name: String,
-    objects: Mutex<BTreeMap<String, bytes::Bytes>>,
-    modified: Mutex<BTreeMap<String, String>>,
+    objects: Mutex<BTreeMap<String, (bytes::Bytes, String)>>,
 }
 
 impl MemoryStore {
     pub fn new(name: &str) -> Self {
-        Self { name: name.to_string(), objects: Mutex::default(), modified: Mutex::default() }
+        Self { name: name.to_string(), objects: Mutex::default() }
     }
     /// Puts an object there directly (a test's input), modified now.
     pub fn insert(&self, key: &str, bytes: impl Into<bytes::Bytes>) {
@@ -263,18 +262,16 @@ impl MemoryStore {
     /// will say.
     pub fn insert_modified(&self, key: &str, bytes: impl Into<bytes::Bytes>, when: &str) {
         if let Ok(mut m) = self.objects.lock() {
-            m.insert(key.to_string(), bytes.into());
-        }
-        if let Ok(mut m) = self.modified.lock() {
-            m.insert(key.to_string(), when.to_string());
+            m.insert(key.to_string(), (bytes.into(), when.to_string()));
         }
     }
-    fn modified(&self, key: &str) -> Option<String> {
-        self.modified.lock().ok().and_then(|m| m.get(key).cloned())
+    /// The object at `key` as a listing describes it.
+    fn info(key: &str, (bytes, modified): &(bytes::Bytes, String)) -> ObjectInfo {
+        ObjectInfo { key: key.to_string(), size: bytes.len() as u64, etag: None, last_modified: Some(modified.clone()) }
     }
     /// Every object it holds, by key.
     pub fn objects(&self) -> BTreeMap<String, bytes::Bytes> {
-        self.objects.lock().map(|m| m.clone()).unwrap_or_default()
+        self.objects.lock().map(|m| m.iter().map(|(k, (b, _))| (k.clone(), b.clone())).collect()).unwrap_or_default()
     }
 }
 
@@ -287,35 +284,32 @@ impl Store for MemoryStore {
         format!("mem://{}", self.name)
     }
     fn list<'a>(&'a self, prefix: &'a str, after: Option<String>) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
-        let objects = self.objects.lock().map(|m| m.clone()).unwrap_or_default();
-        let listed = objects
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(prefix) && after.as_deref().is_none_or(|a| k.as_str() > a))
-            .map(|(key, b)| {
-                let last_modified = self.modified(&key);
-                Ok(ObjectInfo { key, size: b.len() as u64, etag: None, last_modified })
-            });
-        Box::pin(futures::stream::iter(listed.collect::<Vec<_>>()))
+        let listed: Vec<Result<ObjectInfo, StoreError>> = self
+            .objects
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.starts_with(prefix) && after.as_deref().is_none_or(|a| k.as_str() > a))
+                    .map(|(k, o)| Ok(Self::info(k, o)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Box::pin(futures::stream::iter(listed))
     }
     async fn get(&self, key: &str, _spool: &Spool) -> Result<Body, StoreError> {
-        let found = self.objects.lock().ok().and_then(|m| m.get(key).cloned());
+        let found = self.objects.lock().ok().and_then(|m| m.get(key).map(|(b, _)| b.clone()));
         found.map(Body::Memory).ok_or_else(|| StoreError::new(StoreErrorKind::NotFound, format!("{key}: not found")))
     }
     async fn put(&self, key: &str, body: &Body, _options: &PutOptions) -> Result<(), StoreError> {
         let bytes = body.to_bytes(u64::MAX).await.map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        self.insert_modified(key, bytes, &now);
+        self.insert(key, bytes);
         Ok(())
     }
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        let found = self.objects.lock().ok().and_then(|m| m.get(key).map(|b| b.len() as u64));
-        Ok(found.map(|size| ObjectInfo { key: key.to_string(), size, etag: None, last_modified: self.modified(key) }))
+        Ok(self.objects.lock().ok().and_then(|m| m.get(key).map(|o| Self::info(key, o))))
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         if let Ok(mut m) = self.objects.lock() {
-            m.remove(key);
-        }
-        if let Ok(mut m) = self.modified.lock() {
             m.remove(key);
         }
         Ok(())

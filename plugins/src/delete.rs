@@ -128,24 +128,7 @@ impl Processor for Delete {
     }
 
     async fn process(&self, mut item: Item, out: &Emitter, cx: &Context) -> Result<(), ItemError> {
-        let done = match self.check_store(&item) {
-            Ok(()) => {
-                self.claim()?;
-                let listed = item.listed().clone();
-                self.cfg
-                    .retry
-                    .run(
-                        || self.store.delete_listed(&listed),
-                        |e| e.kind == StoreErrorKind::Transient,
-                        |e| format!("deleting {:?} in {}: {e}", listed.key, self.store.display_url()),
-                        || cx.retried(1),
-                    )
-                    .await
-                    .map_err(GaveUp::into_item_error)
-            }
-            Err(e) => Err(e),
-        };
-        match done {
+        match self.delete(&item, cx).await {
             Ok(()) => {
                 // The log is the audit trail of what housekeeping removed.
                 tracing::info!(store = %self.cfg.store, key = %item.source_key().escape_debug(), "deleted");
@@ -157,5 +140,25 @@ impl Processor for Delete {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+impl Delete {
+    /// Deletes the item's object if it is in this node's store, within the run's limit,
+    /// with retries of transient failures.
+    async fn delete(&self, item: &Item, cx: &Context) -> Result<(), ItemError> {
+        self.check_store(item)?;
+        self.claim()?;
+        let listed = item.listed();
+        self.cfg
+            .retry
+            .run(
+                || self.store.delete_listed(listed),
+                |e| e.kind == StoreErrorKind::Transient,
+                |e| format!("deleting {:?} in {}: {e}", listed.key, self.store.display_url()),
+                || cx.retried(1),
+            )
+            .await
+            .map_err(GaveUp::into_item_error)
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use dqpipe_engine::spec::reference;
 
 use crate::exit::Exit;
-use crate::reference::{kind_page, kinds_table, settings_page, Format};
+use crate::reference::{kind_page, kinds_table, settings_page, Format, DEFAULTS_INTRO, STORES_INTRO};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,21 +40,8 @@ fn pages() -> Vec<(PathBuf, String)> {
             format!("{GENERATED}{}", kind_page(k, Format::Markdown)),
         ));
     }
-    let stores = settings_page(
-        "Stores",
-        "A store is a URL (`file://./var/in`, `s3://bucket/prefix`, `sftp://user@host:22/folder`) and the settings \
-         of its scheme. `file://./` paths are relative to the working directory. `dqpipe explain stores.s3` prints \
-         the same.",
-        &reference::stores(&registry),
-        Format::Markdown,
-    );
-    let defaults = settings_page(
-        "Defaults",
-        "Settings under `defaults:` that apply to every node unless the node sets its own; `defaults.s3` and \
-         `defaults.sftp` set store settings for every store. `dqpipe explain defaults` prints the same.",
-        &reference::defaults(),
-        Format::Markdown,
-    );
+    let stores = settings_page("Stores", STORES_INTRO, &reference::stores(&registry), Format::Markdown);
+    let defaults = settings_page("Defaults", DEFAULTS_INTRO, &reference::defaults(), Format::Markdown);
     out.push((PathBuf::from("stores.md"), format!("{GENERATED}{stores}\n#{defaults}")));
     out
 }

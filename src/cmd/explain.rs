@@ -6,7 +6,7 @@
 use dqpipe_engine::spec::reference::{self, SettingDoc};
 
 use crate::exit::Exit;
-use crate::reference::{kind_page, setting_page, settings_page, Format};
+use crate::reference::{kind_page, setting_page, settings_page, Format, DEFAULTS_INTRO, STORES_INTRO};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -15,11 +15,6 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
-
-const DEFAULTS_INTRO: &str = "Settings under `defaults:` that apply to every node unless the node sets its own.";
-const STORES_INTRO: &str = "A store is a URL (`file://./var/in`, `s3://bucket/prefix`, `sftp://user@host:22/folder`) \
-     and the settings of its scheme; `defaults.s3` and `defaults.sftp` set them for every store. `file://./` paths \
-     are relative to the working directory.";
 
 pub fn run(a: Args) -> Exit {
     let registry = dqpipe_plugins::registry();

@@ -1,16 +1,7 @@
 //! FTP sources, against Debian's vsftpd: pipelines/examples/ftp-ingest.yaml (FTP -> clamd
 //! -> S3 under the time of arrival, moved), and what an FTP store refuses.
 
-use std::time::Duration;
-
 use crate::common::*;
-
-fn settle(dir: &std::path::Path) {
-    let then = std::time::SystemTime::now() - Duration::from_secs(600);
-    for f in all_files_under(dir) {
-        std::fs::File::options().write(true).open(dir.join(&f)).unwrap().set_modified(then).unwrap();
-    }
-}
 
 /// Clean files are written to s3s-fs under `YYYY-MM-DD/HH:MM:SS.ffffff/<name>` and
 /// deleted from the FTP server; the infected one is quarantined with its reason and
@@ -25,7 +16,7 @@ fn the_ftp_ingest_example_scans_and_moves_files_into_s3() {
     std::fs::write(ftp.landing().join("ACL_1.csv"), "carrier,flight\nBAW,1\n").unwrap();
     std::fs::write(ftp.landing().join("ACL_2.csv"), vec![b'x'; 200_000]).unwrap();
     infected_file(&ftp.landing().join("ACL_3.csv"), 300);
-    settle(&ftp.landing());
+    settle_files(&ftp.landing());
     std::fs::write(ftp.landing().join("ACL_4.csv"), "still arriving").unwrap();
     let run = |report: &str| {
         TestRun::new(dir.path(), &repo().join("pipelines/examples/ftp-ingest.yaml").to_string_lossy())
@@ -63,7 +54,7 @@ fn a_wrong_password_fails_the_preflight_and_ftp_is_never_written_to() {
     let ftp = Vsftpd::start();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(ftp.landing().join("a.csv"), "x").unwrap();
-    settle(&ftp.landing());
+    settle_files(&ftp.landing());
     let spec = "version: 1\nname: t\nstores:\n  ftp: { url: \"${FTP_URL}\", ftp: { password: \"${FTP_PASSWORD}\" } }\n  out: { url: file://./out }\nnodes:\n  list: { kind: list, store: ftp, delete_after_success: true }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: out, key: \"{{ name }}\" }\n";
     std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
     let url = ftp.url().replace("anonymous@", "nobody@");
@@ -92,7 +83,7 @@ fn ftps_reads_and_moves_files_and_refuses_a_certificate_it_cannot_trust() {
     let ftp = Vsftpd::start_tls();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(ftp.landing().join("a.csv"), "x,y\n").unwrap();
-    settle(&ftp.landing());
+    settle_files(&ftp.landing());
     let spec = |tls: &str| {
         format!(
             "version: 1\nname: t\nstores:\n  ftp: {{ url: \"{}\", ftp: {{ password: x, {tls} }} }}\n  out: {{ url: file://./out }}\nnodes:\n  list: {{ kind: list, store: ftp, delete_after_success: true }}\n  fetch: {{ kind: fetch, input: list }}\n  write: {{ kind: put, input: fetch, store: out, key: \"{{{{ name }}}}\" }}\n",

@@ -60,38 +60,13 @@ pub fn kinds(registry: &Registry) -> Vec<KindDoc> {
     registry.kinds.iter().map(|k| kind(k.as_ref())).collect()
 }
 
-/// One kind's reference: its own settings, then those every node of its role has.
+/// One kind's reference: its `input` first, then its own settings, then the other keys
+/// every node of its role has ([`crate::spec::schema::node_keys`]).
 pub fn kind(k: &dyn NodeKind) -> KindDoc {
-    let mut settings = settings_of(&k.schema().to_value(), "");
-    if k.role() == Role::Processor {
-        settings.insert(
-            0,
-            SettingDoc {
-                name: "input".into(),
-                type_name: "string or list of string".into(),
-                required: true,
-                default: None,
-                range: None,
-                description: "The node(s) this node reads from: `node` or `node.port`.".into(),
-            },
-        );
-        settings.push(SettingDoc {
-            name: "concurrency".into(),
-            type_name: "integer".into(),
-            required: false,
-            default: None,
-            range: Some(format!("1 to {}", crate::spec::MAX_CONCURRENCY)),
-            description: "Items processed at once (default: `defaults.concurrency`).".into(),
-        });
-    }
-    settings.push(SettingDoc {
-        name: "description".into(),
-        type_name: "string".into(),
-        required: false,
-        default: None,
-        range: None,
-        description: "Free text for readers.".into(),
-    });
+    let (input, common): (Vec<SettingDoc>, Vec<SettingDoc>) =
+        settings_of(&crate::spec::schema::node_keys(k.role()), "").into_iter().partition(|s| s.name == "input");
+    let settings: Vec<SettingDoc> =
+        input.into_iter().chain(settings_of(&k.schema().to_value(), "")).chain(common).collect();
     let ports = k
         .ports()
         .iter()

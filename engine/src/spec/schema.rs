@@ -71,34 +71,50 @@ fn kind_schema(k: &dyn crate::api::NodeKind) -> Value {
     if let Some(o) = s.as_object_mut() {
         o.remove("$schema");
     }
+    if !s["properties"].is_object() {
+        s["properties"] = json!({});
+    }
+    let common = node_keys(k.role());
+    for (key, value) in common["properties"].as_object().into_iter().flatten() {
+        s["properties"][key] = value.clone();
+    }
     accept_interpolation(&mut s);
     s["title"] = json!(k.name());
     s["description"] = json!(k.summary());
     s["type"] = json!("object");
     s["additionalProperties"] = json!(false);
-    if !s["properties"].is_object() {
-        s["properties"] = json!({});
-    }
     s["properties"]["kind"] = json!({"const": k.name()});
-    s["properties"]["description"] = json!({"type": "string", "description": "Free text for readers."});
     let mut required: Vec<Value> = s["required"].as_array().cloned().unwrap_or_default();
     required.push(json!("kind"));
+    required.extend(common["required"].as_array().cloned().unwrap_or_default());
     if k.role() == Role::Processor {
         let ports: Vec<String> = k.ports().iter().map(|p| p.name.to_string()).collect();
-        s["properties"]["input"] = json!({
-            "description": "The node(s) this node reads from: `node` or `node.port`.",
-            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]
-        });
-        s["properties"]["concurrency"] = json!({
-            "description": "Items processed at once (default: defaults.concurrency).",
-            "type": ["integer", "string"], "minimum": 1, "maximum": MAX_CONCURRENCY,
-            "pattern": format!("{VARIABLE}|{INTEGER_TEXT}")
-        });
         s["x-dqpipe-ports"] = json!(ports);
-        required.push(json!("input"));
     }
     s["required"] = Value::Array(required);
     s
+}
+
+/// The keys every node of a role has beside its kind's own settings (`input` and
+/// `concurrency` for processors, `description` for all), as an object schema: the spec's
+/// schema and the reference (`dqpipe explain`) both read them from here.
+pub fn node_keys(role: Role) -> Value {
+    let mut keys = json!({
+        "properties": {"description": {"type": "string", "description": "Free text for readers."}},
+        "required": [],
+    });
+    if role == Role::Processor {
+        keys["properties"]["input"] = json!({
+            "description": "The node(s) this node reads from: `node` or `node.port`.",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]
+        });
+        keys["properties"]["concurrency"] = json!({
+            "description": "Items processed at once (default: `defaults.concurrency`).",
+            "type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY
+        });
+        keys["required"] = json!(["input"]);
+    }
+    keys
 }
 
 /// A string that holds a variable: `${...}` anywhere in it.

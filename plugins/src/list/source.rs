@@ -232,7 +232,7 @@ impl Source for List {
                     break;
                 }
                 let o = o?;
-                if self.of_the_feed(&o) {
+                if self.expect.is_some() && self.of_the_feed(&o) {
                     seen.see(&o);
                 }
                 let selection = self.select(&o, ctx, &done);

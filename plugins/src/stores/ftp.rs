@@ -87,33 +87,19 @@ impl std::fmt::Debug for FtpStore {
 
 impl FtpStore {
     pub fn open(url: &str, opts: FtpOptions) -> Result<Self, ConfigError> {
-        let bad =
-            || ConfigError::at("url", format!("`{url}`: write `ftp://user@host:port/folder` (port 21 by default)"));
-        let rest = url.strip_prefix("ftp://").ok_or_else(bad)?;
-        let (authority, dir) = rest.split_once('/').unwrap_or((rest, ""));
-        let (user, hostport) = authority.rsplit_once('@').ok_or_else(bad)?;
-        if user.contains(':') {
-            return Err(ConfigError::at("url", "put no password in an ftp:// URL: set `ftp.password` (from a secret)"));
-        }
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
-            None => (hostport, 21),
-        };
-        if user.is_empty() || host.is_empty() {
-            return Err(bad());
-        }
+        let (user, host, port, dir) = super::server_url(url, "ftp", 21, "set `ftp.password` (from a secret)")?;
         let tls = match opts.tls {
             FtpTls::None => None,
             FtpTls::Explicit => Some(tls_config(non_empty(&opts.ca_bundle))?),
         };
         Ok(Self {
-            host: host.to_string(),
+            address: format!("{host}:{port}"),
+            host,
             tls,
             url: url.to_string(),
-            user: user.to_string(),
+            user,
             password: non_empty(&opts.password).unwrap_or_default().to_string(),
-            address: format!("{host}:{port}"),
-            dir: format!("/{}", dir.trim_matches('/')),
+            dir,
             timeout: Duration::from_secs(opts.timeout_secs.unwrap_or(20).max(1)),
             min_age: Duration::from_secs(opts.min_age_secs.unwrap_or(60)),
             idle: Mutex::new(Vec::new()),

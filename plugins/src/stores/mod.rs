@@ -27,6 +27,37 @@ pub(crate) fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// A server store's URL, `scheme://user@host[:port]/folder`, read: user, host, port (or
+/// `default_port`), and the folder as an absolute path. A password in the URL is refused
+/// (`where_secret` says where it goes instead).
+pub(crate) fn server_url(
+    url: &str,
+    scheme: &str,
+    default_port: u16,
+    where_secret: &str,
+) -> Result<(String, String, u16, String), ConfigError> {
+    let bad = || {
+        ConfigError::at(
+            "url",
+            format!("`{url}`: write `{scheme}://user@host:port/folder` (the port defaults to {default_port})"),
+        )
+    };
+    let rest = url.strip_prefix(&format!("{scheme}://")).ok_or_else(bad)?;
+    let (authority, dir) = rest.split_once('/').unwrap_or((rest, ""));
+    let (user, hostport) = authority.rsplit_once('@').ok_or_else(bad)?;
+    if user.contains(':') {
+        return Err(ConfigError::at("url", format!("put no password in a {scheme}:// URL: {where_secret}")));
+    }
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+        None => (hostport, default_port),
+    };
+    if user.is_empty() || host.is_empty() {
+        return Err(bad());
+    }
+    Ok((user.to_string(), host.to_string(), port, format!("/{}", dir.trim_matches('/'))))
+}
+
 /// One URL scheme: the name of its settings table and how it opens a store.
 trait Scheme: Send + Sync {
     fn name(&self) -> &'static str;

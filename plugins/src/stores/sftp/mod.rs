@@ -103,22 +103,7 @@ fn modified_of(o: &ObjectInfo) -> Option<chrono::DateTime<chrono::Utc>> {
 
 impl SftpStore {
     pub fn open(url: &str, opts: SftpOptions) -> Result<Self, ConfigError> {
-        let bad = || {
-            ConfigError::at("url", format!("`{url}`: write `sftp://user@host:port/folder` (the port defaults to 22)"))
-        };
-        let rest = url.strip_prefix("sftp://").ok_or_else(bad)?;
-        let (authority, dir) = rest.split_once('/').unwrap_or((rest, ""));
-        let (user, hostport) = authority.rsplit_once('@').ok_or_else(bad)?;
-        if user.contains(':') {
-            return Err(ConfigError::at("url", "put no password in an sftp:// URL: dqpipe authenticates with a key"));
-        }
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
-            None => (hostport, 22),
-        };
-        if user.is_empty() || host.is_empty() {
-            return Err(bad());
-        }
+        let (user, host, port, dir) = super::server_url(url, "sftp", 22, "dqpipe authenticates with a key")?;
         let key_path = non_empty(&opts.private_key_path)
             .ok_or_else(|| ConfigError::at("sftp.private_key_path", "an sftp:// store needs a private key file"))?;
         let known_hosts = match (non_empty(&opts.known_hosts_path), opts.insecure_accept_any_host_key) {
@@ -132,10 +117,10 @@ impl SftpStore {
         };
         Ok(Self {
             url: url.to_string(),
-            user: user.to_string(),
-            host: host.to_string(),
+            user,
+            host,
             port,
-            dir: format!("/{}", dir.trim_matches('/')),
+            dir,
             key_path: key_path.to_string(),
             passphrase: non_empty(&opts.private_key_passphrase).map(String::from),
             known_hosts,
