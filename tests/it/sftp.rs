@@ -106,6 +106,46 @@ fn files_are_delivered_twice_then_deleted_and_problems_set_aside() {
     assert!(hook.received().iter().any(|m| m["text"].as_str().unwrap_or("").contains("Pulling zero files!")));
 }
 
+/// Issue 27.6f: a file sent again under its name, size and modification time, with other
+/// bytes, is delivered before it is deleted (SFTP gives no checksum: the done marker's
+/// size and time cannot tell it from the file delivered before).
+#[test]
+fn a_file_sent_again_under_its_name_size_and_time_is_delivered_before_it_is_deleted() {
+    let s3 = S3Server::start(&["dq-bucket", "secure", "ops"]);
+    let sshd = Sshd::start();
+    let scanner = FakeClamd::start(Scanner::Hook(Arc::new(|| {})));
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples");
+    dqpipe(dir.path()).args(["samples", "--out", &samples.to_string_lossy(), "--count", "3"]).output().unwrap();
+    let name = files_under(&samples).remove(0);
+    let landed = sshd.landing().join(&name);
+    let send = |bytes: &[u8]| {
+        std::fs::write(&landed, bytes).unwrap();
+        let touched = Command::new("touch").args(["-d", "@1700000000"]).arg(&landed).status().unwrap();
+        assert!(touched.success());
+    };
+    let first = std::fs::read(samples.join(&name)).unwrap();
+    send(&first);
+    settle_files(&sshd.landing());
+    let run = || ingest(dir.path(), &sshd, &s3.endpoint(), &scanner.address, "id_ed25519").output().unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let delivered = s3.bucket_dir("dq-bucket").join("nats").join(today()).join(&name);
+    assert_eq!(std::fs::read(&delivered).unwrap(), first);
+    assert!(files_under(&sshd.landing()).is_empty());
+
+    // The same name, size and time; one digit changed.
+    let mut second = first.clone();
+    let at = second.iter().position(u8::is_ascii_digit).unwrap();
+    second[at] = if second[at] == b'1' { b'2' } else { b'1' };
+    send(&second);
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(files_under(&sshd.landing()).is_empty());
+    assert_eq!(std::fs::read(&delivered).unwrap(), second, "the file sent again was deleted without being delivered");
+    assert_eq!(std::fs::read(s3.bucket_dir("secure").join("nats").join(&name)).unwrap(), second);
+}
+
 #[test]
 fn a_file_whose_delivery_failed_stays_on_the_server() {
     use std::sync::atomic::{AtomicBool, Ordering};

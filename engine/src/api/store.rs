@@ -127,6 +127,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether a listed object's ETag changes whenever its content does (S3's does; the
+    /// modification time and size that stand for one on folders, SFTP and FTP do not: a
+    /// file sent again under its name, size and time holds other bytes). False by default.
+    fn etag_follows_content(&self) -> bool {
+        false
+    }
+
     /// Lists objects whose key starts with `prefix`, page by page as the store gives them,
     /// in key order where the store has one, starting after `start_after` when given.
     fn list<'a>(

@@ -76,6 +76,14 @@ impl List {
             return Selection::Ignored;
         }
         if !ctx.reprocess && done.contains(&done_id(o)) {
+            // A moving list deletes what it delivered, so a done object still here is one
+            // whose delete failed, or a new file sent under the same name. Only an ETag that
+            // follows the content tells them apart; where the version is a file's size and
+            // time (folders, SFTP, FTP) it is delivered again, to the same keys, and then
+            // deleted: a second read costs less than deleting a file nobody received.
+            if self.cfg.delete_after_success && !self.store.etag_follows_content() {
+                return Selection::Take;
+            }
             return Selection::Done;
         }
         Selection::Take

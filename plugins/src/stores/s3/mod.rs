@@ -191,6 +191,9 @@ impl Store for S3Store {
     fn lists_in_key_order(&self) -> bool {
         true
     }
+    fn etag_follows_content(&self) -> bool {
+        true
+    }
     fn display_url(&self) -> String {
         self.url.clone()
     }
