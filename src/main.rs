@@ -18,6 +18,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::exit::Exit;
 
+/// The system allocator, counting what each jq program allocates so that `map`, `filter`
+/// and `route` hold `memory_limit_mb` (see `dqpipe_plugins::map::budget`).
+#[global_allocator]
+static ALLOC: dqpipe_plugins::map::budget::Budgeted = dqpipe_plugins::map::budget::Budgeted;
+
 #[derive(Parser)]
 #[command(name = "dqpipe", version, about = "A declarative data-pipeline engine", long_about = None)]
 pub(crate) struct Cli {

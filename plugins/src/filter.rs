@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::map::{compile, jq::Program};
-use crate::parse::{parse_body_within, run_within};
+use crate::parse::{parse_body_within, run_bounded, Limits};
 
 /// What a `filter`'s predicate reads as `.`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -64,6 +64,11 @@ pub struct FilterConfig {
     #[serde(default = "crate::parse::default_time_limit")]
     #[schemars(range(min = 1, max = 86400))]
     pub time_limit_secs: u64,
+    /// The most a predicate may allocate on one item, in MiB; past it the item goes to
+    /// `failed`. A node holds at most its concurrency times this.
+    #[serde(default = "crate::parse::default_memory_limit")]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub memory_limit_mb: u64,
 }
 
 const PORTS: &[PortDecl] = &[
@@ -101,22 +106,21 @@ struct Filter {
 }
 
 /// What `filter` and `route` decide with: `decide(.`, `$meta)` on a blocking thread within
-/// `limit_secs`, `.` being the parsed document or the metadata (`reads`); the port it names,
+/// `limits`, `.` being the parsed document or the metadata (`reads`); the port it names,
 /// or why there is none.
 pub(crate) async fn decide(
     item: &Item,
     reads: Reads,
     kind: &str,
     max_bytes: u64,
-    limit_secs: u64,
+    limits: Limits,
     decide: impl FnOnce(&Value, &Value) -> Result<&'static str, String> + Send + 'static,
 ) -> Result<Result<&'static str, String>, ItemError> {
     let meta = Value::Object(item.meta.clone());
-    let limit = std::time::Duration::from_secs(limit_secs);
     Ok(match reads {
-        Reads::Metadata => run_within(limit, move || decide(&meta, &meta)).await,
+        Reads::Metadata => run_bounded(limits, move || decide(&meta, &meta)).await,
         Reads::Document => {
-            parse_body_within(item, kind, max_bytes, limit, move |bytes| {
+            parse_body_within(item, kind, max_bytes, limits, move |bytes| {
                 let doc: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))?;
                 decide(&doc, &meta)
             })
@@ -141,7 +145,8 @@ pub(crate) async fn send(mut item: Item, out: &Emitter, port: Result<&'static st
 impl Processor for Filter {
     async fn process(&self, item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let predicate = self.predicate.clone();
-        let (reads, max, limit) = (self.cfg.reads, self.cfg.max_bytes, self.cfg.time_limit_secs);
+        let (reads, max) = (self.cfg.reads, self.cfg.max_bytes);
+        let limit = Limits::new(self.cfg.time_limit_secs, self.cfg.memory_limit_mb);
         let port = decide(&item, reads, "filter", max, limit, move |doc, meta| {
             predicate.holds(doc, meta).map(|kept| if kept { "out" } else { "dropped" })
         })

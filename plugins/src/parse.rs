@@ -6,6 +6,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::{Context, Emitter, Item, ItemError, Problem, Processor};
 
+pub(crate) use crate::map::budget::{default_memory_limit, run_bounded, Limits};
+
 /// `work`'s result on the item's bytes, or why they could not be parsed (the reason for
 /// the kind's `failed` port). An item without bytes is an error of the pipeline's wiring.
 pub(crate) async fn parse_body<T: Send + 'static>(
@@ -26,36 +28,24 @@ pub(crate) async fn parse_body<T: Send + 'static>(
     })
 }
 
-/// As [`parse_body`], giving up on `work` after `limit`: a jq program that never ends
-/// (`def f: f; f`, `last(range(infinite))`) fails its item for good with the reason, and
-/// the run goes on. jaq cannot be interrupted, so the abandoned thread keeps a core busy
-/// until the process exits (which it then does without waiting for it).
+/// As [`parse_body`], within `limits` of time and memory: a jq program that never ends
+/// (`def f: f; f`, `last(range(infinite))`) or builds without end (`[range(1e9)]`) fails
+/// its item for good with the reason, and the run goes on (see [`crate::map::budget`]).
 pub(crate) async fn parse_body_within<T: Send + 'static>(
     item: &Item,
     kind: &str,
     max_bytes: u64,
-    limit: std::time::Duration,
+    limits: Limits,
     work: impl FnOnce(Bytes) -> Result<T, String> + Send + 'static,
 ) -> Result<Result<T, String>, ItemError> {
-    match tokio::time::timeout(limit, parse_body(item, kind, max_bytes, work)).await {
-        Ok(result) => result,
-        Err(_) => Ok(Err(over_time(limit))),
-    }
-}
-
-/// `work` (a program on an item's metadata) on a blocking thread, given up after `limit`.
-pub(crate) async fn run_within<T: Send + 'static>(
-    limit: std::time::Duration,
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
-        Ok(done) => done.unwrap_or_else(|_| Err("internal error: the program panicked".into())),
-        Err(_) => Err(over_time(limit)),
-    }
-}
-
-fn over_time(limit: std::time::Duration) -> String {
-    format!("the program ran past time_limit_secs ({} s) on this item and was given up", limit.as_secs())
+    let body = item
+        .body
+        .clone()
+        .ok_or_else(|| ItemError::new(format!("the item has no bytes: {kind} needs a fetch upstream")))?;
+    Ok(match body.to_bytes(max_bytes).await {
+        Err(e) => Err(format!("not parsed: {e}")),
+        Ok(bytes) => run_bounded(limits, move || work(bytes)).await,
+    })
 }
 
 /// The default `time_limit_secs` of the kinds that run jq programs: 10 s, a thousand times

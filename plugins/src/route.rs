@@ -57,6 +57,11 @@ pub struct RouteConfig {
     #[serde(default = "crate::parse::default_time_limit")]
     #[schemars(range(min = 1, max = 86400))]
     pub time_limit_secs: u64,
+    /// The most a predicate may allocate on one item, in MiB; past it the item goes to
+    /// `failed`. A node holds at most its concurrency times this.
+    #[serde(default = "crate::parse::default_memory_limit")]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub memory_limit_mb: u64,
 }
 
 const PORTS: &[PortDecl] = &[
@@ -161,7 +166,8 @@ fn choose(routes: &[(&'static str, Program)], doc: &Value, meta: &Value) -> Resu
 impl Processor for Route {
     async fn process(&self, item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let routes = self.routes.clone();
-        let (reads, max, limit) = (self.cfg.reads, self.cfg.max_bytes, self.cfg.time_limit_secs);
+        let (reads, max) = (self.cfg.reads, self.cfg.max_bytes);
+        let limit = crate::parse::Limits::new(self.cfg.time_limit_secs, self.cfg.memory_limit_mb);
         let port = decide(&item, reads, "route", max, limit, move |doc, meta| choose(&routes, doc, meta)).await?;
         send(item, out, port).await
     }

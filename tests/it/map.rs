@@ -162,7 +162,7 @@ fn dqpipe_map_tries_a_program_on_a_file() {
 }
 
 /// Issue 27.4: a jq program that never ends on one item fails that item for good once it
-/// is over `time_limit_secs`, and the run goes on and ends; after SIGTERM the process
+/// is over `time_limit_secs` (or builds past `memory_limit_mb`), and the run goes on and ends; after SIGTERM the process
 /// exits within the grace period whatever a program is doing.
 #[test]
 fn a_runaway_program_fails_its_item_and_sigterm_always_ends_the_run() {
@@ -196,6 +196,18 @@ fn a_runaway_program_fails_its_item_and_sigterm_always_ends_the_run() {
     let reason = read_json(&dir.path().join("dead/2.json.error.json"));
     assert!(reason["reason"].as_str().unwrap().contains("time_limit_secs (1 s)"), "{reason}");
 
+    // A program that builds without end ([range(1e9)]: 16 GB of values) is given up at
+    // memory_limit_mb, its item failed with the reason, and the run goes on.
+    let _ = std::fs::remove_dir_all(dir.path().join("out"));
+    let big = spec("if .n == 2 then [range(1e9)] | length else . end", 3600)
+        .replace("time_limit_secs: 3600", "time_limit_secs: 3600\n    memory_limit_mb: 64");
+    std::fs::write(dir.path().join("big.yaml"), big).unwrap();
+    let out = dqpipe(dir.path()).args(["run", "big.yaml", "--progress", "off"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(files_under(&dir.path().join("out")), ["0.json", "1.json", "3.json", "4.json"]);
+    let reason = read_json(&dir.path().join("dead/2.json.error.json"));
+    assert!(reason["reason"].as_str().unwrap().contains("memory_limit_mb (64 MiB)"), "{reason}");
+
     // A program that runs on past SIGTERM (its limit an hour): the run stops, writes its
     // report and the process exits, with the item left for a rerun.
     let _ = std::fs::remove_dir_all(dir.path().join("out"));
@@ -213,9 +225,12 @@ fn a_runaway_program_fails_its_item_and_sigterm_always_ends_the_run() {
     let out = wait(child, 30);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let report = read_json(&dir.path().join("r2.json"));
-    // The item the program holds is not complete: left for a rerun. (Whether it is also
-    // listed as failed depends on the abandoned task ending before the report is made.)
+    // The item the program holds is not complete: left for a rerun, and the report names it.
     let items = &report["items"];
     assert_eq!((items["from_sources"].as_u64(), items["complete"].as_u64()), (Some(5), Some(4)), "{report}");
     assert_eq!(report["outcome"], "incomplete", "{report}");
+    let failures = report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{report}");
+    assert!(failures[0]["key"].as_str().unwrap().ends_with("2.json"), "{report}");
+    assert!(failures[0]["reason"].as_str().unwrap().contains("abandoned at shutdown"), "{report}");
 }

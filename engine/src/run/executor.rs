@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
 use crate::api::body::Spool;
@@ -94,7 +94,7 @@ fn spawn_nodes(
     stats: &Arc<LiveStats>,
     concurrency: &[usize],
     halt: &Arc<Halt>,
-) -> JoinSet<Option<SourceError>> {
+) -> Tasks {
     let spool =
         Spool { threshold: p.defaults.spool_threshold_bytes, dir: p.defaults.spool_dir.as_ref().map(Into::into) };
     let budget = byte_budget(p);
@@ -105,7 +105,7 @@ fn spawn_nodes(
         senders.insert(&n.spec.name, tx);
         receivers.insert(&n.spec.name, rx);
     }
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks { set: JoinSet::new(), sources: Vec::new(), abandon: watch::channel(false).0 };
     let run_id: Arc<str> = opts.run_id.as_str().into();
     for (i, n) in p.nodes.iter().enumerate() {
         let ports = n
@@ -138,7 +138,8 @@ fn spawn_nodes(
             Built::Source(source) => {
                 let ctx = SourceContext { stop: opts.stop.clone(), reprocess: opts.reprocess, shard: opts.shard };
                 let listed = stats.nodes[i].clone();
-                tasks.spawn(run_source(source.clone(), out, cx, ctx, listed).in_current_span());
+                let task = run_source(source.clone(), out, cx, ctx, listed).in_current_span();
+                tasks.sources.push(tasks.set.spawn(task));
             }
             Built::Processor(node) => {
                 let Some(rx) = receivers.remove(n.spec.name.as_str()) else { continue };
@@ -151,14 +152,23 @@ fn spawn_nodes(
                     stats: stats.nodes[i].clone(),
                     halt: halt.clone(),
                     mode: opts.mode,
+                    abandon: tasks.abandon.subscribe(),
                 };
-                tasks.spawn(task.run().in_current_span());
+                tasks.set.spawn(task.run().in_current_span());
             }
         }
     }
     // Only the Emitter (held by the tasks) keep senders now: channels close as upstream
     // nodes finish, and the run drains from sources to sinks.
     tasks
+}
+
+/// The nodes' tasks: the sources' to abort when the grace period is over, and the signal
+/// that tells processing nodes to abandon their items.
+struct Tasks {
+    set: JoinSet<Option<SourceError>>,
+    sources: Vec<AbortHandle>,
+    abandon: watch::Sender<bool>,
 }
 
 /// A source's task: lists and emits until done or stopped. A panic is a source error.
@@ -199,14 +209,39 @@ struct ProcessorTask {
     stats: Arc<NodeStats>,
     halt: Arc<Halt>,
     mode: Mode,
+    /// Set when the grace period is over: the items in flight are abandoned.
+    abandon: watch::Receiver<bool>,
 }
 
 impl ProcessorTask {
     /// Takes an item whenever one of the node's `concurrency` permits is free, and works
-    /// on each in its own tokio task; ends once its inputs closed and its items are done.
+    /// on each in its own tokio task; ends once its inputs closed and its items are done,
+    /// or once told to abandon them: then each item's task is aborted and awaited, so
+    /// every abandoned object is recorded failed before the report is made.
     async fn run(mut self) -> Option<SourceError> {
-        let mode = self.mode;
         let mut running = JoinSet::new();
+        let mut abandon = self.abandon.clone();
+        let abandoned = {
+            let work = async {
+                self.take_items(&mut running).await;
+                while running.join_next().await.is_some() {}
+            };
+            tokio::select! {
+                () = work => false,
+                _ = abandon.wait_for(|a| *a) => true,
+            }
+        };
+        if abandoned {
+            running.abort_all();
+            self.rx.close();
+            while self.rx.try_recv().is_ok() {}
+            while running.join_next().await.is_some() {}
+        }
+        None
+    }
+
+    async fn take_items(&mut self, running: &mut JoinSet<()>) {
+        let mode = self.mode;
         loop {
             let Ok(permit) = self.limit.clone().acquire_owned().await else { break };
             let Some(item) = self.rx.recv().await else { break };
@@ -226,8 +261,6 @@ impl ProcessorTask {
             );
             while running.try_join_next().is_some() {}
         }
-        while running.join_next().await.is_some() {}
-        None
     }
 }
 
@@ -270,9 +303,10 @@ async fn process_one(
 }
 
 /// Waits for every task to end. Once stopped, items in flight get the grace period; then
-/// the rest is abandoned: tasks are aborted and their items dropped unacknowledged (writes
-/// are all-or-nothing, so nothing partial is left visible).
-async fn drain(mut tasks: JoinSet<Option<SourceError>>, opts: &RunOptions, tracker: &Tracker) -> Vec<SourceError> {
+/// the rest is abandoned: sources are aborted, processing nodes abort their items' tasks
+/// and wait for them, so each abandoned object is recorded failed (a rerun processes it)
+/// before the report (writes are all-or-nothing, so nothing partial is left visible).
+async fn drain(mut tasks: Tasks, opts: &RunOptions, tracker: &Tracker) -> Vec<SourceError> {
     let mut source_errors = Vec::new();
     let mut grace_over = std::pin::pin!(async {
         opts.stop.stopped().await;
@@ -285,7 +319,7 @@ async fn drain(mut tasks: JoinSet<Option<SourceError>>, opts: &RunOptions, track
     let mut abandoned = false;
     loop {
         tokio::select! {
-            r = tasks.join_next() => match r {
+            r = tasks.set.join_next() => match r {
                 None => break,
                 Some(Ok(Some(e))) => source_errors.push(e),
                 Some(_) => {}
@@ -293,7 +327,8 @@ async fn drain(mut tasks: JoinSet<Option<SourceError>>, opts: &RunOptions, track
             () = &mut grace_over, if !abandoned => {
                 tracing::warn!("grace period over: abandoning the items still in flight");
                 tracker.abandoning.store(true, Ordering::SeqCst);
-                tasks.abort_all();
+                tasks.sources.iter().for_each(AbortHandle::abort);
+                let _ = tasks.abandon.send(true);
                 abandoned = true;
             }
         }

@@ -264,7 +264,8 @@ impl RunReport {
         }
         for f in self.failures.iter().take(shown) {
             let what = if f.permanent { "refused" } else { "unprocessed" };
-            let _ = writeln!(s, "  {what}: {} at `{}`: {}", f.key.escape_debug(), f.node, f.reason.escape_debug());
+            let at = if f.node.is_empty() { String::new() } else { format!(" at `{}`", f.node) };
+            let _ = writeln!(s, "  {what}: {}{at}: {}", f.key.escape_debug(), f.reason.escape_debug());
         }
         if self.failures.len() > shown {
             let _ = writeln!(s, "  ... and {} more (see --report)", self.failures.len() - shown);

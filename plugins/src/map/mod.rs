@@ -20,6 +20,7 @@
 //! jq (with jaq, a pure-Rust jq) rather than VRL: the people who edit specs know jq from
 //! the shell, and a program can be tried with `dqpipe map` or `jq` itself.
 
+pub mod budget;
 pub mod jq;
 
 use std::sync::Arc;
@@ -61,6 +62,11 @@ pub struct MapConfig {
     #[serde(default = "crate::parse::default_time_limit")]
     #[schemars(range(min = 1, max = 86400))]
     pub time_limit_secs: u64,
+    /// The most the program may allocate on one item, in MiB; past it the item goes to
+    /// `failed`. A node holds at most its concurrency times this.
+    #[serde(default = "crate::parse::default_memory_limit")]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub memory_limit_mb: u64,
 }
 
 /// What a `map` does with an item its program gives no value for.
@@ -156,7 +162,7 @@ impl Processor for Map {
     async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let meta = Value::Object(item.meta.clone());
         let (program, fields) = (self.program.clone(), self.fields.clone());
-        let limit = std::time::Duration::from_secs(self.cfg.time_limit_secs);
+        let limit = crate::parse::Limits::new(self.cfg.time_limit_secs, self.cfg.memory_limit_mb);
         let result = parse_body_within(&item, "map", self.cfg.max_bytes, limit, move |bytes| {
             apply(&program, &fields, &bytes, &meta)
         })
