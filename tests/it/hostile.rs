@@ -226,8 +226,8 @@ fn no_secret_in_any_log_plan_report_or_error() {
 
 /// Issue 27.3: local stores read and write only beneath their root, whatever links they
 /// hold: a symlinked partition folder inside the destination is not written through, a
-/// prefix naming a symlinked folder inside the source is not listed, and links met in a
-/// listing are said, not skipped in silence.
+/// prefix naming a symlinked folder inside the source is not listed, and links, sockets
+/// and names that are not UTF-8 met in a listing are named, not skipped in silence.
 #[test]
 fn local_stores_do_not_follow_links_out_of_their_root() {
     let dir = tempfile::tempdir().unwrap();
@@ -240,6 +240,10 @@ fn local_stores_do_not_follow_links_out_of_their_root() {
     // The destination's `part` folder and a source entry both lead outside.
     std::os::unix::fs::symlink(&elsewhere, dst.join("part")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, src.join("linked")).unwrap();
+    // A socket and a name that is not UTF-8 in the source: not objects either.
+    let _socket = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::write(src.join(std::ffi::OsStr::from_bytes(b"bad\xff.json")), "{}").unwrap();
     let spec = copy_spec(dir.path(), "part/{{ name }}");
     let ran = TestRun::new(dir.path(), &spec)
         .env("SRC_URL", &format!("file://{}", src.display()))
@@ -247,10 +251,24 @@ fn local_stores_do_not_follow_links_out_of_their_root() {
         .run();
     assert_eq!(ran.code(), Some(3), "the write through the link is refused: {}", ran.stderr());
     assert!(ran.stderr().contains("leads out of the store through a link"), "{}", ran.stderr());
-    assert!(
-        ran.stderr().contains("skipping an entry that is not a file"),
-        "the link in the listing is said: {}",
-        ran.stderr()
+    // Each entry that is not a file is named, in the log, the summary and the report.
+    assert!(ran.stderr().contains("not listed: a symbolic link"), "{}", ran.stderr());
+    let summary = ran.stderr();
+    assert!(summary.contains("Not listed by `list`: 3 entries that are not files:"), "{summary}");
+    assert!(summary.contains("  linked (a symbolic link)"), "{summary}");
+    let named: Vec<(String, String)> = ran.report["not_listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["path"].as_str().unwrap().to_string(), e["why"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("bad\u{fffd}.json".to_string(), "a name that is not UTF-8".to_string()),
+            ("linked".to_string(), "a symbolic link".to_string()),
+            ("sock".to_string(), "not a file (a socket, a pipe, a device)".to_string()),
+        ]
     );
     assert_eq!(files_under(&elsewhere), ["secret.json"], "nothing written outside the destination");
 

@@ -34,6 +34,15 @@ pub struct UnmetExpectation {
     pub reason: String,
 }
 
+/// An entry a source's listing met that is not an object it can give (a link, a socket,
+/// a name that is not UTF-8): not processed, and named rather than skipped in silence.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotListed {
+    pub node: String,
+    pub path: String,
+    pub why: String,
+}
+
 /// Objects that failed at one node for one reason.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cause {

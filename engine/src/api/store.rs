@@ -134,6 +134,12 @@ pub trait Store: Send + Sync + fmt::Debug {
         false
     }
 
+    /// The entries listings met that are not objects (links, sockets, names that are not
+    /// UTF-8), as (path, why), taken once: a source reports them with its listing.
+    fn take_not_listed(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Lists objects whose key starts with `prefix`, page by page as the store gives them,
     /// in key order where the store has one, starting after `start_after` when given.
     fn list<'a>(

@@ -78,6 +78,7 @@ pub(crate) async fn report(
         problem_objects,
         source_errors: ended.source_errors,
         expectations,
+        not_listed: tracker.not_listed(),
         interrupted,
         halted: ended.halted,
         shard: opts.shard,

@@ -172,6 +172,16 @@ impl Emitter {
         });
     }
 
+    /// Reports entries the listing met that are not objects (see [`Store::take_not_listed`]):
+    /// named in the summary and the report; they change no outcome.
+    ///
+    /// [`Store::take_not_listed`]: crate::api::store::Store::take_not_listed
+    pub fn not_listed(&self, entries: Vec<(String, String)>) {
+        for (path, why) in entries {
+            self.tracker.record_not_listed(crate::api::outcome::NotListed { node: self.node.clone(), path, why });
+        }
+    }
+
     /// Counts an object a source skipped because an earlier run finished it.
     pub fn skipped_done(&self, listed: &ObjectInfo) {
         self.tracker.skipped_done.fetch_add(1, Ordering::Relaxed);

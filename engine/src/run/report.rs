@@ -4,7 +4,7 @@
 use indexmap::IndexMap;
 use serde::Serialize;
 
-pub use crate::api::outcome::{Cause, Outcome, UnmetExpectation};
+pub use crate::api::outcome::{Cause, NotListed, Outcome, UnmetExpectation};
 use crate::api::{ItemFailure, ProblemObject};
 
 /// The version of the report's format, [`RunReport::format_version`].
@@ -43,6 +43,10 @@ pub struct RunReport {
     /// What a source expected of its listing and did not find (`list`'s `expect`: nothing
     /// new for too long, too few objects): a problem (exit 3), and a cause.
     pub expectations: Vec<UnmetExpectation>,
+    /// Entries listings met that are not objects (links, which could lead out of a
+    /// folder store, sockets, names that are not UTF-8), with the path and why: not
+    /// processed, and no change to the outcome.
+    pub not_listed: Vec<NotListed>,
     /// Set when the run was asked to stop (SIGTERM, Ctrl-C).
     pub interrupted: bool,
     /// Set when the run stopped itself: a node failed every object for a while (a
@@ -85,6 +89,7 @@ impl RunReport {
             problem_objects: Vec::new(),
             source_errors: Vec::new(),
             expectations: Vec::new(),
+            not_listed: Vec::new(),
             interrupted: true,
             halted: None,
             shard,
@@ -252,6 +257,16 @@ impl RunReport {
         }
         for e in &self.expectations {
             let _ = writeln!(s, "Expectation of `{}` not met: {}", e.node, e.reason);
+        }
+        if let Some(first) = self.not_listed.first() {
+            let _ =
+                writeln!(s, "Not listed by `{}`: {} entries that are not files:", first.node, self.not_listed.len());
+            for e in self.not_listed.iter().take(5) {
+                let _ = writeln!(s, "  {} ({})", e.path.escape_debug(), e.why);
+            }
+            if self.not_listed.len() > 5 {
+                let _ = writeln!(s, "  ... and {} more (see --report)", self.not_listed.len() - 5);
+            }
         }
         // Many failures are read by cause; a few, object by object.
         let shown = if self.failures.len() > 20 { 5 } else { 20 };

@@ -31,6 +31,8 @@ pub struct Tracker {
     problems: Mutex<Vec<crate::api::item::ProblemObject>>,
     /// Expectations a source checked and found unmet (a feed with nothing new): node, reason.
     expectations: Mutex<Vec<crate::api::outcome::UnmetExpectation>>,
+    /// Entries listings met that are not objects (links, sockets, names not UTF-8).
+    not_listed: Mutex<Vec<crate::api::outcome::NotListed>>,
     pub(crate) finished_tx: Mutex<Option<mpsc::UnboundedSender<Finished>>>,
     /// Set in plans: objects skipped as done are reported one by one too.
     pub(crate) planning: std::sync::atomic::AtomicBool,
@@ -97,6 +99,14 @@ impl Tracker {
         if let Ok(mut v) = self.expectations.lock() {
             v.push(e);
         }
+    }
+    pub(crate) fn record_not_listed(&self, e: crate::api::outcome::NotListed) {
+        if let Ok(mut v) = self.not_listed.lock() {
+            v.push(e);
+        }
+    }
+    pub fn not_listed(&self) -> Vec<crate::api::outcome::NotListed> {
+        self.not_listed.lock().map(|v| v.clone()).unwrap_or_default()
     }
     pub fn expectations(&self) -> Vec<crate::api::outcome::UnmetExpectation> {
         self.expectations.lock().map(|v| v.clone()).unwrap_or_default()

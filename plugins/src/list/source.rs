@@ -283,6 +283,7 @@ impl Source for List {
         let ((), consumed) = tokio::join!(produce, consume);
         consumed?;
         self.judge(out, &seen, whole);
+        out.not_listed(self.store.take_not_listed());
         if count == 0 {
             tracing::warn!(store = %self.store.display_url(), prefix = %self.cfg.prefix, "listed zero objects to process");
         } else {

@@ -49,6 +49,23 @@ pub struct LocalStore {
     swept: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     /// Set once the file system has refused extended attributes (warned once).
     no_xattrs: std::sync::atomic::AtomicBool,
+    /// Entries listings met that are not files, by path (a relisting meets them again).
+    not_listed: NotListed,
+}
+
+type NotListed = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>;
+
+/// At most this many entries that are not files are named (the rest are not kept).
+const NOT_LISTED_KEPT: usize = 1000;
+
+fn not_listed(seen: &NotListed, path: &std::path::Path, root: &std::path::Path, why: &str) {
+    let shown = path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned();
+    tracing::warn!(path = %shown.escape_debug(), "not listed: {why}");
+    if let Ok(mut m) = seen.lock() {
+        if m.len() < NOT_LISTED_KEPT {
+            m.insert(shown, why.to_string());
+        }
+    }
 }
 
 /// The extended attributes that hold a file's [`Origin`], set on the temporary file before
@@ -68,6 +85,7 @@ impl LocalStore {
             fsync: opts.fsync,
             swept: Default::default(),
             no_xattrs: Default::default(),
+            not_listed: Default::default(),
         })
     }
 
@@ -148,6 +166,9 @@ fn io_error(key: &str, what: &str, e: std::io::Error) -> StoreError {
 
 #[async_trait]
 impl Store for LocalStore {
+    fn take_not_listed(&self) -> Vec<(String, String)> {
+        self.not_listed.lock().map(|mut m| std::mem::take(&mut *m).into_iter().collect()).unwrap_or_default()
+    }
     fn display_url(&self) -> String {
         self.url.clone()
     }
@@ -172,6 +193,7 @@ impl Store for LocalStore {
         }
         let root = self.root.clone();
         let prefix = prefix.to_string();
+        let seen = self.not_listed.clone();
 
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<(String, std::fs::Metadata), StoreError>>(256);
         tokio::task::spawn_blocking(move || {
@@ -184,7 +206,7 @@ impl Store for LocalStore {
                         }
                         let Ok(rel) = e.path().strip_prefix(&root) else { continue };
                         let Some(key) = rel.to_str().map(|s| s.replace(std::path::MAIN_SEPARATOR, "/")) else {
-                            tracing::warn!(path = %e.path().display(), "skipping a file whose name is not UTF-8");
+                            not_listed(&seen, e.path(), &root, "a name that is not UTF-8");
                             continue;
                         };
                         if !key.starts_with(&prefix) || start_after.as_deref().is_some_and(|s| key.as_str() <= s) {
@@ -202,7 +224,10 @@ impl Store for LocalStore {
                     // Links (which could lead out of the store), sockets, pipes: not
                     // objects, and said so rather than skipped in silence.
                     Ok(e) => {
-                        tracing::warn!(path = %e.path().display().to_string().escape_debug(), "skipping an entry that is not a file (a link, a socket)");
+                        let t = e.file_type();
+                        let why =
+                            if t.is_symlink() { "a symbolic link" } else { "not a file (a socket, a pipe, a device)" };
+                        not_listed(&seen, e.path(), &root, why);
                         continue;
                     }
                     Err(err)
