@@ -223,6 +223,19 @@ pub struct PortReport {
 }
 
 impl RunReport {
+    /// The entries listings did not list, the first five by path.
+    fn render_not_listed(&self, s: &mut String) {
+        use std::fmt::Write as _;
+        let Some(first) = self.not_listed.first() else { return };
+        let _ = writeln!(s, "Not listed by `{}`: {} entries that are not files:", first.node, self.not_listed.len());
+        for e in self.not_listed.iter().take(5) {
+            let _ = writeln!(s, "  {} ({})", e.path.escape_debug(), e.why);
+        }
+        if self.not_listed.len() > 5 {
+            let _ = writeln!(s, "  ... and {} more (see --report)", self.not_listed.len() - 5);
+        }
+    }
+
     /// The human summary printed at the end of a run.
     pub fn render_text(&self) -> String {
         use std::fmt::Write as _;
@@ -258,16 +271,7 @@ impl RunReport {
         for e in &self.expectations {
             let _ = writeln!(s, "Expectation of `{}` not met: {}", e.node, e.reason);
         }
-        if let Some(first) = self.not_listed.first() {
-            let _ =
-                writeln!(s, "Not listed by `{}`: {} entries that are not files:", first.node, self.not_listed.len());
-            for e in self.not_listed.iter().take(5) {
-                let _ = writeln!(s, "  {} ({})", e.path.escape_debug(), e.why);
-            }
-            if self.not_listed.len() > 5 {
-                let _ = writeln!(s, "  ... and {} more (see --report)", self.not_listed.len() - 5);
-            }
-        }
+        self.render_not_listed(&mut s);
         // Many failures are read by cause; a few, object by object.
         let shown = if self.failures.len() > 20 { 5 } else { 20 };
         if self.failures.len() > 20 {
