@@ -30,6 +30,11 @@ pub struct FetchConfig {
     #[serde(default = "default_decoded_max")]
     #[schemars(range(min = 1, max = 1099511627776u64))]
     pub decoded_max_bytes: u64,
+    /// Also read the scan provenance the object was written with (a HEAD) into the field
+    /// `provenance`: `{engine, database, database_built, scanned_at, verdict, signature}`,
+    /// or null for an object no scan recorded (what a rescan selects on).
+    #[serde(default)]
+    pub read_provenance: bool,
 }
 
 fn default_decoded_max() -> u64 {
@@ -134,6 +139,34 @@ impl Processor for Fetch {
                 .map_err(|e| ItemError::refused(format!("decoding {key:?}: {e}")))?,
         };
         item.body = Some(got);
+        if self.cfg.read_provenance {
+            let read = self.cfg.retry.run(
+                || store.metadata(&key),
+                |e| e.kind == StoreErrorKind::Transient,
+                |e| format!("reading the provenance of {key:?}: {e}"),
+                || cx.retried(1),
+            );
+            let metadata = read.await.map_err(crate::retry::GaveUp::into_item_error)?;
+            item.set("provenance", provenance(&metadata));
+        }
         out.emit("out", item).await.map_err(ItemError::from)
+    }
+}
+
+/// The scan provenance in an object's metadata (`dqpipe-scan-database-built` is
+/// `database_built`, values percent-decoded as `put` encoded them), or null.
+fn provenance(metadata: &[(String, String)]) -> serde_json::Value {
+    let scan: serde_json::Map<String, serde_json::Value> = metadata
+        .iter()
+        .filter_map(|(k, v)| {
+            let field = k.strip_prefix("dqpipe-scan-")?.replace('-', "_");
+            let value = percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
+            Some((field, value.into()))
+        })
+        .collect();
+    if scan.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::Object(scan)
     }
 }

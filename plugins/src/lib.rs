@@ -24,6 +24,7 @@ pub mod retry;
 pub mod route;
 pub mod samples;
 pub mod slack;
+pub mod stamp;
 pub mod stores;
 pub mod testing;
 pub mod unpack;
@@ -51,6 +52,7 @@ pub fn registry() -> Registry {
             kind::<records::RecordsConfig>(),
             kind::<xml_check::XmlCheckConfig>(),
             kind::<delete::DeleteConfig>(),
+            kind::<stamp::StampConfig>(),
         ],
         stores: Arc::new(stores::Opener::new()),
     }

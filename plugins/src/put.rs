@@ -190,7 +190,7 @@ impl Processor for Put {
 /// `s3:PutObjectTagging`); a rescan writes the object again with its new verdict.
 /// Header values are ASCII: anything else (a signature name with control characters)
 /// is percent-encoded.
-fn scan_provenance(item: &Item) -> Vec<(String, String)> {
+pub(crate) fn scan_provenance(item: &Item) -> Vec<(String, String)> {
     let Some(scan) = item.meta.get("scan").and_then(|v| v.as_object()) else { return Vec::new() };
     const NOT_PRINTABLE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
     scan.iter()

@@ -102,11 +102,11 @@ type Sent = (String, String, String, dqpipe_engine::api::Meta);
 
 /// One run in memory; what each object became.
 async fn run(p: &Pipeline, stores: &InMemory) -> Result<Got, String> {
-    // The `put` nodes, and the store each writes to.
+    // The `put` and `stamp` nodes, and the store each writes to.
     let puts: BTreeMap<String, String> = p
         .nodes
         .iter()
-        .filter(|n| n.spec.kind == "put")
+        .filter(|n| n.spec.kind == "put" || n.spec.kind == "stamp")
         .map(|n| {
             let store = n.spec.config.get("store").and_then(Value::as_str).unwrap_or_default();
             (n.spec.name.clone(), store.to_string())

@@ -22,6 +22,7 @@ mod plan;
 mod problems;
 mod records;
 mod reliability;
+mod rescan;
 mod s3;
 mod sftp;
 mod spec_errors;

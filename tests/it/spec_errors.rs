@@ -184,7 +184,8 @@ fn schema_covers_every_kind() {
             "unpack",
             "records",
             "xml_check",
-            "delete"
+            "delete",
+            "stamp"
         ]
     );
     assert_eq!(node["properties"]["kind"]["enum"], serde_json::json!(kinds));

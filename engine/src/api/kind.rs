@@ -289,6 +289,9 @@ pub struct BuildContext<'a> {
     /// The stores this node asked to write to ([`BuildContext::store_that_can`]), for
     /// the trusted-store check.
     pub(crate) writes: std::cell::RefCell<Vec<String>>,
+    /// The stores this node writes back into, at the keys it was listed from
+    /// ([`BuildContext::store_to_rewrite`]): for the trusted-store check only.
+    pub(crate) rewrites: std::cell::RefCell<Vec<String>>,
     /// The templates this node compiled ([`BuildContext::template`]): field, variables.
     pub(crate) templates: std::cell::RefCell<Vec<(String, Vec<String>)>>,
     /// Fields this node sets on a port beyond the port's declared `sets`
@@ -334,6 +337,20 @@ impl BuildContext<'_> {
             Access::Delete => "deleted from",
         };
         Err(ConfigError::at(field, format!("store `{name}` ({}) cannot be {verb}", store.display_url())))
+    }
+
+    /// The store named `name`, to write objects back at the keys they were listed from (a
+    /// rescan's verdict in place): writable, under the trusted-store rule, and listed.
+    pub fn store_to_rewrite(&self, field: &str, name: &str) -> Result<Arc<dyn Store>, ConfigError> {
+        let store = self.store(field, name)?;
+        if !store.can(Access::Write) {
+            return Err(ConfigError::at(
+                field,
+                format!("store `{name}` ({}) cannot be written to", store.display_url()),
+            ));
+        }
+        self.rewrites.borrow_mut().push(name.to_string());
+        Ok(store)
     }
 
     /// Declares that a source lists the keys of `store` under `prefix`: `validate` refuses

@@ -134,6 +134,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         false
     }
 
+    /// The metadata dqpipe wrote with an object (`dqpipe-...` names: its scan provenance,
+    /// `dqpipe-scan-engine` and the rest), as S3 user metadata or a local file's extended
+    /// attributes hold it; empty for an object without any, or a store that keeps none.
+    async fn metadata(&self, _key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// The entries listings met that are not objects (links, sockets, names that are not
     /// UTF-8), as (path, why), taken once: a source reports them with its listing.
     fn take_not_listed(&self) -> Vec<(String, String)> {

@@ -213,6 +213,7 @@ fn build_nodes(
     };
     let declared: Vec<String> = header.stores.keys().cloned().collect();
     let mut writes = std::collections::HashMap::new();
+    let mut rewrites: HashMap<String, Vec<String>> = HashMap::new();
     let mut templates = std::collections::HashMap::new();
     let mut listings = crate::spec::overlap::Listings::new();
     let mut sets: crate::spec::fields::PortFields = HashMap::new();
@@ -236,6 +237,7 @@ fn build_nodes(
             stores,
             declared_stores: &declared,
             writes: Default::default(),
+            rewrites: Default::default(),
             templates: Default::default(),
             sets: Default::default(),
             listed: Default::default(),
@@ -247,6 +249,7 @@ fn build_nodes(
             Ok(built) => {
                 if matches!(built, Built::Processor(_)) {
                     writes.insert(spec.name.clone(), ctx.writes.take());
+                    rewrites.insert(spec.name.clone(), ctx.rewrites.take());
                 }
                 templates.insert(spec.name.clone(), ctx.templates.take());
                 listings.insert(spec.name.clone(), ctx.listed.take());
@@ -268,13 +271,10 @@ fn build_nodes(
     // Whole-graph checks need every node built: a node that failed has its error already.
     if let (Some(dag), true) = (dag, nodes.len() == specs.len()) {
         let clean_ports = nodes.iter().filter_map(|n| Some((n.spec.name.clone(), n.kind.clean_port()?))).collect();
-        let sources: Vec<String> =
+        let sources =
             nodes.iter().filter(|n| matches!(n.built, Built::Source(_))).map(|n| n.spec.name.clone()).collect();
-        let trusted: Vec<String> = stores.iter().filter(|(_, (s, _))| s.trusted).map(|(n, _)| n.clone()).collect();
-        crate::spec::trust::check_trusted_writes(dag, specs, &trusted, &writes, &clean_ports, &sources, errors);
-        crate::spec::fields::check_templates(dag, specs, &templates, &sets, errors);
-        let by_name = stores.iter().map(|(n, (s, _))| (n.clone(), s)).collect();
-        crate::spec::overlap::check_writes_outside_listings(specs, &by_name, &writes, &listings, errors);
+        let found = crate::spec::graph::Found { writes, rewrites, templates, listings, sets, clean_ports, sources };
+        crate::spec::graph::check(dag, specs, stores, &found, errors);
     }
     nodes
 }

@@ -19,6 +19,7 @@
 pub mod dag;
 pub mod errors;
 pub(crate) mod fields;
+pub(crate) mod graph;
 pub(crate) mod hints;
 pub mod interpolate;
 pub mod load;

@@ -294,6 +294,15 @@ impl Store for LocalStore {
         }
     }
 
+    async fn metadata(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let path = self.path_of(key)?;
+        let read = tokio::task::spawn_blocking(move || write::dqpipe_attributes(&path));
+        match read.await {
+            Ok(r) => r.map_err(|e| io_error(key, "reading the metadata of", e)),
+            Err(e) => Err(StoreError::new(StoreErrorKind::Other, format!("reading the metadata of {key:?}: {e}"))),
+        }
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let path = self.path_of(key)?;
         match tokio::fs::metadata(&path).await {

@@ -185,3 +185,26 @@ impl LocalStore {
 pub(super) fn unsupported(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(95) // EOPNOTSUPP
 }
+
+/// The `user.dqpipe.*` extended attributes of `path` other than its origin, by the names
+/// `put` wrote them under (`user.dqpipe.scan-engine` is `dqpipe-scan-engine`). A file
+/// system without extended attributes, or a file gone, has none.
+pub(super) fn dqpipe_attributes(path: &std::path::Path) -> std::io::Result<Vec<(String, String)>> {
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || unsupported(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for name in names {
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("user.dqpipe.")) else { continue };
+        if name == XATTR_SOURCE_KEY || name == XATTR_RUN {
+            continue;
+        }
+        if let Some(value) = xattr::get(path, &name)? {
+            found.push((format!("dqpipe-{rest}"), String::from_utf8_lossy(&value).into_owned()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}

@@ -272,6 +272,28 @@ impl Store for S3Store {
         }
     }
 
+    /// One HEAD: the object's `dqpipe-*` user metadata but its origin.
+    async fn metadata(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let path = self.path(key)?;
+        let opts = GetOptions { head: true, ..Default::default() };
+        match self.client.get_opts(&path, opts).await {
+            Ok(r) => Ok(r
+                .attributes
+                .iter()
+                .filter_map(|(k, v)| match k {
+                    Attribute::Metadata(name)
+                        if name.starts_with("dqpipe-") && name != META_SOURCE_KEY && name != META_RUN =>
+                    {
+                        Some((name.to_string(), v.to_string()))
+                    }
+                    _ => None,
+                })
+                .collect()),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(self.error(&format!("reading the metadata of {key:?}"), e)),
+        }
+    }
+
     /// One DeleteObject. S3 answers 204 for a key that is gone already, which is fine: a
     /// move that was cut after its delete, then rerun, deletes nothing twice. That the
     /// object is still the one listed is checked first by [`Store::delete_listed`] (a
