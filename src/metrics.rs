@@ -95,6 +95,17 @@ pub fn text(r: &RunReport) -> String {
     let retries: Vec<(String, f64)> =
         r.nodes.iter().map(|n| (format!("{{node=\"{}\"}}", label(&n.name)), n.retries as f64)).collect();
     gauge("dqpipe_node_retries", "Retries of transient failures in the last run.", &retries);
+    let figures: Vec<(String, f64)> = r
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.counters
+                .iter()
+                .map(|(name, v)| (format!("{{node=\"{}\",counter=\"{}\"}}", label(&n.name), label(name)), *v as f64))
+        })
+        .collect();
+    let help = "A node's own figures in the last run (a scanner's database_age_seconds, its verdicts by version).";
+    gauge("dqpipe_node_counter", help, &figures);
     gauge("dqpipe_run_duration_seconds", "How long the last run took.", &[(String::new(), r.duration_seconds)]);
     gauge(
         "dqpipe_run_exit_code",

@@ -265,3 +265,49 @@ fn the_alert_rules_pass_promtool_and_the_prometheus_rule_holds_the_same() {
     };
     assert_eq!(read("rules.yml")["groups"], read("prometheusrule.yaml")["spec"]["groups"]);
 }
+
+/// The Grafana dashboard and the alert rules read only metrics a run pushes: a run with a
+/// scan node pushes to Debian's Pushgateway, and every metric name in the dashboard's
+/// queries and the rules' expressions is in the scrape (the scanner's database age too,
+/// an hour old as the fake scanner's VERSION says).
+#[test]
+fn the_dashboard_and_the_rules_read_metrics_a_run_pushes() {
+    let gateway = Pushgateway::start();
+    let scanner = FakeClamd::start_as(Scanner::Blind { detects: usize::MAX }, &clamd_version("1 hour ago"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.json"), b"{}").unwrap();
+    let spec = "version: 1\nname: pushed\nmetrics: { pushgateway: \"${PUSHGATEWAY_URL}\" }\nstores:\n  src: { url: \"file://./in\" }\n  dst: { url: \"file://./out\" }\n  quarantine: { url: \"file://./q\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  scan: { kind: clamav, input: fetch, address: \"${CLAMD_ADDRESS}\" }\n  write: { kind: put, input: scan.clean, store: dst, key: \"{{ key }}\" }\n  quarantine: { kind: put, input: [scan.infected, scan.error], store: quarantine, key: \"{{ key }}\" }\n";
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml")
+        .env("PUSHGATEWAY_URL", &gateway.url())
+        .env("CLAMD_ADDRESS", &scanner.address)
+        .run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    let scraped = gateway.scrape();
+    let age = scraped
+        .lines()
+        .find(|l| l.starts_with("dqpipe_node_counter{") && l.contains("counter=\"database_age_seconds\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no database age in the scrape:\n{scraped}"));
+    assert!(age >= 3600.0, "the database is an hour old: {age}");
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("kube/monitoring/dashboard.json")).unwrap()).unwrap();
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()))
+        .collect();
+    let rules: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(repo().join("kube/monitoring/rules.yml")).unwrap()).unwrap();
+    queries.extend(rules["groups"][0]["rules"].as_array().unwrap().iter().map(|r| r["expr"].as_str().unwrap().into()));
+    assert!(queries.len() >= 8 + 5, "{queries:?}");
+    for q in &queries {
+        let names = q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("dqpipe_"));
+        for name in names {
+            assert!(scraped.contains(&format!("\n{name}{{")), "`{q}` reads {name}, which no run pushes:\n{scraped}");
+        }
+    }
+}

@@ -174,8 +174,18 @@ impl Processor for Clamav {
     }
 
     /// Verdicts per scanner version: `verdicts by ClamAV 1.4.6/27500/2026-12-01T08:21:02Z`.
+    /// Verdicts per scanner version, and `database_age_seconds`: how old the signature
+    /// database was at the run's end (pushed as a metric, for an alert before the refusal
+    /// at `database.max_age_hours`).
     fn counters(&self) -> Vec<(String, u64)> {
-        self.verdicts.lock().map(|v| v.iter().map(|(k, n)| (k.clone(), *n)).collect()).unwrap_or_default()
+        let mut figures: Vec<(String, u64)> =
+            self.verdicts.lock().map(|v| v.iter().map(|(k, n)| (k.clone(), *n)).collect()).unwrap_or_default();
+        let built = self.version.lock().ok().and_then(|v| v.as_ref()?.database.as_ref().map(|d| d.built));
+        if let Some(built) = built {
+            let age = (chrono::Utc::now() - built).num_seconds().max(0);
+            figures.push(("database_age_seconds".into(), age as u64));
+        }
+        figures
     }
 
     /// Never scans: a plan assumes clean and says so.
