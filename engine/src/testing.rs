@@ -1,6 +1,6 @@
 //! Test kinds and an in-memory store, so that the executor is tested in-process (with
 //! tokio's paused time) without a server, a process or a plugin crate. Also the smallest
-//! complete example of what a kind is: a config type, a `NodeKind`, a running part.
+//! complete example of what a kind is: a config type (`KindConfig`), a running part.
 //!
 //! - `numbers` (source): `count` items `k0`, `k1`, ... of `size` bytes (listed size);
 //!   records each acknowledgement in the [`Probe`].
@@ -21,8 +21,8 @@ use serde::Deserialize;
 use crate::api::body::{Body, Spool};
 use crate::api::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
 use crate::api::{
-    parse_config, BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, Meta, NodeError, NodeKind,
-    PortDecl, Processor, Registry, Role, Source, SourceContext, StoreOpener,
+    kind_built_by, BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, Meta, NodeError,
+    PortDecl, Processor, Registry, Role, Source, StoreOpener,
 };
 use crate::spec::StoreSpec;
 
@@ -60,16 +60,27 @@ impl Probe {
     }
 }
 
-/// The test kinds and the `mem://` stores, sharing `probe`.
+/// The test kinds and the `mem://` stores, sharing `probe`: each kind declared by its
+/// config type, as a plugin's are, and built with the probe ([`kind_built_by`]).
 pub fn registry(probe: Arc<Probe>) -> Registry {
+    let (p1, p2, p3) = (probe.clone(), probe.clone(), probe);
     Registry {
         kinds: vec![
-            Arc::new(NumbersKind(probe.clone())),
-            Arc::new(GateKind(probe.clone(), false)),
-            Arc::new(GateKind(probe, true)),
+            kind_built_by::<NumbersConfig>(move |cfg, _| {
+                Ok(Built::Source(Arc::new(Numbers { cfg, probe: p1.clone() })))
+            }),
+            kind_built_by::<GateConfig>(move |cfg, _| Ok(Built::Processor(Arc::new(Gate { cfg, probe: p2.clone() })))),
+            kind_built_by::<ParseGateConfig>(move |ParseGateConfig(cfg), _| {
+                Ok(Built::Processor(Arc::new(Gate { cfg, probe: p3.clone() })))
+            }),
         ],
         stores: Arc::new(MemoryStores),
     }
+}
+
+/// Built only with a probe, by [`registry`].
+fn needs_a_probe(kind: &str) -> ConfigError {
+    ConfigError::at("kind", format!("the test kind `{kind}` is built by testing::registry, with its probe"))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -82,28 +93,16 @@ struct NumbersConfig {
     panic_in_preflight: bool,
 }
 
-struct NumbersKind(Arc<Probe>);
-
 const OUT: &[PortDecl] = &[PortDecl::out("out", "every item").setting(&["key"])];
 
-impl NodeKind for NumbersKind {
-    fn name(&self) -> &'static str {
-        "numbers"
-    }
-    fn summary(&self) -> &'static str {
-        "Test source: `count` items of `size` bytes."
-    }
-    fn role(&self) -> Role {
-        Role::Source
-    }
-    fn ports(&self) -> &'static [PortDecl] {
-        OUT
-    }
-    fn schema(&self) -> schemars::Schema {
-        crate::spec::schema::config_schema::<NumbersConfig>()
-    }
-    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
-        Ok(Built::Source(Arc::new(Numbers { cfg: parse_config(config)?, probe: self.0.clone() })))
+impl KindConfig for NumbersConfig {
+    const NAME: &'static str = "numbers";
+    const SUMMARY: &'static str = "Test source: `count` items of `size` bytes.";
+    const ROLE: Role = Role::Source;
+    const PORTS: &'static [PortDecl] = OUT;
+    const EXAMPLE: &'static str = "list: { kind: numbers, count: 3 }";
+    fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
+        Err(needs_a_probe(Self::NAME))
     }
 }
 
@@ -118,9 +117,9 @@ impl Source for Numbers {
         assert!(!self.cfg.panic_in_preflight, "a preflight check that panics");
         Ok(())
     }
-    async fn run(&self, out: &Emitter, _cx: &Context, ctx: &SourceContext) -> Result<(), NodeError> {
+    async fn run(&self, out: &Emitter, cx: &Context) -> Result<(), NodeError> {
         for i in 0..self.cfg.count {
-            if ctx.stop.is_stopped() {
+            if cx.is_stopped() {
                 break;
             }
             let listed = ObjectInfo { key: format!("k{i}"), size: self.cfg.size, ..ObjectInfo::default() };
@@ -152,42 +151,32 @@ struct GateConfig {
     refuse: Vec<String>,
 }
 
-/// `gate`, and with `true` `parse_gate`: the same, declared as a parse whose output is
-/// twice its input (`reads_whole_body`, `body_growth` 2).
-struct GateKind(Arc<Probe>, bool);
+impl KindConfig for GateConfig {
+    const NAME: &'static str = "gate";
+    const SUMMARY: &'static str = "Test processor: holds, fails or panics on items as told.";
+    const ROLE: Role = Role::Processor;
+    const PORTS: &'static [PortDecl] = OUT;
+    const EXAMPLE: &'static str = "gate: { kind: gate, input: list, hold: true }";
+    fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
+        Err(needs_a_probe(Self::NAME))
+    }
+}
 
-impl NodeKind for GateKind {
-    fn name(&self) -> &'static str {
-        if self.1 {
-            "parse_gate"
-        } else {
-            "gate"
-        }
-    }
-    fn reads_whole_body(&self) -> bool {
-        self.1
-    }
-    fn body_growth(&self) -> u32 {
-        if self.1 {
-            2
-        } else {
-            1
-        }
-    }
-    fn summary(&self) -> &'static str {
-        "Test processor: holds, fails or panics on items as told."
-    }
-    fn role(&self) -> Role {
-        Role::Processor
-    }
-    fn ports(&self) -> &'static [PortDecl] {
-        OUT
-    }
-    fn schema(&self) -> schemars::Schema {
-        crate::spec::schema::config_schema::<GateConfig>()
-    }
-    fn build(&self, _ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
-        Ok(Built::Processor(Arc::new(Gate { cfg: parse_config(config)?, probe: self.0.clone() })))
+/// `parse_gate`: `gate`, declared as a parse whose output is twice its input.
+#[derive(Deserialize, JsonSchema)]
+#[serde(transparent)]
+struct ParseGateConfig(GateConfig);
+
+impl KindConfig for ParseGateConfig {
+    const NAME: &'static str = "parse_gate";
+    const SUMMARY: &'static str = GateConfig::SUMMARY;
+    const ROLE: Role = Role::Processor;
+    const PORTS: &'static [PortDecl] = OUT;
+    const EXAMPLE: &'static str = "gate: { kind: parse_gate, input: list }";
+    const READS_WHOLE_BODY: bool = true;
+    const BODY_GROWTH: u32 = 2;
+    fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
+        Err(needs_a_probe(Self::NAME))
     }
 }
 

@@ -1,6 +1,7 @@
 //! What a node may use while it works, beside the item and where to send it: where large
 //! bodies spool, a counter of retries for the report, whether this is a plan, which run
-//! this is.
+//! this is, and for sources whether to stop listing and which share of the objects is
+//! this process's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,10 @@ pub struct Context {
     pub(crate) planning: bool,
     pub(crate) run_id: Arc<str>,
     pub(crate) reprocess: bool,
+    /// Set to stop listing (SIGTERM, a halt): sources read it.
+    pub(crate) stop: Stop,
+    /// This process's share (`--shard`).
+    pub(crate) shard: Option<crate::api::selection::Shard>,
 }
 
 impl Context {
@@ -44,5 +49,34 @@ impl Context {
     /// wrote, again.
     pub fn reprocess(&self) -> bool {
         self.reprocess
+    }
+    /// Whether the run asked its sources to stop listing (SIGTERM, a halt): a source
+    /// checks it between objects and ends its listing.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_stopped()
+    }
+    /// This process's share of the objects (`--shard`), for a source that splits its work
+    /// itself (an inventory's data files) and offers with
+    /// [`crate::api::Emitter::offer_in_share`].
+    pub fn shard(&self) -> Option<crate::api::selection::Shard> {
+        self.shard
+    }
+}
+
+/// Asks sources to stop listing (SIGTERM, fatal error). A cancellation token, so that
+/// whoever waits (preflight, the drain) wakes at once instead of polling.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(tokio_util::sync::CancellationToken);
+
+impl Stop {
+    pub fn stop(&self) {
+        self.0.cancel();
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.0.is_cancelled()
+    }
+    /// Completes once [`Stop::stop`] was called.
+    pub async fn stopped(&self) {
+        self.0.cancelled().await
     }
 }

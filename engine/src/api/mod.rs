@@ -23,7 +23,7 @@ pub mod template;
 // the stores' specs it is built with.
 pub use crate::run::outputs::{Emitter, PortStats};
 pub use crate::spec::{Defaults, StoreSpec};
-pub use context::Context;
+pub use context::{Context, Stop};
 pub use item::{Closed, Item, ItemError, ItemFailure, Meta, NodeError, PlannedWrite, Problem, ProblemObject, Trail};
 pub use kind::{
     kind, kind_built_by, parse_config, BuildContext, Built, ConfigError, KindConfig, NodeKind, PortDecl, Registry,
@@ -32,4 +32,4 @@ pub use kind::{
 pub use outcome::{Cause, Outcome};
 pub use processor::{Processor, RunFacts};
 pub use selection::{Planned, Shard};
-pub use source::{Source, SourceContext, Stop};
+pub use source::Source;

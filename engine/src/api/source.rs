@@ -17,9 +17,9 @@ pub trait Source: Send + Sync {
     }
     /// Lists objects, and for each one that [`Emitter::offer`] takes (this shard's, the
     /// plan's), produces an item with [`Emitter::new_item`] and [`Emitter::emit`], until
-    /// exhausted or until `ctx.stop` is set; unless `ctx.reprocess`, objects an earlier
-    /// run finished are counted with [`Emitter::skipped_done`] instead.
-    async fn run(&self, out: &Emitter, cx: &Context, ctx: &SourceContext) -> Result<(), NodeError>;
+    /// exhausted or until [`Context::is_stopped`]; unless [`Context::reprocess`], objects
+    /// an earlier run finished are counted with [`Emitter::skipped_done`] instead.
+    async fn run(&self, out: &Emitter, cx: &Context) -> Result<(), NodeError>;
     /// Called once per object after every output of it is durable, before it is counted
     /// complete: record it as done, delete it at a source that deletes. An error leaves
     /// the object unprocessed (a rerun does it again). `listed` is the object as listed;
@@ -31,34 +31,5 @@ pub trait Source: Send + Sync {
     /// Whether `ack` deletes the object at the source (plans count the deletes).
     fn deletes_on_ack(&self) -> bool {
         false
-    }
-}
-
-/// What a source is told about the run.
-#[derive(Debug, Clone, Default)]
-pub struct SourceContext {
-    pub stop: Stop,
-    /// Process objects even when an earlier run finished them.
-    pub reprocess: bool,
-    /// This process's share (`--shard`), for a source that splits its work itself (an
-    /// inventory's data files) and offers with [`crate::api::Emitter::offer_in_share`].
-    pub shard: Option<crate::api::selection::Shard>,
-}
-
-/// Asks sources to stop listing (SIGTERM, fatal error). A cancellation token, so that
-/// whoever waits (preflight, the drain) wakes at once instead of polling.
-#[derive(Debug, Clone, Default)]
-pub struct Stop(tokio_util::sync::CancellationToken);
-
-impl Stop {
-    pub fn stop(&self) {
-        self.0.cancel();
-    }
-    pub fn is_stopped(&self) -> bool {
-        self.0.is_cancelled()
-    }
-    /// Completes once [`Stop::stop`] was called.
-    pub async fn stopped(&self) {
-        self.0.cancelled().await
     }
 }

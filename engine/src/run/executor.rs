@@ -24,7 +24,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
 use crate::api::body::Spool;
-use crate::api::{Built, Context, Emitter, Item, Processor, Source, SourceContext};
+use crate::api::{Built, Context, Emitter, Item, Processor, Source};
 use crate::run::acks::start_acknowledgements;
 use crate::run::end::{report, Ended};
 use crate::run::halt::Halt;
@@ -125,6 +125,8 @@ fn spawn_nodes(
             planning: matches!(opts.mode, Mode::Plan { .. }),
             run_id: run_id.clone(),
             reprocess: opts.reprocess,
+            stop: opts.stop.clone(),
+            shard: opts.shard,
         };
         let out = Arc::new(Emitter::new(
             n.spec.name.clone(),
@@ -136,9 +138,8 @@ fn spawn_nodes(
         ));
         match &n.built {
             Built::Source(source) => {
-                let ctx = SourceContext { stop: opts.stop.clone(), reprocess: opts.reprocess, shard: opts.shard };
                 let listed = stats.nodes[i].clone();
-                let task = run_source(source.clone(), out, cx, ctx, listed).in_current_span();
+                let task = run_source(source.clone(), out, cx, listed).in_current_span();
                 tasks.sources.push(tasks.set.spawn(task));
             }
             Built::Processor(node) => {
@@ -176,16 +177,15 @@ async fn run_source(
     source: Arc<dyn Source>,
     out: Arc<Emitter>,
     cx: Context,
-    ctx: SourceContext,
     stats: Arc<NodeStats>,
 ) -> Option<SourceError> {
     let name = cx.node.clone();
-    let ran = AssertUnwindSafe(source.run(&out, &cx, &ctx)).catch_unwind().await;
+    let ran = AssertUnwindSafe(source.run(&out, &cx)).catch_unwind().await;
     // Whatever the outcome, nothing more comes from it: the display now knows the total.
     stats.finished.store(true, Ordering::SeqCst);
     match ran {
         Ok(Ok(())) => {
-            if !ctx.stop.is_stopped() {
+            if !cx.is_stopped() {
                 out.report_vanished();
             }
             None

@@ -121,7 +121,7 @@ impl Emitter {
     }
 
     /// As [`Emitter::offer`], for a source that took this process's share itself
-    /// (`SourceContext::shard`: an inventory's data files split between
+    /// (`Context::shard`: an inventory's data files split between
     /// shards): the object is in this shard's share; the rest is checked as `offer` does.
     pub fn offer_in_share(&self, listed: &ObjectInfo) -> bool {
         let Some(only) = &self.selection.only else { return true };

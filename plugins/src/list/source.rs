@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dqpipe_engine::api::body::Spool;
 use dqpipe_engine::api::store::{ObjectInfo, Store, StoreErrorKind};
-use dqpipe_engine::api::{Context, Emitter, NodeError, Source, SourceContext};
+use dqpipe_engine::api::{Context, Emitter, NodeError, Source};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
@@ -68,14 +68,14 @@ impl List {
         }
     }
 
-    pub fn select(&self, o: &ObjectInfo, ctx: &SourceContext, done: &HashSet<String>) -> Selection {
+    pub fn select(&self, o: &ObjectInfo, cx: &Context, done: &HashSet<String>) -> Selection {
         if !self.of_the_feed(o) {
             return Selection::Ignored;
         }
         if !self.selectors.in_window(o) {
             return Selection::Ignored;
         }
-        if !ctx.reprocess && done.contains(&done_id(o)) {
+        if !cx.reprocess() && done.contains(&done_id(o)) {
             // A moving list deletes what it delivered, so a done object still here is one
             // whose delete failed, or a new file sent under the same name. Only an ETag that
             // follows the content tells them apart; where the version is a file's size and
@@ -114,14 +114,10 @@ impl List {
 
     /// The objects to consider: the store's listing, or this shard's share of the
     /// inventory's data files.
-    async fn objects<'a>(
-        &'a self,
-        cx: &'a Context,
-        ctx: &SourceContext,
-    ) -> Result<BoxStream<'a, Result<ObjectInfo, String>>, String> {
+    async fn objects<'a>(&'a self, cx: &'a Context) -> Result<BoxStream<'a, Result<ObjectInfo, String>>, String> {
         let Some(store) = &self.inventory else { return Ok(self.walk(cx)) };
         let manifest = self.manifest(store).await?;
-        let files = manifest.share(ctx.shard);
+        let files = manifest.share(cx.shard());
         tracing::info!(files = files.len(), of = manifest.files.len(), "inventory data files to read");
         Ok(crate::list::inventory::objects(
             store.clone(),
@@ -214,7 +210,7 @@ impl Source for List {
             .map(|_| ())
     }
 
-    async fn run(&self, out: &Emitter, cx: &Context, ctx: &SourceContext) -> Result<(), NodeError> {
+    async fn run(&self, out: &Emitter, cx: &Context) -> Result<(), NodeError> {
         if self.cfg.limit == Some(0) {
             // Zero means zero: nothing is taken, nothing deleted.
             tracing::warn!(store = %self.store.display_url(), "limit is 0: no object is taken in this run");
@@ -222,19 +218,19 @@ impl Source for List {
         }
         let done = self.done_markers().await?;
         if self.resume.is_some() {
-            tracing::info!(markers = done.len(), reprocess = ctx.reprocess, "done markers read");
+            tracing::info!(markers = done.len(), reprocess = cx.reprocess(), "done markers read");
         }
         // The listing runs ahead of the items (up to two pages): the next page is being
         // fetched while the items of this one wait for room downstream.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<ObjectInfo, String>>(2_000);
-        let listing = self.objects(cx, ctx).await?;
+        let listing = self.objects(cx).await?;
         let produce = send_in_order(listing, self.cfg.order == Order::Modified, tx);
         let mut count = 0u64;
         // For `expect`: the feed's objects, and whether the listing was seen to its end.
         let (mut seen, mut whole) = (Seen::default(), true);
         let consume = async {
             while let Some(o) = rx.recv().await {
-                if ctx.stop.is_stopped() {
+                if cx.is_stopped() {
                     tracing::info!(store = %self.cfg.store, listed = count, "listing stopped");
                     whole = false;
                     break;
@@ -243,7 +239,7 @@ impl Source for List {
                 if self.expect.is_some() && self.of_the_feed(&o) {
                     seen.see(&o);
                 }
-                let selection = self.select(&o, ctx, &done);
+                let selection = self.select(&o, cx, &done);
                 // With an inventory, this shard read only its own data files.
                 let offered = if self.inventory.is_some() { out.offer_in_share(&o) } else { out.offer(&o) };
                 if selection == Selection::Ignored || !offered {
