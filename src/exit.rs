@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use dqpipe_engine::api::Outcome;
+
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -24,12 +26,12 @@ impl Exit {
     /// `Invalid` as terraform's does.
     pub const WORK_TO_DO: Exit = Exit::Invalid;
 
-    /// The exit of a run whose report says `code` (0, 3 or 4).
-    pub fn of_run(code: i32) -> Exit {
-        match code {
-            0 => Exit::Ok,
-            3 => Exit::Problems,
-            _ => Exit::Incomplete,
+    /// The exit of a run that ended as `outcome`.
+    pub fn of_run(outcome: Outcome) -> Exit {
+        match outcome {
+            Outcome::Complete => Exit::Ok,
+            Outcome::CompleteWithProblems => Exit::Problems,
+            Outcome::Incomplete => Exit::Incomplete,
         }
     }
 }
@@ -37,5 +39,18 @@ impl Exit {
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> ExitCode {
         ExitCode::from(e as u8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The process exits with the code the report, metrics and alerts give.
+    #[test]
+    fn a_runs_exit_is_the_code_its_report_gives() {
+        for outcome in [Outcome::Complete, Outcome::CompleteWithProblems, Outcome::Incomplete] {
+            assert_eq!(Exit::of_run(outcome) as i32, outcome.exit_code());
+        }
     }
 }

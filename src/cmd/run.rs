@@ -107,7 +107,7 @@ pub async fn run(args: Args) -> Exit {
             tracing::error!(report = %target.describe(&p), error = format!("{e:#}"), "the run report could not be written");
         }
     }
-    match Exit::of_run(r.exit_code) {
+    match Exit::of_run(r.outcome) {
         Exit::Problems if args.exit_zero_on_problems => {
             crate::say::note(
                 "exiting 0 for a run with problems (--exit-zero-on-problems): the report, metrics and alerts say 3",
