@@ -1,5 +1,6 @@
 //! Records: the ACL feed's CSV read into JSON records, filtered, written one per record,
-//! with a bad row set aside by line; NDJSON as one document. Local folders.
+//! with a bad row set aside by line; NDJSON as one document; XML elements as records.
+//! Local folders.
 
 use crate::common::*;
 
@@ -61,6 +62,47 @@ fn ndjson_becomes_one_document_and_a_line_that_is_not_json_is_bad() {
     assert_eq!(ran.code(), Some(3), "{}", ran.stderr());
     assert_eq!(read_json(&dir.path().join("out/events.jsonl.json")), serde_json::json!([{"n": 1}, {"n": 2}, [3]]));
     assert_eq!(std::fs::read_to_string(dir.path().join("out/bad/4")).unwrap(), "not json");
+}
+
+/// XML records (issue 30.3): each `Flight` element of an OAG-style schedule becomes one
+/// JSON item, routed by content; a document cut short sends its object to `bad` after the
+/// flights before the cut went on.
+#[test]
+fn xml_elements_become_records_routed_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(
+        dir.path().join("in/FIMSSR_20220128.xml"),
+        "<?xml version=\"1.0\"?>\n<FIMSSR><Flight n=\"1\"><Carrier>BAW</Carrier><Leg>LHR</Leg><Leg>JFK</Leg></Flight>\n<Flight n=\"2\"><Carrier>EZY</Carrier><Leg>LGW</Leg></Flight>\n<Flight n=\"3\"><Carrier>BAW</Carrier><Note>A &amp; B</Note></Flight></FIMSSR>\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("in/FIMSSR_20220129.xml"),
+        "<FIMSSR><Flight n=\"1\"><Carrier>BAW</Carrier></Flight><Flight>",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "version: 1\nname: t\nstores:\n  in: { url: file://./in }\n  out: { url: file://./out }\n  failed: { url: file://./failed }\nnodes:\n  list: { kind: list, store: in }\n  fetch: { kind: fetch, input: list }\n  flights: { kind: records, input: fetch, format: xml, xml: { record: Flight } }\n  by_carrier:\n    kind: route\n    input: flights\n    routes: { baw: '.Carrier == \"BAW\"' }\n  baw: { kind: put, input: by_carrier.baw, store: out, key: \"baw/{{ name }}/{{ record }}.json\" }\n  other: { kind: put, input: by_carrier.else, store: out, key: \"other/{{ name }}/{{ record }}.json\" }\n  bad: { kind: put, input: flights.bad, store: failed, key: \"{{ name }}\", with_reason: true }\n",
+    )
+    .unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(ran.code(), Some(3), "the cut document is a problem: {}", ran.stderr());
+    assert_eq!(
+        files_under(&dir.path().join("out")),
+        [
+            "baw/FIMSSR_20220128.xml/1.json",
+            "baw/FIMSSR_20220128.xml/3.json",
+            "baw/FIMSSR_20220129.xml/1.json",
+            "other/FIMSSR_20220128.xml/2.json"
+        ]
+    );
+    let first = read_json(&dir.path().join("out/baw/FIMSSR_20220128.xml/1.json"));
+    assert_eq!(first, serde_json::json!({"@n": "1", "Carrier": "BAW", "Leg": ["LHR", "JFK"]}));
+    let third = read_json(&dir.path().join("out/baw/FIMSSR_20220128.xml/3.json"));
+    assert_eq!(third, serde_json::json!({"@n": "3", "Carrier": "BAW", "Note": "A & B"}));
+    let reason = read_json(&dir.path().join("failed/FIMSSR_20220129.xml.error.json"));
+    assert!(reason["reason"].as_str().unwrap().contains("not closed"), "{reason}");
 }
 
 /// `fetch` with `decode: gzip` reads a plain `.gz` feed as its content; an object that is

@@ -1,4 +1,4 @@
-//! `records`: reads CSV or NDJSON into JSON records, one item each, or one document.
+//! `records`: reads CSV, NDJSON or XML into JSON records, one item each, or one document.
 //!
 //! ```yaml
 //! rows:
@@ -12,13 +12,17 @@
 //! ```
 //!
 //! A CSV row becomes an object of its header's columns (or `csv.columns`), every value a
-//! string, as the file gives it; an NDJSON line is its JSON value. A record that cannot be
+//! string, as the file gives it; an NDJSON line is its JSON value; each XML element named
+//! `xml.record` is an object of its attributes, children and text (`xml.rs`, which states
+//! the mapping), `record` being its number. A record that cannot be
 //! read (a row of another width, a line that is not JSON) leaves by `bad` with its line
 //! number and the reason, its raw text as the body; the good records go on. Records are
 //! copies of the object's item: the object is done once each reached the end of its path.
 //! With `output: document` the records are one JSON array instead (bad ones still go to
 //! `bad`). Read on a blocking thread and handed over a few at a time: memory holds a few
 //! records, not the file.
+
+mod xml;
 
 use std::sync::Arc;
 
@@ -36,11 +40,14 @@ use serde_json::Value;
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordsConfig {
-    /// `csv` or `ndjson`.
+    /// `csv`, `ndjson` or `xml`.
     pub format: RecordFormat,
     /// CSV settings.
     #[serde(default)]
     pub csv: CsvConfig,
+    /// XML settings (`format: xml`).
+    #[serde(default)]
+    pub xml: XmlConfig,
     /// `items` (one item per record, the default) or `document` (one JSON array).
     #[serde(default)]
     pub output: Output,
@@ -51,6 +58,18 @@ pub struct RecordsConfig {
 pub enum RecordFormat {
     Csv,
     Ndjson,
+    Xml,
+}
+
+/// How an XML document is read.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct XmlConfig {
+    /// The name of the elements that are records (`Flight`), at any depth: each becomes
+    /// an object of its attributes (`@n`), child elements (a repeated name, an array) and
+    /// text (`#text`, or the child's whole value when it has nothing else).
+    #[serde(default)]
+    pub record: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -101,10 +120,10 @@ const PORTS: &[PortDecl] = &[
 impl KindConfig for RecordsConfig {
     const NAME: &'static str = "records";
     const SUMMARY: &'static str =
-        "Reads CSV or NDJSON into JSON records, one item each or one document; bad records to `bad`.";
+        "Reads CSV, NDJSON or XML into JSON records, one item each or one document; bad records to `bad`.";
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
-    const EXAMPLE: &'static str = include_str!("kind_examples/records.yaml");
+    const EXAMPLE: &'static str = include_str!("../kind_examples/records.yaml");
     const CPU_BOUND: bool = true;
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
         if self.csv.delimiter.len() != 1 {
@@ -112,6 +131,9 @@ impl KindConfig for RecordsConfig {
         }
         if !self.csv.header && self.csv.columns.is_empty() && self.format == RecordFormat::Csv {
             return Err(ConfigError::at("csv.columns", "without a header row, name the columns: `columns: [a, b, c]`"));
+        }
+        if self.format == RecordFormat::Xml && self.xml.record.is_empty() {
+            return Err(ConfigError::at("xml.record", "name the elements that are records: `xml: { record: Flight }`"));
         }
         Ok(Built::Processor(Arc::new(Records { cfg: Arc::new(self) })))
     }
@@ -147,6 +169,7 @@ fn read_all(cfg: &RecordsConfig, r: BlockingReader, mut send: impl FnMut(Read) -
                 }
             }
         }
+        RecordFormat::Xml => xml::read(r, &cfg.xml.record, |n, v| send(Read::Good(n, v)))?,
         RecordFormat::Csv => {
             let mut reader = csv::ReaderBuilder::new()
                 .delimiter(cfg.csv.delimiter.as_bytes()[0])
