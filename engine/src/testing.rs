@@ -21,8 +21,8 @@ use serde::Deserialize;
 use crate::api::body::{Body, Spool};
 use crate::api::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
 use crate::api::{
-    kind_built_by, BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, Meta, NodeError,
-    PortDecl, Processor, Registry, Role, Source, StoreOpener,
+    kind_built_by, BuildContext, Built, ConfigError, Context, Emitter, Finished, Item, ItemError, KindConfig, Meta,
+    NodeError, PortDecl, Processor, Registry, Role, Source, StoreOpener,
 };
 use crate::spec::StoreSpec;
 
@@ -132,8 +132,8 @@ impl Source for Numbers {
         }
         Ok(())
     }
-    async fn ack(&self, listed: &ObjectInfo, _delivered: bool) -> Result<(), NodeError> {
-        self.probe.acked.lock().map_err(|e| e.to_string())?.push(listed.key.clone());
+    async fn ack(&self, done: &Finished) -> Result<(), NodeError> {
+        self.probe.acked.lock().map_err(|e| e.to_string())?.push(done.listed.key.clone());
         Ok(())
     }
 }

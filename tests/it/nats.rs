@@ -448,6 +448,19 @@ fn every_scanned_object_records_the_scanner_that_passed_it() {
     let scan = ran.report["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "scan").unwrap().clone();
     assert_eq!(scan["counters"][format!("verdicts by ClamAV 1.4.6/27500/{at}")], 6, "{scan}");
 
+    // The done markers keep the verdict of each object they record done.
+    let internal_dir = s3.bucket_dir("internal");
+    let mut recorded = Vec::new();
+    for f in all_files_under(&internal_dir).into_iter().filter(|f| is_marker(f)) {
+        for line in std::fs::read_to_string(internal_dir.join(&f)).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["scan"]["database"], "27500", "{line}");
+            recorded.push(v["scan"]["verdict"].as_str().unwrap().to_string());
+        }
+    }
+    recorded.sort();
+    assert_eq!(recorded, ["clean", "clean", "clean", "clean", "clean", "infected"]);
+
     // Local folders: the same record as extended attributes (the reference run).
     for f in files_under(&dir.path().join("var/internal")) {
         let path = dir.path().join("var/internal").join(&f);

@@ -92,6 +92,15 @@ impl Item {
         }
     }
 
+    /// Records `value` under `name` about the source object, for its source's
+    /// acknowledgement: a `list` with `resume` keeps it in the done marker (a scan's verdict:
+    /// which scanner passed the object). Shared by every copy; the last value set wins.
+    pub fn record_for_source(&self, name: &str, value: serde_json::Value) {
+        if let Ok(mut r) = self.lineage.record.lock() {
+            r.insert(name.to_string(), value);
+        }
+    }
+
     /// In a plan: something worth knowing about this item's path ("not scanned in a plan").
     pub fn plan_note(&self, note: impl Into<String>) {
         if let Ok(mut t) = self.lineage.trail.lock() {
@@ -245,6 +254,9 @@ pub(crate) struct Lineage {
     /// A copy reached the end of a path other than a drop or a problem: written, or
     /// passed on by a last node.
     pub(crate) delivered: std::sync::atomic::AtomicBool,
+    /// What nodes recorded about the object for its source's acknowledgement
+    /// ([`Item::record_for_source`]: a scan's verdict, kept in the done marker).
+    pub(crate) record: Mutex<Meta>,
 }
 
 impl Drop for Lineage {
@@ -259,6 +271,7 @@ impl Drop for Lineage {
             already_done: false,
             dropped: self.dropped.load(std::sync::atomic::Ordering::Relaxed),
             delivered: self.delivered.load(std::sync::atomic::Ordering::Relaxed),
+            record: self.record.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default(),
         });
     }
 }
@@ -277,4 +290,6 @@ pub struct Finished {
     /// A copy of it reached the end of a path that is not a drop: an object that was only
     /// dropped was delivered nowhere, and a source that deletes keeps it.
     pub delivered: bool,
+    /// What nodes recorded about it for its source ([`Item::record_for_source`]).
+    pub record: Meta,
 }

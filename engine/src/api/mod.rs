@@ -24,7 +24,9 @@ pub mod template;
 pub use crate::run::outputs::{Emitter, PortStats};
 pub use crate::spec::{Defaults, StoreSpec};
 pub use context::{Context, Stop};
-pub use item::{Closed, Item, ItemError, ItemFailure, Meta, NodeError, PlannedWrite, Problem, ProblemObject, Trail};
+pub use item::{
+    Closed, Finished, Item, ItemError, ItemFailure, Meta, NodeError, PlannedWrite, Problem, ProblemObject, Trail,
+};
 pub use kind::{
     kind, kind_built_by, parse_config, BuildContext, Built, ConfigError, KindConfig, NodeKind, PortDecl, Registry,
     Role, StoreOpener,

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 
 use super::Emitter;
 use crate::api::context::Context;
+use crate::api::item::Finished;
 use crate::api::item::NodeError;
-use crate::api::store::ObjectInfo;
 
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -22,10 +22,11 @@ pub trait Source: Send + Sync {
     async fn run(&self, out: &Emitter, cx: &Context) -> Result<(), NodeError>;
     /// Called once per object after every output of it is durable, before it is counted
     /// complete: record it as done, delete it at a source that deletes. An error leaves
-    /// the object unprocessed (a rerun does it again). `listed` is the object as listed;
-    /// `delivered` is false when every copy of it was dropped (a filter's no, a name no
-    /// pattern matched): it went nowhere, so a source that deletes must keep it.
-    async fn ack(&self, _listed: &ObjectInfo, _delivered: bool) -> Result<(), NodeError> {
+    /// the object unprocessed (a rerun does it again). `done.listed` is the object as
+    /// listed; `done.delivered` is false when every copy of it was dropped (a filter's no,
+    /// a name no pattern matched): it went nowhere, so a source that deletes must keep it;
+    /// `done.record` is what nodes recorded about it (a scan's verdict).
+    async fn ack(&self, _done: &Finished) -> Result<(), NodeError> {
         Ok(())
     }
     /// Whether `ack` deletes the object at the source (plans count the deletes).

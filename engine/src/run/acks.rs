@@ -80,7 +80,7 @@ async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceive
         let Ok(permit) = limit.clone().acquire_owned().await else { break };
         let tracker = tracker.clone();
         acks.spawn(async move {
-            match AssertUnwindSafe(source.ack(&f.listed, f.delivered)).catch_unwind().await {
+            match AssertUnwindSafe(source.ack(&f)).catch_unwind().await {
                 Ok(Ok(())) => tracker.record_complete(f.dropped),
                 Ok(Err(e)) => {
                     tracing::warn!(node = %name, key = %f.listed.key.escape_debug(), error = %e.message.escape_debug(), "outputs written but not acknowledged");

@@ -194,6 +194,7 @@ impl Emitter {
                 already_done: true,
                 dropped: false,
                 delivered: true,
+                record: Meta::new(),
             });
         }
     }
@@ -221,6 +222,7 @@ impl Emitter {
                 admitted: std::sync::OnceLock::new(),
                 dropped: Default::default(),
                 delivered: Default::default(),
+                record: Default::default(),
             }),
         }
     }

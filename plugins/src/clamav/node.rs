@@ -218,11 +218,15 @@ impl Processor for Clamav {
             .map_err(ItemError::new)?;
         let port = match verdict {
             Verdict::Clean => {
-                item.set("scan", self.provenance("clean", None));
+                let scan = self.provenance("clean", None);
+                item.record_for_source("scan", scan.clone());
+                item.set("scan", scan);
                 "clean"
             }
             Verdict::Infected { signature } => {
-                item.set("scan", self.provenance("infected", Some(&signature)));
+                let scan = self.provenance("infected", Some(&signature));
+                item.record_for_source("scan", scan.clone());
+                item.set("scan", scan);
                 item.set_problem(Problem::Infected { signature });
                 "infected"
             }

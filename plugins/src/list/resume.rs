@@ -3,7 +3,8 @@
 //!
 //! A finished object is recorded only after every output of it is durable (the engine's
 //! acknowledgement). Records are written in small batches: one marker object per batch,
-//! `<prefix>/<time>-<pid>-<n>.jsonl`, one JSON line per object (key, version, etag, size),
+//! `<prefix>/<time>-<pid>-<n>.jsonl`, one JSON line per object (key, version, etag, size,
+//! and what nodes recorded about it: `scan`, the verdict and scanner that passed it),
 //! at most `BATCH` lines or `FLUSH_AFTER` after the first. An acknowledgement returns once
 //! its batch is written, so "done" is never claimed before the marker is durable, and a
 //! run costs one PUT per `BATCH` objects rather than one per object. A run starts by
@@ -155,15 +156,19 @@ impl DoneLog {
     }
 
     /// Records a finished object; returns once the marker holding it is written.
-    pub async fn record(&self, o: &ObjectInfo) -> Result<(), String> {
-        let line = serde_json::json!({
+    pub async fn record(&self, o: &ObjectInfo, recorded: &dqpipe_engine::api::Meta) -> Result<(), String> {
+        let mut line = serde_json::json!({
             "key": o.key,
             "version": version_of(o),
             "etag": o.etag,
             "size": o.size,
             "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        })
-        .to_string();
+        });
+        // What nodes recorded about the object: the scan that passed or quarantined it.
+        for (k, v) in recorded {
+            line[k] = v.clone();
+        }
+        let line = line.to_string();
         let (tx, rx) = oneshot::channel();
         let (full, first_of) = {
             let mut p = self.pending.lock().map_err(|_| "done log poisoned".to_string())?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dqpipe_engine::api::body::Spool;
 use dqpipe_engine::api::store::{ObjectInfo, Store, StoreErrorKind};
-use dqpipe_engine::api::{Context, Emitter, NodeError, Source};
+use dqpipe_engine::api::{Context, Emitter, Finished, NodeError, Source};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
@@ -293,12 +293,13 @@ impl Source for List {
     /// that was only dropped went nowhere: with `delete_after_success` it is neither
     /// deleted nor recorded (a done marker would have a later run delete it as delivered),
     /// so it stays where it is and each run drops it again.
-    async fn ack(&self, info: &ObjectInfo, delivered: bool) -> Result<(), NodeError> {
-        if self.cfg.delete_after_success && !delivered {
+    async fn ack(&self, done: &Finished) -> Result<(), NodeError> {
+        let info = &done.listed;
+        if self.cfg.delete_after_success && !done.delivered {
             return Ok(());
         }
         if let Some(log) = &self.resume {
-            log.record(info).await?;
+            log.record(info, &done.record).await?;
         }
         if self.cfg.delete_after_success {
             self.store.delete_listed(info).await.map_err(|e| format!("outputs are durable, but {e}"))?;

@@ -196,7 +196,7 @@ pub fn done_under(dir: &Path) -> Vec<String> {
     done
 }
 
-fn is_marker(path: &str) -> bool {
+pub fn is_marker(path: &str) -> bool {
     path.split('/').any(|seg| seg == "_dqpipe")
 }
 
