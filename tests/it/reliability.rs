@@ -196,6 +196,17 @@ fn clamd_stopping_mid_run_lets_nothing_unscanned_through() {
         "{failures:?}"
     );
     assert_eq!(r["items"]["failed"].as_u64().unwrap() as usize, failures.len());
+    // The log says each cause once, then counts: not one line per object.
+    let log = stderr(&out);
+    let causes = r["causes"].as_array().unwrap().iter().filter(|c| c["node"] == "scan").count();
+    let whole = log.lines().filter(|l| l.contains("item not processed")).count();
+    assert!(whole >= 1 && whole <= causes, "{whole} lines for {causes} causes:\n{log}");
+    let counted: u64 = log
+        .lines()
+        .filter(|l| l.contains("more objects not processed for this cause"))
+        .filter_map(|l| l.split(" more objects").next()?.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(whole as u64 + counted, failures.len() as u64, "every failure said or counted:\n{log}");
 
     clamd.start_again("25M");
     let out = nats_run(dir.path(), &s3.endpoint(), &clamd.tcp(), "rerun.json").output().unwrap();

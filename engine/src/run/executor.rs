@@ -65,6 +65,9 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     let halt = Arc::new(Halt::new(opts.stop.clone()));
     let tasks = spawn_nodes(p, &opts, &stats, &concurrency, &halt);
     let source_errors = drain(tasks, &opts, &tracker).await;
+    for (name, node) in p.nodes.iter().zip(&stats.nodes) {
+        node.said.flush(&name.spec.name);
+    }
     // Every item is gone; close the acknowledgements and wait for the last of them.
     if let Ok(mut t) = tracker.finished_tx.lock() {
         t.take();
@@ -296,8 +299,7 @@ async fn process_one(
         Err(_) => ("internal error: the node panicked".to_string(), false),
     };
     stats.errors.fetch_add(1, Ordering::Relaxed);
-    let what = if permanent { "item refused" } else { "item not processed" };
-    tracing::warn!(node = %name, key = %guard.source_key().escape_debug(), reason = %reason.escape_debug(), "{what}");
+    stats.said.note(name, guard.source_key(), &reason, permanent);
     mark_failed(&guard, name, &reason, permanent);
     (!permanent).then_some(reason)
 }

@@ -2,8 +2,8 @@
 //! (`options.rs`), the preflight checks (`preflight.rs`), the output ports and byte budget
 //! (`outputs.rs`), the tracker that counts objects as they finish (`tracker.rs`), their
 //! acknowledgement (`acks.rs`), the halt on a failing dependency (`halt.rs`), the run's
-//! end (`end.rs`), counters (`stats.rs`) and the report
-//! (`report.rs`).
+//! end (`end.rs`), counters (`stats.rs`), failures logged by cause (`said.rs`) and the
+//! report (`report.rs`).
 
 pub mod acks;
 pub mod end;
@@ -13,5 +13,6 @@ pub mod options;
 pub mod outputs;
 pub mod preflight;
 pub mod report;
+pub(crate) mod said;
 pub mod stats;
 pub mod tracker;

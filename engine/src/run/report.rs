@@ -161,7 +161,7 @@ pub fn causes(failures: &[ItemFailure]) -> Vec<Cause> {
 }
 
 /// `reading "a.json": not found` -> `reading "…": not found`.
-fn unquoted(reason: &str) -> String {
+pub(crate) fn unquoted(reason: &str) -> String {
     let mut out = String::with_capacity(reason.len());
     let mut quoted = false;
     let mut escaped = false;

@@ -23,6 +23,8 @@ pub struct NodeStats {
     pub failing_in_a_row: AtomicU64,
     /// A source: its listing has ended (nothing more will come from it).
     pub finished: AtomicBool,
+    /// The failures logged so far, by cause (one line per cause, then counts).
+    pub(crate) said: crate::run::said::FailuresSaid,
 }
 
 /// The counters of a whole run, in the pipeline's node order.
