@@ -184,6 +184,33 @@ async fn a_node_that_fails_every_object_stops_the_run_early() {
     assert!(r.causes[1].count >= 50 && r.causes[1].examples.len() == 3, "{:?}", r.causes);
 }
 
+/// `defaults.halt`: failures scattered among successes never make 50 in a row, but stop
+/// the run at `failures` in all, or past `percent` of the finished objects.
+#[tokio::test(start_paused = true)]
+async fn a_run_that_fails_more_than_its_halt_policy_tolerates_stops_itself() {
+    // Every tenth of 10,000 fails: one in ten, never two in a row.
+    let failing: Vec<String> = (0..1000).map(|i| format!("k{}", i * 10)).collect();
+    let fail = format!("fail: [{}]", failing.join(", "));
+    for (policy, says) in [
+        ("halt: { failures: 30 }", "objects failed (defaults.halt.failures: 30)"),
+        ("halt: { percent: 5 }", "finished objects failed, over defaults.halt.percent (5%)"),
+    ] {
+        let probe = Arc::new(Probe::default());
+        let p = pipeline(&probe, &format!("channel_capacity: 4, {policy}"), "count: 10000", &fail);
+        let r = run(&p, RunOptions::default()).await;
+        assert_eq!(r.outcome, Outcome::Incomplete, "{policy}");
+        let halted = r.halted.clone().unwrap_or_default();
+        assert!(halted.contains(says), "{policy}: {halted}");
+        assert!(r.items.from_sources < 10_000, "{policy}: {:?}", r.items);
+        assert!(r.halt_policy.starts_with("50 objects failed in a row at one node; or "), "{}", r.halt_policy);
+    }
+    // Within the policy (the default: 50 in a row), the same run goes to its end.
+    let probe = Arc::new(Probe::default());
+    let p = pipeline(&probe, "channel_capacity: 4", "count: 10000", &fail);
+    let r = run(&p, RunOptions::default()).await;
+    assert_eq!((r.items.complete, r.items.failed, r.halted), (9000, 1000, None));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_stop_gives_items_in_flight_the_grace_period_then_abandons_them() {
     let probe = Arc::new(Probe::default());

@@ -15,6 +15,8 @@ use crate::spec::redact::{redact_url, redact_value};
 #[derive(Debug, Serialize)]
 pub struct StaticPlan {
     pub pipeline: String,
+    /// When the run stops itself (`defaults.halt`, described).
+    pub halt: String,
     pub stores: Vec<PlanStore>,
     pub nodes: Vec<PlanNode>,
 }
@@ -135,12 +137,13 @@ impl StaticPlan {
                     .collect(),
             })
             .collect();
-        StaticPlan { pipeline: p.name.clone(), stores, nodes }
+        StaticPlan { pipeline: p.name.clone(), halt: p.defaults.halt.describe(), stores, nodes }
     }
 
     pub fn render_text(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "Pipeline: {}", self.pipeline);
+        let _ = writeln!(s, "Stops itself when: {}", self.halt);
         let _ = writeln!(s, "\nStores:");
         let w = self.stores.iter().map(|x| x.name.len()).max().unwrap_or(0);
         for st in &self.stores {

@@ -81,6 +81,7 @@ pub(crate) async fn report(
         not_listed: tracker.not_listed(),
         interrupted,
         halted: ended.halted,
+        halt_policy: p.defaults.halt.describe(),
         shard: opts.shard,
         peak_rss_bytes: crate::run::report::peak_rss_bytes(),
     };

@@ -62,7 +62,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     tracker.planning.store(planning, Ordering::Relaxed);
     let acker = start_acknowledgements(p, &opts, &tracker);
     let concurrency = p.effective_concurrency(&opts);
-    let halt = Arc::new(Halt::new(opts.stop.clone()));
+    let halt = Arc::new(Halt::new(opts.stop.clone(), p.defaults.halt.clone(), tracker.clone()));
     let tasks = spawn_nodes(p, &opts, &stats, &concurrency, &halt);
     let source_errors = drain(tasks, &opts, &tracker).await;
     for (name, node) in p.nodes.iter().zip(&stats.nodes) {

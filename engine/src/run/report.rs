@@ -50,8 +50,11 @@ pub struct RunReport {
     /// Set when the run was asked to stop (SIGTERM, Ctrl-C).
     pub interrupted: bool,
     /// Set when the run stopped itself: a node failed every object for a while (a
-    /// dependency down), so the rest was left for the rerun.
+    /// dependency down), or more failed than `defaults.halt` tolerates, so the rest was
+    /// left for the rerun.
     pub halted: Option<String>,
+    /// When the run would stop itself (`defaults.halt`, described).
+    pub halt_policy: String,
     /// This process's share of the objects, when sharded.
     pub shard: Option<crate::api::Shard>,
     /// The process's peak resident memory (Linux `VmHWM`), when known.
@@ -92,6 +95,7 @@ impl RunReport {
             not_listed: Vec::new(),
             interrupted: true,
             halted: None,
+            halt_policy: String::new(),
             shard,
             peak_rss_bytes: peak_rss_bytes(),
         }

@@ -110,6 +110,46 @@ pub struct Defaults {
     pub spool_threshold_bytes: u64,
     /// Where spooled bodies go; the system's temporary directory when unset.
     pub spool_dir: Option<String>,
+    /// When the run stops itself and leaves the rest for a rerun (see `run/halt.rs`).
+    pub halt: HaltPolicy,
+}
+
+/// When a run stops itself: a dependency down, or more failures than the pipeline
+/// tolerates. Shown in plans and the report.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaltPolicy {
+    /// Objects failed in a row at one node for a transient reason (clamd gone, a bucket
+    /// unreachable): 50.
+    #[schemars(range(min = 1, max = 9007199254740991u64))]
+    pub in_a_row: u64,
+    /// Objects failed in all (transient failures), whatever came between. Unset: no limit.
+    #[schemars(range(min = 1, max = 9007199254740991u64))]
+    pub failures: Option<u64>,
+    /// Failed objects as a percentage of those finished, judged once 100 have finished.
+    /// Unset: no limit.
+    #[schemars(range(min = 0, max = 100))]
+    pub percent: Option<f64>,
+}
+
+impl Default for HaltPolicy {
+    fn default() -> Self {
+        Self { in_a_row: 50, failures: None, percent: None }
+    }
+}
+
+impl HaltPolicy {
+    /// The policy as a plan and a report say it.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!("{} objects failed in a row at one node", self.in_a_row)];
+        if let Some(n) = self.failures {
+            parts.push(format!("{n} objects failed in all"));
+        }
+        if let Some(p) = self.percent {
+            parts.push(format!("over {p}% of finished objects failed (from 100 finished)"));
+        }
+        parts.join("; or ")
+    }
 }
 
 impl Default for Defaults {
@@ -120,6 +160,7 @@ impl Default for Defaults {
             max_bytes_in_flight: 64 * 1024 * 1024,
             spool_threshold_bytes: 8 * 1024 * 1024,
             spool_dir: None,
+            halt: HaltPolicy::default(),
         }
     }
 }
