@@ -10,6 +10,7 @@ mod reference;
 mod report_target;
 mod say;
 mod spec_tests;
+mod tap;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

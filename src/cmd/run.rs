@@ -39,9 +39,33 @@ pub struct Args {
     /// (`dqpipe_run_exit_code` 3) and the alerts still say it.
     #[arg(long, env = "DQPIPE_EXIT_ZERO_ON_PROBLEMS")]
     exit_zero_on_problems: bool,
+    /// Print items passing this port (`NODE.PORT`, repeatable) as JSON lines on stdout,
+    /// with their fields, as `vector tap` does; the run is unchanged.
+    #[arg(long, value_name = "NODE.PORT")]
+    tap: Vec<String>,
+    /// With --tap: print the first N items of each tapped port...
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    tap_limit: u64,
+    /// ...then one in every N.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    tap_every: u64,
     /// Not a run: `dqpipe plan SPEC` says what a run would do (hidden; it says so).
     #[arg(long, hide = true)]
     dry_run: bool,
+}
+
+/// Sets the run's tap from `--tap`, or says why a tapped port is not the spec's.
+fn tapped(args: &Args, p: &Pipeline, opts: &mut executor::RunOptions) -> Result<(), Exit> {
+    if args.tap.is_empty() {
+        return Ok(());
+    }
+    let sample = crate::tap::Sample { limit: args.tap_limit, every: args.tap_every };
+    let tap = crate::tap::tap(p, &args.tap, sample).map_err(|e| {
+        crate::say::error(e);
+        Exit::Invalid
+    })?;
+    opts.tap = Some(tap);
+    Ok(())
 }
 
 pub async fn run(args: Args) -> Exit {
@@ -57,6 +81,9 @@ pub async fn run(args: Args) -> Exit {
         Ok(x) => x,
         Err(e) => return e,
     };
+    if let Err(e) = tapped(&args, &p, &mut opts) {
+        return e;
+    }
     if let Some(file) = &args.plan {
         match read_plan(file, &p) {
             Ok(planned) => {

@@ -303,3 +303,37 @@ fn between_escapes(text: &str) -> Vec<String> {
     out.retain(|s| !s.trim().is_empty());
     out
 }
+
+/// `run --tap NODE.PORT`: a sample of the items passing a port, one JSON line each on
+/// stdout with the key and fields (the first `--tap-limit`, then one in `--tap-every`),
+/// the run itself unchanged; a port the spec does not have is refused before anything
+/// runs, with the nearest name.
+#[test]
+fn run_tap_prints_a_sample_of_a_ports_items_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    for i in 0..8 {
+        std::fs::write(dir.path().join(format!("in/f{i}.json")), b"{}").unwrap();
+    }
+    let spec = "version: 1\nname: tapped\nstores:\n  src: { url: \"file://./in\" }\n  dst: { url: \"file://./out\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: dst, key: \"{{ key }}\" }\n";
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let out = dqpipe(dir.path())
+        .args(["run", "p.yaml", "--progress", "off", "--tap", "write.out", "--tap-limit", "2", "--tap-every", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(files_under(&dir.path().join("out")).len(), 8);
+    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let counted: Vec<u64> = lines.iter().map(|l| l["n"].as_u64().unwrap()).collect();
+    assert_eq!(counted, [1, 2, 3, 6], "{lines:?}");
+    for l in &lines {
+        assert_eq!((&l["node"], &l["port"]), (&"write".into(), &"out".into()));
+        let key = l["key"].as_str().unwrap();
+        assert_eq!(l["fields"]["dest_key"], key, "{l}");
+        assert!(key.starts_with('f') && key.ends_with(".json"), "{l}");
+    }
+
+    let out = dqpipe(dir.path()).args(["run", "p.yaml", "--tap", "fetch.outt"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("`fetch` has no port `outt` (did you mean `out`?)"), "{}", stderr(&out));
+}
