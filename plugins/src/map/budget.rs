@@ -16,7 +16,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +23,6 @@ use tokio::sync::Notify;
 
 /// The system allocator, counting per thread for [`run_bounded`].
 pub struct Budgeted;
-
-static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     // Const-initialised and without destructors: read without allocating, as an
@@ -48,9 +45,19 @@ struct Trip {
     notify: Notify,
 }
 
-/// Whether the process counts allocations (its binary installed [`Budgeted`]).
+/// Whether the process counts allocations (its binary installed [`Budgeted`]): a probe
+/// allocation on this thread, counted or not. (Not a flag set by every allocation: that
+/// would be one shared cache line written by every thread.)
 pub fn installed() -> bool {
-    INSTALLED.load(Ordering::Relaxed)
+    BUDGET.with(|b| {
+        let (limit, used) = (b.limit.replace(usize::MAX), b.used.replace(0));
+        let probe = std::hint::black_box(vec![0u8; 64]);
+        let counted = b.used.get() > 0;
+        drop(probe);
+        b.limit.set(limit);
+        b.used.set(used);
+        counted
+    })
 }
 
 fn charge(grown: usize, freed: usize) {
@@ -81,7 +88,6 @@ fn charge(grown: usize, freed: usize) {
 // SAFETY: every call is passed to the system allocator unchanged; `charge` only counts.
 unsafe impl GlobalAlloc for Budgeted {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        INSTALLED.store(true, Ordering::Relaxed);
         charge(layout.size(), 0);
         System.alloc(layout)
     }
