@@ -20,14 +20,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dqpipe_engine::api::store::{Access, Store, StoreErrorKind};
+use dqpipe_engine::api::store::{Access, Store};
 use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::retry::{GaveUp, RetryPolicy};
+use crate::retry::RetryPolicy;
 
 /// Settings of a `delete` node.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -84,6 +84,18 @@ impl KindConfig for DeleteConfig {
     }
 }
 
+/// The item's object must have been listed in `store`, the node's (a `delete` deletes
+/// from it, a `stamp` writes back into it): `Err` (for good) when it was listed elsewhere.
+pub(crate) fn listed_in(item: &Item, store: &str, does: &str) -> Result<(), ItemError> {
+    match item.get_str("store") {
+        Some(s) if s == store => Ok(()),
+        other => Err(ItemError::refused(format!(
+            "the item was listed in store `{}`; this node {does} `{store}`",
+            other.unwrap_or("(none)")
+        ))),
+    }
+}
+
 pub struct Delete {
     cfg: DeleteConfig,
     store: Arc<dyn Store>,
@@ -92,19 +104,6 @@ pub struct Delete {
 }
 
 impl Delete {
-    /// The item's object must be in this node's store: `Err` (for good) when it was
-    /// listed elsewhere.
-    fn check_store(&self, item: &Item) -> Result<(), ItemError> {
-        match item.get_str("store") {
-            Some(s) if s == self.cfg.store => Ok(()),
-            other => Err(ItemError::refused(format!(
-                "the item was listed in store `{}`; this node deletes from `{}`",
-                other.unwrap_or("(none)"),
-                self.cfg.store
-            ))),
-        }
-    }
-
     /// Takes one of the run's `limit` deletes, or says the cap is reached.
     fn claim(&self) -> Result<(), ItemError> {
         let Some(limit) = self.cfg.limit else { return Ok(()) };
@@ -122,7 +121,7 @@ impl Delete {
 impl Processor for Delete {
     /// Deletes nothing: records the delete.
     async fn preview(&self, item: Item, out: &Emitter, _cx: &Context, _deep: bool) -> Result<(), ItemError> {
-        self.check_store(&item)?;
+        listed_in(&item, &self.cfg.store, "deletes from")?;
         item.plan_delete(&self.cfg.store);
         out.emit("deleted", item).await.map_err(ItemError::from)
     }
@@ -147,18 +146,9 @@ impl Delete {
     /// Deletes the item's object if it is in this node's store, within the run's limit,
     /// with retries of transient failures.
     async fn delete(&self, item: &Item, cx: &Context) -> Result<(), ItemError> {
-        self.check_store(item)?;
+        listed_in(item, &self.cfg.store, "deletes from")?;
         self.claim()?;
         let listed = item.listed();
-        self.cfg
-            .retry
-            .run(
-                || self.store.delete_listed(listed),
-                |e| e.kind == StoreErrorKind::Transient,
-                |e| format!("deleting {:?} in {}: {e}", listed.key, self.store.display_url()),
-                || cx.retried(1),
-            )
-            .await
-            .map_err(GaveUp::into_item_error)
+        self.cfg.retry.on_store(&*self.store, "deleting", &listed.key, cx, || self.store.delete_listed(listed)).await
     }
 }

@@ -16,16 +16,22 @@ pub(crate) async fn parse_body<T: Send + 'static>(
     max_bytes: u64,
     work: impl FnOnce(Bytes) -> Result<T, String> + Send + 'static,
 ) -> Result<Result<T, String>, ItemError> {
-    let body = item
-        .body
-        .clone()
-        .ok_or_else(|| ItemError::new(format!("the item has no bytes: {kind} needs a fetch upstream")))?;
-    Ok(match body.to_bytes(max_bytes).await {
-        Err(e) => Err(format!("not parsed: {e}")),
+    Ok(match read_body(item, kind, max_bytes).await? {
+        Err(e) => Err(e),
         Ok(bytes) => tokio::task::spawn_blocking(move || work(bytes))
             .await
             .unwrap_or_else(|_| Err(format!("internal error: the {kind} parser panicked"))),
     })
+}
+
+/// The item's bytes, at most `max_bytes`, or why not (the reason for `failed`); no bytes
+/// at all is an error of the pipeline's wiring.
+async fn read_body(item: &Item, kind: &str, max_bytes: u64) -> Result<Result<Bytes, String>, ItemError> {
+    let body = item
+        .body
+        .clone()
+        .ok_or_else(|| ItemError::new(format!("the item has no bytes: {kind} needs a fetch upstream")))?;
+    Ok(body.to_bytes(max_bytes).await.map_err(|e| format!("not parsed: {e}")))
 }
 
 /// As [`parse_body`], within `limits` of time and memory: a jq program that never ends
@@ -38,12 +44,8 @@ pub(crate) async fn parse_body_within<T: Send + 'static>(
     limits: Limits,
     work: impl FnOnce(Bytes) -> Result<T, String> + Send + 'static,
 ) -> Result<Result<T, String>, ItemError> {
-    let body = item
-        .body
-        .clone()
-        .ok_or_else(|| ItemError::new(format!("the item has no bytes: {kind} needs a fetch upstream")))?;
-    Ok(match body.to_bytes(max_bytes).await {
-        Err(e) => Err(format!("not parsed: {e}")),
+    Ok(match read_body(item, kind, max_bytes).await? {
+        Err(e) => Err(e),
         Ok(bytes) => run_bounded(limits, move || work(bytes)).await,
     })
 }

@@ -28,7 +28,7 @@ use dqpipe_engine::api::{
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::retry::{GaveUp, RetryPolicy};
+use crate::retry::RetryPolicy;
 
 /// Settings of a `put` node.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -360,16 +360,7 @@ impl Put {
     where
         Fut: std::future::Future<Output = Result<T, dqpipe_engine::api::store::StoreError>>,
     {
-        self.cfg
-            .retry
-            .run(
-                op,
-                |e| e.kind == StoreErrorKind::Transient,
-                |e| format!("{what} {key:?} in {}: {e}", self.store.display_url()),
-                || cx.retried(1),
-            )
-            .await
-            .map_err(GaveUp::into_item_error)
+        self.cfg.retry.on_store(&*self.store, what, key, cx, op).await
     }
 }
 

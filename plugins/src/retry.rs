@@ -186,6 +186,32 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// One store operation on `key` (`what`: "writing", "deleting") with these retries,
+    /// each counted in the node's report; given up, its failure as the item's, permanent
+    /// unless the store's error was transient.
+    pub async fn on_store<T, Fut>(
+        &self,
+        store: &dyn dqpipe_engine::api::store::Store,
+        what: &str,
+        key: &str,
+        cx: &dqpipe_engine::api::Context,
+        op: impl FnMut() -> Fut,
+    ) -> Result<T, dqpipe_engine::api::ItemError>
+    where
+        Fut: Future<Output = Result<T, dqpipe_engine::api::store::StoreError>>,
+    {
+        self.run(
+            op,
+            |e| e.kind == dqpipe_engine::api::store::StoreErrorKind::Transient,
+            |e| format!("{what} {key:?} in {}: {e}", store.display_url()),
+            || cx.retried(1),
+        )
+        .await
+        .map_err(GaveUp::into_item_error)
+    }
+}
+
 /// A store's listing that survives transient failures: after one, it lists again from
 /// the last key it gave, after the policy's next delay. A run of failures ends it with the
 /// last error once the attempts are used up or `deadline_secs` has passed since the run of

@@ -16,14 +16,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dqpipe_engine::api::store::{check_read, PutOptions, Store, StoreErrorKind};
+use dqpipe_engine::api::store::{check_read, PutOptions, Store};
 use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Problem, Processor, Role,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::retry::{GaveUp, RetryPolicy};
+use crate::retry::RetryPolicy;
 
 /// Settings of a `stamp` node.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -99,13 +99,7 @@ impl Processor for Stamp {
 
 impl Stamp {
     async fn stamp(&self, item: &Item, cx: &Context) -> Result<(), ItemError> {
-        if item.get_str("store") != Some(self.cfg.store.as_str()) {
-            return Err(ItemError::refused(format!(
-                "the item was listed in store `{}`; this node writes back into `{}`",
-                item.get_str("store").unwrap_or("(none)"),
-                self.cfg.store
-            )));
-        }
+        crate::delete::listed_in(item, &self.cfg.store, "writes back into")?;
         let body =
             item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: stamp needs a fetch upstream"))?;
         let listed = item.listed();
@@ -137,15 +131,6 @@ impl Stamp {
     where
         Fut: std::future::Future<Output = Result<T, dqpipe_engine::api::store::StoreError>>,
     {
-        self.cfg
-            .retry
-            .run(
-                op,
-                |e| e.kind == StoreErrorKind::Transient,
-                |e| format!("{what} {key:?} in {}: {e}", self.store.display_url()),
-                || cx.retried(1),
-            )
-            .await
-            .map_err(GaveUp::into_item_error)
+        self.cfg.retry.on_store(&*self.store, what, key, cx, op).await
     }
 }
