@@ -6,7 +6,9 @@
 //!   records each acknowledgement in the [`Probe`].
 //! - `gate` (processor): counts items open at once; with `hold: true` each waits until
 //!   the test releases it ([`Probe::release`]); keys in `fail` fail, keys in `refuse`
-//!   are refused for good, keys in `panic` panic.
+//!   are refused for good, keys in `panic` panic; with `keep: true` each item is held
+//!   ([`crate::api::Held`]) until the end of the input, then sent on, but those in `lose`
+//!   are dropped unwritten.
 //! - `mem://NAME` stores: a map in memory ([`MemoryStore`]).
 
 use std::collections::BTreeMap;
@@ -21,8 +23,8 @@ use serde::Deserialize;
 use crate::api::body::{Body, Spool};
 use crate::api::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
 use crate::api::{
-    kind_built_by, BuildContext, Built, ConfigError, Context, Emitter, Finished, Item, ItemError, KindConfig, Meta,
-    NodeError, PortDecl, Processor, Registry, Role, Source, StoreOpener,
+    kind_built_by, BuildContext, Built, ConfigError, Context, Emitter, Finished, Held, Item, ItemError, KindConfig,
+    Meta, NodeError, PortDecl, Processor, Registry, Role, Source, StoreOpener,
 };
 use crate::spec::StoreSpec;
 
@@ -69,9 +71,11 @@ pub fn registry(probe: Arc<Probe>) -> Registry {
             kind_built_by::<NumbersConfig>(move |cfg, _| {
                 Ok(Built::Source(Arc::new(Numbers { cfg, probe: p1.clone() })))
             }),
-            kind_built_by::<GateConfig>(move |cfg, _| Ok(Built::Processor(Arc::new(Gate { cfg, probe: p2.clone() })))),
+            kind_built_by::<GateConfig>(move |cfg, _| {
+                Ok(Built::Processor(Arc::new(Gate { cfg, probe: p2.clone(), kept: Mutex::default() })))
+            }),
             kind_built_by::<ParseGateConfig>(move |ParseGateConfig(cfg), _| {
-                Ok(Built::Processor(Arc::new(Gate { cfg, probe: p3.clone() })))
+                Ok(Built::Processor(Arc::new(Gate { cfg, probe: p3.clone(), kept: Mutex::default() })))
             }),
         ],
         stores: Arc::new(MemoryStores),
@@ -149,6 +153,10 @@ struct GateConfig {
     panic: Vec<String>,
     #[serde(default)]
     refuse: Vec<String>,
+    #[serde(default)]
+    keep: bool,
+    #[serde(default)]
+    lose: Vec<String>,
 }
 
 impl KindConfig for GateConfig {
@@ -183,6 +191,7 @@ impl KindConfig for ParseGateConfig {
 struct Gate {
     cfg: GateConfig,
     probe: Arc<Probe>,
+    kept: Mutex<Vec<Held>>,
 }
 
 #[async_trait]
@@ -206,7 +215,20 @@ impl Processor for Gate {
         if self.cfg.refuse.contains(&key) {
             return Err(ItemError::refused(format!("told to refuse {key}")));
         }
+        if self.cfg.keep {
+            self.kept.lock().map_err(|_| ItemError::new("poisoned"))?.push(item.hold("gate"));
+            return Ok(());
+        }
         out.emit("out", item).await.map_err(ItemError::from)
+    }
+    async fn end_of_input(&self, out: &Emitter, _cx: &Context) {
+        let kept = self.kept.lock().map(|mut k| std::mem::take(&mut *k)).unwrap_or_default();
+        for held in kept {
+            let key = held.meta().get("key").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+            if !self.cfg.lose.contains(&key) {
+                let _ = out.emit("out", held.release()).await;
+            }
+        }
     }
     async fn preview(&self, item: Item, out: &Emitter, _cx: &Context, _deep: bool) -> Result<(), ItemError> {
         out.emit("out", item).await.map_err(ItemError::from)

@@ -234,6 +234,35 @@ async fn a_stop_gives_items_in_flight_the_grace_period_then_abandons_them() {
     assert!(r.failures.iter().any(|f| f.reason.contains("abandoned at shutdown")), "{:?}", r.failures);
 }
 
+/// A node that holds every item until its input ends (a batch): held items give back
+/// their share of the byte budget, so 64 objects of 1 MiB pass a budget of 4 MiB (had
+/// they kept it, the source would wait for the fifth forever, and the input never end);
+/// nothing is acknowledged before the end of the input; a held item dropped unwritten is
+/// failed, never taken for done.
+#[tokio::test(start_paused = true)]
+async fn held_items_free_the_byte_budget_wait_for_the_end_of_input_and_fail_closed() {
+    let probe = Arc::new(Probe::default());
+    let p = pipeline(
+        &probe,
+        "max_bytes_in_flight: 4194304",
+        "count: 64, size: 1048576",
+        "keep: true, lose: [k7, k40], concurrency: 4",
+    );
+    // Paused time: a run that can never end (its source waiting for budget) times out at
+    // once, as nothing else is left to run.
+    let r = tokio::time::timeout(Duration::from_secs(3600), run(&p, RunOptions::default()))
+        .await
+        .expect("the source waited for byte budget that held items kept");
+    assert_eq!((r.items.complete, r.items.failed), (62, 2), "{:?}", r.failures);
+    let mut lost: Vec<&str> = r.failures.iter().map(|f| f.key.as_str()).collect();
+    lost.sort();
+    assert_eq!(lost, ["k40", "k7"]);
+    assert!(r.failures.iter().all(|f| f.reason.contains("dropped before it was written")), "{:?}", r.failures);
+    let acked = probe.acked();
+    assert_eq!(acked.len(), 62);
+    assert!(!acked.contains(&"k7".to_string()) && !acked.contains(&"k40".to_string()));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_preflight_check_that_panics_fails_the_run() {
     let probe = Arc::new(Probe::default());

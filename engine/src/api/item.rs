@@ -218,6 +218,22 @@ impl From<&str> for NodeError {
     }
 }
 
+/// Records that `node` could not process `item` (for good if `permanent`); the source
+/// object is reported as failed, or refused, when its last copy is dropped. The first
+/// failure recorded is the one reported.
+pub(crate) fn mark_failed(item: &Item, node: &str, reason: &str, permanent: bool) {
+    if let Ok(mut f) = item.lineage.failure.lock() {
+        if f.is_none() {
+            *f = Some(ItemFailure {
+                key: item.lineage.listed.key.clone(),
+                node: node.to_string(),
+                reason: reason.to_string(),
+                permanent,
+            });
+        }
+    }
+}
+
 /// Returned when the downstream nodes are gone (the run is being torn down).
 #[derive(Debug)]
 pub struct Closed;
@@ -248,7 +264,7 @@ pub(crate) struct Lineage {
     pub(crate) trail: Mutex<Trail>,
     pub(crate) on_done: Arc<dyn OnDone>,
     /// The object's share of `max_bytes_in_flight`, given back when the last copy goes.
-    pub(crate) admitted: std::sync::OnceLock<OwnedSemaphorePermit>,
+    pub(crate) admitted: Mutex<Option<OwnedSemaphorePermit>>,
     /// A copy left through an unrouted drop port (a filter's no).
     pub(crate) dropped: std::sync::atomic::AtomicBool,
     /// A copy reached the end of a path other than a drop or a problem: written, or

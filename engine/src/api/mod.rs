@@ -9,7 +9,9 @@
 //! [`ItemError`]: the object is then reported unprocessed and nothing is sent on.
 
 pub mod body;
+pub mod build;
 pub mod context;
+pub mod held;
 pub mod item;
 pub mod kind;
 pub mod outcome;
@@ -23,13 +25,14 @@ pub mod template;
 // the stores' specs it is built with.
 pub use crate::run::outputs::{Emitter, PortStats};
 pub use crate::spec::{Defaults, StoreSpec};
+pub use build::BuildContext;
 pub use context::{Context, Stop};
+pub use held::Held;
 pub use item::{
     Closed, Finished, Item, ItemError, ItemFailure, Meta, NodeError, PlannedWrite, Problem, ProblemObject, Trail,
 };
 pub use kind::{
-    kind, kind_built_by, parse_config, BuildContext, Built, ConfigError, KindConfig, NodeKind, PortDecl, Registry,
-    Role, StoreOpener,
+    kind, kind_built_by, parse_config, Built, ConfigError, KindConfig, NodeKind, PortDecl, Registry, Role, StoreOpener,
 };
 pub use outcome::{Cause, Outcome};
 pub use processor::{Processor, RunFacts};

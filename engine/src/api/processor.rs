@@ -20,6 +20,14 @@ pub trait Processor: Send + Sync {
     /// destination with [`Item::plan_write`]; nodes that cannot know what they would decide
     /// say what they assume with [`Item::plan_note`].
     async fn preview(&self, item: Item, out: &Emitter, cx: &Context, deep: bool) -> Result<(), ItemError>;
+    /// Called once the node's inputs are closed and every `process` call has returned: a
+    /// node that holds items ([`Item::hold`]: a batch) writes what it holds and sends the
+    /// items on. Nodes downstream wait for it, as for any item in flight.
+    async fn end_of_input(&self, _out: &Emitter, _cx: &Context) {}
+    /// The run abandons its items (its grace period is over, or `end_of_input`
+    /// panicked): a node that holds items drops them now, and each is recorded failed as
+    /// it drops.
+    fn abandon(&self) {}
     /// Called once after every item has finished.
     async fn finish(&self, _facts: &RunFacts) {}
     /// The node's own figures for the report and the summary, read after [`Self::finish`]

@@ -24,12 +24,13 @@ use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
 use crate::api::body::Spool;
+use crate::api::item::mark_failed;
 use crate::api::{Built, Context, Emitter, Item, Processor, Source};
 use crate::run::acks::start_acknowledgements;
 use crate::run::end::{report, Ended};
 use crate::run::halt::Halt;
 pub use crate::run::options::{Mode, RunOptions, DEFAULT_GRACE};
-use crate::run::outputs::{mark_failed, ByteBudget, Route, Selection};
+use crate::run::outputs::{ByteBudget, Route, Selection};
 use crate::run::preflight::preflight;
 pub use crate::run::preflight::RunError;
 use crate::run::report::{RunReport, SourceError};
@@ -228,6 +229,11 @@ impl ProcessorTask {
             let work = async {
                 self.take_items(&mut running).await;
                 while running.join_next().await.is_some() {}
+                let ended = AssertUnwindSafe(self.node.end_of_input(&self.out, &self.cx)).catch_unwind().await;
+                if ended.is_err() {
+                    tracing::error!(node = %self.cx.node(), "the node panicked at the end of its input");
+                    self.node.abandon();
+                }
             };
             tokio::select! {
                 () = work => false,
@@ -235,6 +241,7 @@ impl ProcessorTask {
             }
         };
         if abandoned {
+            self.node.abandon();
             running.abort_all();
             self.rx.close();
             while self.rx.try_recv().is_ok() {}

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use indexmap::IndexMap;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::api::item::{Closed, Finished, Item, ItemFailure, Lineage, Meta, ProblemObject, Trail};
+use crate::api::item::{mark_failed, Closed, Finished, Item, Lineage, Meta, ProblemObject, Trail};
 use crate::api::selection::{Planned, Shard};
 use crate::api::store::ObjectInfo;
 use crate::run::tracker::Tracker;
@@ -219,7 +219,7 @@ impl Emitter {
                 failure: Mutex::new(None),
                 trail: Mutex::new(Trail::default()),
                 on_done: self.tracker.clone(),
-                admitted: std::sync::OnceLock::new(),
+                admitted: Mutex::new(None),
                 dropped: Default::default(),
                 delivered: Default::default(),
                 record: Default::default(),
@@ -233,10 +233,13 @@ impl Emitter {
     /// `max_bytes_in_flight`.
     pub async fn emit(&self, port: &str, item: Item) -> Result<(), Closed> {
         if let Some(budget) = &self.budget {
-            if item.lineage.admitted.get().is_none() {
+            let admitted = item.lineage.admitted.lock().map(|a| a.is_some()).unwrap_or(true);
+            if !admitted {
                 let permit =
                     budget.semaphore.clone().acquire_many_owned(budget.charge(&item)).await.map_err(|_| Closed)?;
-                let _ = item.lineage.admitted.set(permit);
+                if let Ok(mut a) = item.lineage.admitted.lock() {
+                    *a = Some(permit);
+                }
             }
         }
         let Some(route) = self.ports.get(port) else {
@@ -284,20 +287,5 @@ impl Emitter {
             last.send(item).await.map_err(|_| Closed)?;
         }
         Ok(())
-    }
-}
-
-/// Records that `node` could not process `item` (for good if `permanent`); the source
-/// object is reported as failed, or refused, when its last copy is dropped.
-pub(crate) fn mark_failed(item: &Item, node: &str, reason: &str, permanent: bool) {
-    if let Ok(mut f) = item.lineage.failure.lock() {
-        if f.is_none() {
-            *f = Some(ItemFailure {
-                key: item.lineage.listed.key.clone(),
-                node: node.to_string(),
-                reason: reason.to_string(),
-                permanent,
-            });
-        }
     }
 }
