@@ -9,6 +9,7 @@
 //! [`list`] -> [`fetch`] -> [`clamav`] -> [`nats_message`] -> [`put`], with
 //! problems going to other [`put`] nodes and to [`slack`].
 
+pub mod batch;
 pub mod clamav;
 pub mod delete;
 pub mod fetch;
@@ -53,6 +54,7 @@ pub fn registry() -> Registry {
             kind::<xml_check::XmlCheckConfig>(),
             kind::<delete::DeleteConfig>(),
             kind::<stamp::StampConfig>(),
+            kind::<batch::BatchConfig>(),
         ],
         stores: Arc::new(stores::Opener::new()),
     }

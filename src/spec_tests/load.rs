@@ -106,12 +106,12 @@ fn read_case(v: Value, origin: &Origin) -> Result<Case, String> {
 }
 
 /// What the cases name that the spec has not: a stub for no node, a route that is no
-/// `put`, `stamp` or `delete` node. One error each, at its place.
+/// `put`, `stamp`, `batch` or `delete` node. One error each, at its place.
 pub fn check(suite: &Suite, nodes: &[(String, String)]) -> Vec<String> {
     let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
     let sinks: Vec<&str> = nodes
         .iter()
-        .filter(|(_, k)| ["put", "stamp", "delete"].contains(&k.as_str()))
+        .filter(|(_, k)| ["put", "stamp", "batch", "delete"].contains(&k.as_str()))
         .map(|(n, _)| n.as_str())
         .collect();
     let mut errors = Vec::new();
@@ -125,7 +125,7 @@ pub fn check(suite: &Suite, nodes: &[(String, String)]) -> Vec<String> {
             for r in route.names().iter().filter(|r| !sinks.contains(&r.as_str())) {
                 let hint = dqpipe_engine::spec::suggest::did_you_mean(r, &sinks);
                 errors.push(format!(
-                    "{}: `{r}` is not a `put`, `stamp` or `delete` node of the spec{hint}; routes name those (or `none`)",
+                    "{}: `{r}` is not a `put`, `stamp`, `batch` or `delete` node of the spec{hint}; routes name those (or `none`)",
                     origin.at(&["expect", key, "route"])
                 ));
             }

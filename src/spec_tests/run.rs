@@ -102,11 +102,11 @@ type Sent = (String, String, String, dqpipe_engine::api::Meta);
 
 /// One run in memory; what each object became.
 async fn run(p: &Pipeline, stores: &InMemory) -> Result<Got, String> {
-    // The `put` and `stamp` nodes, and the store each writes to.
+    // The `put`, `stamp` and `batch` nodes, and the store each writes to.
     let puts: BTreeMap<String, String> = p
         .nodes
         .iter()
-        .filter(|n| n.spec.kind == "put" || n.spec.kind == "stamp")
+        .filter(|n| ["put", "stamp", "batch"].contains(&n.spec.kind.as_str()))
         .map(|n| {
             let store = n.spec.config.get("store").and_then(Value::as_str).unwrap_or_default();
             (n.spec.name.clone(), store.to_string())
@@ -145,7 +145,12 @@ async fn run(p: &Pipeline, stores: &InMemory) -> Result<Got, String> {
             continue;
         }
         let (Some(store), "out") = (puts.get(&node), port.as_str()) else { continue };
-        let dest = meta.get("dest_key").and_then(Value::as_str).unwrap_or_default().to_string();
+        let dest =
+            meta.get("dest_key").or(meta.get("batch_key")).and_then(Value::as_str).unwrap_or_default().to_string();
+        // A file's records gathered into one batch object are one write of it.
+        if entry.written.iter().any(|w| w.node == node && w.key == dest) {
+            continue;
+        }
         let body = stores.store(store).objects().get(&dest).map(|b| b.to_vec());
         entry.written.push(Written { node, key: dest, body });
     }

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod batch;
 mod breaking;
 mod collisions;
 mod copy;

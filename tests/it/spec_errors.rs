@@ -185,7 +185,8 @@ fn schema_covers_every_kind() {
             "records",
             "xml_check",
             "delete",
-            "stamp"
+            "stamp",
+            "batch"
         ]
     );
     assert_eq!(node["properties"]["kind"]["enum"], serde_json::json!(kinds));

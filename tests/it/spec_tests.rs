@@ -119,7 +119,7 @@ fn mistakes_in_a_tests_file_are_placed_and_found_when_it_loads() {
         ),
         (
             "tests:\n  - name: x\n    objects: []\n    expect:\n      a.json: { route: otu }\n  - name: y\n    objects: []\n    expect:\n      a.json: { route: otu }\n",
-            "classify.tests.yaml:5:17: tests[0].expect.a.json.route: `otu` is not a `put`, `stamp` or `delete` node of the spec (did you mean `out`?)",
+            "classify.tests.yaml:5:17: tests[0].expect.a.json.route: `otu` is not a `put`, `stamp`, `batch` or `delete` node of the spec (did you mean `out`?)",
         ),
     ];
     for (text, want) in cases {
