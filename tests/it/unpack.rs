@@ -134,3 +134,88 @@ fn member_names_give_fields_and_the_unmatched_are_routed_or_dropped() {
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     assert_eq!(files_under(&dir.path().join("out")), ["20261203/report_20261203.xml", "20261204/report_20261204.xml"]);
 }
+
+/// pipelines/examples/zip-index.yaml against clamd and s3s-fs: each readable archive is
+/// indexed (one CSV, a row per XML member: name, GUID, size, carrier) and copied under
+/// the date in its name; hostile archives (a `../` member, a zip bomb, 100,000 empty
+/// members) and an infected one each end as a routed problem with nothing of them copied
+/// or indexed; every handled archive leaves the landing folder; a rerun does nothing.
+#[test]
+fn the_zip_index_example_indexes_and_copies_whole_archives_and_routes_hostile_ones() {
+    let clamd = Clamd::start("25M");
+    let s3 = S3Server::start(&["internal"]);
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("var/s4-landing");
+    std::fs::create_dir_all(&landing).unwrap();
+    let xml = |carrier: &str| format!("<APIData><Flight carrier=\"{carrier}\"/><Flight carrier=\"X\"/></APIData>");
+    let good = landing.join("RAW_20261203_0930_0001.zip");
+    zip_of(
+        &good,
+        &[
+            ("0A1B-0001.xml", xml("BAW").into_bytes()),
+            ("0A1B-0002.xml", xml("EZY").into_bytes()),
+            ("sub/0A1B-0003.xml", b"<APIData/>".to_vec()),
+            ("readme.txt", b"not indexed".to_vec()),
+        ],
+    );
+    let good_bytes = std::fs::read(&good).unwrap();
+    zip_of(&landing.join("RAW_20261203_0930_0002.zip"), &[("../../escape.xml", xml("BAW").into_bytes())]);
+    zip_of(&landing.join("RAW_20261204_1200_0003.zip"), &[("zeros.xml", vec![b' '; 20 << 20])]);
+    let many: Vec<(String, Vec<u8>)> = (0..100_000).map(|n| (format!("e/{n}.xml"), Vec::new())).collect();
+    let many: Vec<(&str, Vec<u8>)> = many.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    zip_of(&landing.join("RAW_20261204_1200_0004.zip"), &many);
+    let eicar = dqpipe_plugins::samples::eicar().into_bytes();
+    zip_of(&landing.join("RAW_20261205_0000_0005.zip"), &[("0A1B-0005.xml", eicar)]);
+    std::fs::write(landing.join("PARSED_20261203_0930_0001.zip"), "another stage").unwrap();
+    let run = |report: &str| {
+        TestRun::new(dir.path(), &repo().join("pipelines/examples/zip-index.yaml").to_string_lossy())
+            .s3(&s3)
+            .env("INTERNAL_URL", "s3://internal")
+            .env("CLAMD_ADDRESS", &clamd.tcp())
+            .report(report)
+            .run()
+    };
+    let ran = run("r.json");
+    assert_eq!(ran.code(), Some(3), "{}", ran.stderr());
+    let bucket = s3.bucket_dir("internal");
+    let written: Vec<String> = files_under(&bucket).into_iter().filter(|f| f.starts_with("s4/")).collect();
+    assert_eq!(written.len(), 2, "one index and one copy: {written:?}");
+    assert_eq!(std::fs::read(bucket.join("s4/raw/2026/12/03/RAW_20261203_0930_0001.zip")).unwrap(), good_bytes);
+    let index = written.iter().find(|f| f.starts_with("s4/index/RAW_20261203_0930_0001.zip/")).unwrap();
+    let text = std::fs::read_to_string(bucket.join(index)).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.remove(0), "member,guid,member_size,carrier");
+    lines.sort();
+    let size = xml("BAW").len();
+    assert_eq!(
+        lines,
+        [
+            format!("0A1B-0001.xml,0A1B-0001,{size},BAW"),
+            format!("0A1B-0002.xml,0A1B-0002,{size},EZY"),
+            "sub/0A1B-0003.xml,0A1B-0003,10,".to_string()
+        ],
+        "a row per XML member, each once"
+    );
+    let reason = |path: &str| read_json(&dir.path().join(path))["reason"].as_str().unwrap_or_default().to_string();
+    let escape = reason("var/s4-failed/RAW_20261203_0930_0002.zip.error.json");
+    assert!(escape.contains("not a relative path inside the archive"), "{escape}");
+    // ClamAV stops at its own MaxFiles (10,000) first: with AlertExceedsMax that is a
+    // problem (`scan.error`, quarantined), never a clean archive unpack would read.
+    let many = reason("var/s4-quarantine/RAW_20261204_1200_0004.zip.error.json");
+    assert!(many.contains("MaxFiles"), "{many}");
+    let bomb = reason("var/s4-failed/RAW_20261204_1200_0003.zip.error.json");
+    assert!(bomb.contains("max_ratio"), "{bomb}");
+    let infected = reason("var/s4-quarantine/RAW_20261205_0000_0005.zip.error.json");
+    assert!(infected.contains("EICAR"), "{infected}");
+    assert_eq!(files_under(&landing), ["PARSED_20261203_0930_0001.zip"], "handled archives moved, others left");
+    let again = run("again.json");
+    assert_eq!(again.code(), Some(0), "{}", again.stderr());
+    let items = &again.report["items"];
+    assert_eq!(
+        (items["from_sources"].as_u64(), items["dropped"].as_u64()),
+        (Some(1), Some(1)),
+        "only the other stage's name: {items}"
+    );
+    let after: Vec<String> = files_under(&bucket).into_iter().filter(|f| f.starts_with("s4/")).collect();
+    assert_eq!(after, written, "nothing written again");
+}

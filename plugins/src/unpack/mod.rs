@@ -19,7 +19,10 @@
 //! `read.rs`): more members than `max_members`, more bytes unpacked than `max_bytes`, a
 //! member unpacked more than `max_ratio` times its compressed size, a member named with
 //! `..` or an absolute path, an archive inside archives deeper than `max_depth`. An
-//! archive without a file in it leaves by `empty` (dropped unless routed).
+//! archive without a file in it leaves by `empty` (dropped unless routed). Once every
+//! member was read and sent on, the archive itself leaves by `unpacked`: an archive is
+//! copied from there only if it could be read whole (the platform's RAW indexer uploaded
+//! zips that failed their integrity test).
 
 mod read;
 
@@ -151,6 +154,12 @@ const MEMBER_FIELDS: &[&str] = &["member", "archive_key", "member_size", "member
 const PORTS: &[PortDecl] = &[
     PortDecl::out("out", "one item per member, with `member`, `archive_key`, `member_size`").setting(MEMBER_FIELDS),
     PortDecl::dropped("empty", "archives without a file in them"),
+    PortDecl::out(
+        "unpacked",
+        "the archive itself, once every member was read and sent on, with `members` (how many): an archive \
+         copied from here was whole",
+    )
+    .setting(&["members"]),
     PortDecl::problem(
         "failed",
         &["reason"],
@@ -248,7 +257,11 @@ impl Processor for Unpack {
         }
         match reader.await {
             Ok(Ok(())) if sent == 0 => out.emit("empty", item).await.map_err(ItemError::from),
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                let mut archive = item;
+                archive.set("members", sent);
+                out.emit("unpacked", archive).await.map_err(ItemError::from)
+            }
             Ok(Err(reason)) if sent == 0 => refuse(item, reason).await,
             // Part of the archive went on: the object is not done, a rerun unpacks it again
             // (to the same keys).
@@ -260,6 +273,7 @@ impl Processor for Unpack {
     /// Never unpacks in a plan: says the members come from the content.
     async fn preview(&self, item: Item, out: &Emitter, _cx: &Context, _deep: bool) -> Result<(), ItemError> {
         item.plan_note("unpacked at run time: each member is an item (the plan shows the archive)");
-        out.emit("out", item).await.map_err(ItemError::from)
+        out.emit("out", item.clone()).await.map_err(ItemError::from)?;
+        out.emit("unpacked", item).await.map_err(ItemError::from)
     }
 }
