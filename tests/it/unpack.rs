@@ -219,3 +219,63 @@ fn the_zip_index_example_indexes_and_copies_whole_archives_and_routes_hostile_on
     let after: Vec<String> = files_under(&bucket).into_iter().filter(|f| f.starts_with("s4/")).collect();
     assert_eq!(after, written, "nothing written again");
 }
+
+const SIZES: &str = r#"
+version: 1
+name: zip-sizes
+stores:
+  landing: { url: "file://./landing" }
+  out: { url: "file://./out" }
+nodes:
+  list: { kind: list, store: landing }
+  fetch: { kind: fetch, input: list }
+  members: { kind: unpack, input: fetch, max_members: 20000, max_bytes: 2000000000 }
+  sizes:
+    kind: batch
+    input: members
+    store: out
+    key: "sizes/{{ archive_key }}/{{ batch }}.json"
+    format: summary
+    rows: metadata
+    sum: [member_size]
+  failed: { kind: put, input: members.failed, store: out, key: "failed/{{ name }}", with_reason: true }
+"#;
+
+/// A 1 GB zip of 10,000 members of 100 kB, unpacked and summed (a `batch` summary: the
+/// count of members and the sum of their sizes), within the byte budget of the run.
+#[test]
+fn a_1_gb_zip_of_small_members_is_unpacked_within_the_byte_budget() {
+    let (members, size) = (10_000usize, 100_000usize);
+    let peak = |count: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.yaml"), SIZES).unwrap();
+        std::fs::create_dir_all(dir.path().join("landing")).unwrap();
+        let file = std::fs::File::create(dir.path().join("landing/big.zip")).unwrap();
+        let mut z = zip::ZipWriter::new(std::io::BufWriter::new(file));
+        let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        for n in 0..count {
+            z.start_file(format!("m/{n:05}.xml"), stored).unwrap();
+            z.write_all(&body).unwrap();
+        }
+        z.finish().unwrap();
+        let ran = TestRun::new(dir.path(), "p.yaml").report("r.json").run();
+        assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+        let written: Vec<String> = files_under(&dir.path().join("out"));
+        assert_eq!(written.len(), 1, "{written:?}");
+        let summary = read_json(&dir.path().join("out").join(&written[0]));
+        assert_eq!(summary, serde_json::json!({"count": count, "sum": {"member_size": count * size}}));
+        ran.report["peak_rss_bytes"].as_u64().expect("peak memory in the report")
+    };
+    let control = peak(10);
+    let big = peak(members);
+    // What the run may hold is its byte budget (`max_bytes_in_flight`, 64 MiB by default).
+    // The zip itself (1 GB) is spooled to disk by `fetch` and read from there; in memory
+    // are at most the members between nodes: 2 between unpack's reader and the node, 64
+    // in the channel to `sizes` (`channel_capacity`), 8 in `sizes` (its concurrency):
+    // 74 x 100 kB = 7.4 MB, and the held items (10,000 x about 1 kB = 10 MB). Reading the
+    // archive whole would add 1,000 MB.
+    let budget = 64 << 20;
+    eprintln!("peak memory: {big} B for the 1 GB zip, {control} B for 10 members");
+    assert!(big < control + budget, "peak {big} B for the 1 GB zip, {control} B for a small one");
+}
