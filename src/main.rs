@@ -11,6 +11,7 @@ mod report_target;
 mod say;
 mod spec_tests;
 mod tap;
+mod terse_log;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -131,12 +132,12 @@ fn return_large_buffers() {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DQPIPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| progress::LogWriter)
-        .with_ansi(std::io::stderr().is_terminal());
+    let terminal = std::io::stderr().is_terminal();
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| progress::LogWriter).with_ansi(terminal);
     say::use_json(matches!(format, LogFormat::Json));
     match format {
+        LogFormat::Text if terminal => builder.event_format(terse_log::Terse).init(),
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }

@@ -45,39 +45,95 @@ impl Display {
     }
 }
 
-/// `in flight 3  clean=120 infected=1 error=0`
-fn detail(s: &StatsSnapshot, i: usize) -> String {
+/// A node's row after its count, most useful first, so that a narrow terminal cuts the
+/// least useful (indicatif cuts `wide_msg` at the width): errors and retries when there
+/// are any (trouble shows at once), the ports' counts (problems among them), the rate over
+/// the last seconds, the share of the objects listed so far, bytes per second, in flight.
+/// `errors=3 retries=12  clean=120 infected=1 error=0  812/s  64%  1.2 MB/s  in flight 3`
+fn row(s: &StatsSnapshot, w: &Window, i: usize) -> String {
     let n = &s.nodes[i];
-    let ports: Vec<String> = n.ports.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("in flight {}  {}", n.in_flight, ports.join(" "))
+    let mut parts = Vec::new();
+    if n.errors > 0 || n.retries > 0 {
+        parts.push(format!("errors={} retries={}", n.errors, n.retries));
+    }
+    parts.push(n.ports.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+    let (items, bytes) = w.rates(s, i);
+    parts.push(format!("{items:.0}/s"));
+    let listed = s.listed();
+    if !n.source && listed > 0 {
+        parts.push(format!("{}%", (n.items * 100 / listed).min(100)));
+    }
+    parts.push(format!("{:.1} MB/s", bytes / 1e6));
+    parts.push(format!("in flight {}", n.in_flight));
+    parts.join("  ")
 }
 
-/// `812/s  1.2 MB/s  64%`: rates since the start, rounded as people read them, and the
-/// share of the objects listed so far that this node has received.
-fn rates(s: &StatsSnapshot, i: usize, secs: f64) -> String {
-    let n = &s.nodes[i];
-    let per_sec = n.items as f64 / secs.max(0.001);
-    let mb = n.bytes as f64 / 1e6 / secs.max(0.001);
-    let listed: u64 = s.nodes.iter().filter(|x| x.source).map(|x| x.items).sum();
-    let share = match (n.source, listed) {
-        (false, l) if l > 0 => format!("  {:>3}%", (n.items * 100 / l).min(100)),
-        _ => String::new(),
-    };
-    format!("{per_sec:>6.0}/s {mb:>6.1} MB/s{share}")
+/// Rates over the last seconds, not since the start: a dependency that fails shows as a
+/// falling rate within [`Window::SPAN`], not after minutes of averaging.
+#[derive(Default)]
+struct Window {
+    /// Oldest first.
+    seen: std::collections::VecDeque<Seen>,
 }
 
-/// The run as a whole: `4990 of 5000  99%  812/s  ETA 3s`. The total is known once every
-/// listing has ended; until then it is what was listed so far, and there is no ETA.
-fn overall(s: &StatsSnapshot, secs: f64) -> String {
+/// When, the items and bytes of each node, and the objects finished.
+type Seen = (std::time::Instant, Vec<(u64, u64)>, u64);
+
+impl Window {
+    const SPAN: Duration = Duration::from_secs(5);
+
+    fn push(&mut self, s: &StatsSnapshot) {
+        let now = std::time::Instant::now();
+        self.seen.push_back((now, s.nodes.iter().map(|n| (n.items, n.bytes)).collect(), s.finished()));
+        while self.seen.len() > 2 && self.seen.front().is_some_and(|(t, _, _)| now - *t > Self::SPAN) {
+            self.seen.pop_front();
+        }
+    }
+
+    fn secs(&self) -> f64 {
+        match (self.seen.front(), self.seen.back()) {
+            (Some((a, _, _)), Some((b, _, _))) => (*b - *a).as_secs_f64().max(0.001),
+            _ => 0.001,
+        }
+    }
+
+    /// Items and bytes per second at node `i` over the window.
+    fn rates(&self, s: &StatsSnapshot, i: usize) -> (f64, f64) {
+        let Some((_, first, _)) = self.seen.front() else { return (0.0, 0.0) };
+        let (items, bytes) = first.get(i).copied().unwrap_or_default();
+        let n = &s.nodes[i];
+        (n.items.saturating_sub(items) as f64 / self.secs(), n.bytes.saturating_sub(bytes) as f64 / self.secs())
+    }
+
+    /// Objects finished per second over the window.
+    fn finished_rate(&self, s: &StatsSnapshot) -> f64 {
+        let first = self.seen.front().map(|(_, _, f)| *f).unwrap_or_default();
+        s.finished().saturating_sub(first) as f64 / self.secs()
+    }
+}
+
+/// The run as a whole: `4990 of 5000  99%  ETA 3s  812/s  failed=0 refused=0`. The total
+/// is known once every listing has ended; until then it is what was listed so far, and
+/// there is no ETA. A run stopped before its listings ended (a halt, SIGTERM) says so:
+/// what was never listed is in no count, and a rerun takes it.
+fn overall(s: &StatsSnapshot, w: &Window) -> String {
     let (done, listed) = (s.finished(), s.listed());
-    let per_sec = done as f64 / secs.max(0.001);
+    let per_sec = w.finished_rate(s);
+    let counts = format!("failed={} refused={}", s.failed, s.refused);
+    if s.listing_cut() || s.halted.is_some() {
+        let state = if s.halted.is_some() { "HALTED" } else { "stopping" };
+        let rest = if s.listing_cut() { "the rest never listed" } else { "the rest left" };
+        let why = s.halted.as_deref().map(|h| format!(": {h}")).unwrap_or_default();
+        return format!("of {listed} listed  {state}: {rest} for a rerun  {counts}{why}");
+    }
     let of = if s.listing_done() { format!("of {listed}") } else { format!("of {listed} listed so far") };
     let share = (done * 100).checked_div(listed).map(|p| format!("  {:>3}%", p.min(100))).unwrap_or_default();
     let eta = match (s.listing_done(), per_sec > 0.0) {
         (true, true) => format!("  ETA {}", clock((listed.saturating_sub(done)) as f64 / per_sec)),
+        (true, false) if done >= listed => "  ETA 0s".to_string(),
         _ => String::new(),
     };
-    format!("{of}{share}{eta}  {per_sec:.0}/s  failed={} refused={}", s.failed, s.refused)
+    format!("{of}{share}{eta}  {per_sec:.0}/s  {counts}")
 }
 
 /// `45s`, `2m05s`, `1h02m`: as long as it needs to be.
@@ -134,15 +190,15 @@ async fn bars(stats: Arc<LiveStats>, mut done: tokio::sync::oneshot::Receiver<()
     let total = multi.add(indicatif::ProgressBar::new_spinner());
     total.set_style(style.clone());
     total.set_prefix("objects");
-    let started = std::time::Instant::now();
-    let draw = |s: &StatsSnapshot| {
-        let secs = started.elapsed().as_secs_f64();
+    let mut window = Window::default();
+    let mut draw = |s: &StatsSnapshot| {
+        window.push(s);
         for (i, b) in bars.iter().enumerate() {
             b.set_position(s.nodes[i].items);
-            b.set_message(format!("{}  {}", rates(s, i, secs), detail(s, i)));
+            b.set_message(row(s, &window, i));
         }
         total.set_position(s.finished());
-        total.set_message(overall(s, secs));
+        total.set_message(overall(s, &window));
     };
     loop {
         draw(&stats.snapshot());
@@ -163,7 +219,8 @@ async fn bars(stats: Arc<LiveStats>, mut done: tokio::sync::oneshot::Receiver<()
 /// One line every 10 s with the bars' figures: the run as a whole, then each node's items
 /// and ports (`objects 4990 of 5000 99% ETA 3s 812/s ...; fetch 4990 out=4982; ...`).
 async fn log_lines(stats: Arc<LiveStats>, mut done: tokio::sync::oneshot::Receiver<()>) {
-    let started = std::time::Instant::now();
+    let mut window = Window::default();
+    window.push(&stats.snapshot());
     loop {
         tokio::select! {
             _ = &mut done => break,
@@ -175,15 +232,20 @@ async fn log_lines(stats: Arc<LiveStats>, mut done: tokio::sync::oneshot::Receiv
             .iter()
             .map(|n| {
                 let ports: Vec<String> = n.ports.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                format!("{} {} {}", n.name, n.items, ports.join(" "))
+                let trouble = match n.errors + n.retries {
+                    0 => String::new(),
+                    _ => format!(" errors={} retries={}", n.errors, n.retries),
+                };
+                format!("{} {}{trouble} {}", n.name, n.items, ports.join(" "))
             })
             .collect();
+        window.push(&s);
         tracing::info!(
             finished = s.finished(),
             listed = s.listed(),
             listing_done = s.listing_done(),
             "progress: objects {}; {}",
-            overall(&s, started.elapsed().as_secs_f64()),
+            overall(&s, &window),
             nodes.join("; ")
         );
     }

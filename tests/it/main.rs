@@ -21,6 +21,7 @@ mod names;
 mod nats;
 mod plan;
 mod problems;
+mod progress;
 mod records;
 mod reliability;
 mod rescan;

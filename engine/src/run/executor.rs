@@ -63,7 +63,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     tracker.planning.store(planning, Ordering::Relaxed);
     let acker = start_acknowledgements(p, &opts, &tracker);
     let concurrency = p.effective_concurrency(&opts);
-    let halt = Arc::new(Halt::new(opts.stop.clone(), p.defaults.halt.clone(), tracker.clone()));
+    let halt = Arc::new(Halt::new(opts.stop.clone(), p.defaults.halt.clone(), tracker.clone(), stats.halted.clone()));
     let tasks = spawn_nodes(p, &opts, &stats, &concurrency, &halt);
     let source_errors = drain(tasks, &opts, &tracker).await;
     for (name, node) in p.nodes.iter().zip(&stats.nodes) {
@@ -185,7 +185,9 @@ async fn run_source(
 ) -> Option<SourceError> {
     let name = cx.node.clone();
     let ran = AssertUnwindSafe(source.run(&out, &cx)).catch_unwind().await;
-    // Whatever the outcome, nothing more comes from it: the display now knows the total.
+    // Whatever the outcome, nothing more comes from it: the display now knows the total,
+    // or, stopped, that it does not.
+    stats.stopped_early.store(cx.is_stopped(), Ordering::SeqCst);
     stats.finished.store(true, Ordering::SeqCst);
     match ran {
         Ok(Ok(())) => {

@@ -23,12 +23,13 @@ pub(crate) struct Halt {
     stop: Stop,
     policy: HaltPolicy,
     tracker: Arc<Tracker>,
-    reason: OnceLock<String>,
+    /// Shared with the live counters, so that progress says the run halted and why.
+    reason: Arc<OnceLock<String>>,
 }
 
 impl Halt {
-    pub(crate) fn new(stop: Stop, policy: HaltPolicy, tracker: Arc<Tracker>) -> Self {
-        Self { stop, policy, tracker, reason: OnceLock::new() }
+    pub(crate) fn new(stop: Stop, policy: HaltPolicy, tracker: Arc<Tracker>, reason: Arc<OnceLock<String>>) -> Self {
+        Self { stop, policy, tracker, reason }
     }
 
     /// Records how an item ended at `node` (`in_a_row` is the node's counter): a success

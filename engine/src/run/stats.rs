@@ -23,6 +23,9 @@ pub struct NodeStats {
     pub failing_in_a_row: AtomicU64,
     /// A source: its listing has ended (nothing more will come from it).
     pub finished: AtomicBool,
+    /// A source whose listing ended because the run was stopped (SIGTERM, a halt):
+    /// what it had not listed yet is not counted anywhere.
+    pub stopped_early: AtomicBool,
     /// The failures logged so far, by cause (one line per cause, then counts).
     pub(crate) said: crate::run::said::FailuresSaid,
 }
@@ -35,6 +38,8 @@ pub struct LiveStats {
     pub(crate) nodes: Vec<Arc<NodeStats>>,
     pub(crate) ports: Vec<IndexMap<&'static str, Arc<PortStats>>>,
     pub(crate) tracker: Arc<Tracker>,
+    /// Why the run halted itself (`defaults.halt`), once it has.
+    pub(crate) halted: Arc<std::sync::OnceLock<String>>,
 }
 
 /// What the counters said at one moment.
@@ -46,9 +51,15 @@ pub struct StatsSnapshot {
     pub complete: u64,
     pub failed: u64,
     pub refused: u64,
+    /// Why the run halted itself, once it has.
+    pub halted: Option<String>,
 }
 
 impl StatsSnapshot {
+    /// A source's listing was stopped before its end: [`Self::listed`] is not the total.
+    pub fn listing_cut(&self) -> bool {
+        self.nodes.iter().any(|n| n.source && n.stopped_early)
+    }
     /// Objects the sources sent into the run so far.
     pub fn listed(&self) -> u64 {
         self.nodes.iter().filter(|n| n.source).map(|n| n.items).sum()
@@ -75,6 +86,11 @@ pub struct NodeSnapshot {
     pub ports: Vec<(String, u64)>,
     /// A source whose listing has ended.
     pub finished: bool,
+    /// A source whose listing was stopped before its end.
+    pub stopped_early: bool,
+    /// Items the node could not process, and retries of transient failures.
+    pub errors: u64,
+    pub retries: u64,
 }
 
 impl LiveStats {
@@ -86,6 +102,7 @@ impl LiveStats {
             nodes: p.nodes.iter().map(|_| Arc::default()).collect(),
             ports: p.nodes.iter().map(|n| n.ports.iter().map(|d| (d.name, Arc::default())).collect()).collect(),
             tracker: Arc::default(),
+            halted: Arc::default(),
         })
     }
 
@@ -137,6 +154,9 @@ impl LiveStats {
                     in_flight: load(&self.nodes[i].in_flight),
                     ports,
                     finished: self.nodes[i].finished.load(Ordering::SeqCst),
+                    stopped_early: self.nodes[i].stopped_early.load(Ordering::SeqCst),
+                    errors: load(&self.nodes[i].errors),
+                    retries: load(&self.nodes[i].retries),
                 }
             })
             .collect();
@@ -145,6 +165,7 @@ impl LiveStats {
             complete: load(&self.tracker.complete),
             failed: load(&self.tracker.failed),
             refused: load(&self.tracker.refused),
+            halted: self.halted.get().cloned(),
         }
     }
 }
