@@ -19,6 +19,8 @@ pub enum Exit {
     Problems = 3,
     /// Incomplete: some objects were not processed; rerun.
     Incomplete = 4,
+    /// Another run of the pipeline (and shard) holds its lease; nothing ran.
+    Busy = 5,
 }
 
 impl Exit {

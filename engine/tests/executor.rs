@@ -272,6 +272,7 @@ async fn a_preflight_check_that_panics_fails_the_run() {
             assert_eq!(failed, vec![("src".to_string(), "internal error: the check panicked".to_string())])
         }
         Ok(r) => panic!("the run went on: {:?}", r.outcome),
+        Err(other) => panic!("not the preflight: {other}"),
     }
     assert!(probe.acked().is_empty());
 }

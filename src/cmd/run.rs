@@ -84,18 +84,8 @@ pub async fn run(args: Args) -> Exit {
     if let Err(e) = tapped(&args, &p, &mut opts) {
         return e;
     }
-    if let Some(file) = &args.plan {
-        match read_plan(file, &p) {
-            Ok(planned) => {
-                // A plan made with --reprocess planned finished objects too: run them.
-                opts.reprocess |= planned.reprocess;
-                opts.only = Some(Arc::new(planned));
-            }
-            Err(e) => {
-                crate::say::error(format!("{}: {e:#}", file.display()));
-                return Exit::Invalid;
-            }
-        }
+    if let Err(e) = planned(&args, &p, &mut opts) {
+        return e;
     }
     opts.grace = std::time::Duration::from_secs(args.grace_secs);
     let report = args.report.as_deref().map(|r| Target::parse(r, &p, &opts.run_id));
@@ -115,6 +105,12 @@ pub async fn run(args: Args) -> Exit {
     let gateway = p.metrics.pushgateway.trim();
     let r = match result {
         Ok(r) => r,
+        // Another run is doing the work, and pushing its figures: this one says why it
+        // did nothing and exits 5.
+        Err(e @ executor::RunError::Busy(_)) => {
+            crate::say::error(e);
+            return Exit::Busy;
+        }
         Err(e) => {
             crate::say::error(e);
             if !gateway.is_empty() {
@@ -142,6 +138,23 @@ pub async fn run(args: Args) -> Exit {
             Exit::Ok
         }
         exit => exit,
+    }
+}
+
+/// `run --plan FILE`: only the objects the saved plan names.
+fn planned(args: &Args, p: &Pipeline, opts: &mut executor::RunOptions) -> Result<(), Exit> {
+    let Some(file) = &args.plan else { return Ok(()) };
+    match read_plan(file, p) {
+        Ok(planned) => {
+            // A plan made with --reprocess planned finished objects too: run them.
+            opts.reprocess |= planned.reprocess;
+            opts.only = Some(Arc::new(planned));
+            Ok(())
+        }
+        Err(e) => {
+            crate::say::error(format!("{}: {e:#}", file.display()));
+            Err(Exit::Invalid)
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod full_disk;
 mod hostile;
 mod inventory;
 mod kube;
+mod lease;
 mod map;
 mod moves;
 mod names;

@@ -29,6 +29,12 @@ pub trait Source: Send + Sync {
     async fn ack(&self, _done: &Finished) -> Result<(), NodeError> {
         Ok(())
     }
+    /// Where the source keeps what it remembers across runs (done markers): the run takes
+    /// its lease there, so that two runs of one pipeline and shard never work at once
+    /// (`run/lease.rs`). None for a source that remembers nothing.
+    fn lease_store(&self) -> Option<std::sync::Arc<dyn crate::api::store::Store>> {
+        None
+    }
     /// Whether `ack` deletes the object at the source (plans count the deletes).
     fn deletes_on_ack(&self) -> bool {
         false

@@ -143,7 +143,12 @@ fn facts_of(report: &RunReport, opts: &RunOptions) -> RunFacts {
 /// are told, with the checks that failed as the causes, so that the alert goes out. (No
 /// report is written for it.)
 pub(crate) async fn did_not_start(p: &Pipeline, e: &RunError) {
-    let RunError::Preflight(failed) = e;
+    let failed = match e {
+        RunError::Preflight(failed) => failed.clone(),
+        RunError::Lease(why) => vec![("lease".to_string(), why.clone())],
+        // Another run is doing the work (and alerting): nothing to tell.
+        RunError::Busy(_) => return,
+    };
     let facts = RunFacts {
         pipeline: p.name.clone(),
         exit_code: 1,

@@ -58,6 +58,13 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
             return Ok(RunReport::stopped_before_start(&p.name, opts.shard, started.elapsed().as_secs_f64()));
         }
     }
+    let leases = match crate::run::lease::take_all(p, &opts).await {
+        Ok(leases) => leases,
+        Err(e) => {
+            crate::run::end::did_not_start(p, &e).await;
+            return Err(e);
+        }
+    };
     let stats = opts.stats.clone().unwrap_or_else(|| LiveStats::new(p));
     let tracker = stats.tracker.clone();
     tracker.planning.store(planning, Ordering::Relaxed);
@@ -75,7 +82,11 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
     }
     let _ = acker.await;
     let ended = Ended { source_errors, halted: halt.reason(), started, started_at };
-    Ok(report(p, &opts, &stats, &concurrency, ended).await)
+    let report = report(p, &opts, &stats, &concurrency, ended).await;
+    for lease in leases {
+        lease.release().await;
+    }
+    Ok(report)
 }
 
 /// `max_bytes_in_flight`. An object is held whole in memory by a node that parses it: then

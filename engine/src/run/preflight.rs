@@ -13,6 +13,12 @@ use crate::spec::load::Pipeline;
 pub enum RunError {
     #[error("preflight checks failed:\n{}", .0.iter().map(|(n, e)| format!("  {n}: {e}")).collect::<Vec<_>>().join("\n"))]
     Preflight(Vec<(String, String)>),
+    /// Another run of the pipeline and shard holds the lease (`run/lease.rs`): exit 5.
+    #[error("{0}")]
+    Busy(String),
+    /// The lease could not be taken (its store did not answer).
+    #[error("{0}")]
+    Lease(String),
 }
 
 /// Runs every node's preflight check at once (with `sources_only`, the sources' listings

@@ -112,6 +112,12 @@ pub struct Defaults {
     pub spool_dir: Option<String>,
     /// When the run stops itself and leaves the rest for a rerun (see `run/halt.rs`).
     pub halt: HaltPolicy,
+    /// How long a run's lease lasts unless renewed (every third of it), in seconds: a
+    /// second run of the same pipeline and shard while one holds it exits with code 5;
+    /// a run killed without releasing it blocks the next for at most this long. 0: no
+    /// lease. Taken in the store of the sources' done markers (`resume`).
+    #[schemars(range(min = 0, max = 86400))]
+    pub lease_secs: u64,
 }
 
 /// When a run stops itself: a dependency down, or more failures than the pipeline
@@ -161,6 +167,7 @@ impl Default for Defaults {
             spool_threshold_bytes: 8 * 1024 * 1024,
             spool_dir: None,
             halt: HaltPolicy::default(),
+            lease_secs: 120,
         }
     }
 }

@@ -96,6 +96,11 @@ impl DoneLog {
         Self { store, prefix, retry, pending: Mutex::new(Batch::default()), written: AtomicU64::new(0) }
     }
 
+    /// The store the markers are in.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     pub fn display(&self) -> String {
         format!("{}/{}", self.store.display_url().trim_end_matches('/'), self.prefix)
     }

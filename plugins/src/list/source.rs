@@ -191,6 +191,11 @@ type Listing<'a> = BoxStream<'a, Result<ObjectInfo, dqpipe_engine::api::store::S
 
 #[async_trait]
 impl Source for List {
+    /// The store of the done markers (`resume`): the run's lease is taken there.
+    fn lease_store(&self) -> Option<Arc<dyn Store>> {
+        self.resume.as_ref().map(|r| r.store())
+    }
+
     /// Reads the first entry of the listing, so that wrong credentials, a missing bucket or
     /// an unreachable endpoint stop the run before anything moves.
     async fn preflight(&self) -> Result<(), NodeError> {
