@@ -78,9 +78,9 @@ pub struct BatchConfig {
     #[serde(default = "default_max_items")]
     #[schemars(range(min = 1, max = 10000000))]
     pub max_items: usize,
-    /// ... or this many bytes of rows.
+    /// ... or this many bytes of rows (at most 5 GiB, an S3 PUT's limit).
     #[serde(default = "default_max_bytes")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 5368709120u64))]
     pub max_bytes: u64,
     /// The most batches open at once (groups being gathered); past it, the fullest is written.
     #[serde(default = "default_max_open")]
@@ -207,7 +207,7 @@ impl Batcher {
                 return Err(format!("`{{{{ {var} }}}}` has no value for this item (nodes.{}.key)", self.name));
             }
         }
-        let key = crate::put::normalize_key(&self.key.render(&meta)?);
+        let key = crate::put::normalize_key(&self.key.render(&meta).map_err(|e| e.0)?);
         if key == ID_SLOT {
             return Err(format!("the key template {:?} gave only the batch id", self.key.source()));
         }

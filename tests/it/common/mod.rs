@@ -187,7 +187,8 @@ pub fn files_under(dir: &Path) -> Vec<String> {
 /// each marker file), as `key@version`.
 pub fn done_under(dir: &Path) -> Vec<String> {
     let mut done = Vec::new();
-    for f in all_files_under(dir).into_iter().filter(|f| is_marker(f)) {
+    // Done markers only: not a run's lease (`_dqpipe/leases/`) or a batch's manifests.
+    for f in all_files_under(dir).into_iter().filter(|f| is_marker(f) && f.contains("_dqpipe/done/")) {
         for line in std::fs::read_to_string(dir.join(&f)).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             done.push(format!("{}@{}", v["key"].as_str().unwrap(), v["version"].as_str().unwrap()));
