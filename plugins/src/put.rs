@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::body::Body;
 use dqpipe_engine::api::store::{Access, Origin, PutOptions, Store, StoreErrorKind};
-use dqpipe_engine::api::template::KeyTemplate;
+use dqpipe_engine::api::template::{KeyTemplate, TemplateError};
 use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, NodeError, PortDecl, Problem,
     Processor, Role,
@@ -103,21 +103,22 @@ impl Put {
     /// value is named with the spec field. `name` is one segment of a key: a name that
     /// holds a path separator once decoded (`sub%2Fc.json`) is refused, as it would write
     /// below the folder the template names. (`key` and `run_date` are paths by design.)
-    pub fn key_for(&self, item: &Item) -> Result<String, String> {
+    pub fn key_for(&self, item: &Item) -> Result<String, TemplateError> {
         for var in self.key.variables() {
             match item.meta.get(&var) {
                 None | Some(serde_json::Value::Null) => {
-                    return Err(format!("`{{{{ {var} }}}}` has no value for this item (nodes.{}.key)", self.name));
+                    let e = format!("`{{{{ {var} }}}}` has no value for this item (nodes.{}.key)", self.name);
+                    return Err(TemplateError(e));
                 }
                 // A backslash is no separator on S3 or Linux folders: `a\b.json` is a name
                 // (the job dqpipe replaces wrote it), refused only by a store that cannot
                 // hold it.
                 Some(serde_json::Value::String(v)) if var == "name" && v.contains('/') => {
-                    return Err(format!(
+                    return Err(TemplateError(format!(
                         "`{var}` is {v:?}, which holds a path separator (nodes.{}.key): refused, it would write \
                          below the folder the template names",
                         self.name
-                    ))
+                    )))
                 }
                 _ => {}
             }

@@ -22,6 +22,12 @@ use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 
 use crate::api::Meta;
 
+/// Why a template does not compile, or does not render for an item: one line, what
+/// minijinja says (a syntax error, a variable without a value, a date that is none).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateError(pub String);
+
 /// A compiled template. Cheap to clone.
 #[derive(Clone)]
 pub struct KeyTemplate {
@@ -37,13 +43,13 @@ impl std::fmt::Debug for KeyTemplate {
 
 impl KeyTemplate {
     /// Compiles `source`; the error is minijinja's description of the syntax problem.
-    pub fn new(source: &str) -> Result<Self, String> {
-        check_formats(source)?;
+    pub fn new(source: &str) -> Result<Self, TemplateError> {
+        check_formats(source).map_err(TemplateError)?;
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.add_filter("datetime", datetime);
         env.add_filter("strptime", strptime);
-        env.add_template_owned("key", source.to_string()).map_err(|e| describe(&e))?;
+        env.add_template_owned("key", source.to_string()).map_err(|e| TemplateError(describe(&e)))?;
         Ok(Self { env: Arc::new(env), source: source.to_string() })
     }
 
@@ -64,9 +70,9 @@ impl KeyTemplate {
         }
     }
 
-    pub fn render(&self, meta: &Meta) -> Result<String, String> {
-        let t = self.env.get_template("key").map_err(|e| describe(&e))?;
-        t.render(to_context(meta)).map_err(|e| describe(&e))
+    pub fn render(&self, meta: &Meta) -> Result<String, TemplateError> {
+        let t = self.env.get_template("key").map_err(|e| TemplateError(describe(&e)))?;
+        t.render(to_context(meta)).map_err(|e| TemplateError(describe(&e)))
     }
 }
 
@@ -178,7 +184,7 @@ mod tests {
         let mut m = Meta::new();
         m.insert("name".into(), "a.json".into());
         let e = t.render(&m).unwrap_err();
-        assert!(e.contains("undefined"), "{e}");
+        assert!(e.0.contains("undefined"), "{e}");
         m.insert("msg_date".into(), "2021-03-15".into());
         m.insert("size".into(), serde_json::json!(12));
         assert_eq!(t.render(&m).unwrap(), "out/2021-03-15/parsed_a.json");
@@ -200,8 +206,8 @@ mod tests {
         assert_eq!(render(r#"{{ run_time | datetime("%H:%M", "+01:00") }}"#), "08:08");
         assert_eq!(render(r#"{{ name[7:15] | strptime("%Y%m%d") | datetime("%Y/%m/%d") }}"#), "2026/03/05");
         let e = KeyTemplate::new(r#"{{ run_time | datetime("%Y-%Q") }}"#).unwrap_err();
-        assert!(e.contains("not a strftime format"), "{e}");
+        assert!(e.0.contains("not a strftime format"), "{e}");
         let e = KeyTemplate::new(r#"{{ name | strptime("%Y%m%d") }}"#).unwrap().render(&m).unwrap_err();
-        assert!(e.contains("does not read as"), "{e}");
+        assert!(e.0.contains("does not read as"), "{e}");
     }
 }

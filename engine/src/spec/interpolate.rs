@@ -23,16 +23,21 @@ pub struct Interpolated {
     pub vars: Vec<String>,
 }
 
-/// Expands `input`, looking variables up with `lookup`. The error is a one-line message
-/// naming the variable.
-pub fn interpolate(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Interpolated, String> {
+/// Why a value cannot be interpolated: one line naming the variable (unset, `:?` with
+/// its message, nested too deep).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InterpolateError(pub String);
+
+/// Expands `input`, looking variables up with `lookup`.
+pub fn interpolate(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Interpolated, InterpolateError> {
     let depth = nesting(input);
     if depth > MAX_NESTING {
-        return Err(format!(
+        return Err(InterpolateError(format!(
             "`${{...}}` nested {depth} deep; at most {MAX_NESTING} levels are allowed: use fewer nested defaults"
-        ));
+        )));
     }
-    expand_all(input, lookup)
+    expand_all(input, lookup).map_err(InterpolateError)
 }
 
 /// How deep `${...}` may nest (`${A:-${B:-${C}}}` is 3). Expansion recurses once per
@@ -172,7 +177,7 @@ pub(crate) fn interpolate_value(
                 }
                 *s = i.value;
             }
-            Err(msg) => errors.push(path, msg),
+            Err(e) => errors.push(path, e.0),
         },
         Value::Array(a) => {
             for (i, el) in a.iter_mut().enumerate() {
@@ -201,7 +206,7 @@ mod tests {
     }
 
     fn run(s: &str) -> Result<String, String> {
-        interpolate(s, &env).map(|i| i.value)
+        interpolate(s, &env).map(|i| i.value).map_err(|e| e.0)
     }
 
     #[test]
