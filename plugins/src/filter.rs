@@ -148,7 +148,7 @@ impl Processor for Filter {
         let (reads, max) = (self.cfg.reads, self.cfg.max_bytes);
         let limit = Limits::new(self.cfg.time_limit_secs, self.cfg.memory_limit_mb);
         let port = decide(&item, reads, "filter", max, limit, move |doc, meta| {
-            predicate.holds(doc, meta).map(|kept| if kept { "out" } else { "dropped" })
+            predicate.holds(doc, meta).map(|kept| if kept { "out" } else { "dropped" }).map_err(String::from)
         })
         .await?;
         send(item, out, port).await

@@ -39,6 +39,7 @@ impl KindConfig for JsonCheckConfig {
 }
 
 /// Whether `bytes` is well-formed JSON.
-fn json_ok(bytes: &[u8]) -> Result<(), String> {
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map(|_| ()).map_err(|e| format!("not JSON: {e}"))
+fn json_ok(bytes: &[u8]) -> Result<(), crate::invalid::Invalid> {
+    let parsed = serde_json::from_slice::<serde::de::IgnoredAny>(bytes);
+    parsed.map(|_| ()).map_err(|e| crate::invalid::Invalid(format!("not JSON: {e}")))
 }

@@ -14,6 +14,7 @@ pub mod clamav;
 pub mod delete;
 pub mod fetch;
 pub mod filter;
+pub mod invalid;
 pub mod json_check;
 pub mod list;
 pub mod map;

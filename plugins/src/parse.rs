@@ -68,14 +68,14 @@ pub(crate) fn default_max_bytes() -> u64 {
 pub(crate) struct Check {
     pub kind: &'static str,
     pub max_bytes: u64,
-    pub check: fn(&[u8]) -> Result<(), String>,
+    pub check: fn(&[u8]) -> Result<(), crate::invalid::Invalid>,
 }
 
 #[async_trait]
 impl Processor for Check {
     async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let check = self.check;
-        match parse_body(&item, self.kind, self.max_bytes, move |bytes| check(&bytes)).await? {
+        match parse_body(&item, self.kind, self.max_bytes, move |bytes| check(&bytes).map_err(String::from)).await? {
             Ok(()) => out.emit("ok", item).await,
             Err(reason) => {
                 item.set_problem(Problem::Unparseable { reason });

@@ -81,6 +81,14 @@ impl GaveUp<dqpipe_engine::api::store::StoreError> {
     }
 }
 
+impl From<GaveUp<dqpipe_engine::api::store::StoreError>> for dqpipe_engine::api::store::StoreError {
+    /// Given up: the message says what was tried; the kind is the last failure's.
+    fn from(e: GaveUp<dqpipe_engine::api::store::StoreError>) -> Self {
+        let kind = e.last.map(|l| l.kind).unwrap_or(dqpipe_engine::api::store::StoreErrorKind::Transient);
+        dqpipe_engine::api::store::StoreError::new(kind, e.message)
+    }
+}
+
 /// Callers that only report the failure use its message.
 impl<E> From<GaveUp<E>> for String {
     fn from(e: GaveUp<E>) -> String {

@@ -46,7 +46,11 @@ impl KindConfig for XmlCheckConfig {
 }
 
 /// Why `bytes` is not well-formed XML, if it is not.
-pub fn check(bytes: &[u8]) -> Result<(), String> {
+pub fn check(bytes: &[u8]) -> Result<(), crate::invalid::Invalid> {
+    well_formed(bytes).map_err(crate::invalid::Invalid)
+}
+
+fn well_formed(bytes: &[u8]) -> Result<(), String> {
     let mut reader = quick_xml::Reader::from_reader(bytes);
     let mut buf = Vec::new();
     let (mut depth, mut roots) = (0usize, 0usize);
@@ -96,7 +100,7 @@ mod tests {
             ("{\"json\": 1}", "text outside the root"),
         ] {
             let e = super::check(x.as_bytes()).unwrap_err();
-            assert!(e.contains(says), "{x}: {e}");
+            assert!(e.0.contains(says), "{x}: {e}");
         }
     }
 }

@@ -40,7 +40,7 @@ pub fn run(args: Args) -> Exit {
         let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let result = std::fs::read(input).map_err(|e| format!("cannot read it: {e}")).and_then(|bytes| {
             let meta = json!({"key": input.to_string_lossy(), "name": name, "size": bytes.len()});
-            apply(&program, &fields, &bytes, &meta)
+            apply(&program, &fields, &bytes, &meta).map_err(String::from)
         });
         match result {
             Ok(None) => eprintln!("{}: no value (dropped in a run, unless on_empty: fail)", input.display()),

@@ -204,17 +204,40 @@ impl std::fmt::Display for ItemError {
 #[error("{message}")]
 pub struct NodeError {
     pub message: String,
+    /// No rerun can help until someone acts (credentials refused, a key the store will
+    /// not take): an acknowledgement that fails so leaves its object refused (exit 3),
+    /// not failed (exit 4, retried).
+    pub permanent: bool,
+}
+
+impl NodeError {
+    /// A failure a rerun may not meet (the usual case: a store or scanner down).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), permanent: false }
+    }
+    /// A failure no rerun can help with until someone acts.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self { message: message.into(), permanent: true }
+    }
 }
 
 impl From<String> for NodeError {
     fn from(message: String) -> Self {
-        Self { message }
+        Self::new(message)
     }
 }
 
 impl From<&str> for NodeError {
     fn from(message: &str) -> Self {
-        Self { message: message.to_string() }
+        Self::new(message)
+    }
+}
+
+/// A store's failure: permanent when the store refuses the key or the credentials.
+impl From<crate::api::store::StoreError> for NodeError {
+    fn from(e: crate::api::store::StoreError) -> Self {
+        use crate::api::store::StoreErrorKind::{AccessDenied, InvalidKey};
+        Self { permanent: matches!(e.kind, AccessDenied | InvalidKey), message: e.message }
     }
 }
 

@@ -88,7 +88,7 @@ async fn acknowledge(nodes: Vec<(String, Built)>, mut rx: mpsc::UnboundedReceive
                         key: f.listed.key,
                         node: name,
                         reason: format!("outputs are written, but recording the object as done failed: {e}"),
-                        permanent: false,
+                        permanent: e.permanent,
                     });
                 }
                 Err(_) => tracker.record_failure(ItemFailure {

@@ -221,18 +221,24 @@ fn word(v: &Value) -> String {
     v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
 }
 
+/// A setting that is not there: its path, the nearest name, and the names there are.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no setting `{path}`{hint}; there are: {}", .names.join(", "))]
+pub struct UnknownSetting {
+    pub path: String,
+    pub hint: String,
+    pub names: Vec<String>,
+}
+
 /// The setting at a dotted path in a list of settings (`retry.attempts`), or the names
 /// nearest to it.
-pub fn find<'a>(settings: &'a [SettingDoc], path: &str) -> Result<&'a SettingDoc, String> {
+pub fn find<'a>(settings: &'a [SettingDoc], path: &str) -> Result<&'a SettingDoc, UnknownSetting> {
     if let Some(s) = settings.iter().find(|s| s.name == path) {
         return Ok(s);
     }
     let names: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
-    Err(format!(
-        "no setting `{path}`{}; there are: {}",
-        crate::spec::suggest::did_you_mean(path, &names),
-        names.join(", ")
-    ))
+    let hint = crate::spec::suggest::did_you_mean(path, &names);
+    Err(UnknownSetting { path: path.to_string(), hint, names: names.into_iter().map(String::from).collect() })
 }
 
 #[cfg(test)]
@@ -265,6 +271,6 @@ mod tests {
         assert_eq!(s[3].default, Some(json!(5)));
         assert_eq!(s[4].type_name, "integer");
         assert_eq!(s[5].type_name, "string, or list of string");
-        assert!(find(&s, "retry.atempts").unwrap_err().contains("retry.attempts"));
+        assert!(find(&s, "retry.atempts").unwrap_err().hint.contains("retry.attempts"));
     }
 }

@@ -259,7 +259,7 @@ impl Batcher {
             if batch.items() == 0 {
                 open.remove(&pattern);
             }
-            return Err(Box::new((item, reason)));
+            return Err(Box::new((item, reason.0)));
         }
         let mut due = Vec::new();
         if batch.items() >= self.cfg.max_items || batch.bytes() >= self.cfg.max_bytes {

@@ -69,7 +69,7 @@ impl Open {
         row: &Value,
         id: String,
         held: impl FnOnce() -> Held,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::invalid::Invalid> {
         match cfg.format {
             Format::Ndjson => {
                 let mut line = serde_json::to_vec(row).map_err(|e| format!("encoding the record: {e}"))?;

@@ -57,7 +57,11 @@ impl ScannerVersion {
     /// Reads clamd's `VERSION` reply. The build time is clamd's `ctime` of it, in the
     /// scanner's local time zone, which is taken for UTC (as containers run): at worst an
     /// age off by the zone's hours.
-    pub fn parse(reply: &str) -> Result<ScannerVersion, String> {
+    pub fn parse(reply: &str) -> Result<ScannerVersion, crate::invalid::Invalid> {
+        Self::read(reply).map_err(crate::invalid::Invalid)
+    }
+
+    fn read(reply: &str) -> Result<ScannerVersion, String> {
         let reply = reply.trim();
         let mut parts = reply.splitn(3, '/');
         let engine = parts.next().unwrap_or_default().to_string();
@@ -87,8 +91,13 @@ impl ScannerVersion {
         }
     }
 
-    /// Whether scans may use this scanner now: `Err` says why not and what to change.
-    pub fn check(&self, cfg: &DatabaseConfig, now: DateTime<Utc>) -> Result<(), String> {
+    /// Whether scans may use this scanner now: `Err` says why not and what to change
+    /// (refused: no rerun helps until the database is loaded or updated).
+    pub fn check(&self, cfg: &DatabaseConfig, now: DateTime<Utc>) -> Result<(), dqpipe_engine::api::NodeError> {
+        self.usable(cfg, now).map_err(dqpipe_engine::api::NodeError::refused)
+    }
+
+    fn usable(&self, cfg: &DatabaseConfig, now: DateTime<Utc>) -> Result<(), String> {
         match &self.database {
             None if cfg.allow_unversioned => Ok(()),
             None => Err(format!(
@@ -132,11 +141,11 @@ mod tests {
         let cfg = DatabaseConfig::default();
         assert!(v.check(&cfg, at("2026-12-04T08:00:00Z")).is_ok(), "71 hours");
         let old = v.check(&cfg, at("2026-12-04T08:30:00Z")).unwrap_err();
-        assert!(old.contains("72 hours ago") && old.contains("max_age_hours (72)"), "{old}");
+        assert!(old.message.contains("72 hours ago") && old.message.contains("max_age_hours (72)"), "{old}");
 
         let bare = ScannerVersion::parse("ClamAV 1.4.6").unwrap();
         assert_eq!(bare.database, None);
-        assert!(bare.check(&cfg, Utc::now()).unwrap_err().contains("allow_unversioned: true"));
+        assert!(bare.check(&cfg, Utc::now()).unwrap_err().message.contains("allow_unversioned: true"));
         assert!(bare.check(&DatabaseConfig { allow_unversioned: true, ..cfg }, Utc::now()).is_ok());
 
         for bad in ["PONG", "ClamAV 1.4.6/x/Tue Dec  1 08:21:02 2026", "ClamAV 1.4.6/27500", "ClamAV 1/2/yesterday"] {

@@ -37,7 +37,7 @@ impl Clamav {
             Some(reply) => ScannerVersion::parse(&reply)?,
             None => ScannerVersion { engine: "ClamAV REST front end".into(), database: None },
         };
-        version.check(&self.cfg.database, chrono::Utc::now())?;
+        version.check(&self.cfg.database, chrono::Utc::now()).map_err(|e| e.message)?;
         if let Ok(mut v) = self.version.lock() {
             *v = Some(version);
         }

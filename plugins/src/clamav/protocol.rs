@@ -29,18 +29,20 @@ pub enum Verdict {
     },
 }
 
-/// The scanner could not be reached or hung up without answering: worth retrying.
-#[derive(Debug, Clone)]
+/// The scanner could not be reached, hung up or timed out without answering: worth
+/// retrying.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
 pub struct Unreachable(pub String);
 
 trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
 
 impl Scanner {
-    pub fn parse(address: &str) -> Result<Self, String> {
+    pub fn parse(address: &str) -> Result<Self, crate::invalid::Invalid> {
         if let Some(hp) = address.strip_prefix("tcp://") {
             if !hp.contains(':') {
-                return Err(format!("{address:?} needs a port: `tcp://127.0.0.1:3310`"));
+                return Err(format!("{address:?} needs a port: `tcp://127.0.0.1:3310`").into());
             }
             Ok(Scanner::Tcp(hp.trim_end_matches('/').to_string()))
         } else if let Some(p) = address.strip_prefix("unix://") {
@@ -49,7 +51,7 @@ impl Scanner {
             let client = reqwest::Client::builder().build().map_err(|e| format!("HTTP client: {e}"))?;
             Ok(Scanner::Rest { url: address.to_string(), client })
         } else {
-            Err(format!("{address:?} is not a scanner address: use `tcp://host:port`, `unix:///path` or `http://host:port/scan`"))
+            Err(format!("{address:?} is not a scanner address: use `tcp://host:port`, `unix:///path` or `http://host:port/scan`").into())
         }
     }
 
@@ -74,40 +76,43 @@ impl Scanner {
     }
 
     /// `zPING` must answer `PONG`.
-    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn ping(&self, timeout: Duration) -> Result<(), Unreachable> {
         if let Scanner::Rest { .. } = self {
             return Ok(());
         }
         let talk = async {
-            let mut c = self.connect().await.map_err(|e| e.0)?;
-            c.write_all(b"zPING\0").await.map_err(|e| format!("{}: {e}", self.describe()))?;
-            let reply = Replies::default().next(&mut c).await.map_err(|e| format!("{}: {e}", self.describe()))?;
+            let mut c = self.connect().await?;
+            let io = |e: std::io::Error| Unreachable(format!("{}: {e}", self.describe()));
+            c.write_all(b"zPING\0").await.map_err(io)?;
+            let reply = Replies::default().next(&mut c).await.map_err(io)?;
             match reply.as_deref() {
                 Some("PONG") => Ok(()),
-                Some(other) => Err(format!("{} answered PING with {other:?}, not PONG", self.describe())),
-                None => Err(format!("{} closed the connection before answering PING", self.describe())),
+                Some(other) => Err(Unreachable(format!("{} answered PING with {other:?}, not PONG", self.describe()))),
+                None => Err(Unreachable(format!("{} closed the connection before answering PING", self.describe()))),
             }
         };
         tokio::time::timeout(timeout, talk)
             .await
-            .map_err(|_| format!("{} did not answer PING in {} s", self.describe(), timeout.as_secs()))?
+            .map_err(|_| Unreachable(format!("{} did not answer PING in {} s", self.describe(), timeout.as_secs())))?
     }
 
     /// `zVERSION`: what the scanner runs (`ClamAV 1.4.6/27500/Tue Dec  1 08:21:02 2026`);
     /// `None` from the REST front end, which does not say.
-    pub async fn version(&self, timeout: Duration) -> Result<Option<String>, String> {
+    pub async fn version(&self, timeout: Duration) -> Result<Option<String>, Unreachable> {
         if let Scanner::Rest { .. } = self {
             return Ok(None);
         }
         let talk = async {
-            let mut c = self.connect().await.map_err(|e| e.0)?;
-            c.write_all(b"zVERSION\0").await.map_err(|e| format!("{}: {e}", self.describe()))?;
-            let reply = Replies::default().next(&mut c).await.map_err(|e| format!("{}: {e}", self.describe()))?;
-            reply.map(Some).ok_or_else(|| format!("{} closed the connection before answering VERSION", self.describe()))
+            let mut c = self.connect().await?;
+            let io = |e: std::io::Error| Unreachable(format!("{}: {e}", self.describe()));
+            c.write_all(b"zVERSION\0").await.map_err(io)?;
+            let reply = Replies::default().next(&mut c).await.map_err(io)?;
+            let closed = || Unreachable(format!("{} closed the connection before answering VERSION", self.describe()));
+            reply.map(Some).ok_or_else(closed)
         };
-        tokio::time::timeout(timeout, talk)
-            .await
-            .map_err(|_| format!("{} did not answer VERSION in {} s", self.describe(), timeout.as_secs()))?
+        tokio::time::timeout(timeout, talk).await.map_err(|_| {
+            Unreachable(format!("{} did not answer VERSION in {} s", self.describe(), timeout.as_secs()))
+        })?
     }
 
     /// Scans a body once.

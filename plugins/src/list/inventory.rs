@@ -57,7 +57,11 @@ struct RawFile {
 
 impl Manifest {
     /// Reads a `manifest.json`.
-    pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, crate::invalid::Invalid> {
+        Self::read(bytes).map_err(crate::invalid::Invalid)
+    }
+
+    fn read(bytes: &[u8]) -> Result<Manifest, String> {
         let raw: RawManifest = serde_json::from_slice(bytes).map_err(|e| format!("not an inventory manifest: {e}"))?;
         if !raw.file_format.eq_ignore_ascii_case("csv") {
             return Err(format!("fileFormat {:?}: only CSV inventories are read", raw.file_format));
@@ -208,6 +212,6 @@ mod tests {
             csv::StringRecord::from(vec!["archive", "a/b+c%5B1%5D.json", "42", "2026-11-28T01:00:00.000Z", "\"abc\""]);
         let o = m.object(&row).unwrap();
         assert_eq!((o.key.as_str(), o.size, o.etag.as_deref()), ("a/b c[1].json", 42, Some("abc")));
-        assert!(Manifest::parse(MANIFEST.replace("CSV", "Parquet").as_bytes()).unwrap_err().contains("only CSV"));
+        assert!(Manifest::parse(MANIFEST.replace("CSV", "Parquet").as_bytes()).unwrap_err().0.contains("only CSV"));
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dqpipe_engine::api::body::{Body, Spool};
-use dqpipe_engine::api::store::{ObjectInfo, PutOptions, Store, StoreErrorKind};
+use dqpipe_engine::api::store::{ObjectInfo, PutOptions, Store, StoreError, StoreErrorKind};
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
@@ -43,7 +43,7 @@ pub struct DoneLog {
 struct Batch {
     id: u64,
     lines: Vec<String>,
-    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
 }
 
 /// The version of an object a marker records: its ETag (letters, digits, `-`), else its
@@ -69,11 +69,14 @@ fn is_marker_name(key: &str) -> bool {
 /// Adds the objects a marker records to `done`, line by line. A line that does not parse
 /// (a torn write cannot happen: puts are atomic) or is longer than any marker line is
 /// skipped: at worst its object is processed again.
-async fn read_lines(key: &str, body: &Body, done: &mut HashSet<String>) -> Result<(), String> {
+async fn read_lines(key: &str, body: &Body, done: &mut HashSet<String>) -> Result<(), StoreError> {
     use tokio::io::AsyncBufReadExt;
-    let reader = body.reader().await.map_err(|e| format!("reading done marker {key:?}: {e}"))?;
+    // A spooled marker that cannot be read back: the local disk, which a rerun may find well.
+    let io =
+        |e: std::io::Error| StoreError::new(StoreErrorKind::Transient, format!("reading done marker {key:?}: {e}"));
+    let reader = body.reader().await.map_err(io)?;
     let mut lines = tokio::io::BufReader::new(reader).split(b'\n');
-    while let Some(line) = lines.next_segment().await.map_err(|e| format!("reading done marker {key:?}: {e}"))? {
+    while let Some(line) = lines.next_segment().await.map_err(io)? {
         if line.is_empty() || line.len() > 64 * 1024 {
             continue;
         }
@@ -105,8 +108,9 @@ impl DoneLog {
         format!("{}/{}", self.store.display_url().trim_end_matches('/'), self.prefix)
     }
 
-    /// Every object earlier runs finished, as [`done_id`]s.
-    pub async fn read(&self) -> Result<HashSet<String>, String> {
+    /// Every object earlier runs finished, as [`done_id`]s. A failure keeps the store's
+    /// kind: refused credentials are not a timeout.
+    pub async fn read(&self) -> Result<HashSet<String>, StoreError> {
         let prefix = format!("{}/", self.prefix);
         let mut keys = Vec::new();
         let mut listing = resumable_listing(&*self.store, &prefix, None, &self.retry, || {});
@@ -115,7 +119,9 @@ impl DoneLog {
                 Ok(m) => keys.push(m.key),
                 // No marker folder yet: nothing is done.
                 Err(e) if e.kind == StoreErrorKind::NotFound && keys.is_empty() => break,
-                Err(e) => return Err(format!("listing done markers in {}: {e}", self.display())),
+                Err(e) => {
+                    return Err(StoreError::new(e.kind, format!("listing done markers in {}: {e}", self.display())))
+                }
             }
         }
         // Markers larger than 1 MiB are read from the spool, line by line: a marker of any
@@ -154,14 +160,14 @@ impl DoneLog {
                 {
                     tracing::warn!(key = %key.escape_debug(), error = %e.message, "done marker skipped")
                 }
-                Err(e) => return Err(e.message),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(done)
     }
 
     /// Records a finished object; returns once the marker holding it is written.
-    pub async fn record(&self, o: &ObjectInfo, recorded: &dqpipe_engine::api::Meta) -> Result<(), String> {
+    pub async fn record(&self, o: &ObjectInfo, recorded: &dqpipe_engine::api::Meta) -> Result<(), StoreError> {
         let mut line = serde_json::json!({
             "key": o.key,
             "version": version_of(o),
@@ -176,7 +182,8 @@ impl DoneLog {
         let line = line.to_string();
         let (tx, rx) = oneshot::channel();
         let (full, first_of) = {
-            let mut p = self.pending.lock().map_err(|_| "done log poisoned".to_string())?;
+            let poisoned = || StoreError::new(StoreErrorKind::Other, "internal error: the done log was poisoned");
+            let mut p = self.pending.lock().map_err(|_| poisoned())?;
             p.lines.push(line);
             p.waiters.push(tx);
             if p.lines.len() >= BATCH {
@@ -198,7 +205,7 @@ impl DoneLog {
                 self.flush(batch).await;
             }
         }
-        rx.await.unwrap_or_else(|_| Err("the done marker was not written".into()))
+        rx.await.unwrap_or_else(|_| Err(StoreError::new(StoreErrorKind::Transient, "the done marker was not written")))
     }
 
     async fn flush(&self, batch: Batch) {
@@ -222,7 +229,7 @@ impl DoneLog {
             )
             .await
             .map(|_| ())
-            .map_err(String::from);
+            .map_err(StoreError::from);
         for w in batch.waiters {
             let _ = w.send(result.clone());
         }

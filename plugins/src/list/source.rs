@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dqpipe_engine::api::body::Spool;
-use dqpipe_engine::api::store::{ObjectInfo, Store, StoreErrorKind};
+use dqpipe_engine::api::store::{ObjectInfo, Store, StoreError, StoreErrorKind};
 use dqpipe_engine::api::{Context, Emitter, Finished, NodeError, Source};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -90,7 +90,7 @@ impl List {
     }
 
     /// The objects earlier runs finished (empty without `resume`).
-    pub async fn done_markers(&self) -> Result<HashSet<String>, String> {
+    pub async fn done_markers(&self) -> Result<HashSet<String>, StoreError> {
         match &self.resume {
             Some(log) => log.read().await,
             None => Ok(HashSet::new()),

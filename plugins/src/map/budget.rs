@@ -176,7 +176,7 @@ mod tests {
         let run = |code: &str| {
             let program = crate::map::jq::Program::compile(code).unwrap();
             let null = serde_json::Value::Null;
-            rt.block_on(run_bounded(limits, move || program.run(&null, &null)))
+            rt.block_on(run_bounded(limits, move || program.run(&null, &null).map_err(String::from)))
         };
         let r = run("[range(1e9)] | length");
         assert!(r.unwrap_err().contains("memory_limit_mb (16 MiB)"));

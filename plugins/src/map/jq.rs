@@ -8,6 +8,7 @@
 //! `tojson` is replaced by one that writes as serde_json does, so a value serialised into
 //! a string by a program is the same text the compiled kinds write.
 
+use crate::invalid::Invalid;
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{data, unwrap_valr, Compiler, Ctx, Vars};
 use jaq_json::{Num, Val};
@@ -84,17 +85,17 @@ impl Program {
 
     /// Runs the program on `input` with `$meta`; its one output, or why there is none
     /// (an error, no value, several values).
-    pub fn run(&self, input: &Value, meta: &Value) -> Result<Value, String> {
+    pub fn run(&self, input: &Value, meta: &Value) -> Result<Value, Invalid> {
         self.run_optional(input, meta)?.ok_or_else(|| "the program gave no value".into())
     }
 
     /// As [`Program::run`], with no value (`empty`, a `select` that is false) as `None`.
-    pub fn run_optional(&self, input: &Value, meta: &Value) -> Result<Option<Value>, String> {
+    pub fn run_optional(&self, input: &Value, meta: &Value) -> Result<Option<Value>, Invalid> {
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([to_val(meta)]));
         let mut outputs = self.filter.id.run((ctx, to_val(input))).map(unwrap_valr);
         let first = match outputs.next() {
             None => return Ok(None),
-            Some(Err(e)) => return Err(format!("the program failed: {}", error_text(e))),
+            Some(Err(e)) => return Err(format!("the program failed: {}", error_text(e)).into()),
             Some(Ok(v)) => v,
         };
         if outputs.next().is_some() {
@@ -105,11 +106,11 @@ impl Program {
 
     /// A predicate's answer, as jq's `any` reads one: true when one of its values is
     /// neither `false` nor `null`; false when it gives none (`empty`) or only those.
-    pub fn holds(&self, input: &Value, meta: &Value) -> Result<bool, String> {
+    pub fn holds(&self, input: &Value, meta: &Value) -> Result<bool, Invalid> {
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([to_val(meta)]));
         for v in self.filter.id.run((ctx, to_val(input))).map(unwrap_valr) {
             match v {
-                Err(e) => return Err(format!("the predicate failed: {}", error_text(e))),
+                Err(e) => return Err(format!("the predicate failed: {}", error_text(e)).into()),
                 Ok(Val::Null | Val::Bool(false)) => {}
                 Ok(_) => return Ok(true),
             }
@@ -219,7 +220,7 @@ mod tests {
     fn run(code: &str, input: &str) -> Result<String, String> {
         let p = Program::compile(code).map_err(|e| e.to_string())?;
         let input: Value = serde_json::from_str(input).unwrap();
-        p.run(&input, &json!({"name": "a.json"})).map(|v| serde_json::to_string(&v).unwrap())
+        p.run(&input, &json!({"name": "a.json"})).map(|v| serde_json::to_string(&v).unwrap()).map_err(String::from)
     }
 
     #[test]

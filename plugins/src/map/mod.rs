@@ -145,7 +145,7 @@ pub fn apply(
     fields: &[(String, Program)],
     input: &[u8],
     meta: &Value,
-) -> Result<Option<Mapped>, String> {
+) -> Result<Option<Mapped>, crate::invalid::Invalid> {
     let doc: Value = serde_json::from_slice(input).map_err(|e| format!("not valid JSON: {e}"))?;
     let Some(out) = program.run_optional(&doc, meta)? else { return Ok(None) };
     let mut set = Vec::new();
@@ -164,7 +164,7 @@ impl Processor for Map {
         let (program, fields) = (self.program.clone(), self.fields.clone());
         let limit = crate::parse::Limits::new(self.cfg.time_limit_secs, self.cfg.memory_limit_mb);
         let result = parse_body_within(&item, "map", self.cfg.max_bytes, limit, move |bytes| {
-            apply(&program, &fields, &bytes, &meta)
+            apply(&program, &fields, &bytes, &meta).map_err(String::from)
         })
         .await?;
         match result {

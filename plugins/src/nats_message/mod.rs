@@ -83,7 +83,7 @@ pub struct Transformed {
 
 /// The transform. `name` is the file name (URL-decoded last segment of the key). The
 /// error names the problem.
-pub fn transform(input: &[u8], name: &str) -> Result<Transformed, String> {
+pub fn transform(input: &[u8], name: &str) -> Result<Transformed, crate::invalid::Invalid> {
     let doc = parse_compact(input)?;
     // The output holds the input about twice (`entirejson`, and the X400 part as a string).
     let mut json = Vec::with_capacity(input.len() * 2 + input.len() / 4 + 4096);
@@ -151,7 +151,7 @@ enum Out<'a> {
 
 /// The transform in the `python` style: the same steps as [`transform`] over the tree
 /// Python's `json.loads` would build, written as `json.dumps` writes it.
-pub fn transform_python(input: &[u8], name: &str) -> Result<Transformed, String> {
+pub fn transform_python(input: &[u8], name: &str) -> Result<Transformed, crate::invalid::Invalid> {
     let doc = crate::nats_message::pyjson::parse(input)?;
     // ASCII only: the input about twice, escapes making it longer.
     let mut json = Vec::with_capacity(input.len() * 3 + 4096);

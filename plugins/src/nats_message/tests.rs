@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::Transformed;
 
 /// Every case in `tests/golden/<set>`: exact output bytes and partition, or the reason.
-fn golden(set: &str, transform: fn(&[u8], &str) -> Result<Transformed, String>) -> usize {
+fn golden(set: &str, transform: fn(&[u8], &str) -> Result<Transformed, crate::invalid::Invalid>) -> usize {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(set);
     let mut cases = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -28,7 +28,7 @@ fn golden(set: &str, transform: fn(&[u8], &str) -> Result<Transformed, String>) 
         } else {
             let want = std::fs::read_to_string(dir.join(format!("{case}.error.txt"))).unwrap();
             let err = result.err().unwrap_or_else(|| panic!("{case} should fail"));
-            assert!(err.contains(want.trim()), "{case}: {err}");
+            assert!(err.0.contains(want.trim()), "{case}: {err}");
         }
     }
     cases
@@ -64,7 +64,7 @@ fn deep_nesting_needs_no_deep_stack() {
     assert!(t.is_ok(), "{t:?}");
     let deeper = format!("{{\"FPL\": {}{}}}", "[".repeat(depth + 10), "]".repeat(depth + 10));
     let err = super::transform_python(deeper.as_bytes(), "deeper.json").unwrap_err();
-    assert!(err.contains("nested deeper than 1000 levels"), "{err}");
+    assert!(err.0.contains("nested deeper than 1000 levels"), "{err}");
 }
 
 /// Issue 27.6i: the job dqpipe replaces ran Python 3.7, which reads and writes integers

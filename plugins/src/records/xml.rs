@@ -59,12 +59,16 @@ fn add(fields: &mut Map<String, Value>, name: String, value: Value) {
 }
 
 /// Reads every `record` element of `r`, handing each (its number, from 1) to `send`
-/// (false: nobody takes more).
+/// (false: nobody takes more); `Err` at the first place that is not well-formed.
 pub(super) fn read(
     r: impl std::io::Read,
     record: &str,
-    mut send: impl FnMut(u64, Value) -> bool,
-) -> Result<(), String> {
+    send: impl FnMut(u64, Value) -> bool,
+) -> Result<(), crate::invalid::Invalid> {
+    read_records(r, record, send).map_err(crate::invalid::Invalid)
+}
+
+fn read_records(r: impl std::io::Read, record: &str, mut send: impl FnMut(u64, Value) -> bool) -> Result<(), String> {
     let mut reader = quick_xml::Reader::from_reader(std::io::BufReader::new(r));
     let (mut buf, mut open, mut n): (Vec<u8>, Vec<Open>, u64) = (Vec::new(), Vec::new(), 0);
     loop {
@@ -147,7 +151,7 @@ impl Open {
 mod tests {
     use serde_json::json;
 
-    fn records(xml: &str) -> Result<Vec<(u64, serde_json::Value)>, String> {
+    fn records(xml: &str) -> Result<Vec<(u64, serde_json::Value)>, crate::invalid::Invalid> {
         let mut got = Vec::new();
         super::read(xml.as_bytes(), "Flight", |n, v| {
             got.push((n, v));
@@ -188,7 +192,7 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(got, 1);
-        assert!(e.contains("not closed"), "{e}");
-        assert!(records("<a><Flight>&nosuch;</Flight></a>").unwrap_err().contains("unknown entity"));
+        assert!(e.0.contains("not closed"), "{e}");
+        assert!(records("<a><Flight>&nosuch;</Flight></a>").unwrap_err().0.contains("unknown entity"));
     }
 }

@@ -63,12 +63,12 @@ impl Drop for Doc {
 }
 
 /// Reads a document as `json.loads` would; the error says what and where.
-pub fn parse(input: &[u8]) -> Result<Doc, String> {
+pub fn parse(input: &[u8]) -> Result<Doc, crate::invalid::Invalid> {
     let mut p = Parser { s: input, i: 0 };
     let doc = Doc(p.document()?);
     p.ws();
     if p.i != input.len() {
-        return Err(p.error("extra data after the document"));
+        return Err(p.error("extra data after the document").into());
     }
     Ok(doc)
 }

@@ -1,6 +1,7 @@
 //! Writing JSON as Python's `json.dumps(obj)` does: `", "` and `": "`, `ensure_ascii`
 //! escapes, floats as `repr` writes them.
 
+use crate::invalid::Invalid;
 use dqpipe_engine::api::body::BodyWriter;
 
 use super::{Json, Str};
@@ -84,7 +85,7 @@ fn decode_wtf8(s: &[u8]) -> (u32, usize) {
 /// double, an exact tie going to the even digit (ryu; Rust's own formatting rounds ties
 /// up: 1256360419338641.25 is `...641.2` in Python, `...641.3` in Rust), in fixed notation
 /// from 1e-4 to below 1e16 and in exponent notation otherwise, with `.0` on a whole number.
-pub fn write_float(out: &mut impl Sink, f: f64) -> Result<(), String> {
+pub fn write_float(out: &mut impl Sink, f: f64) -> Result<(), Invalid> {
     if !f.is_finite() {
         return Err("a number out of range: Python would write `Infinity`, which is not JSON".into());
     }
@@ -139,7 +140,7 @@ fn shortest_digits(f: f64) -> (Vec<u8>, i32) {
 }
 
 /// Writes `v` as `json.dumps(v)` does, with an explicit stack (no recursion).
-pub fn write(out: &mut impl Sink, v: &Json) -> Result<(), String> {
+pub fn write(out: &mut impl Sink, v: &Json) -> Result<(), Invalid> {
     enum Frame<'a> {
         Array(std::slice::Iter<'a, Json>),
         Object(indexmap::map::Iter<'a, Str, Json>),
