@@ -8,6 +8,7 @@ mod options;
 mod progress;
 mod reference;
 mod report_target;
+mod samples;
 mod say;
 mod spec_tests;
 mod tap;

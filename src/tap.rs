@@ -27,12 +27,12 @@ pub fn tap(p: &Pipeline, ports: &[String], sample: Sample) -> Result<Tap, String
         let (node, port) = want.split_once('.').ok_or_else(|| format!("--tap {want:?}: name a port as NODE.PORT"))?;
         let Some(n) = p.nodes.iter().find(|n| n.spec.name == node) else {
             let names: Vec<&str> = p.nodes.iter().map(|n| n.spec.name.as_str()).collect();
-            let hint = dqpipe_engine::spec::suggest::did_you_mean(node, &names);
+            let hint = dqpipe_engine::api::suggest::did_you_mean(node, &names);
             return Err(format!("--tap {want}: the spec has no node `{node}`{hint}"));
         };
         if !n.ports.iter().any(|d| d.name == port) {
             let names: Vec<&str> = n.ports.iter().map(|d| d.name).collect();
-            let hint = dqpipe_engine::spec::suggest::did_you_mean(port, &names);
+            let hint = dqpipe_engine::api::suggest::did_you_mean(port, &names);
             return Err(format!("--tap {want}: `{node}` has no port `{port}`{hint}; its ports: {}", names.join(", ")));
         }
         counts.insert((node.to_string(), port.to_string()), AtomicU64::new(0));

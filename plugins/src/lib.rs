@@ -24,7 +24,6 @@ pub mod put;
 pub mod records;
 pub mod retry;
 pub mod route;
-pub mod samples;
 pub mod slack;
 pub mod stamp;
 pub mod stores;

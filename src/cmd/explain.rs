@@ -25,7 +25,7 @@ pub fn run(a: Args) -> Exit {
         kind => match registry.kind(kind) {
             None => Err(format!(
                 "no kind, `defaults` or `stores` is called `{kind}`{}; `dqpipe kinds` lists the kinds",
-                dqpipe_engine::spec::suggest::did_you_mean(kind, &registry.kind_names())
+                dqpipe_engine::api::suggest::did_you_mean(kind, &registry.kind_names())
             )),
             Some(k) => {
                 let doc = reference::kind(k.as_ref());

@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Exit {
-    let written = dqpipe_plugins::samples::generate(&a.out, a.count, a.seed, a.infected, a.malformed, a.size)
+    let written = crate::samples::generate(&a.out, a.count, a.seed, a.infected, a.malformed, a.size)
         .map_err(|e| e.to_string())
         .and_then(|samples| {
             if let Some(m) = &a.manifest {

@@ -74,7 +74,7 @@ fn cases_in(file: &Path, text: &str) -> Result<Vec<Value>, String> {
     };
     let Value::Object(mut top) = doc else { return Err(shape()) };
     if let Some(other) = top.keys().find(|k| *k != "tests") {
-        let hint = dqpipe_engine::spec::suggest::did_you_mean(other, &["tests"]);
+        let hint = dqpipe_engine::api::suggest::did_you_mean(other, &["tests"]);
         return Err(format!("{}:1:1: unknown field `{other}`{hint}; a tests file holds `tests:` only", file.display()));
     }
     match top.remove("tests") {
@@ -99,7 +99,7 @@ fn read_case(v: Value, origin: &Origin) -> Result<Case, String> {
             })
             .collect();
         let message = e.inner().to_string();
-        let message = dqpipe_engine::spec::suggest::unknown_field(&message, &[]).unwrap_or(message);
+        let message = dqpipe_engine::api::suggest::unknown_field(&message, &[]).unwrap_or(message);
         let sub: Vec<&str> = segments.iter().map(String::as_str).collect();
         format!("{}: {message}", origin.at(&sub))
     })
@@ -117,13 +117,13 @@ pub fn check(suite: &Suite, nodes: &[(String, String)]) -> Vec<String> {
     let mut errors = Vec::new();
     for (case, origin) in suite.cases.iter().zip(&suite.origins) {
         for node in case.stubs.keys().filter(|n| !names.contains(&n.as_str())) {
-            let hint = dqpipe_engine::spec::suggest::did_you_mean(node, &names);
+            let hint = dqpipe_engine::api::suggest::did_you_mean(node, &names);
             errors.push(format!("{}: the spec has no node `{node}`{hint}", origin.at(&["stubs", node])));
         }
         for (key, want) in &case.expect {
             let Some(route) = &want.route else { continue };
             for r in route.names().iter().filter(|r| !sinks.contains(&r.as_str())) {
-                let hint = dqpipe_engine::spec::suggest::did_you_mean(r, &sinks);
+                let hint = dqpipe_engine::api::suggest::did_you_mean(r, &sinks);
                 errors.push(format!(
                     "{}: `{r}` is not a `put`, `stamp`, `batch` or `delete` node of the spec{hint}; routes name those (or `none`)",
                     origin.at(&["expect", key, "route"])

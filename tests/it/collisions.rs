@@ -127,7 +127,7 @@ fn an_objects_reason_file_and_an_archive_file_of_that_name_never_overwrite_each_
     assert!(err.contains("refused: "), "{err}");
     let quarantined = if f["key"] == "x.json" { "x.json.error.json" } else { "x.json" };
     let q = dir.path().join("var/quarantine");
-    assert!(std::fs::read(q.join(quarantined)).unwrap().starts_with(dqpipe_plugins::samples::eicar().as_bytes()));
+    assert!(std::fs::read(q.join(quarantined)).unwrap().starts_with(dqpipe_plugins::clamav::eicar().as_bytes()));
     assert_eq!(read_json(&q.join(format!("{quarantined}.error.json")))["source_key"], quarantined);
     // Not recorded as done: the next run takes it again.
     let done = done_under(&dir.path().join("var/internal"));

@@ -37,7 +37,7 @@ fn scans_route_clean_infected_and_unscannable() {
             serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
         let in_json = samples.iter().find(|s| s["class"] == "infected").unwrap()["name"].as_str().unwrap().to_string();
         let clean = samples.iter().find(|s| s["class"] == "clean").unwrap()["name"].as_str().unwrap().to_string();
-        std::fs::write(archive.join("eicar.json"), dqpipe_plugins::samples::eicar()).unwrap();
+        std::fs::write(archive.join("eicar.json"), dqpipe_plugins::clamav::eicar()).unwrap();
         // 6 MiB of valid JSON: over the 5M StreamMaxLength (the 4 MiB canary fits), under the
         // node's max_bytes.
         std::fs::write(archive.join("big.json"), format!("{{\"pad\": \"{}\"}}", "a".repeat(6 << 20))).unwrap();
@@ -56,7 +56,7 @@ fn scans_route_clean_infected_and_unscannable() {
         );
         assert_eq!(
             std::fs::read(dir.path().join("var/quarantine/eicar.json")).unwrap(),
-            dqpipe_plugins::samples::eicar().as_bytes()
+            dqpipe_plugins::clamav::eicar().as_bytes()
         );
     }
 }
@@ -263,7 +263,7 @@ async fn clamd_sessions_are_reused_and_survive_a_restart() {
         let (scanner, sessions) = (&scanner, &sessions);
         async move { scanner.scan(sessions, "x.json", &body, 64 * 1024, timeout).await.map_err(|e| e.0) }
     };
-    let eicar = dqpipe_plugins::samples::eicar().into_bytes();
+    let eicar = dqpipe_plugins::clamav::eicar().into_bytes();
 
     assert_eq!(scan(b"{}".to_vec()).await, Ok(Verdict::Clean));
     assert_eq!(sessions.idle(), 1);

@@ -16,7 +16,7 @@ fn a_rescan_quarantines_what_older_signatures_passed_and_records_the_new_verdict
     let s3 = S3Server::start(&["internal", "ops"]);
     let scanner = FakeClamd::start_as(Scanner::Blind { detects: usize::MAX }, &clamd_version("1 hour ago"));
     let hook = Listener::start(Answer::Ok);
-    let eicar = dqpipe_plugins::samples::eicar();
+    let eicar = dqpipe_plugins::clamav::eicar();
     for (key, body) in [(A, "{\"a\": 1}"), (B, "{\"b\": 2}"), (C, eicar.as_str())] {
         let path = s3.bucket_dir("internal").join(key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -164,7 +164,7 @@ fn the_zip_index_example_indexes_and_copies_whole_archives_and_routes_hostile_on
     let many: Vec<(String, Vec<u8>)> = (0..100_000).map(|n| (format!("e/{n}.xml"), Vec::new())).collect();
     let many: Vec<(&str, Vec<u8>)> = many.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
     zip_of(&landing.join("RAW_20261204_1200_0004.zip"), &many);
-    let eicar = dqpipe_plugins::samples::eicar().into_bytes();
+    let eicar = dqpipe_plugins::clamav::eicar().into_bytes();
     zip_of(&landing.join("RAW_20261205_0000_0005.zip"), &[("0A1B-0005.xml", eicar)]);
     std::fs::write(landing.join("PARSED_20261203_0930_0001.zip"), "another stage").unwrap();
     let run = |report: &str| {

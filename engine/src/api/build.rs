@@ -51,7 +51,7 @@ impl BuildContext<'_> {
             field,
             format!(
                 "unknown store `{name}`{}; the spec's stores are: {}",
-                crate::spec::suggest::did_you_mean(name, &known),
+                crate::api::suggest::did_you_mean(name, &known),
                 if known.is_empty() { "(none)".into() } else { known.join(", ") }
             ),
         ))

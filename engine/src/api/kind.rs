@@ -121,7 +121,7 @@ pub trait NodeKind: Send + Sync {
     fn example(&self) -> &'static str {
         ""
     }
-    /// JSON Schema of the kind's own settings (see [`crate::spec::schema::config_schema`]).
+    /// JSON Schema of the kind's own settings (see [`config_schema`]).
     fn schema(&self) -> schemars::Schema;
     /// Checks the settings and builds a runnable node. Does no I/O: plans build too.
     fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError>;
@@ -154,6 +154,16 @@ pub trait KindConfig: DeserializeOwned + schemars::JsonSchema + Send + Sync + 's
     const CLEAN_PORT: Option<&'static str> = None;
     /// Checks the settings and builds a runnable node. Does no I/O: plans build too.
     fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError>;
+}
+
+/// A schema for one config type, with sub-schemas inlined so it can be merged into the
+/// spec's (`spec/schema.rs`).
+pub fn config_schema<T: schemars::JsonSchema>() -> schemars::Schema {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
+        s.inline_subschemas = true;
+        s.meta_schema = None;
+    });
+    settings.into_generator().into_root_schema_for::<T>()
 }
 
 /// The kind whose config type is `C`, for a [`Registry`].
@@ -213,7 +223,7 @@ impl<C: KindConfig> NodeKind for Kind<C> {
         C::EXAMPLE
     }
     fn schema(&self) -> schemars::Schema {
-        crate::spec::schema::config_schema::<C>()
+        config_schema::<C>()
     }
     fn build(&self, ctx: &BuildContext, config: serde_json::Value) -> Result<Built, ConfigError> {
         let config = parse_config::<C>(config)?;

@@ -19,6 +19,7 @@ pub mod processor;
 pub mod selection;
 pub mod source;
 pub mod store;
+pub mod suggest;
 pub mod template;
 
 // What a kind sees of the run and of the spec: its output ports, the shared settings and

@@ -110,7 +110,7 @@ fn check_role(spec: &NodeSpec, registry: &Registry, errors: &mut ErrorSink<'_>) 
             format!(
                 "unknown kind `{}`{}; the kinds are: {}",
                 spec.kind,
-                crate::spec::suggest::did_you_mean(&spec.kind, &registry.kind_names()),
+                crate::api::suggest::did_you_mean(&spec.kind, &registry.kind_names()),
                 registry.kind_names().join(", ")
             ),
         ),
@@ -136,7 +136,7 @@ fn resolve_input(
 ) -> Option<Edge> {
     let Some(&up) = index.get(input.node.as_str()) else {
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        let hint = crate::spec::suggest::did_you_mean(&input.node, &names);
+        let hint = crate::api::suggest::did_you_mean(&input.node, &names);
         errors.push(&input.path, format!("unknown node `{}`{hint}; the nodes are: {}", input.node, names.join(", ")));
         return None;
     };
@@ -148,7 +148,7 @@ fn resolve_input(
     let port = match &input.port {
         Some(p) if port_names.contains(&p.as_str()) => p.clone(),
         Some(p) => {
-            let hint = crate::spec::suggest::did_you_mean(p, &port_names);
+            let hint = crate::api::suggest::did_you_mean(p, &port_names);
             errors.push(&input.path, format!("node `{name}` ({kind}) has no port `{p}`{hint}; its ports are: {ports}"));
             return None;
         }

@@ -33,7 +33,7 @@ pub(crate) fn check_templates(
                     continue;
                 };
                 let known: Vec<&str> = have.iter().copied().collect();
-                let hint = match crate::spec::suggest::closest(var, &known) {
+                let hint = match crate::api::suggest::closest(var, &known) {
                     Some(k) => format!("did you mean `{k}`? "),
                     None => String::new(),
                 };

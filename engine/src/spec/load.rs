@@ -155,7 +155,7 @@ fn read_header(mut doc: Value, errors: &mut ErrorSink) -> Option<SpecHeader> {
         Err(e) => {
             let path = root.join_dotted(&e.path().to_string());
             let message = e.inner().to_string();
-            let message = crate::spec::suggest::unknown_field(&message, &[]).unwrap_or(message);
+            let message = crate::api::suggest::unknown_field(&message, &[]).unwrap_or(message);
             let path = match crate::api::kind::unknown_field(&message) {
                 Some(f) if !path.to_string().ends_with(&f) => path.key(&f),
                 _ => path,
@@ -259,7 +259,7 @@ fn build_nodes(
             }
             Err(e) if e.consequential => {}
             Err(e) => {
-                let message = crate::spec::suggest::unknown_field(&e.message, crate::spec::COMMON_NODE_KEYS);
+                let message = crate::api::suggest::unknown_field(&e.message, crate::spec::COMMON_NODE_KEYS);
                 let (path, message) = (spec.path.join_dotted(&e.path), message.unwrap_or(e.message));
                 match &e.within {
                     Some((text, line, column)) => errors.push_within(&path, text, (*line, *column), message),

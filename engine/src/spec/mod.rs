@@ -29,7 +29,6 @@ pub mod redact;
 pub mod reference;
 pub mod schema;
 pub(crate) mod stores;
-pub mod suggest;
 pub(crate) mod trust;
 
 use indexmap::IndexMap;

@@ -237,7 +237,7 @@ pub fn find<'a>(settings: &'a [SettingDoc], path: &str) -> Result<&'a SettingDoc
         return Ok(s);
     }
     let names: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
-    let hint = crate::spec::suggest::did_you_mean(path, &names);
+    let hint = crate::api::suggest::did_you_mean(path, &names);
     Err(UnknownSetting { path: path.to_string(), hint, names: names.into_iter().map(String::from).collect() })
 }
 

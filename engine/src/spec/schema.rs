@@ -1,21 +1,12 @@
 //! The JSON Schema of the spec, generated from the same types that read it (schemars), so
 //! editors' YAML language servers complete and check specs. Never hand-written.
 
-use schemars::generate::SchemaSettings;
-use schemars::{JsonSchema, Schema};
 use serde_json::{json, Value};
 
 use crate::api::{Registry, Role};
 use crate::spec::{SpecHeader, MAX_CONCURRENCY};
 
-/// A schema for one config type, with sub-schemas inlined so it can be merged.
-pub fn config_schema<T: JsonSchema>() -> Schema {
-    let settings = SchemaSettings::draft2020_12().with(|s| {
-        s.inline_subschemas = true;
-        s.meta_schema = None;
-    });
-    settings.into_generator().into_root_schema_for::<T>()
-}
+pub use crate::api::kind::config_schema;
 
 /// The schema of a whole spec file. A node's settings are chosen by its `kind` (`if`/`then`
 /// per kind), so an editor reports a typo inside a `clamav` node against the clamav

@@ -146,7 +146,7 @@ pub(crate) fn open_stores(
             }
             Err(e) => {
                 let at = place(&path, &own, inherited, &e.path);
-                let message = crate::spec::suggest::unknown_field(&e.message, &[]).unwrap_or(e.message);
+                let message = crate::api::suggest::unknown_field(&e.message, &[]).unwrap_or(e.message);
                 // A mistake in `defaults.s3` is one mistake, whatever the stores inheriting it.
                 if !errors.errors.iter().any(|x| x.path == at.to_string() && x.message == message) {
                     errors.push(&at, message)

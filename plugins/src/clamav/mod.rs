@@ -31,6 +31,7 @@
 //! (`protocol.rs`), the REST front end (`rest.rs`), the node itself (`node.rs`).
 
 mod canary;
+pub use canary::eicar;
 mod database;
 mod node;
 mod protocol;

@@ -170,7 +170,7 @@ fn instream(conn: &mut std::net::TcpStream, scanner: &Scanner, nth: usize, prefi
             }
         }
     }
-    let eicar = dqpipe_plugins::samples::eicar();
+    let eicar = dqpipe_plugins::clamav::eicar();
     let found = stream.windows(eicar.len()).any(|w| w == eicar.as_bytes());
     let blind = matches!(scanner, Scanner::Blind { detects } if nth >= *detects);
     if found && !blind && !answered {

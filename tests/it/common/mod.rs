@@ -300,7 +300,7 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 
 /// An archive file of `size` bytes that starts with the EICAR test signature.
 pub fn infected_file(path: &Path, size: usize) {
-    let mut bytes = dqpipe_plugins::samples::eicar().into_bytes();
+    let mut bytes = dqpipe_plugins::clamav::eicar().into_bytes();
     bytes.resize(size, b' ');
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();

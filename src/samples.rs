@@ -2,8 +2,8 @@
 //! optionally with infected files (the EICAR test string inside a JSON string value) and
 //! malformed ones (each class the transform must dead-letter).
 //!
-//! The EICAR string is assembled at run time from pieces, so no file in the repository
-//! holds it whole (scanners on developers' machines would flag the repository).
+//! Part of the command line (`dqpipe samples`), not of the plugins: no pipeline uses it.
+//! The EICAR string comes from the scanner's plugin ([`dqpipe_plugins::clamav::eicar`]).
 
 use std::path::Path;
 
@@ -25,12 +25,6 @@ pub struct Sample {
     pub class: SampleClass,
     /// `YYYY-MM-DD` for clean files.
     pub msg_date: Option<String>,
-}
-
-/// The 68-byte EICAR anti-virus test string.
-pub fn eicar() -> String {
-    let parts = ["X5O!P%@AP[4\\PZX54(P^)7CC)7}", "$EICAR-STANDARD-", "ANTIVIRUS-TEST-", "FILE!$H+H*"];
-    parts.concat()
 }
 
 const TYPES: &[&str] = &["FPL", "CHG", "DLA", "CNL", "DEP", "ARR"];
@@ -80,7 +74,9 @@ pub fn generate(
             }
             // The raw EICAR bytes inside a JSON string (its backslash is not escaped, as a
             // scanner must see the exact 68 bytes).
-            SampleClass::Infected => message(&name, &when, ty, &callsign, adep, ades, &format!("\"{}\"", eicar())),
+            SampleClass::Infected => {
+                message(&name, &when, ty, &callsign, adep, ades, &format!("\"{}\"", dqpipe_plugins::clamav::eicar()))
+            }
             SampleClass::Malformed => match (i / step.max(1)) % 4 {
                 0 => format!("{{'X400Message': {{'envelope': {{'messageDeliveryTime': '{when}'}}}}}}\n"),
                 1 => String::new(),
