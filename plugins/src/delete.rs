@@ -69,6 +69,7 @@ impl KindConfig for DeleteConfig {
     const EXAMPLE: &'static str = include_str!("kind_examples/delete.yaml");
     fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {
         let store = ctx.store_that_can("store", &self.store, Access::Delete)?;
+        ctx.acts_where_listed("store", &self.store);
         let trusted = ctx.stores.get(&self.store).is_some_and(|(spec, _)| spec.trusted);
         if trusted && !self.allow_trusted {
             return Err(ConfigError::at(
@@ -84,14 +85,17 @@ impl KindConfig for DeleteConfig {
     }
 }
 
-/// The item's object must have been listed in `store`, the node's (a `delete` deletes
-/// from it, a `stamp` writes back into it): `Err` (for good) when it was listed elsewhere.
-pub(crate) fn listed_in(item: &Item, store: &str, does: &str) -> Result<(), ItemError> {
-    match item.get_str("store") {
-        Some(s) if s == store => Ok(()),
+/// The item's object must have been listed in `store` (named `name` in the spec), the
+/// node's (a `delete` deletes from it, a `stamp` writes back into it): `Err` (for good)
+/// when it was listed elsewhere. The store itself is compared, not a field that any node
+/// could have set.
+pub(crate) fn listed_in(item: &Item, store: &Arc<dyn Store>, name: &str, does: &str) -> Result<(), ItemError> {
+    match item.listed_in() {
+        Some(s) if Arc::ptr_eq(s, store) => Ok(()),
         other => Err(ItemError::refused(format!(
-            "the item was listed in store `{}`; this node {does} `{store}`",
-            other.unwrap_or("(none)")
+            "the item was listed in {}; this node {does} `{name}` ({})",
+            other.map(|s| s.display_url()).unwrap_or_else(|| "no store".into()),
+            store.display_url()
         ))),
     }
 }
@@ -121,7 +125,7 @@ impl Delete {
 impl Processor for Delete {
     /// Deletes nothing: records the delete.
     async fn preview(&self, item: Item, out: &Emitter, _cx: &Context, _deep: bool) -> Result<(), ItemError> {
-        listed_in(&item, &self.cfg.store, "deletes from")?;
+        listed_in(&item, &self.store, &self.cfg.store, "deletes from")?;
         item.plan_delete(&self.cfg.store);
         out.emit("deleted", item).await.map_err(ItemError::from)
     }
@@ -146,7 +150,7 @@ impl Delete {
     /// Deletes the item's object if it is in this node's store, within the run's limit,
     /// with retries of transient failures.
     async fn delete(&self, item: &Item, cx: &Context) -> Result<(), ItemError> {
-        listed_in(item, &self.cfg.store, "deletes from")?;
+        listed_in(item, &self.store, &self.cfg.store, "deletes from")?;
         self.claim()?;
         let listed = item.listed();
         self.cfg.retry.on_store(&*self.store, "deleting", &listed.key, cx, || self.store.delete_listed(listed)).await

@@ -1,11 +1,10 @@
 //! `fetch`: reads each listed object's bytes from the store it was listed in. Bodies over
 //! the spool threshold go to a temporary file, never wholly into memory.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dqpipe_engine::api::store::{Store, StoreErrorKind};
+use dqpipe_engine::api::store::StoreErrorKind;
 use dqpipe_engine::api::{
     BuildContext, Built, ConfigError, Context, Emitter, Item, ItemError, KindConfig, PortDecl, Processor, Role,
 };
@@ -80,16 +79,13 @@ impl KindConfig for FetchConfig {
     const ROLE: Role = Role::Processor;
     const PORTS: &'static [PortDecl] = PORTS;
     const EXAMPLE: &'static str = include_str!("kind_examples/fetch.yaml");
-    fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {
-        let cfg = self;
-        let stores = ctx.stores.iter().map(|(k, (_, s))| (k.clone(), s.clone())).collect();
-        Ok(Built::Processor(Arc::new(Fetch { cfg, stores })))
+    fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {
+        Ok(Built::Processor(Arc::new(Fetch { cfg: self })))
     }
 }
 
 struct Fetch {
     cfg: FetchConfig,
-    stores: HashMap<String, Arc<dyn Store>>,
 }
 
 #[async_trait]
@@ -103,12 +99,10 @@ impl Processor for Fetch {
     }
 
     async fn process(&self, mut item: Item, out: &Emitter, cx: &Context) -> Result<(), ItemError> {
-        let store_name = item.get_str("store").unwrap_or_default().to_string();
-        let store = self.stores.get(&store_name).ok_or_else(|| {
-            ItemError::new(format!(
-                "item has no source store (`store` = {store_name:?}); fetch reads what a `list` node listed"
-            ))
-        })?;
+        let store = item
+            .listed_in()
+            .cloned()
+            .ok_or_else(|| ItemError::new("the item was listed in no store: fetch reads what a `list` node listed"))?;
         // What the listing described is what the read must give (`Store::get_listed`); an
         // item whose key a node changed is read as it is now.
         let listed = Some(item.listed().clone()).filter(|l| l.key == item.key());

@@ -99,7 +99,7 @@ impl Processor for Stamp {
 
 impl Stamp {
     async fn stamp(&self, item: &Item, cx: &Context) -> Result<(), ItemError> {
-        crate::delete::listed_in(item, &self.cfg.store, "writes back into")?;
+        crate::delete::listed_in(item, &self.store, &self.cfg.store, "writes back into")?;
         let body =
             item.body.clone().ok_or_else(|| ItemError::new("the item has no bytes: stamp needs a fetch upstream"))?;
         let listed = item.listed();

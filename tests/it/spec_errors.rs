@@ -698,3 +698,20 @@ fn indentation_and_quoting_mistakes_are_named_once_with_the_fix() {
         stderr(&out)
     );
 }
+
+/// A `delete` (or a `stamp`) acts where its objects were listed: taking its items from a
+/// source over another store is refused by `validate`, at the node's `store`, naming the
+/// store the source lists; the run would have refused every item.
+#[test]
+fn a_delete_from_a_store_its_items_were_not_listed_in_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = "version: 1\nname: d\nstores:\n  a: { url: \"file://./a\" }\n  b: { url: \"file://./b\" }\nnodes:\n  list: { kind: list, store: a }\n  gone: { kind: delete, input: list, store: b }\n";
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("p.yaml:8:38: nodes.gone.store:") && err.contains("which lists `a`: set `store: a`"), "{err}");
+    std::fs::write(dir.path().join("p.yaml"), spec.replace("store: b }", "store: a }")).unwrap();
+    let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

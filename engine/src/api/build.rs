@@ -34,9 +34,35 @@ pub struct BuildContext<'a> {
     pub(crate) sets: std::cell::RefCell<Vec<(&'static str, String)>>,
     /// What this node lists ([`BuildContext::lists`]): store, key prefix.
     pub(crate) listed: std::cell::RefCell<Vec<(String, String)>>,
+    /// The stores this node acts on at the keys its objects were listed from
+    /// ([`BuildContext::acts_where_listed`]): field, store.
+    pub(crate) in_place: std::cell::RefCell<Vec<(String, String)>>,
 }
 
-impl BuildContext<'_> {
+impl<'a> BuildContext<'a> {
+    /// The context node `node` of pipeline `pipeline` is built in, nothing declared yet.
+    pub(crate) fn new(
+        pipeline: &'a str,
+        node: &'a str,
+        defaults: &'a Defaults,
+        stores: &'a IndexMap<String, (StoreSpec, Arc<dyn Store>)>,
+        declared_stores: &'a [String],
+    ) -> Self {
+        BuildContext {
+            pipeline,
+            node,
+            defaults,
+            stores,
+            declared_stores,
+            writes: Default::default(),
+            rewrites: Default::default(),
+            templates: Default::default(),
+            sets: Default::default(),
+            listed: Default::default(),
+            in_place: Default::default(),
+        }
+    }
+
     /// The store named `name`, or an error listing the ones that exist. A store the spec
     /// declares but that failed to open is already reported: that error is consequential.
     pub fn store(&self, field: &str, name: &str) -> Result<Arc<dyn Store>, ConfigError> {
@@ -85,7 +111,15 @@ impl BuildContext<'_> {
             ));
         }
         self.rewrites.borrow_mut().push(name.to_string());
+        self.acts_where_listed(field, name);
         Ok(store)
+    }
+
+    /// Declares that this node acts on each item's object where it was listed, in store
+    /// `name` (a `delete` deletes it there, a `stamp` writes it back): `validate` refuses
+    /// a spec whose items reach the node from a source that lists another store.
+    pub fn acts_where_listed(&self, field: &str, name: &str) {
+        self.in_place.borrow_mut().push((field.to_string(), name.to_string()));
     }
 
     /// Declares that a source lists the keys of `store` under `prefix`: `validate` refuses

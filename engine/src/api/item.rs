@@ -64,6 +64,11 @@ impl Item {
     pub fn listed(&self) -> &ObjectInfo {
         &self.lineage.listed
     }
+    /// The store the source object was listed in (a `list`'s store), where `fetch` reads
+    /// it; `None` from a source that does not say.
+    pub fn listed_in(&self) -> Option<&Arc<dyn crate::api::store::Store>> {
+        self.lineage.store.as_ref()
+    }
     pub fn source_key(&self) -> &str {
         &self.lineage.listed.key
     }
@@ -283,6 +288,8 @@ pub(crate) struct Lineage {
     /// The source node (its index in the pipeline) and the object as it listed it.
     pub(crate) source: usize,
     pub(crate) listed: ObjectInfo,
+    /// The store the object was listed in, when its source says ([`Item::listed_in`]).
+    pub(crate) store: Option<Arc<dyn crate::api::store::Store>>,
     pub(crate) failure: Mutex<Option<ItemFailure>>,
     pub(crate) trail: Mutex<Trail>,
     pub(crate) on_done: Arc<dyn OnDone>,

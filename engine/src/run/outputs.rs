@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::api::item::{mark_failed, Closed, Finished, Item, Lineage, Meta, ProblemObject, Trail};
 use crate::api::selection::{Planned, Shard};
-use crate::api::store::ObjectInfo;
+use crate::api::store::{ObjectInfo, Store};
 use crate::run::tracker::Tracker;
 
 /// Counters of one output port.
@@ -208,6 +208,12 @@ impl Emitter {
 
     /// Starts a new item for a source object, with the metadata templates will read.
     pub fn new_item(&self, listed: &ObjectInfo, meta: Meta) -> Item {
+        self.new_item_in(None, listed, meta)
+    }
+
+    /// As [`Emitter::new_item`], for an object listed in `store`: `fetch` reads it there
+    /// ([`Item::listed_in`]).
+    pub fn new_item_in(&self, store: Option<Arc<dyn Store>>, listed: &ObjectInfo, meta: Meta) -> Item {
         self.tracker.started.fetch_add(1, Ordering::Relaxed);
         Item {
             meta,
@@ -216,6 +222,7 @@ impl Emitter {
             lineage: Arc::new(Lineage {
                 source: self.index,
                 listed: listed.clone(),
+                store,
                 failure: Mutex::new(None),
                 trail: Mutex::new(Trail::default()),
                 on_done: self.tracker.clone(),

@@ -214,6 +214,7 @@ fn build_nodes(
     let declared: Vec<String> = header.stores.keys().cloned().collect();
     let mut writes = std::collections::HashMap::new();
     let mut rewrites: HashMap<String, Vec<String>> = HashMap::new();
+    let mut in_place: HashMap<String, Vec<(String, String)>> = HashMap::new();
     let mut templates = std::collections::HashMap::new();
     let mut listings = crate::spec::overlap::Listings::new();
     let mut sets: crate::spec::fields::PortFields = HashMap::new();
@@ -230,18 +231,7 @@ fn build_nodes(
         if !ranges.is_empty() {
             continue;
         }
-        let ctx = BuildContext {
-            pipeline: &header.name,
-            node: &spec.name,
-            defaults: &header.defaults,
-            stores,
-            declared_stores: &declared,
-            writes: Default::default(),
-            rewrites: Default::default(),
-            templates: Default::default(),
-            sets: Default::default(),
-            listed: Default::default(),
-        };
+        let ctx = BuildContext::new(&header.name, &spec.name, &header.defaults, stores, &declared);
         // Plans show the settings as the node reads them (`"5"` from the environment as 5).
         let mut typed = spec.clone();
         typed.config = config.as_object().cloned().unwrap_or_default();
@@ -253,6 +243,7 @@ fn build_nodes(
                 }
                 templates.insert(spec.name.clone(), ctx.templates.take());
                 listings.insert(spec.name.clone(), ctx.listed.take());
+                in_place.insert(spec.name.clone(), ctx.in_place.take());
                 let ports = kind.ports_for(&spec.config);
                 sets.insert(spec.name.clone(), port_fields(&ports, ctx.sets.take()));
                 nodes.push(PipelineNode { spec: typed, kind: kind.clone(), built, ports })
@@ -273,7 +264,8 @@ fn build_nodes(
         let clean_ports = nodes.iter().filter_map(|n| Some((n.spec.name.clone(), n.kind.clean_port()?))).collect();
         let sources =
             nodes.iter().filter(|n| matches!(n.built, Built::Source(_))).map(|n| n.spec.name.clone()).collect();
-        let found = crate::spec::graph::Found { writes, rewrites, templates, listings, sets, clean_ports, sources };
+        let found =
+            crate::spec::graph::Found { writes, rewrites, in_place, templates, listings, sets, clean_ports, sources };
         crate::spec::graph::check(dag, specs, stores, &found, errors);
     }
     nodes

@@ -264,7 +264,7 @@ impl Source for List {
                     Selection::Take => {
                         let mut meta = object_meta(&self.cfg.store, &o);
                         let port = self.selectors.capture(&name_of(&o.key), &mut meta);
-                        let item = out.new_item(&o, meta);
+                        let item = out.new_item_in(Some(self.store.clone()), &o, meta);
                         if out.emit(port, item).await.is_err() {
                             whole = false;
                             break;
