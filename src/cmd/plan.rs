@@ -127,10 +127,9 @@ async fn plan(p: &Pipeline, mut opts: RunOptions, args: &Args) -> anyhow::Result
             let shard = opts.shard.map(|s| format!(" (shard {s})")).unwrap_or_default();
             let deep = if args.deep { ", read and transformed in memory (--deep)" } else { "" };
             let checked = if args.no_preflight {
-                "Checked: the listings only (--no-preflight).\n"
+                "Checked: the listings only (--no-preflight).\n".to_string()
             } else {
-                "Checks, as a run makes them (read-only): every listing, every written store with its own credentials, \
-                 the scanner (PING, VERSION, canary).\n"
+                checks(p)
             };
             write!(screen, "{}\n{checked}Objects{shard}{deep}:\n", static_plan.render_text())
                 .context("writing the plan")?;
@@ -196,4 +195,18 @@ fn finish(mut out: Emitter, totals: &PlanTotals) -> std::io::Result<()> {
             screen.flush()
         }
     }
+}
+
+/// What the plan's preflight checked, as this pipeline has it: its listings, the stores
+/// it writes (each with its own credentials), its scanners.
+fn checks(p: &Pipeline) -> String {
+    let has = |kinds: &[&str]| p.nodes.iter().any(|n| kinds.contains(&n.spec.kind.as_str()));
+    let mut checked = vec!["every listing"];
+    if has(&["put", "batch", "stamp", "delete"]) {
+        checked.push("every store written to, with its own credentials");
+    }
+    if has(&["clamav"]) {
+        checked.push("the scanner (PING, VERSION, canary)");
+    }
+    format!("Checks, as a run makes them (read-only): {}.\n", checked.join(", "))
 }
