@@ -31,6 +31,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::invalid::Invalid;
 use crate::map::{compile, jq::Program};
 use crate::parse::{parse_body_within, run_bounded, Limits};
 
@@ -115,7 +116,7 @@ pub(crate) async fn decide(
     max_bytes: u64,
     limits: Limits,
     decide: impl FnOnce(&Value, &Value) -> Result<&'static str, String> + Send + 'static,
-) -> Result<Result<&'static str, String>, ItemError> {
+) -> Result<Result<&'static str, Invalid>, ItemError> {
     let meta = Value::Object(item.meta.clone());
     Ok(match reads {
         Reads::Metadata => run_bounded(limits, move || decide(&meta, &meta)).await,
@@ -130,11 +131,11 @@ pub(crate) async fn decide(
 }
 
 /// Sends `item` out of the port decided, or to `failed` with the reason.
-pub(crate) async fn send(mut item: Item, out: &Emitter, port: Result<&'static str, String>) -> Result<(), ItemError> {
+pub(crate) async fn send(mut item: Item, out: &Emitter, port: Result<&'static str, Invalid>) -> Result<(), ItemError> {
     match port {
         Ok(port) => out.emit(port, item).await,
         Err(reason) => {
-            item.set_problem(Problem::Unparseable { reason });
+            item.set_problem(Problem::Unparseable { reason: reason.0 });
             out.emit("failed", item).await
         }
     }

@@ -6,21 +6,23 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dqpipe_engine::api::{Context, Emitter, Item, ItemError, Problem, Processor};
 
+use crate::invalid::Invalid;
+
 pub(crate) use crate::map::budget::{default_memory_limit, run_bounded, Limits};
 
 /// `work`'s result on the item's bytes, or why they could not be parsed (the reason for
 /// the kind's `failed` port). An item without bytes is an error of the pipeline's wiring.
-pub(crate) async fn parse_body<T: Send + 'static>(
+pub(crate) async fn parse_body<T: Send + 'static, E: Into<Invalid> + Send + 'static>(
     item: &Item,
     kind: &str,
     max_bytes: u64,
-    work: impl FnOnce(Bytes) -> Result<T, String> + Send + 'static,
-) -> Result<Result<T, String>, ItemError> {
+    work: impl FnOnce(Bytes) -> Result<T, E> + Send + 'static,
+) -> Result<Result<T, Invalid>, ItemError> {
     Ok(match read_body(item, kind, max_bytes).await? {
-        Err(e) => Err(e),
-        Ok(bytes) => tokio::task::spawn_blocking(move || work(bytes))
+        Err(e) => Err(Invalid(e)),
+        Ok(bytes) => tokio::task::spawn_blocking(move || work(bytes).map_err(Into::into))
             .await
-            .unwrap_or_else(|_| Err(format!("internal error: the {kind} parser panicked"))),
+            .unwrap_or_else(|_| Err(Invalid(format!("internal error: the {kind} parser panicked")))),
     })
 }
 
@@ -37,15 +39,15 @@ async fn read_body(item: &Item, kind: &str, max_bytes: u64) -> Result<Result<Byt
 /// As [`parse_body`], within `limits` of time and memory: a jq program that never ends
 /// (`def f: f; f`, `last(range(infinite))`) or builds without end (`[range(1e9)]`) fails
 /// its item for good with the reason, and the run goes on (see [`crate::map::budget`]).
-pub(crate) async fn parse_body_within<T: Send + 'static>(
+pub(crate) async fn parse_body_within<T: Send + 'static, E: Into<Invalid> + Send + 'static>(
     item: &Item,
     kind: &str,
     max_bytes: u64,
     limits: Limits,
-    work: impl FnOnce(Bytes) -> Result<T, String> + Send + 'static,
-) -> Result<Result<T, String>, ItemError> {
+    work: impl FnOnce(Bytes) -> Result<T, E> + Send + 'static,
+) -> Result<Result<T, Invalid>, ItemError> {
     Ok(match read_body(item, kind, max_bytes).await? {
-        Err(e) => Err(e),
+        Err(e) => Err(Invalid(e)),
         Ok(bytes) => run_bounded(limits, move || work(bytes)).await,
     })
 }
@@ -75,10 +77,10 @@ pub(crate) struct Check {
 impl Processor for Check {
     async fn process(&self, mut item: Item, out: &Emitter, _cx: &Context) -> Result<(), ItemError> {
         let check = self.check;
-        match parse_body(&item, self.kind, self.max_bytes, move |bytes| check(&bytes).map_err(String::from)).await? {
+        match parse_body(&item, self.kind, self.max_bytes, move |bytes| check(&bytes)).await? {
             Ok(()) => out.emit("ok", item).await,
             Err(reason) => {
-                item.set_problem(Problem::Unparseable { reason });
+                item.set_problem(Problem::Unparseable { reason: reason.0 });
                 out.emit("failed", item).await
             }
         }

@@ -225,7 +225,7 @@ impl Batcher {
     }
 
     /// The item's row: its document or the chosen fields of its metadata.
-    async fn row(&self, item: &Item) -> Result<Result<Value, String>, ItemError> {
+    async fn row(&self, item: &Item) -> Result<Result<Value, crate::invalid::Invalid>, ItemError> {
         if self.cfg.rows == Rows::Metadata {
             let pick = |c: &String| (c.clone(), item.meta.get(c).cloned().unwrap_or(Value::Null));
             let fields = if self.cfg.columns.is_empty() {
@@ -296,7 +296,7 @@ impl Processor for Batcher {
         }
         let row = match self.row(&item).await? {
             Ok(row) => row,
-            Err(reason) => return refuse(item, out, reason).await,
+            Err(reason) => return refuse(item, out, reason.0).await,
         };
         match self.add(pattern, &row, item, cx) {
             Ok(due) => {

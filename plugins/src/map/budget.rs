@@ -14,6 +14,7 @@
 //! Without [`Budgeted`] installed (a library user's binary), the time limit still holds
 //! and the memory limit is not enforced; [`installed`] says which.
 
+use crate::invalid::Invalid;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
@@ -119,11 +120,12 @@ impl Limits {
     }
 }
 
-/// `work` on a blocking thread, within `limits`: its result, or why it was given up.
-pub(crate) async fn run_bounded<T: Send + 'static>(
+/// `work` on a blocking thread, within `limits`: its result, or why it was given up
+/// (for good: the same item would meet the same limit).
+pub(crate) async fn run_bounded<T: Send + 'static, E: Into<Invalid> + Send + 'static>(
     limits: Limits,
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, Invalid> {
     let trip = Arc::new(Trip::default());
     let held = trip.clone();
     let task = tokio::task::spawn_blocking(move || {
@@ -132,7 +134,7 @@ pub(crate) async fn run_bounded<T: Send + 'static>(
             b.used.set(0);
             b.limit.set(limits.memory_bytes);
         });
-        let result = work();
+        let result = work().map_err(Into::into);
         BUDGET.with(|b| {
             b.limit.set(0);
             b.trip.set(std::ptr::null());
@@ -142,14 +144,14 @@ pub(crate) async fn run_bounded<T: Send + 'static>(
     });
     tokio::select! {
         done = task => done.unwrap_or_else(|_| Err("internal error: the program panicked".into())),
-        () = trip.notify.notified() => Err(format!(
+        () = trip.notify.notified() => Err(Invalid(format!(
             "the program allocated more than memory_limit_mb ({} MiB) on this item and was given up",
             limits.memory_bytes / (1024 * 1024)
-        )),
-        () = tokio::time::sleep(limits.time) => Err(format!(
+        ))),
+        () = tokio::time::sleep(limits.time) => Err(Invalid(format!(
             "the program ran past time_limit_secs ({} s) on this item and was given up",
             limits.time.as_secs()
-        )),
+        ))),
     }
 }
 
@@ -176,10 +178,10 @@ mod tests {
         let run = |code: &str| {
             let program = crate::map::jq::Program::compile(code).unwrap();
             let null = serde_json::Value::Null;
-            rt.block_on(run_bounded(limits, move || program.run(&null, &null).map_err(String::from)))
+            rt.block_on(run_bounded(limits, move || program.run(&null, &null)))
         };
         let r = run("[range(1e9)] | length");
-        assert!(r.unwrap_err().contains("memory_limit_mb (16 MiB)"));
+        assert!(r.unwrap_err().0.contains("memory_limit_mb (16 MiB)"));
         assert!(installed());
         // Within its limit, a program on a small range gives its answer.
         assert_eq!(run("[range(1000)] | length").unwrap(), serde_json::json!(1000));

@@ -184,7 +184,7 @@ impl Processor for Map {
                 out.emit("ok", item).await
             }
             Err(reason) => {
-                item.set_problem(Problem::Unparseable { reason });
+                item.set_problem(Problem::Unparseable { reason: reason.0 });
                 out.emit("failed", item).await
             }
         }

@@ -316,7 +316,7 @@ impl Processor for NatsMessage {
                 out.emit("ok", item).await.map_err(ItemError::from)
             }
             Err(reason) => {
-                item.set_problem(Problem::Unparseable { reason });
+                item.set_problem(Problem::Unparseable { reason: reason.0 });
                 out.emit("failed", item).await.map_err(ItemError::from)
             }
         }
