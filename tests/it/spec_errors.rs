@@ -715,3 +715,31 @@ fn a_delete_from_a_store_its_items_were_not_listed_in_is_refused() {
     let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// `max_requests_per_second` on a store: a number above 0 (or a string holding one);
+/// anything else is refused at its place. A run with it set does its work.
+#[test]
+fn a_store_request_rate_is_checked_and_a_run_keeps_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    for i in 0..5 {
+        std::fs::write(dir.path().join(format!("a/{i}.json")), "{}").unwrap();
+    }
+    let spec = |rate: &str| {
+        format!("version: 1\nname: r\nstores:\n  a: {{ url: \"file://./a\" }}\n  b: {{ url: \"file://./b\", max_requests_per_second: {rate} }}\nnodes:\n  list: {{ kind: list, store: a }}\n  fetch: {{ kind: fetch, input: list }}\n  write: {{ kind: put, input: fetch, store: b, key: \"{{{{ name }}}}\" }}\n")
+    };
+    for bad in ["0", "-3", "fast"] {
+        std::fs::write(dir.path().join("p.yaml"), spec(bad)).unwrap();
+        let out = dqpipe(dir.path()).args(["validate", "p.yaml"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("p.yaml:5:27: stores.b.max_requests_per_second: must be a number"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    std::fs::write(dir.path().join("p.yaml"), spec("\"200\"")).unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml").run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!(files_under(&dir.path().join("b")).len(), 5);
+}

@@ -179,6 +179,8 @@ pub struct StoreSpec {
     /// `trusted: true`: only what a scanner passed as clean may be written here
     /// (checked by `validate`, see `trust.rs`).
     pub trusted: bool,
+    /// `max_requests_per_second`: the most object requests that start in a second.
+    pub max_requests_per_second: Option<f64>,
     /// Everything but `url`, checked by the opener of the URL's scheme.
     pub options: serde_json::Map<String, serde_json::Value>,
     pub path: SpecPath,

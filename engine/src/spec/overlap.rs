@@ -98,7 +98,14 @@ mod tests {
         if let Some(e) = endpoint {
             options.insert("s3".into(), serde_json::json!({ "endpoint": e }));
         }
-        StoreSpec { name: "s".into(), url: url.into(), trusted: false, options, path: Default::default() }
+        StoreSpec {
+            name: "s".into(),
+            url: url.into(),
+            trusted: false,
+            max_requests_per_second: None,
+            options,
+            path: Default::default(),
+        }
     }
 
     #[test]

@@ -49,6 +49,13 @@ pub fn spec_schema(registry: &Registry) -> Value {
         "type": "boolean",
         "description": "Only what a scanner passed as clean may be written here: validate refuses a path into this store that bypasses a scan."
     });
+    store["properties"]["max_requests_per_second"] = json!({
+        "type": ["number", "string"],
+        "exclusiveMinimum": 0,
+        "maximum": 1000000,
+        "pattern": "\\$\\{|^\\s*[0-9]+(\\.[0-9]+)?\\s*$",
+        "description": "The most object requests (GET, PUT, HEAD, DELETE) that start in a second, whatever the nodes' concurrency (rclone's --tpslimit): for a server that throttles or is shared."
+    });
     root["properties"]["stores"]["additionalProperties"] = store;
     root
 }

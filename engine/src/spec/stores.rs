@@ -127,6 +127,17 @@ pub(crate) fn open_stores(
                 continue;
             }
         };
+        let rate = match options.remove("max_requests_per_second") {
+            None => None,
+            Some(v) => match v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
+                Some(r) if r > 0.0 && r <= 1e6 => Some(r),
+                _ => {
+                    let at = path.key("max_requests_per_second");
+                    errors.push(&at, "must be a number of requests a second, above 0 and at most 1000000");
+                    continue;
+                }
+            },
+        };
         let own = options.clone();
         inherit(&mut options, inherited);
         let mut typed = Value::Object(options);
@@ -139,7 +150,8 @@ pub(crate) fn open_stores(
         if !ranges.is_empty() {
             continue;
         }
-        let spec = StoreSpec { name: name.clone(), url, trusted, options, path: path.clone() };
+        let spec =
+            StoreSpec { name: name.clone(), url, trusted, max_requests_per_second: rate, options, path: path.clone() };
         match registry.stores.open(&spec) {
             Ok(store) => {
                 stores.insert(name.clone(), (spec, store));

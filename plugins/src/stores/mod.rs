@@ -10,6 +10,7 @@
 
 pub mod ftp;
 pub mod local;
+pub mod rate;
 pub mod s3;
 pub mod sftp;
 
@@ -165,7 +166,11 @@ impl StoreOpener for Opener {
             ));
         };
         let table = spec.options.get(s.name()).cloned().unwrap_or(Value::Null);
-        s.open(&spec.url, table)
+        let store = s.open(&spec.url, table)?;
+        Ok(match spec.max_requests_per_second {
+            Some(rate) => Arc::new(rate::RateLimited::new(store, rate)),
+            None => store,
+        })
     }
 
     fn schema(&self) -> schemars::Schema {
