@@ -166,6 +166,12 @@ impl std::io::Write for LogWriter {
 }
 
 async fn bars(stats: Arc<LiveStats>, mut done: tokio::sync::oneshot::Receiver<()>) {
+    // Nothing is drawn until the run's checks have passed: a run that cannot start shows
+    // only why, not a frame of zeros.
+    tokio::select! {
+        _ = &mut done => return,
+        () = stats.started() => {}
+    }
     let multi = indicatif::MultiProgress::new();
     if let Ok(mut b) = BARS.lock() {
         *b = Some(multi.clone());

@@ -97,13 +97,7 @@ fn a_scanner_killed_mid_run_shows_on_the_terminal_as_errors_and_a_halt() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("exit=4"), "incomplete: {text}");
     assert!(!text.contains("run{pipeline="), "log lines on a terminal carry no span prefix: {text}");
-    // A frame's rows are padded to the width, one after another (see the test above).
-    let all: Vec<String> = between_escapes(&text)
-        .iter()
-        .flat_map(|s| {
-            s.chars().collect::<Vec<_>>().chunks(80).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>()
-        })
-        .collect();
+    let all = rows_of(&text);
     let rows = |name: &str| -> Vec<String> {
         all.iter().filter(|r| r.split_whitespace().next() == Some(name)).cloned().collect()
     };
@@ -115,6 +109,31 @@ fn a_scanner_killed_mid_run_shows_on_the_terminal_as_errors_and_a_halt() {
     assert!(!last.contains("100%"), "{last:?}");
     let whole = text.lines().filter(|l| l.contains("item not processed")).count();
     assert!((1..=3).contains(&whole), "a line per cause, not per object: {whole}\n{text}");
+}
+
+/// A run that cannot start (its scanner unreachable) draws no frame on the terminal: it
+/// says only why it did not start, and exits 1.
+#[test]
+fn a_run_that_cannot_start_draws_no_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.json"), "{}").unwrap();
+    let spec = "version: 1\nname: down\nstores:\n  src: { url: \"file://./in\" }\n  dst: { url: \"file://./out\" }\nnodes:\n  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list }\n  scan: { kind: clamav, input: fetch, address: \"tcp://127.0.0.1:1\", database: { allow_unversioned: true } }\n  write: { kind: put, input: scan.clean, store: dst, key: \"{{ name }}\" }\n  quarantine: { kind: put, input: [scan.infected, scan.error], store: dst, key: \"q/{{ name }}\", with_reason: true }\n";
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let out = on_a_terminal(dir.path(), "p.yaml --progress bars").wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("exit=1") && text.contains("preflight checks failed"), "{text}");
+    let frames = rows_of(&text).into_iter().filter(|r| r.split_whitespace().next() == Some("objects")).count();
+    assert_eq!(frames, 0, "a frame was drawn: {text}");
+}
+
+/// The rows on an 80-column terminal: a frame's rows are padded to the width, one after
+/// another (see the first test), between escape sequences.
+fn rows_of(text: &str) -> Vec<String> {
+    let chunks = |s: &String| -> Vec<String> {
+        s.chars().collect::<Vec<_>>().chunks(80).map(|c| c.iter().collect::<String>()).collect()
+    };
+    between_escapes(text).iter().flat_map(chunks).collect()
 }
 
 /// The text between escape sequences and line breaks.

@@ -66,6 +66,7 @@ pub async fn run(p: &Pipeline, opts: RunOptions) -> Result<RunReport, RunError> 
         }
     };
     let stats = opts.stats.clone().unwrap_or_else(|| LiveStats::new(p));
+    stats.started.send_replace(true);
     let tracker = stats.tracker.clone();
     tracker.planning.store(planning, Ordering::Relaxed);
     let acker = start_acknowledgements(p, &opts, &tracker);

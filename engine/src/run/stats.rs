@@ -40,6 +40,9 @@ pub struct LiveStats {
     pub(crate) tracker: Arc<Tracker>,
     /// Why the run halted itself (`defaults.halt`), once it has.
     pub(crate) halted: Arc<std::sync::OnceLock<String>>,
+    /// The preflight checks passed and the lease is held: items may move. A display
+    /// draws nothing before, so a run that cannot start shows only why.
+    pub(crate) started: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the counters said at one moment.
@@ -103,6 +106,7 @@ impl LiveStats {
             ports: p.nodes.iter().map(|n| n.ports.iter().map(|d| (d.name, Arc::default())).collect()).collect(),
             tracker: Arc::default(),
             halted: Arc::default(),
+            started: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -137,6 +141,13 @@ impl LiveStats {
             });
         }
         (nodes, problems)
+    }
+
+    /// Completes once the run has started moving items (its checks passed); never for a
+    /// run that could not start.
+    pub async fn started(&self) {
+        let mut rx = self.started.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
