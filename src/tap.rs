@@ -41,6 +41,9 @@ pub fn tap(p: &Pipeline, ports: &[String], sample: Sample) -> Result<Tap, String
     let every = sample.every.max(1);
     Ok(Tap(Arc::new(move |node: &str, port: &str, item: &dqpipe_engine::api::Item| {
         let Some(seen) = counts.get(&(node.to_string(), port.to_string())) else { return };
+        // Counted and printed under one lock, so that the lines come out in their order
+        // (`n` 1, 2, 3, 6, ...), whichever tasks send the items.
+        let Ok(mut out) = out.lock() else { return };
         let n = seen.fetch_add(1, Ordering::Relaxed);
         if n >= sample.limit && (n - sample.limit) % every != 0 {
             return;
@@ -52,8 +55,6 @@ pub fn tap(p: &Pipeline, ports: &[String], sample: Sample) -> Result<Tap, String
             "key": item.source_key(),
             "fields": item.meta,
         });
-        if let Ok(mut out) = out.lock() {
-            let _ = writeln!(out, "{line}");
-        }
+        let _ = writeln!(out, "{line}");
     })))
 }
