@@ -242,7 +242,13 @@ impl Batcher {
     }
 
     /// Adds the item to its group's batch; returns the batches now due to be written.
-    fn add(&self, pattern: String, row: &Value, item: Item, cx: &Context) -> Result<Vec<Open>, Box<(Item, String)>> {
+    fn add(
+        &self,
+        pattern: String,
+        row: &Value,
+        (id, item): (String, Item),
+        cx: &Context,
+    ) -> Result<Vec<Open>, Box<(Item, String)>> {
         let Ok(mut open) = self.open.lock() else {
             return Err(Box::new((item, "internal error: a batch task panicked".into())));
         };
@@ -250,17 +256,13 @@ impl Batcher {
         let batch = open.entry(pattern.clone()).or_insert_with(|| {
             Open::new(pattern.clone(), &self.cfg, cx.spool(), opened.fetch_add(1, Ordering::Relaxed))
         });
-        let id = member_id(&item);
-        let mut item = Some(item);
-        if let Err(reason) =
-            batch.add(&self.cfg, row, id, || item.take().map(|i| i.hold(&self.name)).expect("held once"))
-        {
-            let item = item.take().expect("not held");
+        if let Err(reason) = batch.add(&self.cfg, row) {
             if batch.items() == 0 {
                 open.remove(&pattern);
             }
             return Err(Box::new((item, reason.0)));
         }
+        batch.hold(id, item.hold(&self.name));
         let mut due = Vec::new();
         if batch.items() >= self.cfg.max_items || batch.bytes() >= self.cfg.max_bytes {
             due.extend(open.remove(&pattern));
@@ -286,7 +288,9 @@ impl Processor for Batcher {
             Err(reason) => return refuse(item, out, format!("batch key: {reason}")).await,
         };
         let committed = self.committed(&pattern, cx).await?;
-        if let Some(key) = committed.get(&member_id(&item)) {
+        // The member's id, once: to look up, and to hold it by.
+        let id = member_id(&item);
+        if let Some(key) = committed.get(&id) {
             // Written into a batch object by an earlier run that ended before its object
             // was done-marked: not written twice.
             self.already.fetch_add(1, Ordering::Relaxed);
@@ -298,7 +302,7 @@ impl Processor for Batcher {
             Ok(row) => row,
             Err(reason) => return refuse(item, out, reason.0).await,
         };
-        match self.add(pattern, &row, item, cx) {
+        match self.add(pattern, &row, (id, item), cx) {
             Ok(due) => {
                 for batch in due {
                     self.write(batch, out, cx).await;

@@ -14,8 +14,7 @@ pub(crate) struct Open {
     writer: BodyWriter,
     /// CSV: the columns, given or taken from the first record.
     columns: Option<Vec<String>>,
-    /// `format: summary`: items, and the sums of the `sum` fields.
-    count: u64,
+    /// `format: summary`: the sums of the `sum` fields (the count is the members').
     sums: Vec<Sum>,
     /// Each held item, with its member id (see [`super::manifest::member_id`]).
     pub members: Vec<(String, Held)>,
@@ -36,7 +35,6 @@ impl Open {
             pattern,
             writer: BodyWriter::new(spool, 64 * 1024),
             columns: None,
-            count: 0,
             sums: vec![Sum::Whole(0); cfg.sum.len()],
             members: Vec::new(),
             opened,
@@ -61,15 +59,9 @@ impl Open {
         self.writer.len()
     }
 
-    /// Adds one row and the item it came from, or says why the row cannot be written in
-    /// this format (then nothing is added).
-    pub fn add(
-        &mut self,
-        cfg: &BatchConfig,
-        row: &Value,
-        id: String,
-        held: impl FnOnce() -> Held,
-    ) -> Result<(), crate::invalid::Invalid> {
+    /// Adds one row, or says why it cannot be written in this format (then nothing is
+    /// added); the item it came from is then [`Open::hold`]ed.
+    pub fn add(&mut self, cfg: &BatchConfig, row: &Value) -> Result<(), crate::invalid::Invalid> {
         match cfg.format {
             Format::Ndjson => {
                 let mut line = serde_json::to_vec(row).map_err(|e| format!("encoding the record: {e}"))?;
@@ -86,9 +78,12 @@ impl Open {
             }
             Format::Summary => self.add_sums(cfg, row)?,
         }
-        self.count += 1;
-        self.members.push((id, held()));
         Ok(())
+    }
+
+    /// Holds the item of the row just added, with its member id.
+    pub fn hold(&mut self, id: String, held: Held) {
+        self.members.push((id, held));
     }
 
     /// The row's values in column order: strings as they are, `null` empty, other values
@@ -150,8 +145,8 @@ impl Open {
                     (f.clone(), v)
                 })
                 .collect();
-            let mut doc =
-                serde_json::to_vec(&serde_json::json!({ "count": self.count, "sum": sums })).unwrap_or_default();
+            let mut doc = serde_json::to_vec(&serde_json::json!({ "count": self.members.len(), "sum": sums }))
+                .unwrap_or_default();
             doc.push(b'\n');
             self.writer.put(&doc);
         }
