@@ -84,9 +84,13 @@ fn kill_9_at_random_points_then_rerun_completes_exactly_once() {
     assert!(markers_before < 5_000, "the killed runs finished everything; nothing left to resume");
     let out = nats_run(dir.path(), &s3.endpoint(), &clamd.tcp(), "final.json").output().unwrap();
     let r = read_json(&dir.path().join("final.json"));
-    // The rerun did only what was missing.
-    assert_eq!(r["items"]["skipped_done"].as_u64().unwrap(), markers_before, "{}", stderr(&out));
-    assert_eq!(r["items"]["from_sources"].as_u64().unwrap(), 5_000 - markers_before);
+    // The rerun did only what was missing. s3s-fs finishes the PUTs it had received in full
+    // after their client died (CI saw 117 markers counted here and 172 read by the rerun), so the
+    // markers counted above are a lower bound, and the rerun's own count is the one it works from.
+    let skipped = r["items"]["skipped_done"].as_u64().unwrap();
+    assert!(skipped >= markers_before, "{skipped} skipped, {markers_before} markers found: {}", stderr(&out));
+    assert!(skipped < 5_000, "{}", stderr(&out));
+    assert_eq!(r["items"]["from_sources"].as_u64().unwrap(), 5_000 - skipped, "{}", stderr(&out));
     assert_eq!(r["items"]["failed"], 0, "{}", stderr(&out));
     assert!(matches!(out.status.code(), Some(0) | Some(3)), "{}", stderr(&out));
     assert_matches_reference(dir.path(), &s3);
