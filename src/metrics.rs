@@ -95,6 +95,23 @@ pub fn text(r: &RunReport) -> String {
     let retries: Vec<(String, f64)> =
         r.nodes.iter().map(|n| (format!("{{node=\"{}\"}}", label(&n.name)), n.retries as f64)).collect();
     gauge("dqpipe_node_retries", "Retries of transient failures in the last run.", &retries);
+    // The limit each node ended at, and its highest: fixed, or adaptive within its range.
+    let limits: Vec<(String, f64)> = r
+        .nodes
+        .iter()
+        .filter(|n| !n.source)
+        .flat_map(|n| {
+            let (last, highest) =
+                n.adaptive.as_ref().map_or((n.concurrency as u64, n.concurrency as u64), |a| (a.last, a.highest));
+            let node = label(&n.name);
+            [
+                (format!("{{node=\"{node}\",at=\"end\"}}"), last as f64),
+                (format!("{{node=\"{node}\",at=\"highest\"}}"), highest as f64),
+            ]
+        })
+        .collect();
+    let help = "How many items a node could work on at once in the last run (adaptive nodes: where the limit ended, and its highest).";
+    gauge("dqpipe_node_concurrency_limit", help, &limits);
     let figures: Vec<(String, f64)> = r
         .nodes
         .iter()

@@ -48,7 +48,8 @@ impl Display {
 /// A node's row after its count, most useful first, so that a narrow terminal cuts the
 /// least useful (indicatif cuts `wide_msg` at the width): errors and retries when there
 /// are any (trouble shows at once), the ports' counts (problems among them), the rate over
-/// the last seconds, the share of the objects listed so far, bytes per second, in flight.
+/// the last seconds, the share of the objects listed so far, bytes per second, in flight
+/// (and of how many, when the node's concurrency adapts).
 /// `errors=3 retries=12  clean=120 infected=1 error=0  812/s  64%  1.2 MB/s  in flight 3`
 fn row(s: &StatsSnapshot, w: &Window, i: usize) -> String {
     let n = &s.nodes[i];
@@ -64,7 +65,10 @@ fn row(s: &StatsSnapshot, w: &Window, i: usize) -> String {
         parts.push(format!("{}%", (n.items * 100 / listed).min(100)));
     }
     parts.push(format!("{:.1} MB/s", bytes / 1e6));
-    parts.push(format!("in flight {}", n.in_flight));
+    match n.adaptive {
+        true => parts.push(format!("in flight {} of {} (adaptive)", n.in_flight, n.limit)),
+        false => parts.push(format!("in flight {}", n.in_flight)),
+    }
     parts.join("  ")
 }
 

@@ -65,6 +65,7 @@ impl KindConfig for DeleteConfig {
     const SUMMARY: &'static str =
         "Deletes each item's object from the store it was listed in, if unchanged since the listing (housekeeping).";
     const ROLE: Role = Role::Processor;
+    const ADAPTIVE: bool = true;
     const PORTS: &'static [PortDecl] = PORTS;
     const EXAMPLE: &'static str = include_str!("kind_examples/delete.yaml");
     fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {

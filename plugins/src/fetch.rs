@@ -77,6 +77,7 @@ impl KindConfig for FetchConfig {
     const SUMMARY: &'static str =
         "Reads each item's object from the store it was listed in (streamed; large bodies spool to disk).";
     const ROLE: Role = Role::Processor;
+    const ADAPTIVE: bool = true;
     const PORTS: &'static [PortDecl] = PORTS;
     const EXAMPLE: &'static str = include_str!("kind_examples/fetch.yaml");
     fn build(self, _ctx: &BuildContext) -> Result<Built, ConfigError> {

@@ -74,6 +74,7 @@ impl KindConfig for PutConfig {
     const NAME: &'static str = "put";
     const SUMMARY: &'static str = "Writes each item to a store at a templated key; nothing partial is ever visible.";
     const ROLE: Role = Role::Processor;
+    const ADAPTIVE: bool = true;
     const PORTS: &'static [PortDecl] = PORTS;
     const EXAMPLE: &'static str = include_str!("kind_examples/put.yaml");
     fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {

@@ -57,6 +57,7 @@ impl KindConfig for StampConfig {
     const SUMMARY: &'static str =
         "Writes each object back where it was listed, with the scan verdict its item carries (rescans).";
     const ROLE: Role = Role::Processor;
+    const ADAPTIVE: bool = true;
     const PORTS: &'static [PortDecl] = PORTS;
     const EXAMPLE: &'static str = include_str!("kind_examples/stamp.yaml");
     fn build(self, ctx: &BuildContext) -> Result<Built, ConfigError> {

@@ -23,10 +23,6 @@ fn ndjson_rows(dir: &std::path::Path, prefix: &str) -> Vec<(String, serde_json::
 }
 
 /// A node's entry in a run report.
-fn node<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()
-}
-
 #[test]
 fn the_csv_ingest_example_writes_each_flown_row_once_into_its_days_ndjson_in_s3() {
     let clamd = Clamd::start("25M");

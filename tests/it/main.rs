@@ -4,6 +4,7 @@
 
 mod common;
 
+mod adaptive;
 mod batch;
 mod breaking;
 mod collisions;

@@ -105,7 +105,8 @@ fn yaml_and_toml_give_the_same_plan() {
     };
     let yaml = plan("pipelines/examples/copy.yaml");
     assert_eq!(yaml.replace("copy.yaml", "copy.toml"), plan("pipelines/examples/copy.toml"));
-    assert!(yaml.contains("fetch (fetch), concurrency 16, input: list"), "{yaml}");
+    // fetch and put adapt unless a number is set; the copy example sets none.
+    assert!(yaml.contains("fetch (fetch), concurrency adaptive (from 8, at most 256), input: list"), "{yaml}");
 }
 
 #[test]
@@ -192,7 +193,8 @@ fn schema_covers_every_kind() {
     assert_eq!(node["properties"]["kind"]["enum"], serde_json::json!(kinds));
     // A number may be a string holding a variable, as the loader reads it.
     let clamav = &node["allOf"][3]["then"]["properties"];
-    assert_eq!(clamav["concurrency"]["type"], serde_json::json!(["integer", "string"]));
+    assert_eq!(clamav["concurrency"]["anyOf"][0]["type"], serde_json::json!(["integer", "string"]));
+    assert_eq!(clamav["concurrency"]["anyOf"][1]["anyOf"][0]["const"], "adaptive");
     // ... or a string the loader reads as a number, as `validate` does.
     assert_eq!(clamav["timeout_secs"]["pattern"], "\\$\\{|^\\s*-?[0-9]+\\s*$");
 }
@@ -308,6 +310,22 @@ fn a_key_written_twice_is_an_error_at_both_places() {
         err.contains("p.yaml:9:3: nodes.write: `write` is written twice in this mapping (first at line 8, column 3)"),
         "{err}"
     );
+}
+
+#[test]
+fn adaptive_concurrency_is_for_the_kinds_that_wait_on_requests_and_starts_within_its_ceiling() {
+    let nodes = "  list: { kind: list, store: src }\n  fetch: { kind: fetch, input: list, concurrency: adaptive }\n  check: { kind: json_check, input: fetch, concurrency: adaptive }\n  write: { kind: put, input: check.ok, store: dst, key: \"{{ name }}\" }\n  bad: { kind: put, input: check.failed, store: dst, key: \"bad/{{ name }}\" }\n";
+    let (code, err) = validate(&format!("{HEAD}{nodes}"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("p.yaml:9:44: nodes.check.concurrency: `json_check` does not wait on requests, so its concurrency cannot adapt: give it a number"),
+        "{err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "fetch may adapt: {err}");
+    let head = HEAD.replace("stores:", "defaults: { concurrency: 300, max_concurrency: 200 }\nstores:");
+    let (code, err) = validate(&format!("{head}  list: {{ kind: list, store: src }}\n  fetch: {{ kind: fetch, input: list }}\n  write: {{ kind: put, input: fetch, store: dst, key: \"{{{{ name }}}}\" }}\n"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("defaults.concurrency: 300 is over `max_concurrency` (200)"), "{err}");
 }
 
 #[test]

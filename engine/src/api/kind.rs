@@ -85,6 +85,13 @@ pub trait NodeKind: Send + Sync {
     fn cpu_bound(&self) -> bool {
         false
     }
+    /// True for kinds whose work is waiting on requests to a store (`fetch`, `put`): unless
+    /// the spec or the command line gives the node a number, its concurrency adapts, from
+    /// `defaults.concurrency` up to `defaults.max_concurrency`, to how long its items take
+    /// and whether its requests are throttled (`run/adaptive.rs`).
+    fn adaptive(&self) -> bool {
+        false
+    }
     /// True for kinds that read an item's whole body into memory (a parse): then the
     /// run's byte budget (`max_bytes_in_flight`) counts each object at its full size, not
     /// at most `spool_threshold_bytes` (what a node that streams from the spool holds).
@@ -146,6 +153,8 @@ pub trait KindConfig: DeserializeOwned + schemars::JsonSchema + Send + Sync + 's
     }
     /// See [`NodeKind::cpu_bound`].
     const CPU_BOUND: bool = false;
+    /// See [`NodeKind::adaptive`].
+    const ADAPTIVE: bool = false;
     /// See [`NodeKind::reads_whole_body`].
     const READS_WHOLE_BODY: bool = false;
     /// See [`NodeKind::body_growth`].
@@ -209,6 +218,9 @@ impl<C: KindConfig> NodeKind for Kind<C> {
     }
     fn cpu_bound(&self) -> bool {
         C::CPU_BOUND
+    }
+    fn adaptive(&self) -> bool {
+        C::ADAPTIVE
     }
     fn reads_whole_body(&self) -> bool {
         C::READS_WHOLE_BODY

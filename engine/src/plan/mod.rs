@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::spec::load::Pipeline;
 use crate::spec::redact::{redact_url, redact_value};
+use crate::spec::Concurrency;
 
 #[derive(Debug, Serialize)]
 pub struct StaticPlan {
@@ -33,7 +34,11 @@ pub struct PlanNode {
     pub name: String,
     pub kind: String,
     pub source: bool,
+    /// How many items it works on at once: fixed, or where an adaptive limit starts.
     pub concurrency: usize,
+    /// An adaptive limit's ceiling (`defaults.max_concurrency`); absent when fixed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_max: Option<usize>,
     pub inputs: Vec<String>,
     pub config: serde_json::Value,
     /// port -> nodes it feeds (empty: the items' path ends there).
@@ -97,7 +102,7 @@ pub enum PlanStatus {
 
 impl StaticPlan {
     /// `conc`: each node's concurrency ([`Pipeline::effective_concurrency`]).
-    pub fn new(p: &Pipeline, conc: &[usize], env_vars: &BTreeMap<String, Vec<String>>) -> Self {
+    pub fn new(p: &Pipeline, conc: &[Concurrency], env_vars: &BTreeMap<String, Vec<String>>) -> Self {
         let stores = p
             .stores
             .iter()
@@ -115,7 +120,11 @@ impl StaticPlan {
                 name: n.spec.name.clone(),
                 kind: n.spec.kind.clone(),
                 source: matches!(n.built, crate::api::Built::Source(_)),
-                concurrency: conc[i],
+                concurrency: conc[i].start(),
+                concurrency_max: match conc[i] {
+                    Concurrency::Adaptive { max, .. } => Some(max),
+                    Concurrency::Fixed(_) => None,
+                },
                 inputs: n
                     .spec
                     .inputs
@@ -160,7 +169,11 @@ impl StaticPlan {
             let role = if n.source {
                 "source".to_string()
             } else {
-                format!("concurrency {}, input: {}", n.concurrency, n.inputs.join(", "))
+                let conc = match n.concurrency_max {
+                    Some(max) => Concurrency::Adaptive { start: n.concurrency, max },
+                    None => Concurrency::Fixed(n.concurrency),
+                };
+                format!("concurrency {conc}, input: {}", n.inputs.join(", "))
             };
             let _ = writeln!(s, "  {}. {} ({}), {}", i + 1, n.name, n.kind, role);
             if let Some(o) = n.config.as_object() {

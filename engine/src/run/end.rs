@@ -27,7 +27,7 @@ pub(crate) async fn report(
     p: &Pipeline,
     opts: &RunOptions,
     stats: &LiveStats,
-    concurrency: &[usize],
+    concurrency: &[crate::spec::Concurrency],
     ended: Ended,
 ) -> RunReport {
     let tracker = &stats.tracker;

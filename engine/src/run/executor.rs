@@ -6,7 +6,8 @@
 //!   a full channel makes the sender wait (backpressure), so memory depends on channel
 //!   capacity and concurrency, never on the number of objects;
 //! - a node's task takes an item only when one of its `concurrency` permits is free, and
-//!   runs each item in its own tokio task (CPU-heavy transforms use both cores);
+//!   runs each item in its own tokio task (CPU-heavy transforms use both cores); the
+//!   permits of nodes that wait on requests adapt to how their items fare (`adaptive.rs`);
 //! - when a node's inputs have all closed and its in-flight items are done, it drops its
 //!   senders, which closes its consumers' channels: the run drains from sources to sinks;
 //! - each source object is tracked through all its copies; it is complete when every copy
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
@@ -27,6 +28,7 @@ use crate::api::body::Spool;
 use crate::api::item::mark_failed;
 use crate::api::{Built, Context, Emitter, Item, Processor, Source};
 use crate::run::acks::start_acknowledgements;
+use crate::run::adaptive::Limit;
 use crate::run::end::{report, Ended};
 use crate::run::halt::Halt;
 pub use crate::run::options::{Mode, RunOptions, DEFAULT_GRACE};
@@ -37,6 +39,7 @@ use crate::run::report::{RunReport, SourceError};
 use crate::run::stats::{LiveStats, NodeStats};
 use crate::run::tracker::Tracker;
 use crate::spec::load::Pipeline;
+use crate::spec::Concurrency;
 
 /// Runs the pipeline to the end and reports what happened: preflight, wiring, the nodes'
 /// tasks, the drain (with the stop and its grace period), acknowledgements, the report.
@@ -108,7 +111,7 @@ fn spawn_nodes(
     p: &Pipeline,
     opts: &RunOptions,
     stats: &Arc<LiveStats>,
-    concurrency: &[usize],
+    concurrency: &[Concurrency],
     halt: &Arc<Halt>,
 ) -> Tasks {
     let spool =
@@ -165,7 +168,7 @@ fn spawn_nodes(
                     node: node.clone(),
                     out,
                     rx,
-                    limit: Arc::new(Semaphore::new(concurrency[i])),
+                    limit: Limit::new(concurrency[i], stats.nodes[i].clone()),
                     stats: stats.nodes[i].clone(),
                     halt: halt.clone(),
                     mode: opts.mode,
@@ -222,8 +225,8 @@ struct ProcessorTask {
     node: Arc<dyn Processor>,
     out: Arc<Emitter>,
     rx: mpsc::Receiver<Item>,
-    /// The node's `concurrency` permits.
-    limit: Arc<Semaphore>,
+    /// The node's `concurrency` permits, fixed or adaptive.
+    limit: Arc<Limit>,
     stats: Arc<NodeStats>,
     halt: Arc<Halt>,
     mode: Mode,
@@ -267,8 +270,9 @@ impl ProcessorTask {
     async fn take_items(&mut self, running: &mut JoinSet<()>) {
         let mode = self.mode;
         loop {
-            let Ok(permit) = self.limit.clone().acquire_owned().await else { break };
+            let Some(mut permit) = self.limit.acquire().await else { break };
             let Some(item) = self.rx.recv().await else { break };
+            permit.start();
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             let now = self.stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -279,7 +283,7 @@ impl ProcessorTask {
                     let failure = process_one(node, &out, &cx, &stats, item, mode).await;
                     halt.record(cx.node(), &stats.failing_in_a_row, failure.as_deref());
                     stats.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    drop(permit);
+                    permit.done(failure.is_some());
                 }
                 .in_current_span(),
             );

@@ -11,11 +11,13 @@ use crate::api::{Built, Planned, Shard, Stop};
 use crate::plan::PlannedObject;
 use crate::run::stats::LiveStats;
 use crate::spec::load::Pipeline;
+use crate::spec::{Concurrency, NodeConcurrency};
 
 /// How to run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Replaces the spec's default concurrency (nodes that set their own keep it).
+    /// Replaces the spec's default concurrency, and fixes the adaptive one (nodes that set
+    /// their own keep it): `--concurrency N`.
     pub default_concurrency: Option<usize>,
     /// Per-node concurrency, over everything else.
     pub node_concurrency: HashMap<String, usize>,
@@ -93,19 +95,33 @@ pub fn new_run_id() -> String {
 }
 
 impl Pipeline {
-    /// The concurrency each node runs with, after the options' overrides.
-    pub fn effective_concurrency(&self, opts: &RunOptions) -> Vec<usize> {
+    /// The concurrency each node runs with, after the options' overrides: a number set
+    /// for the node (`--concurrency NODE=N`, then the spec's), else `--concurrency N` (a
+    /// hand-set number for every node), else adaptive for the kinds that wait on requests
+    /// (or a node set `adaptive`), else `defaults.concurrency` (at most one per core for
+    /// CPU-bound kinds).
+    pub fn effective_concurrency(&self, opts: &RunOptions) -> Vec<Concurrency> {
+        let adaptive = Concurrency::Adaptive {
+            start: self.defaults.concurrency.min(self.defaults.max_concurrency),
+            max: self.defaults.max_concurrency,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         self.nodes
             .iter()
-            .map(|n| match n.built {
-                Built::Source(_) => 1,
-                Built::Processor(_) => {
-                    let default = opts.default_concurrency.unwrap_or(self.defaults.concurrency);
-                    let default = match n.kind.cpu_bound() {
-                        true => default.min(std::thread::available_parallelism().map_or(1, |n| n.get())),
-                        false => default,
-                    };
-                    opts.node_concurrency.get(&n.spec.name).copied().or(n.spec.concurrency).unwrap_or(default).max(1)
+            .map(|n| {
+                if matches!(n.built, Built::Source(_)) {
+                    return Concurrency::Fixed(1);
+                }
+                if let Some(&set) = opts.node_concurrency.get(&n.spec.name) {
+                    return Concurrency::Fixed(set.max(1));
+                }
+                let default = opts.default_concurrency.unwrap_or(self.defaults.concurrency).max(1);
+                match (n.spec.concurrency, opts.default_concurrency) {
+                    (Some(NodeConcurrency::Fixed(set)), _) => Concurrency::Fixed(set.max(1)),
+                    (Some(NodeConcurrency::Adaptive), _) => adaptive,
+                    (None, None) if n.kind.adaptive() => adaptive,
+                    (None, _) if n.kind.cpu_bound() => Concurrency::Fixed(default.min(cores)),
+                    (None, _) => Concurrency::Fixed(default),
                 }
             })
             .collect()

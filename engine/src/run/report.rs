@@ -202,7 +202,11 @@ pub struct NodeReport {
     pub kind: String,
     /// Sources produce items and receive none.
     pub source: bool,
+    /// How many items it worked on at once: fixed, or where an adaptive limit started.
     pub concurrency: usize,
+    /// An adaptive limit: its ceiling, the lowest and highest it was, and where it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveReport>,
     /// Items the node received (0 for sources).
     pub received: u64,
     /// Items the node could not process.
@@ -217,6 +221,15 @@ pub struct NodeReport {
     pub counters: IndexMap<String, u64>,
 }
 
+/// Where a node's adaptive concurrency went during the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdaptiveReport {
+    pub max: usize,
+    pub lowest: u64,
+    pub highest: u64,
+    pub last: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PortReport {
     pub items: u64,
@@ -224,6 +237,39 @@ pub struct PortReport {
     /// The nodes this port feeds; empty when the port ends the items' path.
     pub routed_to: Vec<String>,
     pub problem: bool,
+}
+
+impl NodeReport {
+    /// The node's line of the run summary.
+    fn render_line(&self, s: &mut String, width: usize) {
+        use std::fmt::Write as _;
+        let n = self;
+        let label = format!("{} ({})", n.name, n.kind);
+        let mut ports = Vec::new();
+        for (p, r) in &n.ports {
+            let to = if r.routed_to.is_empty() { "end".to_string() } else { r.routed_to.join(",") };
+            ports.push(format!("{p}={} -> {to}", r.items));
+        }
+        let recv = if n.source { String::from("source") } else { format!("in={}", n.received) };
+        let _ = write!(s, "  {label:<width$}  {recv:<10} {}", ports.join("  "));
+        if n.errors > 0 {
+            let _ = write!(s, "  errors={}", n.errors);
+        }
+        if n.retries > 0 {
+            let _ = write!(s, "  retries={}", n.retries);
+        }
+        for (name, count) in &n.counters {
+            let _ = write!(s, "  {name}={count}");
+        }
+        let _ = match &n.adaptive {
+            None => writeln!(s, "  [concurrency {}, peak in flight {}]", n.concurrency, n.max_in_flight),
+            Some(a) => writeln!(
+                s,
+                "  [concurrency adaptive {}..{} (ended at {}, at most {}), peak in flight {}]",
+                a.lowest, a.highest, a.last, a.max, n.max_in_flight
+            ),
+        };
+    }
 }
 
 impl RunReport {
@@ -248,24 +294,7 @@ impl RunReport {
         let _ = writeln!(s, "Run summary: {} ({:.1}s{rss})", self.pipeline, self.duration_seconds);
         let width = self.nodes.iter().map(|n| n.name.len() + n.kind.len() + 3).max().unwrap_or(10);
         for n in &self.nodes {
-            let label = format!("{} ({})", n.name, n.kind);
-            let mut ports = Vec::new();
-            for (p, r) in &n.ports {
-                let to = if r.routed_to.is_empty() { "end".to_string() } else { r.routed_to.join(",") };
-                ports.push(format!("{p}={} -> {to}", r.items));
-            }
-            let recv = if n.source { String::from("source") } else { format!("in={}", n.received) };
-            let _ = write!(s, "  {label:<width$}  {recv:<10} {}", ports.join("  "));
-            if n.errors > 0 {
-                let _ = write!(s, "  errors={}", n.errors);
-            }
-            if n.retries > 0 {
-                let _ = write!(s, "  retries={}", n.retries);
-            }
-            for (name, count) in &n.counters {
-                let _ = write!(s, "  {name}={count}");
-            }
-            let _ = writeln!(s, "  [concurrency {}, peak in flight {}]", n.concurrency, n.max_in_flight);
+            n.render_line(&mut s, width);
         }
         let shard = self.shard.map(|x| format!(" (shard {x})")).unwrap_or_default();
         let _ = writeln!(s, "Objects{shard}: {}", self.items.line());

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use crate::api::{Built, PortStats};
-use crate::run::report::{NodeReport, PortReport};
+use crate::run::report::{AdaptiveReport, NodeReport, PortReport};
 use crate::run::tracker::Tracker;
 use crate::spec::load::Pipeline;
+use crate::spec::Concurrency;
 
 /// Counters of one node.
 #[derive(Debug, Default)]
@@ -17,6 +18,13 @@ pub struct NodeStats {
     pub received: AtomicU64,
     pub in_flight: AtomicU64,
     pub max_in_flight: AtomicU64,
+    /// How many items the node may work on at once now, and the lowest and highest that
+    /// was during the run (they differ when its concurrency adapts).
+    pub limit: AtomicU64,
+    pub limit_lowest: AtomicU64,
+    pub limit_highest: AtomicU64,
+    /// The node's concurrency adapts (the limit moves).
+    pub adaptive: AtomicBool,
     pub errors: AtomicU64,
     pub retries: Arc<AtomicU64>,
     /// Items that failed for a transient reason since the node's last success.
@@ -86,6 +94,9 @@ pub struct NodeSnapshot {
     /// Bytes the node sent on, all ports together.
     pub bytes: u64,
     pub in_flight: u64,
+    /// How many items it may work on at once now, and whether that adapts.
+    pub limit: u64,
+    pub adaptive: bool,
     pub ports: Vec<(String, u64)>,
     /// A source whose listing has ended.
     pub finished: bool,
@@ -111,7 +122,7 @@ impl LiveStats {
     }
 
     /// Each node's part of the run report, and the items sent to problem ports.
-    pub(crate) fn node_reports(&self, p: &Pipeline, concurrency: &[usize]) -> (Vec<NodeReport>, u64) {
+    pub(crate) fn node_reports(&self, p: &Pipeline, concurrency: &[Concurrency]) -> (Vec<NodeReport>, u64) {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut problems = 0;
         let mut nodes = Vec::new();
@@ -131,7 +142,16 @@ impl LiveStats {
                 name: n.spec.name.clone(),
                 kind: n.spec.kind.clone(),
                 source: self.sources[i],
-                concurrency: concurrency[i],
+                concurrency: concurrency[i].start(),
+                adaptive: match concurrency[i] {
+                    Concurrency::Fixed(_) => None,
+                    Concurrency::Adaptive { max, .. } => Some(AdaptiveReport {
+                        max,
+                        lowest: load(&st.limit_lowest),
+                        highest: load(&st.limit_highest),
+                        last: load(&st.limit),
+                    }),
+                },
                 received: load(&st.received),
                 errors: load(&st.errors),
                 max_in_flight: load(&st.max_in_flight),
@@ -163,6 +183,8 @@ impl LiveStats {
                     items: if self.sources[i] { sent } else { load(&self.nodes[i].received) },
                     bytes: self.ports[i].values().map(|s| load(&s.bytes)).sum(),
                     in_flight: load(&self.nodes[i].in_flight),
+                    limit: load(&self.nodes[i].limit),
+                    adaptive: self.nodes[i].adaptive.load(Ordering::Relaxed),
                     ports,
                     finished: self.nodes[i].finished.load(Ordering::SeqCst),
                     stopped_early: self.nodes[i].stopped_early.load(Ordering::SeqCst),

@@ -174,6 +174,13 @@ fn read_header(mut doc: Value, errors: &mut ErrorSink) -> Option<SpecHeader> {
         errors
             .push(&root.key("version"), format!("unsupported version {}; this dqpipe reads version 1", header.version));
     }
+    let (start, max) = (header.defaults.concurrency, header.defaults.max_concurrency);
+    if start > max && start as u64 <= crate::spec::MAX_CONCURRENCY {
+        let message = format!(
+            "{start} is over `max_concurrency` ({max}), where an adaptive limit stops: lower it, or raise `max_concurrency`"
+        );
+        errors.push(&root.key("defaults").key("concurrency"), message);
+    }
     let defaults = serde_json::to_value(&header.defaults).unwrap_or_default();
     for (at, message) in check_ranges(&config_schema::<Defaults>().to_value(), &defaults) {
         errors.push(&root.key("defaults").join_dotted(&at), message);
@@ -222,6 +229,13 @@ fn build_nodes(
     for i in order {
         let spec = &specs[i];
         let Some(kind) = registry.kind(&spec.kind) else { continue };
+        if spec.concurrency == Some(crate::spec::NodeConcurrency::Adaptive) && !kind.adaptive() {
+            let message = format!(
+                "`{}` does not wait on requests, so its concurrency cannot adapt: give it a number, or leave it out for `defaults.concurrency` (only fetch, put, delete and stamp adapt)",
+                spec.kind
+            );
+            errors.push(&spec.path.key("concurrency"), message);
+        }
         let mut config = Value::Object(spec.config.clone());
         let mut ranges = coerce_scalars(&kind.schema().to_value(), &mut config);
         ranges.extend(check_ranges(&kind.schema().to_value(), &config));

@@ -83,13 +83,24 @@ pub struct Metrics {
 /// The most items one node may work on at once (`concurrency`, `--concurrency`).
 pub const MAX_CONCURRENCY: u64 = 4096;
 
+/// The most items a node whose concurrency adapts works on at once, unless
+/// `defaults.max_concurrency` says otherwise.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
+
 /// Settings shared by all nodes.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Defaults {
-    /// How many items a node works on at once, unless the node sets `concurrency`.
+    /// How many items a node works on at once, unless the node sets `concurrency`; for
+    /// the nodes whose concurrency adapts (`fetch`, `put`, `delete`, `stamp`: their work is
+    /// waiting on requests), where their limit starts.
     #[schemars(range(min = 1, max = MAX_CONCURRENCY))]
     pub concurrency: usize,
+    /// The highest limit a node whose concurrency adapts may reach: it rises while items
+    /// take no longer and nothing is throttled, and falls at a `503 SlowDown`, a `429`, a
+    /// timeout or items that take longer (see docs/spec.md, "Concurrency").
+    #[schemars(range(min = 1, max = MAX_CONCURRENCY))]
+    pub max_concurrency: usize,
     /// How many items may wait between two nodes. Bounds memory whatever the number of
     /// objects: a fast node waits for a slow one (backpressure).
     #[schemars(range(min = 1, max = 65536))]
@@ -161,6 +172,7 @@ impl Default for Defaults {
     fn default() -> Self {
         Self {
             concurrency: 8,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             channel_capacity: 64,
             max_bytes_in_flight: 64 * 1024 * 1024,
             spool_threshold_bytes: 8 * 1024 * 1024,
@@ -192,11 +204,53 @@ pub struct NodeSpec {
     pub name: String,
     pub kind: String,
     pub inputs: Vec<InputRef>,
-    pub concurrency: Option<usize>,
+    pub concurrency: Option<NodeConcurrency>,
     pub description: Option<String>,
     /// The kind's own settings: everything but the common keys.
     pub config: serde_json::Map<String, serde_json::Value>,
     pub path: SpecPath,
+}
+
+/// A node's `concurrency` as the spec gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeConcurrency {
+    /// A number: that many items at once, always.
+    Fixed(usize),
+    /// `adaptive`: a limit that follows how the node's requests fare (kinds that declare
+    /// [`crate::api::NodeKind::adaptive`] are so unless a number is set).
+    Adaptive,
+}
+
+/// A node's concurrency as a run uses it, after the defaults and the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Concurrency {
+    Fixed(usize),
+    /// Starts at `start` (`defaults.concurrency`), moves within 1 and `max`
+    /// (`defaults.max_concurrency`).
+    Adaptive {
+        start: usize,
+        max: usize,
+    },
+}
+
+impl Concurrency {
+    /// The limit it starts at.
+    pub fn start(&self) -> usize {
+        match *self {
+            Concurrency::Fixed(n) => n,
+            Concurrency::Adaptive { start, .. } => start,
+        }
+    }
+}
+
+impl std::fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Concurrency::Fixed(n) => write!(f, "{n}"),
+            Concurrency::Adaptive { start, max } => write!(f, "adaptive (from {start}, at most {max})"),
+        }
+    }
 }
 
 /// Keys every node may have, whatever its kind.
@@ -263,13 +317,14 @@ impl NodeSpec {
         }
         let concurrency = match map.get("concurrency") {
             None => None,
+            Some(Value::String(s)) if s == "adaptive" => Some(NodeConcurrency::Adaptive),
             // A number, or a string holding one (`"${SCAN_CONCURRENCY:-8}"`).
             Some(v) => match v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
-                Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(n as usize),
+                Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(NodeConcurrency::Fixed(n as usize)),
                 _ => {
                     errors.push(
                         &path.key("concurrency"),
-                        format!("{v} is out of range: use a whole number from 1 to {MAX_CONCURRENCY}"),
+                        format!("{v} is out of range: use a whole number from 1 to {MAX_CONCURRENCY}, or `adaptive`"),
                     );
                     None
                 }

@@ -107,8 +107,14 @@ pub fn node_keys(role: Role) -> Value {
             "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]
         });
         keys["properties"]["concurrency"] = json!({
-            "description": "Items processed at once (default: `defaults.concurrency`).",
-            "type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY
+            "description": "Items processed at once: a number, or `adaptive` (a limit from \
+                `defaults.concurrency` up to `defaults.max_concurrency` that follows how the \
+                node's requests fare; the default of `fetch`, `put`, `delete` and `stamp`). \
+                Other kinds: `defaults.concurrency` unless set.",
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY},
+                {"const": "adaptive"}
+            ]
         });
         keys["required"] = json!(["input"]);
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 mod clamd;
 mod ftp;
+mod http_proxy;
 mod listeners;
 mod proxies;
 mod servers;
@@ -14,6 +15,7 @@ mod sshd;
 
 pub use clamd::*;
 pub use ftp::*;
+pub use http_proxy::*;
 pub use listeners::*;
 pub use proxies::*;
 pub use servers::*;
@@ -317,4 +319,9 @@ pub fn random_archive(dir: &Path, count: usize) {
         .output()
         .expect("python3 runs scripts/golden-nats-python");
     assert!(generated.status.success(), "{}", stderr(&generated));
+}
+
+/// The part of a run report about node `name`.
+pub fn node<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap_or_else(|| panic!("no node {name}"))
 }
