@@ -8,10 +8,13 @@
 //! (`503 SlowDown`, `429`, timeouts, resets). Once per window (the time items took on
 //! average), the window's mean time is compared with the past windows' (an exponentially
 //! weighted mean and deviation, `EWMA_ALPHA`):
-//! - the limit was reached, nothing was retried, and items took no longer than before:
-//!   one more (or, until the first decrease, twice as many: TCP's slow start, so that a
-//!   run of a few seconds reaches the concurrency a far store needs; Vector starts at 1
-//!   and adds 1 a window);
+//! - first, TCP's slow start (Vector starts at 1 and adds 1 a window, which takes a run
+//!   of a few seconds nowhere near what a far store needs): the limit doubles at each
+//!   window in which it was reached, until something is retried or items take more than
+//!   `SLOW_START_EXIT` times the fastest window's time (HyStart's delay exit: the store,
+//!   or this machine, is loaded); then nine tenths of it, and Vector's rules:
+//! - the limit was reached, nothing was retried, and items took no longer than the past
+//!   mean: one more;
 //! - something was retried, or items took longer than the past mean by more than
 //!   `DEVIATION_SCALE` deviations (or a tenth of the mean, whichever is more, so that a
 //!   link whose times hardly vary is not read as loaded at every window's noise): nine
@@ -40,6 +43,8 @@ const DEVIATION_SCALE: f64 = 2.5;
 const DECREASE: f64 = 0.9;
 /// The least rise over the past mean, as a share of it, read as loaded.
 const MIN_RISE: f64 = 0.1;
+/// Slow start ends when a window's items take this many times the fastest window's.
+const SLOW_START_EXIT: f64 = 1.5;
 
 /// A node's permits: at most `current` items at once.
 #[derive(Debug)]
@@ -83,6 +88,8 @@ struct Controller {
     past: Option<(f64, f64)>,
     ends: Instant,
     slow_start: bool,
+    /// The lowest window mean so far (seconds): items' time without load.
+    fastest: f64,
 }
 
 impl Limit {
@@ -101,6 +108,7 @@ impl Limit {
                 past: None,
                 ends: Instant::now(),
                 slow_start: true,
+                fastest: f64::MAX,
             })),
         };
         stats.adaptive.store(adaptive.is_some(), Ordering::Relaxed);
@@ -205,15 +213,26 @@ impl Controller {
         let mean = (self.sum / self.count).as_secs_f64();
         let back_pressure = self.failed || retries > self.retries_at_start;
         let mut to = limit;
-        if let Some((past, variance)) = self.past {
-            let loaded = mean > past + (DEVIATION_SCALE * variance.sqrt()).max(MIN_RISE * past);
-            if self.reached && !back_pressure && mean <= past {
-                to = if self.slow_start { limit * 2 } else { limit + 1 }.min(self.max);
-            } else if back_pressure || loaded {
-                to = ((limit as f64 * DECREASE) as usize).max(1);
-                self.slow_start = false;
+        let decreased = ((limit as f64 * DECREASE) as usize).max(1);
+        match self.past {
+            None => {}
+            Some(_) if self.slow_start => {
+                if back_pressure || mean > self.fastest * SLOW_START_EXIT {
+                    (to, self.slow_start) = (decreased, false);
+                } else if self.reached {
+                    to = (limit * 2).min(self.max);
+                }
+            }
+            Some((past, variance)) => {
+                let loaded = mean > past + (DEVIATION_SCALE * variance.sqrt()).max(MIN_RISE * past);
+                if self.reached && !back_pressure && mean <= past {
+                    to = (limit + 1).min(self.max);
+                } else if back_pressure || loaded {
+                    to = decreased;
+                }
             }
         }
+        self.fastest = self.fastest.min(mean);
         let (past, variance) = match self.past {
             None => (mean, 0.0),
             Some((past, variance)) => {
