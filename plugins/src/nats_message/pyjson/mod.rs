@@ -24,6 +24,7 @@
 
 use indexmap::IndexMap;
 
+mod scan;
 mod write;
 pub use write::{write, write_float, write_str, Sink};
 
@@ -241,12 +242,7 @@ impl Parser<'_> {
         let mut out = Vec::new();
         loop {
             let start = self.i;
-            while let Some(&b) = self.s.get(self.i) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
+            self.i += scan::plain_run(&self.s[self.i..], false);
             let run = &self.s[start..self.i];
             std::str::from_utf8(run).map_err(|_| self.error("invalid UTF-8 in a string"))?;
             out.extend_from_slice(run);

@@ -45,8 +45,7 @@ pub fn write_str(out: &mut impl Sink, s: &[u8]) {
             12 => out.put(b"\\f"),
             0x20..=0x7E => {
                 // A run of printable ASCII, copied at once.
-                let end = s[i..].iter().position(|&c| !(0x20..=0x7E).contains(&c) || c == b'"' || c == b'\\');
-                let end = end.map_or(s.len(), |n| i + n);
+                let end = i + super::scan::plain_run(&s[i..], true);
                 out.put(&s[i..end]);
                 i = end;
                 continue;
