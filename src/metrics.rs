@@ -31,6 +31,7 @@ async fn send(url: &str, pipeline: &str, shard: Option<Shard>, body: String) {
     if let Some(shard) = shard {
         group.push_str(&format!("/shard/{}", shard.index));
     }
+    dqpipe_plugins::tls::use_ring();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build();
     let sent = match client {
         Ok(c) => c.post(&group).body(body).send().await.and_then(|resp| resp.error_for_status()),

@@ -28,6 +28,7 @@ pub mod slack;
 pub mod stamp;
 pub mod stores;
 pub mod testing;
+pub mod tls;
 pub mod unpack;
 pub mod xml_check;
 

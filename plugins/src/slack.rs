@@ -86,6 +86,7 @@ pub(crate) fn build(cfg: SlackConfig, capture: Option<Captured>) -> Result<Built
     if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
         return Err(ConfigError::at("webhook_url", "must be an http(s) URL (value not shown: it is a secret)"));
     }
+    crate::tls::use_ring();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(cfg.timeout_secs.max(1)))
         .build()

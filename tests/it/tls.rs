@@ -1,6 +1,7 @@
 //! S3 over HTTPS (Debian's stunnel4 in front of s3s-fs, with a CA made by the test): PUT
 //! bodies are not hashed for the signature there (`UNSIGNED-PAYLOAD`) but carry a signed
-//! CRC32C the server checks; over plain HTTP the payload stays signed. A recording proxy
+//! CRC64NVME the server checks (multipart uploads created with that algorithm, so their
+//! parts carry one too); over plain HTTP the payload stays signed. A recording proxy
 //! between the TLS front and the server shows each request's headers, and can damage the
 //! bytes on their way, which the server must then refuse.
 
@@ -75,7 +76,7 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 
 #[test]
-fn over_tls_puts_carry_a_crc32c_instead_of_a_signed_payload() {
+fn over_tls_puts_carry_a_crc64nvme_instead_of_a_signed_payload() {
     let s3 = S3Server::start(&["archive"]);
     let proxy = RecordingProxy::start(s3.port);
     let tls = TlsFront::start(proxy.port);
@@ -93,17 +94,17 @@ fn over_tls_puts_carry_a_crc32c_instead_of_a_signed_payload() {
     assert_eq!(whole.len(), 3, "{heads:#?}");
     for h in &whole {
         assert_eq!(header(h, "x-amz-content-sha256"), Some("unsigned-payload"), "{h}");
-        let crc = header(h, "x-amz-checksum-crc32c").unwrap_or_else(|| panic!("no CRC32C: {h}"));
+        let crc = header(h, "x-amz-checksum-crc64nvme").unwrap_or_else(|| panic!("no CRC64NVME: {h}"));
         let (_, body) = objects.iter().find(|(name, _)| h.starts_with(&format!("put /archive/out/{name} "))).unwrap();
-        let expected = base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(body).to_be_bytes());
+        let expected = base64::engine::general_purpose::STANDARD.encode(crc64nvme(body).to_be_bytes());
         assert_eq!(crc, expected.to_ascii_lowercase(), "{h}");
         let signed = header(h, "authorization").unwrap();
-        assert!(signed.contains("x-amz-checksum-crc32c;"), "the checksum is signed: {signed}");
+        assert!(signed.contains("x-amz-checksum-crc64nvme;"), "the checksum is signed: {signed}");
     }
     assert_eq!(parts.len(), 2, "{heads:#?}");
     for h in &parts {
-        let sha = header(h, "x-amz-content-sha256").unwrap();
-        assert!(sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()), "a part is signed: {h}");
+        assert_eq!(header(h, "x-amz-content-sha256"), Some("unsigned-payload"), "{h}");
+        assert!(header(h, "x-amz-checksum-crc64nvme").is_some(), "a part carries its checksum: {h}");
     }
 }
 
@@ -120,12 +121,12 @@ fn over_plain_http_the_payload_stays_signed() {
     for h in &heads {
         let sha = header(h, "x-amz-content-sha256").unwrap();
         assert!(sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()), "{h}");
-        assert_eq!(header(h, "x-amz-checksum-crc32c"), None, "{h}");
+        assert_eq!(header(h, "x-amz-checksum-crc64nvme"), None, "{h}");
     }
 }
 
 /// Bytes changed between the TLS front and the server (`~` becomes `!`) no longer match
-/// the CRC32C: the server answers BadDigest for those objects, which are left for a rerun
+/// the CRC64NVME: the server answers BadDigest for those objects, which are left for a rerun
 /// (exit 4); the object without `~` goes through. (s3s-fs has already written the damaged
 /// file when it compares, unlike S3, so the bucket's folder is not what this checks.)
 #[test]
@@ -143,4 +144,11 @@ fn over_tls_an_object_damaged_on_the_way_is_refused() {
         let line = err.lines().find(|l| l.trim_start().starts_with(&format!("unprocessed: m{i}.json"))).unwrap();
         assert!(line.contains("<Code>BadDigest</Code>"), "{line}");
     }
+}
+
+/// CRC-64/NVME of `bytes`, as S3 computes `x-amz-checksum-crc64nvme`.
+fn crc64nvme(bytes: &[u8]) -> u64 {
+    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+    digest.update(bytes);
+    digest.finalize()
 }

@@ -48,6 +48,7 @@ impl Scanner {
         } else if let Some(p) = address.strip_prefix("unix://") {
             Ok(Scanner::Unix(p.into()))
         } else if address.starts_with("http://") || address.starts_with("https://") {
+            crate::tls::use_ring();
             let client = reqwest::Client::builder().build().map_err(|e| format!("HTTP client: {e}"))?;
             Ok(Scanner::Rest { url: address.to_string(), client })
         } else {

@@ -1,15 +1,13 @@
 //! The settings of an `s3://` store and the clients made of them.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dqpipe_engine::api::ConfigError;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::{ClientOptions, RetryConfig};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::checksum::{Crc32cPuts, Signer};
 use super::S3Store;
 use crate::stores::non_empty;
 
@@ -105,17 +103,18 @@ impl S3Store {
         // Client options replace the builder's whole set: allow_http goes here, not there.
         let (client, http) = http_clients(&opts, &endpoint, url)?;
         let retry = RetryConfig { max_retries: 0, ..RetryConfig::default() };
-        // Over TLS, bodies are checked by a CRC32C rather than signed (`checksum.rs`).
-        let signer = Arc::new(OnceLock::new());
+        // Over TLS, bodies are checked by S3 with a CRC64NVME instead of being hashed with
+        // SHA-256 for the signature (`UNSIGNED-PAYLOAD`, as the AWS SDKs do over TLS: TLS
+        // protects the bytes in transit, the checksum what S3 stores). Over plain HTTP the
+        // signed payload stays: there it is the only check.
         if endpoint.starts_with("https://") {
-            builder = builder.with_unsigned_payload(true).with_http_connector(Crc32cPuts { signer: signer.clone() });
+            builder = builder.with_unsigned_payload(true).with_checksum_algorithm(Checksum::CRC64NVME);
         }
         let client = builder
             .with_client_options(client)
             .with_retry(retry)
             .build()
             .map_err(|e| ConfigError::at("url", format!("cannot set up the S3 client for `{url}`: {e}")))?;
-        let _ = signer.set(Signer { credentials: client.credentials().clone(), region: region.clone() });
 
         let part = opts.multipart_part_bytes.unwrap_or(8 * MIB);
         if part < 5 * MIB {
@@ -192,6 +191,7 @@ fn with_sse(mut builder: AmazonS3Builder, opts: &S3Options) -> Result<AmazonS3Bu
 /// bundle of `ca_bundle` or `AWS_CA_BUNDLE`.
 fn http_clients(opts: &S3Options, endpoint: &str, url: &str) -> Result<(ClientOptions, reqwest::Client), ConfigError> {
     let timeout = Duration::from_secs(opts.request_timeout_secs.unwrap_or(60).max(1));
+    crate::tls::use_ring();
     let mut client = ClientOptions::new()
         .with_allow_http(endpoint.starts_with("http://"))
         .with_timeout(timeout)

@@ -76,7 +76,9 @@ impl S3Store {
             .uri(&url)
             .body(object_store::client::HttpRequestBody::empty())
             .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("{what}: {e}")))?;
-        object_store::aws::AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut req, None);
+        object_store::aws::AwsAuthorizer::new(&credential, "s3", &self.region)
+            .try_authorize(&mut req, None)
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("{what}: signing: {e}")))?;
         let (parts, _) = req.into_parts();
         let req = http::Request::from_parts(parts, reqwest::Body::from(Vec::<u8>::new()));
         let req = reqwest::Request::try_from(req)

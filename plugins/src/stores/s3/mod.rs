@@ -4,14 +4,13 @@
 //! (streamed into a body that spools to disk past the threshold), put (one PUT, or a
 //! multipart upload above `multipart_threshold_bytes`), head (HEAD, with the object's user
 //! metadata, which records its origin). Settings and client set-up are in `config.rs`,
-//! errors as operators read them in `errors.rs`; over HTTPS, PUT bodies carry a CRC32C
-//! instead of a signed SHA-256 (`checksum.rs`).
+//! errors as operators read them in `errors.rs`; over HTTPS, PUT bodies carry a CRC64NVME
+//! instead of a signed SHA-256 (object_store's `Checksum::CRC64NVME`, set in `config.rs`).
 //!
 //! object_store retries nothing here (`max_retries: 0`): the nodes retry transient errors
 //! with their own policy, so that each retry is counted in the run report, and so that a
 //! request is never retried twice over.
 
-mod checksum;
 mod config;
 mod errors;
 mod listing;
