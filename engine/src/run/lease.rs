@@ -12,6 +12,11 @@
 //! The takeover of an expired lease is a write, then a read to see who won: two runs
 //! taking over the same expired lease in the same instant may both go on, which is the
 //! safe behaviour without a lease. The CronJobs' `concurrencyPolicy: Forbid` comes first.
+//!
+//! Each request of taking it is retried on a transient failure, as an item's are (the
+//! stores retry nothing themselves). A write whose answer was cut off may have landed:
+//! the retry then finds this run's own lease, which is taken as any lease dqpipe need not
+//! wait for.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::api::body::{Body, Spool};
-use crate::api::store::{PutOptions, Store};
+use crate::api::store::{PutOptions, Store, StoreError, StoreErrorKind};
 use crate::api::Stop;
 use crate::run::preflight::RunError;
 
@@ -76,20 +81,20 @@ pub(crate) async fn take(
         taken_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         expires: now() + secs as i64,
     };
-    let failed = |e: crate::api::store::StoreError| {
-        RunError::Lease(format!("taking the run's lease {key:?} in {}: {e}", store.display_url()))
-    };
+    let failed =
+        |e: StoreError| RunError::Lease(format!("taking the run's lease {key:?} in {}: {e}", store.display_url()));
     let body = encode(&holder);
-    if !store.put_new(&key, &body, &PutOptions::default()).await.map_err(failed)? {
-        match read(&*store, &key).await.map_err(failed)? {
+    let options = PutOptions::default();
+    if !retried(|| store.put_new(&key, &body, &options)).await.map_err(failed)? {
+        match retried(|| read(&*store, &key)).await.map_err(failed)? {
             Some(other) if other.expires > now() && other.run_id != run_id && !gone(&other) => {
                 return Err(busy(&other, &key))
             }
             // Expired, held by a process of this host that is gone (killed), or not one
             // dqpipe wrote: taken over, then read back, as two runs may take it over at once.
             _ => {
-                store.put(&key, &body, &PutOptions::default()).await.map_err(failed)?;
-                match read(&*store, &key).await.map_err(failed)? {
+                retried(|| store.put(&key, &body, &options)).await.map_err(failed)?;
+                match retried(|| read(&*store, &key)).await.map_err(failed)? {
                     Some(h) if h.run_id == run_id => {}
                     Some(other) => return Err(busy(&other, &key)),
                     None => return Err(RunError::Lease(format!("the lease {key:?} vanished as it was taken"))),
@@ -99,6 +104,25 @@ pub(crate) async fn take(
     }
     let renewer = tokio::spawn(renew(store.clone(), key.clone(), holder, secs, stop));
     Ok(Lease { store, key, run_id: run_id.to_string(), renewer })
+}
+
+/// `op`, retried on transient failures: 5 retries, 200 ms doubling to at most 5 s, with
+/// jitter (about 6 s in all), the nodes' default policy less its last, longest wait.
+async fn retried<T, F, Fut>(op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    use backon::Retryable;
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(5)
+        .with_jitter();
+    op.retry(backoff)
+        .when(|e: &StoreError| e.kind == StoreErrorKind::Transient)
+        .notify(|e, after| tracing::warn!(error = %e, ?after, "taking the run's lease: trying again"))
+        .await
 }
 
 /// Whether the holder was a process of this host that no longer exists (a run killed
@@ -132,8 +156,7 @@ fn encode(h: &Holder) -> Body {
     Body::Memory(Bytes::from(serde_json::to_vec_pretty(h).unwrap_or_default()))
 }
 
-async fn read(store: &dyn Store, key: &str) -> Result<Option<Holder>, crate::api::store::StoreError> {
-    use crate::api::store::StoreErrorKind;
+async fn read(store: &dyn Store, key: &str) -> Result<Option<Holder>, StoreError> {
     let spool = Spool { threshold: 1 << 20, dir: None };
     match store.get(key, &spool).await {
         Ok(body) => Ok(body.to_bytes(1 << 20).await.ok().and_then(|b| serde_json::from_slice(&b).ok())),
@@ -218,4 +241,85 @@ pub(crate) async fn take_all(
         }
     }
     Ok(leases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::body::Body;
+    use crate::api::store::ObjectInfo;
+    use crate::testing::MemoryStore;
+    use futures::stream::BoxStream;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    /// A store behind a connection that breaks: the first create-only write lands but its
+    /// answer is cut off, and the first read is reset.
+    #[derive(Debug)]
+    struct Cut {
+        inner: MemoryStore,
+        writes_cut: AtomicI32,
+        reads_reset: AtomicI32,
+    }
+
+    fn cut() -> StoreError {
+        StoreError::new(StoreErrorKind::Transient, "connection closed before message completed")
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Cut {
+        fn display_url(&self) -> String {
+            self.inner.display_url()
+        }
+        fn list<'a>(&'a self, prefix: &'a str, after: Option<String>) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
+            self.inner.list(prefix, after)
+        }
+        async fn get(&self, key: &str, spool: &Spool) -> Result<Body, StoreError> {
+            if self.reads_reset.fetch_sub(1, Ordering::SeqCst) > 0 {
+                return Err(cut());
+            }
+            self.inner.get(key, spool).await
+        }
+        async fn put(&self, key: &str, body: &Body, options: &PutOptions) -> Result<(), StoreError> {
+            self.inner.put(key, body, options).await
+        }
+        async fn put_new(&self, key: &str, body: &Body, options: &PutOptions) -> Result<bool, StoreError> {
+            let made = self.inner.put_new(key, body, options).await?;
+            if self.writes_cut.fetch_sub(1, Ordering::SeqCst) > 0 {
+                return Err(cut());
+            }
+            Ok(made)
+        }
+        async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+            self.inner.head(key).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_whose_write_was_cut_off_is_taken_and_then_held() {
+        let store = Arc::new(Cut { inner: MemoryStore::new("m"), writes_cut: 1.into(), reads_reset: 1.into() });
+        let lease = take(store.clone(), "feed", "all", "run-1", 60, Stop::default()).await.expect("taken");
+        let held = read(&store.inner, "_dqpipe/leases/feed/all.json").await.unwrap().expect("a lease");
+        assert_eq!(held.run_id, "run-1");
+        // Another run now finds it held, by this one.
+        match take(store.clone(), "feed", "all", "run-2", 60, Stop::default()).await {
+            Err(RunError::Busy(why)) => assert!(why.contains("run run-1"), "{why}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a second run took a held lease"),
+        }
+        lease.release().await;
+        assert!(store.inner.objects().is_empty(), "{:?}", store.inner.objects().keys());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_stays_down_fails_the_lease_with_its_error() {
+        let store = Arc::new(Cut { inner: MemoryStore::new("m"), writes_cut: 100.into(), reads_reset: 100.into() });
+        match take(store, "feed", "all", "run-1", 60, Stop::default()).await {
+            Err(RunError::Lease(why)) => assert!(why.contains("connection closed"), "{why}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("taken from a store that never answered"),
+        }
+    }
 }
