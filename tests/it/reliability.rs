@@ -152,7 +152,8 @@ fn persistent_s3_faults_fail_closed_then_a_rerun_completes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    // Once items flow (the first one written), not by a timer.
+    wait_for_first_output(&s3);
     proxy.set(vec![Fault::Http500]);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
@@ -181,7 +182,7 @@ fn clamd_stopping_mid_run_lets_nothing_unscanned_through() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    wait_for_first_output(&s3);
     clamd.stop();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
@@ -235,10 +236,7 @@ fn sigterm_stops_within_the_grace_period_and_a_rerun_completes() {
     let mut c = nats_run(dir.path(), &s3.endpoint(), &format!("tcp://127.0.0.1:{}", slow_clamd.port), "r.json");
     let child = c.args(["--grace-secs", "2"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     // Once items flow (the first one written, after the preflight canary), not by a timer.
-    let started = Instant::now();
-    while files_under(&s3.bucket_dir("internal")).is_empty() && started.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_first_output(&s3);
     let sent = Instant::now();
     let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
@@ -354,4 +352,13 @@ fn a_write_answered_but_lost_is_caught_by_verify_head() {
     assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
     assert_eq!((proxy.altered(), stored()), (10, 10), "every lost write was caught and made again");
     assert!(total_retries(&ran.report) >= 10, "{}", ran.report);
+}
+
+/// Waits until the run wrote its first output to the internal bucket (a minute at most).
+fn wait_for_first_output(s3: &S3Server) {
+    let started = Instant::now();
+    while files_under(&s3.bucket_dir("internal")).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "nothing was written within a minute");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
