@@ -105,6 +105,41 @@ fn a_move_within_a_bucket_killed_midway_then_rerun_leaves_each_object_in_one_pla
     }
 }
 
+/// pipelines/examples/repartition.yaml on S3 behind a proxy that answers the first DELETE
+/// of each object `503 SlowDown`: the delete that ends a move is retried as the copy's
+/// requests are, so every object moves in one run instead of staying at its source.
+#[test]
+fn a_delete_refused_for_a_moment_is_retried_and_the_move_completes() {
+    let s3 = S3Server::start(&["feeds"]);
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = s3.bucket_dir("feeds").join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    for n in 0..20 {
+        std::fs::write(incoming.join(format!("acl_202612{:02}_{n:04}.csv", 1 + n % 28)), format!("row {n}\n")).unwrap();
+    }
+    let refused = std::sync::Mutex::new(std::collections::HashSet::new());
+    let proxy = HttpProxy::answering(s3.port, move |head| {
+        let target = head.strip_prefix("DELETE ")?.split(' ').next()?.to_string();
+        refused.lock().unwrap().insert(target).then(|| {
+            let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+            format!(
+                "HTTP/1.1 503 Slow Down\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        })
+    });
+    let ran = TestRun::new(dir.path(), &example("repartition.yaml"))
+        .s3(&s3)
+        .env("S3_ENDPOINT", &format!("http://127.0.0.1:{}", proxy.port))
+        .env("BUCKET_URL", "s3://feeds")
+        .report("r.json")
+        .run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!(proxy.altered(), 20, "each object's first delete was refused");
+    assert!(files_under(&incoming).is_empty(), "{:?}", files_under(&incoming));
+    assert_eq!(files_under(&s3.bucket_dir("feeds").join("by-date")).len(), 20);
+}
+
 /// pipelines/examples/expire.yaml on S3: objects past the retention are deleted, at most
 /// `MAX_DELETES` in one run (the rest left, exit 4, and taken by the next run); recent ones
 /// stay. `plan` counts the deletes first and deletes nothing.

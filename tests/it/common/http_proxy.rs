@@ -91,6 +91,17 @@ impl HttpProxy {
         )
     }
 
+    /// A proxy that answers the requests `answer` picks itself (`Some(the whole answer)`)
+    /// and forwards the rest; `altered` counts the answers it gave.
+    pub fn answering(upstream: u16, answer: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> HttpProxy {
+        HttpProxy::start_with(
+            upstream,
+            |_: &str, _: &mut String, _: &mut Vec<u8>| false,
+            Arc::new(answer),
+            Duration::ZERO,
+        )
+    }
+
     /// S3 far away and throttling, as a prefix over its request rate: every request waits
     /// `latency` before it is forwarded (or answered), and a PUT made when the proxy's
     /// bucket of `per_second` tokens a second (holding a tenth of a second's) is empty is

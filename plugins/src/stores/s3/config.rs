@@ -54,22 +54,25 @@ pub struct S3Options {
 
 const MIB: u64 = 1024 * 1024;
 
+/// The URL's bucket, and the prefix its keys are under (`""` or ending in `/`).
+fn bucket_and_root(url: &str) -> Result<(&str, String), ConfigError> {
+    let rest = url.strip_prefix("s3://").unwrap_or(url);
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if !(3..=63).contains(&bucket.len()) || !bucket.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)) {
+        return Err(ConfigError::at(
+            "url",
+            format!(
+                "`{url}`: write `s3://bucket` or `s3://bucket/prefix` (bucket names are letters, digits, `.`, `-`)"
+            ),
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    Ok((bucket, if prefix.is_empty() { String::new() } else { format!("{prefix}/") }))
+}
+
 impl S3Store {
     pub fn open(url: &str, opts: S3Options) -> Result<Self, ConfigError> {
-        let rest = url.strip_prefix("s3://").unwrap_or(url);
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if !(3..=63).contains(&bucket.len()) || !bucket.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
-        {
-            return Err(ConfigError::at(
-                "url",
-                format!(
-                    "`{url}`: write `s3://bucket` or `s3://bucket/prefix` (bucket names are letters, digits, `.`, `-`)"
-                ),
-            ));
-        }
-        let prefix = prefix.trim_matches('/');
-        let root = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
-
+        let (bucket, root) = bucket_and_root(url)?;
         let mut builder = credentials(&opts)?;
         let region = non_empty(&opts.region)
             .map(String::from)
@@ -110,8 +113,12 @@ impl S3Store {
         if endpoint.starts_with("https://") {
             builder = builder.with_unsigned_payload(true).with_checksum_algorithm(Checksum::CRC64NVME);
         }
+        // One key is deleted at a time (an object whose outputs are durable): a plain
+        // DELETE, as object_store sent before 0.14, not a one-key `POST /?delete`, which
+        // some S3-compatible servers lack and which answers 200 with the error inside.
         let client = builder
             .with_client_options(client)
+            .with_disable_bulk_delete(true)
             .with_retry(retry)
             .build()
             .map_err(|e| ConfigError::at("url", format!("cannot set up the S3 client for `{url}`: {e}")))?;
