@@ -103,3 +103,27 @@ fn ftps_reads_and_moves_files_and_refuses_a_certificate_it_cannot_trust() {
     assert_eq!(std::fs::read_to_string(dir.path().join("out/a.csv")).unwrap(), "x,y\n");
     assert!(files_under(&ftp.landing()).is_empty(), "moved");
 }
+
+/// A server that takes 2 connections from one client (vsftpd's `max_per_ip`, answered
+/// 421 past it) and a fetch that wants 16 at once: with `max_connections: 2` the store
+/// waits for its own connections, so 30 files move with no refusal and no retry.
+#[test]
+fn the_store_keeps_within_the_servers_connection_limit() {
+    let ftp = Vsftpd::start_limited(2);
+    let dir = tempfile::tempdir().unwrap();
+    for n in 0..30 {
+        std::fs::write(ftp.landing().join(format!("f{n:02}.csv")), format!("row,{n}\n")).unwrap();
+    }
+    settle_files(&ftp.landing());
+    let spec = format!(
+        "version: 1\nname: t\nstores:\n  ftp: {{ url: \"{}\", ftp: {{ password: x, max_connections: 2 }} }}\n  out: {{ url: file://./out }}\nnodes:\n  list: {{ kind: list, store: ftp, delete_after_success: true }}\n  fetch: {{ kind: fetch, input: list, concurrency: 16 }}\n  write: {{ kind: put, input: fetch, store: out, key: \"{{{{ name }}}}\" }}\n",
+        ftp.url()
+    );
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml").report("r.json").run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!(node(&ran.report, "fetch")["retries"], 0, "{}", ran.stderr());
+    assert_eq!(files_under(&dir.path().join("out")).len(), 30);
+    assert_eq!(std::fs::read_to_string(dir.path().join("out/f07.csv")).unwrap(), "row,7\n");
+    assert!(files_under(&ftp.landing()).is_empty(), "moved");
+}

@@ -11,7 +11,10 @@
 //! host.
 //! FTP's control connection carries one transfer at a time, so connections are pooled:
 //! an operation takes an idle one or logs in anew, and gives it back when it succeeded (a
-//! failed one is dropped). The password is a setting, never part of the URL, and never
+//! failed one is dropped). At most `ftp.max_connections` (4) are open at once, whatever
+//! the nodes' concurrency: FTP servers limit connections per client (vsftpd's
+//! `max_per_ip`, ProFTPD's `MaxClientsPerHost`) and answer more with 421, and an operation
+//! waits for one of the store's connections instead. The password is a setting, never part of the URL, and never
 //! printed: plans show it `<redacted>`, errors never quote it.
 //!
 //! LIST gives times to the minute (and only the day for files older than six months, as
@@ -31,7 +34,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream as AsyncFtpStream};
 use suppaftp::{FtpError, Status};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, SemaphorePermit};
 
 use super::non_empty;
 
@@ -52,6 +55,10 @@ pub struct FtpOptions {
     pub tls: FtpTls,
     /// PEM file of CA certificates to trust beside the public roots (a private CA).
     pub ca_bundle: Option<String>,
+    /// At most this many connections (logins) to the server at once: each carries one
+    /// transfer, and servers limit connections per client. Default 4.
+    #[schemars(range(min = 1, max = 64))]
+    pub max_connections: Option<usize>,
 }
 
 /// TLS on an FTP connection.
@@ -77,6 +84,8 @@ pub struct FtpStore {
     /// With `tls: explicit`: the TLS client configuration.
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     idle: Mutex<Vec<AsyncFtpStream>>,
+    /// One permit per connection that may be open (`max_connections`).
+    slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for FtpStore {
@@ -103,13 +112,19 @@ impl FtpStore {
             timeout: Duration::from_secs(opts.timeout_secs.unwrap_or(20).max(1)),
             min_age: Duration::from_secs(opts.min_age_secs.unwrap_or(60)),
             idle: Mutex::new(Vec::new()),
+            slots: tokio::sync::Semaphore::new(opts.max_connections.unwrap_or(4).clamp(1, 64)),
         })
     }
 
-    /// An idle connection, or a new one, logged in, binary, in the store's folder.
-    async fn connection(&self) -> Result<AsyncFtpStream, StoreError> {
+    /// One of the store's connections, with the permit to use it (held until the
+    /// operation is over): an idle one, or a new one, logged in, binary, in the folder.
+    async fn connection(&self) -> Result<(SemaphorePermit<'_>, AsyncFtpStream), StoreError> {
+        let slot =
+            self.slots.acquire().await.map_err(|_| {
+                StoreError::new(StoreErrorKind::Other, "internal error: the FTP connection slots closed")
+            })?;
         if let Some(c) = self.idle.lock().await.pop() {
-            return Ok(c);
+            return Ok((slot, c));
         }
         let login = async {
             let mut c = AsyncFtpStream::connect(&self.address).await?;
@@ -123,7 +138,7 @@ impl FtpStore {
             Ok::<_, FtpError>(c)
         };
         match tokio::time::timeout(self.timeout, login).await {
-            Ok(Ok(c)) => Ok(c),
+            Ok(Ok(c)) => Ok((slot, c)),
             Ok(Err(e)) => Err(self.error(&format!("logging in to {}", self.address), e)),
             Err(_) => Err(StoreError::new(
                 StoreErrorKind::Transient,
@@ -175,7 +190,7 @@ impl FtpStore {
     }
 
     async fn listing(&self, prefix: &str, start_after: Option<String>) -> Result<Vec<ObjectInfo>, StoreError> {
-        let mut c = self.connection().await?;
+        let (_slot, mut c) = self.connection().await?;
         let lines = self.within(&format!("listing {}", self.dir), c.list(None)).await?;
         self.give_back(c).await;
         // LIST gives the minute a file was modified, not the second: judged by the end of
@@ -251,7 +266,7 @@ impl Store for FtpStore {
     /// RETR, streamed; the closing reply (226) must confirm the whole transfer.
     async fn get(&self, key: &str, spool: &Spool) -> Result<Body, StoreError> {
         let name = self.name(key)?;
-        let mut c = self.connection().await?;
+        let (_slot, mut c) = self.connection().await?;
         let what = format!("reading {key:?}");
         let mut stream = self.within(&what, c.retr_as_stream(name.as_str())).await?;
         // The bytes themselves may take long (a large file): only the replies are timed.
@@ -270,7 +285,7 @@ impl Store for FtpStore {
     /// SIZE and MDTM; `None` when the server says the file is not there.
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let name = self.name(key)?;
-        let mut c = self.connection().await?;
+        let (_slot, mut c) = self.connection().await?;
         let size = match self.within(&format!("checking {key:?}"), c.size(name.as_str())).await {
             Ok(s) => s as u64,
             Err(e) => {
@@ -295,7 +310,7 @@ impl Store for FtpStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let name = self.name(key)?;
-        let mut c = self.connection().await?;
+        let (_slot, mut c) = self.connection().await?;
         self.within(&format!("deleting {key:?}"), c.rm(name.as_str())).await?;
         self.give_back(c).await;
         Ok(())

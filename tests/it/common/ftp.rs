@@ -15,16 +15,22 @@ pub struct Vsftpd {
 
 impl Vsftpd {
     pub fn start() -> Vsftpd {
-        Vsftpd::start_with(false)
+        Vsftpd::start_with(false, "")
+    }
+
+    /// The same server allowing at most `n` connections from one address (vsftpd's
+    /// `max_per_ip`): more are answered 421.
+    pub fn start_limited(n: usize) -> Vsftpd {
+        Vsftpd::start_with(false, &format!("max_per_ip={n}\n"))
     }
 
     /// The same server requiring TLS (FTPS, explicit) for logins and data, with a
     /// certificate for 127.0.0.1 signed by [`Vsftpd::ca`].
     pub fn start_tls() -> Vsftpd {
-        Vsftpd::start_with(true)
+        Vsftpd::start_with(true, "")
     }
 
-    fn start_with(tls: bool) -> Vsftpd {
+    fn start_with(tls: bool, extra: &str) -> Vsftpd {
         let root = tempfile::tempdir().expect("temp dir");
         let ftp_root = root.path().join("root");
         let landing = ftp_root.join("landing");
@@ -65,7 +71,8 @@ impl Vsftpd {
                 empty.display(),
                 pasv + 32,
                 root.path().join("vsftpd.log").display()
-            ) + &ssl,
+            ) + &ssl
+                + extra,
         )
         .unwrap();
         let bin = std::env::var("VSFTPD").unwrap_or_else(|_| "/usr/sbin/vsftpd".to_string());
