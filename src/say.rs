@@ -20,6 +20,11 @@ fn json_line(level: &str, fields: Value) {
 }
 
 /// A fatal error: `error: ...` in text; one ERROR line per line of it in JSON.
+/// `n` things, in words: `1 node`, `2 nodes`.
+pub fn counted(n: usize, thing: &str) -> String {
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
+}
+
 pub fn error(message: impl std::fmt::Display) {
     let message = message.to_string();
     if JSON.load(Ordering::Relaxed) {

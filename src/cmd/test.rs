@@ -30,7 +30,7 @@ pub async fn run(args: Args) -> Exit {
                 continue;
             }
         };
-        println!("\nrunning {} test{} from {}", suite.cases.len(), plural(suite.cases.len()), spec.display());
+        println!("\nrunning {} from {}", crate::say::counted(suite.cases.len(), "test"), spec.display());
         for case in &suite.cases {
             let name = format!("{}: {}", spec.display(), case.name);
             let problems = run_case(&suite, case).await;
@@ -87,12 +87,4 @@ fn find(spec: &std::path::Path) -> Result<Option<Suite>, String> {
         }
     }
     Ok((!s.cases.is_empty()).then_some(s))
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }

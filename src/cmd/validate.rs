@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use dqpipe_engine::spec::errors::SpecError;
 
 use crate::exit::Exit;
+use crate::say;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,14 +35,15 @@ pub fn run(args: Args) -> Exit {
     for file in &files {
         match (crate::options::check(file), args.format) {
             (Ok(p), Format::Text) => {
-                println!("{}: valid ({} nodes, {} stores)", file.display(), p.nodes.len(), p.stores.len())
+                let (nodes, stores) = (say::counted(p.nodes.len(), "node"), say::counted(p.stores.len(), "store"));
+                println!("{}: valid ({nodes}, {stores})", file.display())
             }
             (Ok(_), Format::Json) => {}
             (Err(e), Format::Text) => {
                 invalid += 1;
                 crate::say::error(&e);
                 let n = e.0.len();
-                crate::say::note(format!("{n} error{} in {}", if n == 1 { "" } else { "s" }, file.display()));
+                crate::say::note(format!("{} in {}", say::counted(n, "error"), file.display()));
             }
             (Err(e), Format::Json) => {
                 invalid += 1;
