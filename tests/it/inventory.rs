@@ -103,3 +103,48 @@ fn objects_gone_since_the_report_are_reported_not_fatal() {
     assert_ne!(ran.code(), Some(0));
     assert_ne!(ran.code(), Some(1), "the run ran: {}", ran.stderr());
 }
+
+/// The report in S3 behind a proxy that answers the first GET of each data file `503
+/// SlowDown`: the data files are read again after a moment, as any other request is, and
+/// every object of the report is taken in one run.
+#[test]
+fn a_data_file_refused_for_a_moment_is_read_again() {
+    let s3 = S3Server::start(&["archive", "inventory"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for f in 0..3 {
+        let name = format!("data/{f}.csv.gz");
+        let path = s3.bucket_dir("inventory").join(&name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+        for r in 0..4 {
+            let key = format!("o{f}{r}.json");
+            std::fs::write(s3.bucket_dir("archive").join(&key), format!("{{\"r\":{r}}}")).unwrap();
+            writeln!(gz, "\"archive\",\"{key}\",\"7\",\"2026-11-28T01:00:00.000Z\",\"\"").unwrap();
+        }
+        gz.finish().unwrap();
+        files.push(serde_json::json!({"key": name, "size": 1, "MD5checksum": "-"}));
+    }
+    let manifest = serde_json::json!({"sourceBucket": "archive", "destinationBucket": "arn:aws:s3:::inventory",
+        "version": "2016-11-30", "fileFormat": "CSV", "fileSchema": "Bucket, Key, Size, LastModifiedDate, ETag",
+        "files": files});
+    std::fs::write(s3.bucket_dir("inventory").join("manifest.json"), manifest.to_string()).unwrap();
+    let refused = std::sync::Mutex::new(std::collections::HashSet::new());
+    let proxy = HttpProxy::answering(s3.port, move |head| {
+        let target = head.strip_prefix("GET ")?.split(' ').next()?.to_string();
+        (target.contains("/data/") && refused.lock().unwrap().insert(target)).then(|| {
+            let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+            format!("HTTP/1.1 503 Slow Down\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+        })
+    });
+    let spec = "version: 1\nname: inv\ndefaults: { s3: { endpoint: \"${S3_ENDPOINT}\" } }\nstores:\n  archive: { url: \"s3://archive\" }\n  inventory: { url: \"s3://inventory\" }\n  out: { url: \"file://./out\" }\nnodes:\n  list: { kind: list, store: archive, inventory: { store: inventory, manifest: manifest.json } }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: out, key: \"{{ key }}\" }\n";
+    std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
+    let ran = TestRun::new(dir.path(), "p.yaml")
+        .s3(&s3)
+        .env("S3_ENDPOINT", &format!("http://127.0.0.1:{}", proxy.port))
+        .run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.stderr());
+    assert_eq!(proxy.altered(), 3, "each data file's first GET was refused");
+    assert_eq!(files_under(&dir.path().join("out")).len(), 12);
+    assert_eq!(std::fs::read_to_string(dir.path().join("out/o21.json")).unwrap(), "{\"r\":1}");
+}

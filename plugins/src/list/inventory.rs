@@ -15,11 +15,13 @@ use std::sync::Arc;
 
 use dqpipe_engine::api::body::{Body, Spool};
 use dqpipe_engine::api::selection::Shard;
-use dqpipe_engine::api::store::{ObjectInfo, Store};
+use dqpipe_engine::api::store::{ObjectInfo, Store, StoreError, StoreErrorKind};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
+
+use crate::retry::RetryPolicy;
 
 /// `inventory:` of a `list` node.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -121,22 +123,25 @@ fn url_decode(key: &str) -> String {
 }
 
 /// The objects of `files` (this process's share), file after file, with `prefix` as a
-/// listing's: each file is read from `store`, gunzipped and parsed on a blocking thread,
-/// its objects sent on as they are read.
+/// listing's: each file is read from `store` (transient failures retried with `retry`),
+/// gunzipped and parsed on a blocking thread, its objects sent on as they are read.
 pub fn objects<'a>(
     store: Arc<dyn Store>,
     manifest: Arc<Manifest>,
     files: Vec<String>,
     prefix: &'a str,
     spool: Spool,
-) -> BoxStream<'a, Result<ObjectInfo, String>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<ObjectInfo, String>>(2_000);
+    retry: RetryPolicy,
+) -> BoxStream<'a, Result<ObjectInfo, StoreError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<ObjectInfo, StoreError>>(2_000);
     tokio::spawn(async move {
         for file in files {
-            let body = match store.get(&file, &spool).await {
+            let read = || store.get(&file, &spool);
+            let transient = |e: &StoreError| e.kind == StoreErrorKind::Transient;
+            let body = match retry.run(read, transient, |e| format!("inventory data file {file:?}: {e}"), || {}).await {
                 Ok(b) => b,
                 Err(e) => {
-                    let _ = tx.send(Err(format!("inventory data file {file:?}: {e}"))).await;
+                    let _ = tx.send(Err(e.into())).await;
                     return;
                 }
             };
@@ -157,13 +162,16 @@ pub fn objects<'a>(
 fn read_file(
     body: &Body,
     manifest: &Manifest,
-    tx: &tokio::sync::mpsc::Sender<Result<ObjectInfo, String>>,
+    tx: &tokio::sync::mpsc::Sender<Result<ObjectInfo, StoreError>>,
     file: &str,
 ) -> bool {
+    let broken = |e: &dyn std::fmt::Display| {
+        StoreError::new(StoreErrorKind::Other, format!("inventory data file {file:?}: {e}"))
+    };
     let reader = match body.blocking_reader() {
         Ok(r) => r,
         Err(e) => {
-            let _ = tx.blocking_send(Err(format!("inventory data file {file:?}: {e}")));
+            let _ = tx.blocking_send(Err(broken(&e)));
             return false;
         }
     };
@@ -171,11 +179,9 @@ fn read_file(
     let mut rows = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(gz);
     for row in rows.records() {
         let sent = match row {
-            Ok(row) => {
-                tx.blocking_send(manifest.object(&row).map_err(|e| format!("inventory data file {file:?}: {e}")))
-            }
+            Ok(row) => tx.blocking_send(manifest.object(&row).map_err(|e| broken(&e))),
             Err(e) => {
-                let _ = tx.blocking_send(Err(format!("inventory data file {file:?}: {e}")));
+                let _ = tx.blocking_send(Err(broken(&e)));
                 return false;
             }
         };

@@ -107,7 +107,7 @@ impl List {
     }
 
     /// The inventory's manifest, read (with retries) from its store.
-    async fn manifest(&self, store: &Arc<dyn Store>) -> Result<Manifest, String> {
+    async fn manifest(&self, store: &Arc<dyn Store>) -> Result<Manifest, NodeError> {
         let key = self.cfg.inventory.as_ref().map(|i| i.manifest.as_str()).unwrap_or_default();
         let spool = Spool { threshold: 64 << 20, dir: None };
         let read = || async { store.get(key, &spool).await };
@@ -115,15 +115,15 @@ impl List {
             .cfg
             .retry
             .preflight(read, |e| e.kind == StoreErrorKind::Transient, |e| format!("inventory manifest {key:?}: {e}"))
-            .await
-            .map_err(|e| e.to_string())?;
-        let bytes = body.to_bytes(64 << 20).await.map_err(|e| format!("inventory manifest {key:?}: {e}"))?;
-        Manifest::parse(&bytes).map_err(|e| format!("inventory manifest {key:?}: {e}"))
+            .await?;
+        let bytes =
+            body.to_bytes(64 << 20).await.map_err(|e| NodeError::new(format!("inventory manifest {key:?}: {e}")))?;
+        Manifest::parse(&bytes).map_err(|e| NodeError::refused(format!("inventory manifest {key:?}: {e}")))
     }
 
     /// The objects to consider: the store's listing, or this shard's share of the
     /// inventory's data files.
-    async fn objects<'a>(&'a self, cx: &'a Context) -> Result<BoxStream<'a, Result<ObjectInfo, String>>, String> {
+    async fn objects<'a>(&'a self, cx: &'a Context) -> Result<Listing<'a>, NodeError> {
         let Some(store) = &self.inventory else { return Ok(self.walk(cx)) };
         let manifest = self.manifest(store).await?;
         let files = manifest.share(cx.shard());
@@ -134,18 +134,19 @@ impl List {
             files,
             &self.cfg.prefix,
             cx.spool().clone(),
+            self.cfg.retry.clone(),
         ))
     }
 
     /// The listing, with transient failures retried from the last key seen.
-    pub fn walk<'a>(&'a self, cx: &'a Context) -> BoxStream<'a, Result<ObjectInfo, String>> {
+    pub fn walk<'a>(&'a self, cx: &'a Context) -> Listing<'a> {
         let url = self.store.display_url();
         let all = if self.cfg.parallel_listings > 1 && self.store.lists_in_key_order() {
             self.fanned_out(cx)
         } else {
             self.listing(cx, &self.cfg.prefix, self.cfg.start_after.clone())
         };
-        all.map(move |r| r.map_err(|e| format!("listing {url}: {e}"))).boxed()
+        all.map(move |r| r.map_err(|e| StoreError::new(e.kind, format!("listing {url}: {e}")))).boxed()
     }
 
     fn listing<'a>(&'a self, cx: &'a Context, prefix: &'a str, after: Option<String>) -> Listing<'a> {
@@ -196,7 +197,8 @@ impl List {
     }
 }
 
-type Listing<'a> = BoxStream<'a, Result<ObjectInfo, dqpipe_engine::api::store::StoreError>>;
+/// Objects as a listing gives them; an error ends it, and keeps its kind.
+type Listing<'a> = BoxStream<'a, Result<ObjectInfo, StoreError>>;
 
 #[async_trait]
 impl Source for List {
@@ -209,7 +211,7 @@ impl Source for List {
     /// an unreachable endpoint stop the run before anything moves.
     async fn preflight(&self) -> Result<(), NodeError> {
         if let Some(store) = &self.inventory {
-            return self.manifest(store).await.map(|_| ()).map_err(NodeError::from);
+            return self.manifest(store).await.map(|_| ());
         }
         let first =
             || async { self.store.list(&self.cfg.prefix, self.cfg.start_after.clone()).next().await.transpose() };
@@ -236,7 +238,7 @@ impl Source for List {
         }
         // The listing runs ahead of the items (up to two pages): the next page is being
         // fetched while the items of this one wait for room downstream.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<ObjectInfo, String>>(2_000);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<ObjectInfo, StoreError>>(2_000);
         let listing = self.objects(cx).await?;
         let produce = send_in_order(listing, self.cfg.order == Order::Modified, tx);
         let mut count = 0u64;
@@ -288,7 +290,7 @@ impl Source for List {
             }
             // Stop the producer: dropping the receiver ends its sends.
             drop(rx);
-            Ok::<(), String>(())
+            Ok::<(), NodeError>(())
         };
         let ((), consumed) = tokio::join!(produce, consume);
         consumed?;
@@ -330,9 +332,9 @@ impl Source for List {
 /// Sends the listing's objects on `tx` as they are listed, or with `oldest_first` all of
 /// them sorted by modification time (then key): a listing error ends it, sent on.
 async fn send_in_order(
-    mut listing: BoxStream<'_, Result<ObjectInfo, String>>,
+    mut listing: Listing<'_>,
     oldest_first: bool,
-    tx: tokio::sync::mpsc::Sender<Result<ObjectInfo, String>>,
+    tx: tokio::sync::mpsc::Sender<Result<ObjectInfo, StoreError>>,
 ) {
     if !oldest_first {
         while let Some(o) = listing.next().await {
