@@ -12,6 +12,13 @@
 use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Value};
 
+/// The deepest a record's elements may nest, the record included. Each level may add an
+/// array (a repeated name) as well as an object, so the record's JSON nests at most 128
+/// deep: what serde_json, and so the nodes after this one, read back. A deeper record is
+/// refused as malformed is, before a tree that deep is built: serialising or dropping one
+/// recurses and would overflow the thread's stack.
+pub const MAX_DEPTH: usize = 64;
+
 /// One element being read: its object so far and its text.
 struct Open {
     name: String,
@@ -78,7 +85,16 @@ fn read_records(r: impl std::io::Read, record: &str, mut send: impl FnMut(u64, V
             t.map(|c| c.into_owned()).map_err(|_| format!("text that is not UTF-8 at byte {at}"))
         };
         match event {
-            Event::Start(e) if !open.is_empty() || e.name().as_ref() == record.as_bytes() => open.push(Open::new(&e)?),
+            Event::Start(e) if !open.is_empty() || e.name().as_ref() == record.as_bytes() => {
+                if open.len() >= MAX_DEPTH {
+                    let outer = &open[0].name;
+                    return Err(format!(
+                        "a <{outer}> nested deeper than {MAX_DEPTH} elements at byte {at}: refused, as a record \
+                         dqpipe could not pass on as JSON"
+                    ));
+                }
+                open.push(Open::new(&e)?)
+            }
             Event::Empty(e) if !open.is_empty() || e.name().as_ref() == record.as_bytes() => {
                 let element = Open::new(&e)?;
                 if !close(&mut open, element, &mut n, &mut send) {
@@ -194,5 +210,33 @@ mod tests {
         assert_eq!(got, 1);
         assert!(e.0.contains("not closed"), "{e}");
         assert!(records("<a><Flight>&nosuch;</Flight></a>").unwrap_err().0.contains("unknown entity"));
+    }
+
+    #[test]
+    fn a_record_nested_too_deep_is_refused_and_the_records_before_it_kept() {
+        let deep = |n: usize| format!("<Flight>{}x{}</Flight>", "<a>".repeat(n - 1), "</a>".repeat(n - 1));
+        // As deep as allowed, with a repeated name (an array) at every level: read, and its
+        // JSON read back by serde_json.
+        let mut arrays = "<a>x</a><a/>".to_string();
+        for _ in 2..super::MAX_DEPTH {
+            arrays = format!("<a>{arrays}</a><a/>");
+        }
+        for xml in [deep(super::MAX_DEPTH), format!("<Flight>{arrays}</Flight>")] {
+            let got = records(&format!("<doc><Flight/>{xml}</doc>")).unwrap();
+            let json = serde_json::to_string(&got[1].1).unwrap();
+            assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok(), "{json}");
+        }
+        // One deeper, or 200,000 deep (a stack overflow once): refused, the first record kept.
+        for n in [super::MAX_DEPTH + 1, 200_000] {
+            let mut kept = 0;
+            let xml = format!("<doc><Flight/>{}</doc>", deep(n));
+            let e = super::read(xml.as_bytes(), "Flight", |_, _| {
+                kept += 1;
+                true
+            })
+            .unwrap_err();
+            assert!(e.0.contains("nested deeper than 64 elements"), "{e}");
+            assert_eq!(kept, 1);
+        }
     }
 }
