@@ -132,3 +132,26 @@ fn fetch_decodes_gzip_on_read() {
         ran.report
     );
 }
+
+/// A CSV line that never ends (1 MiB, past `max_record_bytes: 4096`) stops the reading
+/// there: the rows before it are records, and the object leaves by `bad` with the reason,
+/// instead of the row growing in memory.
+#[test]
+fn a_record_longer_than_max_record_bytes_stops_the_reading_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ACL.replace("format: csv }", "format: csv, max_record_bytes: 4096 }");
+    std::fs::write(dir.path().join("acl.yaml"), spec).unwrap();
+    std::fs::create_dir_all(dir.path().join("landing")).unwrap();
+    let name = "HOMEOFFICEROLL2_20261204.CSV";
+    let mut file = b"carrier,flight,route\nBAW,1,LHR\nBAW,2,LGW\n".to_vec();
+    file.extend(std::iter::repeat_n(b'x', 1 << 20));
+    std::fs::write(dir.path().join("landing").join(name), &file).unwrap();
+    let ran = TestRun::new(dir.path(), "acl.yaml").run();
+    assert_eq!(ran.code(), Some(3), "{}", ran.stderr());
+    let written: Vec<String> =
+        files_under(&dir.path().join("out")).into_iter().filter(|f| !f.starts_with("_dqpipe")).collect();
+    assert_eq!(written, [format!("{name}/2.json"), format!("{name}/3.json")]);
+    let reason = read_json(&dir.path().join(format!("failed/{name}/0.error.json")));
+    let reason = reason["reason"].as_str().unwrap();
+    assert!(reason.contains("longer than max_record_bytes (4096 bytes) from byte 41"), "{reason}");
+}

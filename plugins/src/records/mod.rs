@@ -20,8 +20,10 @@
 //! copies of the object's item: the object is done once each reached the end of its path.
 //! With `output: document` the records are one JSON array instead (bad ones still go to
 //! `bad`). Read on a blocking thread and handed over a few at a time: memory holds a few
-//! records, not the file.
+//! records, not the file, and a record longer than `max_record_bytes` (16 MiB) stops the
+//! reading there, as malformed input does (`capped.rs`).
 
+mod capped;
 mod xml;
 
 use std::sync::Arc;
@@ -51,6 +53,16 @@ pub struct RecordsConfig {
     /// `items` (one item per record, the default) or `document` (one JSON array).
     #[serde(default)]
     pub output: Output,
+    /// The longest record read (a CSV row, an NDJSON line, an XML record, and any one
+    /// text or tag in the document): a longer one stops the reading there, as malformed
+    /// input does. Default 16 MiB.
+    #[serde(default = "sixteen_mib")]
+    #[schemars(range(min = 1024, max = 1073741824))]
+    pub max_record_bytes: u64,
+}
+
+fn sixteen_mib() -> u64 {
+    16 << 20
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -151,9 +163,11 @@ enum Read {
 
 /// Reads every record of `r`, handing each to `send` (false: nobody takes more).
 fn read_all(cfg: &RecordsConfig, r: BlockingReader, mut send: impl FnMut(Read) -> bool) -> Result<(), String> {
+    let cap = cfg.max_record_bytes;
     match cfg.format {
         RecordFormat::Ndjson => {
             use std::io::BufRead;
+            let r = capped::Capped::new(r, b"\n", cap);
             for (i, line) in std::io::BufReader::new(r).split(b'\n').enumerate() {
                 let line = line.map_err(|e| format!("reading: {e}"))?;
                 let n = i as u64 + 1;
@@ -169,8 +183,12 @@ fn read_all(cfg: &RecordsConfig, r: BlockingReader, mut send: impl FnMut(Read) -
                 }
             }
         }
-        RecordFormat::Xml => xml::read(r, &cfg.xml.record, |n, v| send(Read::Good(n, v)))?,
+        RecordFormat::Xml => {
+            let r = capped::Capped::new(r, b"<>", cap);
+            xml::read(r, &cfg.xml.record, cap, |n, v| send(Read::Good(n, v)))?
+        }
         RecordFormat::Csv => {
+            let r = capped::Capped::new(r, b"\n", cap);
             let mut reader = csv::ReaderBuilder::new()
                 .delimiter(cfg.csv.delimiter.as_bytes()[0])
                 .has_headers(cfg.csv.header)

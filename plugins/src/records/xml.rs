@@ -67,19 +67,36 @@ fn add(fields: &mut Map<String, Value>, name: String, value: Value) {
 
 /// Reads every `record` element of `r`, handing each (its number, from 1) to `send`
 /// (false: nobody takes more); `Err` at the first place that is not well-formed.
+/// A record of more than `cap` bytes is refused at its start.
 pub(super) fn read(
     r: impl std::io::Read,
     record: &str,
+    cap: u64,
     send: impl FnMut(u64, Value) -> bool,
 ) -> Result<(), crate::invalid::Invalid> {
-    read_records(r, record, send).map_err(crate::invalid::Invalid)
+    read_records(r, record, cap, send).map_err(crate::invalid::Invalid)
 }
 
-fn read_records(r: impl std::io::Read, record: &str, mut send: impl FnMut(u64, Value) -> bool) -> Result<(), String> {
+fn read_records(
+    r: impl std::io::Read,
+    record: &str,
+    cap: u64,
+    mut send: impl FnMut(u64, Value) -> bool,
+) -> Result<(), String> {
     let mut reader = quick_xml::Reader::from_reader(std::io::BufReader::new(r));
     let (mut buf, mut open, mut n): (Vec<u8>, Vec<Open>, u64) = (Vec::new(), Vec::new(), 0);
+    let mut began = 0;
     loop {
         let at = reader.buffer_position();
+        if open.is_empty() {
+            began = at;
+        } else if at - began > cap {
+            return Err(format!(
+                "a <{}> from byte {began} longer than max_record_bytes ({cap} bytes): refused, the rest not read \
+                 (raise `max_record_bytes` if the feed's records are this long)",
+                open[0].name
+            ));
+        }
         let event = reader.read_event_into(&mut buf).map_err(|e| format!("not XML at byte {at}: {e}"))?;
         let text = |t: Result<std::borrow::Cow<'_, str>, _>| -> Result<String, String> {
             t.map(|c| c.into_owned()).map_err(|_| format!("text that is not UTF-8 at byte {at}"))
@@ -169,7 +186,7 @@ mod tests {
 
     fn records(xml: &str) -> Result<Vec<(u64, serde_json::Value)>, crate::invalid::Invalid> {
         let mut got = Vec::new();
-        super::read(xml.as_bytes(), "Flight", |n, v| {
+        super::read(xml.as_bytes(), "Flight", 1 << 20, |n, v| {
             got.push((n, v));
             true
         })
@@ -202,7 +219,7 @@ mod tests {
     #[test]
     fn a_document_cut_short_stops_with_the_records_before_it_read() {
         let mut got = 0;
-        let e = super::read("<a><Flight/><Flight><b>".as_bytes(), "Flight", |_, _| {
+        let e = super::read("<a><Flight/><Flight><b>".as_bytes(), "Flight", 1 << 20, |_, _| {
             got += 1;
             true
         })
@@ -210,6 +227,20 @@ mod tests {
         assert_eq!(got, 1);
         assert!(e.0.contains("not closed"), "{e}");
         assert!(records("<a><Flight>&nosuch;</Flight></a>").unwrap_err().0.contains("unknown entity"));
+    }
+
+    #[test]
+    fn a_record_longer_than_the_cap_is_refused_at_its_start() {
+        let xml = format!("<doc><Flight/><Flight>{}</Flight></doc>", "<a>x</a>".repeat(1000));
+        let mut kept = 0;
+        let e = super::read(xml.as_bytes(), "Flight", 4096, |_, _| {
+            kept += 1;
+            true
+        })
+        .unwrap_err();
+        assert!(e.0.contains("a <Flight> from byte 14 longer than max_record_bytes (4096 bytes)"), "{e}");
+        assert_eq!(kept, 1);
+        assert_eq!(records(&xml).unwrap().len(), 2);
     }
 
     #[test]
@@ -230,7 +261,7 @@ mod tests {
         for n in [super::MAX_DEPTH + 1, 200_000] {
             let mut kept = 0;
             let xml = format!("<doc><Flight/>{}</doc>", deep(n));
-            let e = super::read(xml.as_bytes(), "Flight", |_, _| {
+            let e = super::read(xml.as_bytes(), "Flight", 1 << 30, |_, _| {
                 kept += 1;
                 true
             })
