@@ -209,15 +209,29 @@ impl RetryPolicy {
     where
         Fut: Future<Output = Result<T, dqpipe_engine::api::store::StoreError>>,
     {
-        self.run(
-            op,
-            |e| e.kind == dqpipe_engine::api::store::StoreErrorKind::Transient,
-            |e| format!("{what} {key:?} in {}: {e}", store.display_url()),
-            || cx.retried(1),
-        )
-        .await
-        .map_err(GaveUp::into_item_error)
+        self.run(op, is_transient, |e| format!("{what} {key:?} in {}: {e}", store.display_url()), || cx.retried(1))
+            .await
+            .map_err(GaveUp::into_item_error)
     }
+
+    /// One store operation with these retries, outside an item (done markers, a source's
+    /// delete once its outputs are durable, an inventory's data files), so not counted in
+    /// a node's report; given up, the last failure's kind with `describe`'s message.
+    pub async fn store_op<T, Fut>(
+        &self,
+        describe: impl Fn(&dqpipe_engine::api::store::StoreError) -> String,
+        op: impl FnMut() -> Fut,
+    ) -> Result<T, dqpipe_engine::api::store::StoreError>
+    where
+        Fut: Future<Output = Result<T, dqpipe_engine::api::store::StoreError>>,
+    {
+        Ok(self.run(op, is_transient, describe, || {}).await?)
+    }
+}
+
+/// A store failure worth retrying: timeouts, resets, 5xx, throttling.
+fn is_transient(e: &dqpipe_engine::api::store::StoreError) -> bool {
+    e.kind == dqpipe_engine::api::store::StoreErrorKind::Transient
 }
 
 /// A store's listing that survives transient failures: after one, it lists again from

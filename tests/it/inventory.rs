@@ -129,14 +129,7 @@ fn a_data_file_refused_for_a_moment_is_read_again() {
         "version": "2016-11-30", "fileFormat": "CSV", "fileSchema": "Bucket, Key, Size, LastModifiedDate, ETag",
         "files": files});
     std::fs::write(s3.bucket_dir("inventory").join("manifest.json"), manifest.to_string()).unwrap();
-    let refused = std::sync::Mutex::new(std::collections::HashSet::new());
-    let proxy = HttpProxy::answering(s3.port, move |head| {
-        let target = head.strip_prefix("GET ")?.split(' ').next()?.to_string();
-        (target.contains("/data/") && refused.lock().unwrap().insert(target)).then(|| {
-            let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-            format!("HTTP/1.1 503 Slow Down\r\ncontent-length: {}\r\n\r\n{body}", body.len())
-        })
-    });
+    let proxy = HttpProxy::slowing_first(s3.port, "GET", |target| target.contains("/data/"));
     let spec = "version: 1\nname: inv\ndefaults: { s3: { endpoint: \"${S3_ENDPOINT}\" } }\nstores:\n  archive: { url: \"s3://archive\" }\n  inventory: { url: \"s3://inventory\" }\n  out: { url: \"file://./out\" }\nnodes:\n  list: { kind: list, store: archive, inventory: { store: inventory, manifest: manifest.json } }\n  fetch: { kind: fetch, input: list }\n  write: { kind: put, input: fetch, store: out, key: \"{{ key }}\" }\n";
     std::fs::write(dir.path().join("p.yaml"), spec).unwrap();
     let ran = TestRun::new(dir.path(), "p.yaml")

@@ -13,6 +13,21 @@ fn example(name: &str) -> String {
     repo().join("pipelines/examples").join(name).to_string_lossy().into_owned()
 }
 
+/// The name of the `n`th object of [`incoming`]: a day of December 2026 in it.
+fn name(n: usize) -> String {
+    format!("acl_202612{:02}_{:04}.csv", 1 + n % 28, n)
+}
+
+/// `count` objects under `feeds/incoming/`, named by [`name`], holding `row N`.
+fn incoming(s3: &S3Server, count: usize) -> std::path::PathBuf {
+    let incoming = s3.bucket_dir("feeds").join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    for n in 0..count {
+        std::fs::write(incoming.join(name(n)), format!("row {n}\n")).unwrap();
+    }
+    incoming
+}
+
 /// pipelines/examples/scan-folder.yaml: a landing folder scanned by a real clamd, moved
 /// into S3 under the unpadded day each file landed, the infected one moved to quarantine
 /// with its reason; a rerun finds nothing to do.
@@ -65,13 +80,8 @@ fn the_scan_folder_example_moves_a_folder_into_s3_by_day() {
 fn a_move_within_a_bucket_killed_midway_then_rerun_leaves_each_object_in_one_place() {
     let s3 = S3Server::start(&["feeds"]);
     let dir = tempfile::tempdir().unwrap();
-    let incoming = s3.bucket_dir("feeds").join("incoming");
-    std::fs::create_dir_all(&incoming).unwrap();
     let count = 400;
-    let name = |n: usize| format!("acl_202612{:02}_{:04}.csv", 1 + n % 28, n);
-    for n in 0..count {
-        std::fs::write(incoming.join(name(n)), format!("row {n}\n")).unwrap();
-    }
+    let incoming = incoming(&s3, count);
     std::fs::write(incoming.join("README.txt"), "notes").unwrap();
     let run = || {
         TestRun::new(dir.path(), &example("repartition.yaml"))
@@ -112,22 +122,8 @@ fn a_move_within_a_bucket_killed_midway_then_rerun_leaves_each_object_in_one_pla
 fn a_delete_refused_for_a_moment_is_retried_and_the_move_completes() {
     let s3 = S3Server::start(&["feeds"]);
     let dir = tempfile::tempdir().unwrap();
-    let incoming = s3.bucket_dir("feeds").join("incoming");
-    std::fs::create_dir_all(&incoming).unwrap();
-    for n in 0..20 {
-        std::fs::write(incoming.join(format!("acl_202612{:02}_{n:04}.csv", 1 + n % 28)), format!("row {n}\n")).unwrap();
-    }
-    let refused = std::sync::Mutex::new(std::collections::HashSet::new());
-    let proxy = HttpProxy::answering(s3.port, move |head| {
-        let target = head.strip_prefix("DELETE ")?.split(' ').next()?.to_string();
-        refused.lock().unwrap().insert(target).then(|| {
-            let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-            format!(
-                "HTTP/1.1 503 Slow Down\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            )
-        })
-    });
+    let incoming = incoming(&s3, 20);
+    let proxy = HttpProxy::slowing_first(s3.port, "DELETE", |_| true);
     let ran = TestRun::new(dir.path(), &example("repartition.yaml"))
         .s3(&s3)
         .env("S3_ENDPOINT", &format!("http://127.0.0.1:{}", proxy.port))

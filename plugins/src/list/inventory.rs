@@ -137,11 +137,10 @@ pub fn objects<'a>(
     tokio::spawn(async move {
         for file in files {
             let read = || store.get(&file, &spool);
-            let transient = |e: &StoreError| e.kind == StoreErrorKind::Transient;
-            let body = match retry.run(read, transient, |e| format!("inventory data file {file:?}: {e}"), || {}).await {
+            let body = match retry.store_op(|e| format!("inventory data file {file:?}: {e}"), read).await {
                 Ok(b) => b,
                 Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
+                    let _ = tx.send(Err(e)).await;
                     return;
                 }
             };

@@ -136,12 +136,7 @@ impl DoneLog {
             async move {
                 let got = self
                     .retry
-                    .run(
-                        || self.store.get(&key, &spool),
-                        |e| e.kind == StoreErrorKind::Transient,
-                        |e| format!("reading done marker {key:?}: {e}"),
-                        || {},
-                    )
+                    .store_op(|e| format!("reading done marker {key:?}: {e}"), || self.store.get(&key, &spool))
                     .await;
                 (key, got)
             }
@@ -153,14 +148,10 @@ impl DoneLog {
                 Ok(body) => read_lines(&key, &body, &mut done).await?,
                 // Gone since the listing (another run compacted it), or refused for good:
                 // its objects are processed again at worst; no rerun would read it either.
-                Err(e)
-                    if e.last
-                        .as_ref()
-                        .is_some_and(|l| matches!(l.kind, StoreErrorKind::NotFound | StoreErrorKind::InvalidKey)) =>
-                {
-                    tracing::warn!(key = %key.escape_debug(), error = %e.message, "done marker skipped")
+                Err(e) if matches!(e.kind, StoreErrorKind::NotFound | StoreErrorKind::InvalidKey) => {
+                    tracing::warn!(key = %key.escape_debug(), error = %e, "done marker skipped")
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         Ok(done)
@@ -221,15 +212,8 @@ impl DoneLog {
         let opts = PutOptions { content_type: Some("application/x-ndjson".into()), ..Default::default() };
         let result = self
             .retry
-            .run(
-                || self.store.put(&key, &body, &opts),
-                |e| e.kind == StoreErrorKind::Transient,
-                |e| format!("writing done marker {key:?}: {e}"),
-                || {},
-            )
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from);
+            .store_op(|e| format!("writing done marker {key:?}: {e}"), || self.store.put(&key, &body, &opts))
+            .await;
         for w in batch.waiters {
             let _ = w.send(result.clone());
         }

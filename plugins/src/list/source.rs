@@ -97,15 +97,6 @@ impl List {
         }
     }
 
-    /// Deletes a delivered object at the source, retried on transient failures as the
-    /// items' requests are (an FTP server's 421, a reset): its outputs are durable, and
-    /// only this is left; a refusal keeps its kind (a refused acknowledgement is exit 3).
-    async fn delete_at_source(&self, o: &ObjectInfo) -> Result<(), StoreError> {
-        let transient = |e: &StoreError| e.kind == StoreErrorKind::Transient;
-        let delete = || self.store.delete_listed(o);
-        Ok(self.cfg.retry.run(delete, transient, |e| e.to_string(), || {}).await?)
-    }
-
     /// The inventory's manifest, read (with retries) from its store.
     async fn manifest(&self, store: &Arc<dyn Store>) -> Result<Manifest, NodeError> {
         let key = self.cfg.inventory.as_ref().map(|i| i.manifest.as_str()).unwrap_or_default();
@@ -267,7 +258,8 @@ impl Source for List {
                         out.skipped_done(&o);
                         // Delivered by an earlier run but not deleted then: only the delete.
                         if self.cfg.delete_after_success && !cx.planning() {
-                            if let Err(e) = self.delete_at_source(&o).await {
+                            let delete = || self.store.delete_listed(&o);
+                            if let Err(e) = self.cfg.retry.store_op(|e| e.to_string(), delete).await {
                                 tracing::warn!(key = %o.key.escape_debug(), error = %e, "already delivered, but deleting it failed");
                             }
                         }
@@ -318,8 +310,10 @@ impl Source for List {
             log.record(info, &done.record).await?;
         }
         if self.cfg.delete_after_success {
-            let deleted = self.delete_at_source(info).await;
-            deleted.map_err(|e| NodeError::from(StoreError::new(e.kind, format!("outputs are durable, but {e}"))))?;
+            // Retried as the items' requests are (an FTP server's 421, a reset): only this is
+            // left; a refusal keeps its kind (a refused acknowledgement is exit 3).
+            let delete = || self.store.delete_listed(info);
+            self.cfg.retry.store_op(|e| format!("outputs are durable, but {e}"), delete).await?;
         }
         Ok(())
     }

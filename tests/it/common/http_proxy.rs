@@ -82,13 +82,22 @@ impl HttpProxy {
     /// nothing of them (a broken gateway that loses writes); `altered` counts them.
     pub fn swallowing(upstream: u16, swallow: impl Fn(&str) -> bool + Send + Sync + 'static) -> HttpProxy {
         let ok = "HTTP/1.1 200 OK\r\netag: \"swallowed\"\r\ncontent-length: 0\r\n\r\n";
-        let answer = move |head: &str| swallow(head).then(|| ok.to_string());
-        HttpProxy::start_with(
-            upstream,
-            |_: &str, _: &mut String, _: &mut Vec<u8>| false,
-            Arc::new(answer),
-            Duration::ZERO,
-        )
+        HttpProxy::answering(upstream, move |head| swallow(head).then(|| ok.to_string()))
+    }
+
+    /// A proxy that answers `503 SlowDown` to the first `method` request (`"GET"`,
+    /// `"DELETE"`) of each target that `pick` takes, and forwards the rest: a store busy
+    /// for a moment. `altered` counts the refusals.
+    pub fn slowing_first(
+        upstream: u16,
+        method: &str,
+        pick: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> HttpProxy {
+        let (method, refused) = (format!("{method} "), std::sync::Mutex::new(std::collections::HashSet::new()));
+        HttpProxy::answering(upstream, move |head| {
+            let target = head.strip_prefix(method.as_str())?.split(' ').next()?.to_string();
+            (pick(&target) && refused.lock().unwrap().insert(target)).then(slow_down)
+        })
     }
 
     /// A proxy that answers the requests `answer` picks itself (`Some(the whole answer)`)
@@ -120,9 +129,7 @@ impl HttpProxy {
                 b.0 -= 1.0;
                 return None;
             }
-            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-            let head = "HTTP/1.1 503 Slow Down\r\ncontent-type: application/xml";
-            Some(format!("{head}\r\ncontent-length: {}\r\n\r\n{body}", body.len()))
+            Some(slow_down())
         };
         HttpProxy::start_with(upstream, |_: &str, _: &mut String, _: &mut Vec<u8>| false, Arc::new(answer), latency)
     }
@@ -187,6 +194,13 @@ impl HttpProxy {
     pub fn altered(&self) -> usize {
         self.altered.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// S3's answer to a request over its rate: `503 SlowDown`.
+fn slow_down() -> String {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+    let head = "HTTP/1.1 503 Slow Down\r\ncontent-type: application/xml";
+    format!("{head}\r\ncontent-length: {}\r\n\r\n{body}", body.len())
 }
 
 /// A message's head: its lines up to the empty one (for a HEAD request's answer, all of
