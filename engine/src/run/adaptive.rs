@@ -161,7 +161,8 @@ impl Permit {
         self.since = Instant::now();
         self.started = true;
         if let Some(c) = &self.limit.adaptive {
-            let mut c = c.lock().expect("the controller's lock");
+            // A panic elsewhere while it was held leaves plain counters: go on with them.
+            let mut c = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             c.in_flight += 1;
             c.reached |= c.in_flight as u64 >= self.limit.stats.limit.load(Ordering::Relaxed);
         }
@@ -174,7 +175,7 @@ impl Permit {
         let took = self.since.elapsed();
         let retries = self.limit.stats.retries.load(Ordering::Relaxed);
         let to = {
-            let mut c = c.lock().expect("the controller's lock");
+            let mut c = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             c.in_flight -= 1;
             c.failed |= transient_failure;
             c.sum += took;
